@@ -1,0 +1,603 @@
+//! The runtime's operations on containers: create, start, state, kill, delete, pause, resume,
+//! update, ps, exec. The CLI (`berth-runtime`) and the engine both call these.
+
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use berth_cgroups::{Cgroup, Layout};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
+
+use crate::init::{self, InitArgs, recv, send};
+use crate::state::{self, EXEC_SOCK, State, Status};
+use crate::{hooks, ns, spec};
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub root: PathBuf,
+    pub id: String,
+    pub bundle: PathBuf,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+pub const DEFAULT_ROOT: &str = "/run/berth-runtime";
+const SPEC_COPY: &str = "config.json";
+
+/// Undoes a half-made create when dropped without `disarm`.
+struct Undo {
+    dir: Option<PathBuf>,
+    cgroup: Option<Cgroup>,
+    pids: Vec<i32>,
+}
+
+impl Undo {
+    fn disarm(mut self) {
+        self.dir = None;
+        self.cgroup = None;
+        self.pids.clear();
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        for &p in &self.pids {
+            // SAFETY: kill and reap our own children.
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+                libc::waitpid(p, std::ptr::null_mut(), 0);
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.kill_all(libc::SIGKILL);
+            let _ = cg.remove();
+            remove_default_parent(cg);
+        }
+        if let Some(d) = &self.dir {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The cgroup a spec asks for: its cgroupsPath, or `berth/<id>`.
+fn cgroup_for(spec: &Spec, id: &str) -> Result<Cgroup> {
+    let p = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .unwrap_or_else(|| PathBuf::from(format!("/berth/{id}")));
+    if p.to_string_lossy().contains(':') {
+        bail!(
+            "linux.cgroupsPath {:?} looks like a systemd slice:prefix:name path; berth-runtime drives cgroupfs directly (drop --systemd-cgroup)",
+            p
+        );
+    }
+    Ok(Cgroup::new(Layout::detect(), &p)?)
+}
+
+/// The shared default parent `berth/` is removed once empty.
+fn remove_default_parent(cg: &Cgroup) {
+    if cg.path().parent() == Some(Path::new("berth")) {
+        let parent = Cgroup::new(cg.layout().clone(), Path::new("berth"));
+        if let Ok(p) = parent {
+            let _ = p.remove_if_empty();
+        }
+    }
+}
+
+/// Creates the container and leaves its init waiting for `start`. Returns its state.
+pub fn create(o: &CreateOptions) -> Result<State> {
+    state::validate_id(&o.id)?;
+    let bundle = fs::canonicalize(&o.bundle).with_context(|| format!("bundle {}", o.bundle.display()))?;
+    let spec = spec::load(&bundle)?;
+    let rootfs = spec::rootfs_path(&spec, &bundle)?;
+    let proc_ = spec.process().as_ref().context("config.json: process is required to create a container")?;
+    let terminal = proc_.terminal() == Some(true);
+    if terminal && o.console_socket.is_none() {
+        bail!("process.terminal is true: --console-socket is required");
+    }
+    let plan = ns::plan(spec.linux().as_ref().and_then(|l| l.namespaces().as_deref()).unwrap_or(&[]))?;
+
+    fs::create_dir_all(&o.root).with_context(|| format!("creating the state root {}", o.root.display()))?;
+    let dir = state::dir(&o.root, &o.id);
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!("container with id {} already exists", o.id),
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    let mut undo = Undo { dir: Some(dir.clone()), cgroup: None, pids: Vec::new() };
+    fs::write(dir.join(SPEC_COPY), serde_json::to_vec(&spec)?).context("saving the spec")?;
+
+    let cg = cgroup_for(&spec, &o.id)?;
+    cg.create()?;
+    undo.cgroup = Some(cg.clone());
+    if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        cg.apply(r).context("linux.resources")?;
+    }
+
+    let listener = bind_exec_socket(&dir)?;
+    let console = match &o.console_socket {
+        Some(p) => {
+            Some(UnixStream::connect(p).with_context(|| format!("connecting to --console-socket {}", p.display()))?)
+        }
+        None => None,
+    };
+    let (parent_sock, child_sock) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .context("socketpair")?;
+
+    let hooks = spec.hooks().as_ref();
+    let hook_stop = hooks.is_some_and(|h| {
+        h.prestart().as_ref().is_some_and(|v| !v.is_empty())
+            || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+            || h.create_container().as_ref().is_some_and(|v| !v.is_empty())
+    });
+    let args = InitArgs {
+        id: &o.id,
+        spec: &spec,
+        bundle: &bundle,
+        rootfs: &rootfs,
+        plan: &plan,
+        sync: child_sock.as_raw_fd(),
+        exec_listener: listener.as_raw_fd(),
+        console: console.as_ref().map(|c| c.as_raw_fd()),
+        no_pivot: o.no_pivot,
+        no_new_keyring: o.no_new_keyring,
+        preserve_fds: o.preserve_fds,
+        cgroup: Some(&cg),
+        hook_stop,
+    };
+    let stage = init::raw_clone(0)?;
+    if stage == 0 {
+        drop(parent_sock);
+        init::stage(&args);
+    }
+    undo.pids.push(stage);
+    drop(child_sock);
+    drop(listener);
+    drop(console);
+    let sock = parent_sock.as_raw_fd();
+
+    cg.add_pid(stage)?;
+    send(sock, b"go");
+    let mut init_pid = 0;
+    let mut st = State {
+        oci_version: spec.version().clone(),
+        id: o.id.clone(),
+        pid: 0,
+        pid_start: 0,
+        bundle: bundle.clone(),
+        rootfs: rootfs.clone(),
+        created: state::now_rfc3339(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        cgroup_path: Some(cg.path().to_path_buf()),
+        owner: String::new(),
+    };
+    loop {
+        let m = recv(sock)?;
+        if m.is_empty() {
+            bail!("the container's init exited during setup");
+        } else if m == b"maps" {
+            write_id_maps(stage, &spec)?;
+            send(sock, b"go");
+        } else if let Some(p) = m.strip_prefix(b"pid:") {
+            init_pid = std::str::from_utf8(p)?.parse()?;
+            undo.pids.push(init_pid);
+            // SAFETY: reap the stage child, which exits right after sending the pid.
+            unsafe { libc::waitpid(stage, std::ptr::null_mut(), 0) };
+            undo.pids.retain(|p| *p != stage);
+            st.pid = init_pid;
+            st.pid_start = state::proc_start(init_pid).map(|s| s.0).unwrap_or(0);
+        } else if m == b"hooks" {
+            let json = serde_json::to_vec(&st.to_oci_json(Status::Creating))?;
+            hooks::run_all("prestart", hooks.and_then(|h| h.prestart().as_ref()), &json)?;
+            hooks::run_all("createRuntime", hooks.and_then(|h| h.create_runtime().as_ref()), &json)?;
+            let mut go = b"go".to_vec();
+            go.extend_from_slice(&json);
+            send(sock, &go);
+        } else if m == b"ready" {
+            break;
+        } else if let Some(e) = m.strip_prefix(b"error:") {
+            bail!("{}", String::from_utf8_lossy(e));
+        } else {
+            bail!("unexpected message from the container's init: {:?}", String::from_utf8_lossy(&m));
+        }
+    }
+    if init_pid == 0 {
+        bail!("the container's init did not report its pid");
+    }
+    if let Some(adj) = proc_.oom_score_adj() {
+        fs::write(format!("/proc/{init_pid}/oom_score_adj"), adj.to_string()).context("process.oomScoreAdj")?;
+    }
+    st.save(&o.root)?;
+    if let Some(pf) = &o.pid_file {
+        write_pid_file(pf, init_pid)?;
+    }
+    undo.disarm();
+    Ok(st)
+}
+
+/// The exec socket lives in the state dir; binding through /proc/self/fd keeps the address
+/// short whatever the length of --root.
+fn bind_exec_socket(dir: &Path) -> Result<OwnedFd> {
+    let dfd = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let path = format!("/proc/self/fd/{}/{EXEC_SOCK}", dfd.as_raw_fd());
+    let l = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding {}/{EXEC_SOCK}", dir.display()))?;
+    Ok(OwnedFd::from(l))
+}
+
+fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref().context("linux section missing")?;
+    let fmt = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.iter().flatten().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect::<String>()
+    };
+    let (u, g) = (fmt(linux.uid_mappings()), fmt(linux.gid_mappings()));
+    if u.is_empty() || g.is_empty() {
+        bail!("linux.uidMappings and linux.gidMappings are required with a new user namespace");
+    }
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        // An unprivileged user may map only itself, and only after denying setgroups.
+        let _ = fs::write(format!("/proc/{pid}/setgroups"), "deny");
+    }
+    for (file, text, helper) in [("uid_map", &u, "newuidmap"), ("gid_map", &g, "newgidmap")] {
+        let p = format!("/proc/{pid}/{file}");
+        if let Err(e) = fs::write(&p, text) {
+            if root {
+                return Err(e).with_context(|| format!("writing {p}"));
+            }
+            // Several ranges as a user need the setuid helpers from uidmap.
+            let mut cmd = std::process::Command::new(helper);
+            cmd.arg(pid.to_string());
+            for l in text.lines() {
+                cmd.args(l.split_whitespace());
+            }
+            let st = cmd.status().with_context(|| format!("running {helper} (apt install uidmap)"))?;
+            if !st.success() {
+                bail!("{helper} failed for linux.{}", if file == "uid_map" { "uidMappings" } else { "gidMappings" });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_pid_file(p: &Path, pid: i32) -> Result<()> {
+    let tmp = p.with_extension("tmp-berth");
+    fs::write(&tmp, pid.to_string()).with_context(|| format!("writing --pid-file {}", p.display()))?;
+    fs::rename(&tmp, p).with_context(|| format!("writing --pid-file {}", p.display()))
+}
+
+pub struct Container {
+    pub root: PathBuf,
+    pub state: State,
+}
+
+impl Container {
+    pub fn load(root: &Path, id: &str) -> Result<Container> {
+        Ok(Container { root: root.to_path_buf(), state: State::load(root, id)? })
+    }
+
+    pub fn cgroup(&self) -> Option<Cgroup> {
+        self.state.cgroup_path.as_ref().and_then(|p| Cgroup::new(Layout::detect(), p).ok())
+    }
+
+    pub fn status(&self) -> Status {
+        self.state.status(&self.root, || self.cgroup().is_some_and(|c| c.is_frozen()))
+    }
+
+    pub fn spec(&self) -> Result<Spec> {
+        let p = state::dir(&self.root, &self.state.id).join(SPEC_COPY);
+        Ok(serde_json::from_slice(&fs::read(&p).with_context(|| format!("reading {}", p.display()))?)?)
+    }
+
+    fn dir(&self) -> PathBuf {
+        state::dir(&self.root, &self.state.id)
+    }
+
+    /// Releases the init (it execs the user's process) and runs poststart hooks.
+    pub fn start(&self) -> Result<()> {
+        let s = self.status();
+        if s != Status::Created {
+            bail!("cannot start a container that is {s} (only a created container can be started)");
+        }
+        let dfd = nix::fcntl::open(
+            &self.dir(),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let path = format!("/proc/self/fd/{}/{EXEC_SOCK}", dfd.as_raw_fd());
+        let mut c = UnixStream::connect(&path).context("the container's init is gone")?;
+        let mut b = [0u8; 1];
+        use std::io::Read;
+        let n = c.read(&mut b).context("waiting for the init to start")?;
+        let _ = fs::remove_file(self.dir().join(EXEC_SOCK));
+        if n != 1 {
+            bail!("the container's init died before it could start");
+        }
+        let spec = self.spec()?;
+        if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()) {
+            let json = serde_json::to_vec(&self.state.to_oci_json(Status::Running))?;
+            // A failed poststart hook is reported but the container keeps running (spec).
+            if let Err(e) = hooks::run_all("poststart", Some(h), &json) {
+                eprintln!("warning: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn kill(&self, sig: i32, all: bool) -> Result<()> {
+        let s = self.status();
+        if s == Status::Stopped {
+            bail!("container {} is not running", self.state.id);
+        }
+        if all {
+            if let Some(cg) = self.cgroup() {
+                return Ok(cg.kill_all(sig)?);
+            }
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.state.pid), nix::sys::signal::Signal::try_from(sig)?)
+            .with_context(|| format!("sending signal {sig} to {}", self.state.pid))
+    }
+
+    /// Removes a stopped (or created, or with `force` any) container and everything it had.
+    pub fn delete(&self, force: bool) -> Result<()> {
+        let s = self.status();
+        match s {
+            Status::Stopped => {}
+            Status::Created => self.kill_and_wait()?,
+            _ if force => self.kill_and_wait()?,
+            _ => bail!("cannot delete container {} that is not stopped: {s} (use --force)", self.state.id),
+        }
+        if let Some(cg) = self.cgroup() {
+            cg.remove()?;
+            remove_default_parent(&cg);
+        }
+        if let Ok(spec) = self.spec()
+            && let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststop().as_ref())
+        {
+            let json = serde_json::to_vec(&self.state.to_oci_json(Status::Stopped))?;
+            if let Err(e) = hooks::run_all("poststop", Some(h), &json) {
+                eprintln!("warning: {e:#}");
+            }
+        }
+        fs::remove_dir_all(self.dir()).with_context(|| format!("removing {}", self.dir().display()))
+    }
+
+    fn kill_and_wait(&self) -> Result<()> {
+        if let Some(cg) = self.cgroup() {
+            cg.kill_all(libc::SIGKILL)?;
+        }
+        // SAFETY: kill(2); the pid was checked alive with its start time just before.
+        unsafe { libc::kill(self.state.pid, libc::SIGKILL) };
+        for _ in 0..2000 {
+            if !state::pid_alive(self.state.pid, self.state.pid_start) {
+                // Reap it if it is our child (run); otherwise its parent does.
+                // SAFETY: waitpid with WNOHANG.
+                unsafe { libc::waitpid(self.state.pid, std::ptr::null_mut(), libc::WNOHANG) };
+                return Ok(());
+            }
+            // SAFETY: as above.
+            unsafe { libc::waitpid(self.state.pid, std::ptr::null_mut(), libc::WNOHANG) };
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        bail!("container {} did not die after SIGKILL", self.state.id)
+    }
+
+    pub fn pause(&self) -> Result<()> {
+        let s = self.status();
+        if s != Status::Running {
+            bail!("cannot pause a container that is {s}");
+        }
+        Ok(self.cgroup().context("container has no cgroup")?.freeze()?)
+    }
+
+    pub fn resume(&self) -> Result<()> {
+        let s = self.status();
+        if s != Status::Paused {
+            bail!("cannot resume a container that is {s}");
+        }
+        Ok(self.cgroup().context("container has no cgroup")?.thaw()?)
+    }
+
+    pub fn update(&self, res: &LinuxResources) -> Result<()> {
+        if self.status() == Status::Stopped {
+            bail!("cannot update a stopped container");
+        }
+        Ok(self.cgroup().context("container has no cgroup")?.apply(res)?)
+    }
+
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        match self.cgroup() {
+            Some(cg) => Ok(cg.pids()?),
+            None => Ok(vec![self.state.pid]),
+        }
+    }
+
+    /// Runs `p` inside the running container. Returns the new process's pid (a child of the
+    /// caller, so it can be waited for).
+    pub fn exec(&self, p: &Process, console_socket: Option<&Path>, preserve_fds: u32) -> Result<i32> {
+        let s = self.status();
+        if s != Status::Running && s != Status::Created {
+            bail!("cannot exec in a container that is {s}");
+        }
+        let spec = self.spec()?;
+        let (lst, sock) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )?;
+        let console = match console_socket {
+            Some(c) => Some(
+                UnixStream::connect(c).with_context(|| format!("connecting to --console-socket {}", c.display()))?,
+            ),
+            None => None,
+        };
+        if p.terminal() == Some(true) && console.is_none() {
+            bail!("process.terminal is true: --console-socket is required");
+        }
+        // Namespaces of the init that differ from ours, user first.
+        let mut join: Vec<(LinuxNamespaceType, OwnedFd)> = Vec::new();
+        for t in [
+            LinuxNamespaceType::User,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts,
+            LinuxNamespaceType::Network,
+            LinuxNamespaceType::Pid,
+            LinuxNamespaceType::Cgroup,
+            LinuxNamespaceType::Time,
+            LinuxNamespaceType::Mount,
+        ] {
+            let name = ns::proc_name(t);
+            let theirs = format!("/proc/{}/ns/{name}", self.state.pid);
+            let mine = format!("/proc/self/ns/{name}");
+            if fs::read_link(&theirs).ok() == fs::read_link(&mine).ok() {
+                continue;
+            }
+            let fd = nix::fcntl::open(
+                theirs.as_str(),
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .with_context(|| format!("opening {theirs}"))?;
+            join.push((t, fd));
+        }
+        if !state::pid_alive(self.state.pid, self.state.pid_start) {
+            bail!("container {} stopped", self.state.id);
+        }
+        let cg = self.cgroup();
+        let child_sock = sock.as_raw_fd();
+        let console_fd = console.as_ref().map(|c| c.as_raw_fd());
+        let stage = init::raw_clone(0)?;
+        if stage == 0 {
+            exec_stage(&spec, p, &join, child_sock, console_fd, preserve_fds);
+        }
+        drop(sock);
+        drop(console);
+        let undo = Undo { dir: None, cgroup: None, pids: vec![stage] };
+        if let Some(cg) = &cg {
+            cg.add_pid(stage)?;
+        }
+        send(lst.as_raw_fd(), b"go");
+        let mut pid = 0;
+        loop {
+            let m = recv(lst.as_raw_fd())?;
+            if m.is_empty() {
+                if pid > 0 {
+                    break;
+                }
+                bail!("exec: the process exited during setup");
+            } else if let Some(p) = m.strip_prefix(b"pid:") {
+                pid = std::str::from_utf8(p)?.parse()?;
+                // SAFETY: reap the stage.
+                unsafe { libc::waitpid(stage, std::ptr::null_mut(), 0) };
+            } else if let Some(e) = m.strip_prefix(b"error:") {
+                if pid > 0 {
+                    // SAFETY: reap the failed exec child.
+                    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                }
+                bail!("exec: {}", String::from_utf8_lossy(e));
+            }
+        }
+        undo.disarm();
+        Ok(pid)
+    }
+}
+
+/// The child of `exec`: join the container, then fork the process (pid namespaces apply to
+/// children), which sets itself up and execs. Never returns.
+fn exec_stage(
+    spec: &Spec,
+    p: &Process,
+    join: &[(LinuxNamespaceType, OwnedFd)],
+    sock: RawFd,
+    console: Option<RawFd>,
+    preserve: u32,
+) -> ! {
+    let r = (|| -> Result<()> {
+        init::expect_go(sock)?;
+        for (t, fd) in join {
+            ns::setns(fd, *t)?;
+        }
+        let pid = init::raw_clone(libc::CLONE_PARENT)?;
+        if pid == 0 {
+            let Err(e) = (|| -> Result<std::convert::Infallible> {
+                if let Some(c) = console {
+                    init::setup_console(c, p, false)?;
+                }
+                init::prepare_process(p)?;
+                let args = p.args().clone().unwrap_or_default();
+                let env = p.env().clone().unwrap_or_default();
+                let exe = crate::process::find_executable(args.first().context("process.args is empty")?, &env)?;
+                init::finish_and_exec(spec, p, &exe, preserve)
+            })();
+            send(sock, format!("error:{e:#}").as_bytes());
+            // SAFETY: leave the failed child without running destructors.
+            unsafe { libc::_exit(127) }
+        }
+        send(sock, format!("pid:{pid}").as_bytes());
+        Ok(())
+    })();
+    if let Err(e) = r {
+        send(sock, format!("error:{e:#}").as_bytes());
+        // SAFETY: as above.
+        unsafe { libc::_exit(1) }
+    }
+    // SAFETY: as above.
+    unsafe { libc::_exit(0) }
+}
+
+/// Every container under `root`.
+pub fn list(root: &Path) -> Result<Vec<Container>> {
+    let mut v = Vec::new();
+    let rd = match fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", root.display())),
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Ok(c) = Container::load(root, &name) {
+            v.push(c);
+        }
+    }
+    v.sort_by(|a, b| a.state.created.cmp(&b.state.created));
+    Ok(v)
+}
+
+/// Waits for `pid` (a child of ours) and returns its exit code the way a shell reports it.
+pub fn wait_exit_code(pid: i32) -> Result<i32> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e).context("waiting for the container");
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(libc::WEXITSTATUS(status));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(128 + libc::WTERMSIG(status));
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The child side of create and exec. Everything here runs in forked copies of the (single
+//! threaded) runtime process and ends in execve or `_exit`.
+//!
+//! create: runtime --fork--> stage --clone(CLONE_PARENT)--> init
+//!  - stage joins namespaces by path, creates the user namespace (the runtime writes the id
+//!    maps), unshares the rest, then clones init so that init is pid 1 of a new pid namespace
+//!    and still a child of the runtime (so `run` can wait for it);
+//!  - init sets up the root, reports "ready", blocks on the exec socket until `start`, then
+//!    becomes the user's process.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use berth_cgroups::Cgroup;
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use crate::{caps, hooks, ns, process, rootfs};
+
+/// Messages on the SEQPACKET socket between the runtime and its children.
+pub fn send(fd: RawFd, msg: &[u8]) {
+    // SAFETY: send on a socket fd with a valid buffer; errors surface as EOF on the other end.
+    unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL) };
+}
+
+pub fn recv(fd: RawFd) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: recv into a buffer we own.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e).context("reading from the container's setup channel");
+        }
+        buf.truncate(n as usize);
+        return Ok(buf);
+    }
+}
+
+pub fn expect_go(fd: RawFd) -> Result<Vec<u8>> {
+    let m = recv(fd)?;
+    match m.strip_prefix(b"go") {
+        Some(rest) => Ok(rest.to_vec()),
+        None => bail!("the runtime went away during setup"),
+    }
+}
+
+/// A fork/clone without a new stack: returns 0 in the child. `CLONE_PARENT` makes the new
+/// process a sibling of the caller.
+pub fn raw_clone(flags: libc::c_int) -> Result<libc::pid_t> {
+    // SAFETY: clone(2) with no stack behaves as fork; the caller is single threaded.
+    let pid = unsafe {
+        libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error()).context("clone");
+    }
+    Ok(pid as libc::pid_t)
+}
+
+fn die_with_parent(on: bool) {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, if on { libc::SIGKILL } else { 0 } as libc::c_ulong, 0, 0, 0) };
+}
+
+pub struct InitArgs<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    pub plan: &'a ns::Plan,
+    pub sync: RawFd,
+    pub exec_listener: RawFd,
+    pub console: Option<RawFd>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+    pub cgroup: Option<&'a Cgroup>,
+    /// True when the runtime must stop for prestart/createRuntime/createContainer hooks.
+    pub hook_stop: bool,
+}
+
+/// Entry of the stage child. Never returns.
+pub fn stage(a: &InitArgs) -> ! {
+    if let Err(e) = stage_inner(a) {
+        send(a.sync, format!("error:{e:#}").as_bytes());
+    }
+    // SAFETY: leave without running the runtime's destructors or atexit handlers.
+    unsafe { libc::_exit(1) }
+}
+
+fn stage_inner(a: &InitArgs) -> Result<()> {
+    die_with_parent(true);
+    expect_go(a.sync)?;
+    for (t, fd) in &a.plan.join {
+        ns::setns(fd, *t)?;
+    }
+    if a.plan.has_new(LinuxNamespaceType::User) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).context("creating the user namespace")?;
+        send(a.sync, b"maps");
+        expect_go(a.sync)?;
+    }
+    if a.plan.has(LinuxNamespaceType::User) {
+        become_root()?;
+    }
+    let rest = a.plan.new_flags & !libc::CLONE_NEWUSER;
+    if rest != 0 {
+        // SAFETY: unshare(2) with namespace flags.
+        if unsafe { libc::unshare(rest) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("creating namespaces");
+        }
+    }
+    if a.plan.has_new(LinuxNamespaceType::Time) {
+        write_time_offsets(a.spec)?;
+    }
+    let pid = raw_clone(libc::CLONE_PARENT)?;
+    if pid == 0 {
+        container_init(a);
+    }
+    send(a.sync, format!("pid:{pid}").as_bytes());
+    // SAFETY: as in stage().
+    unsafe { libc::_exit(0) }
+}
+
+fn become_root() -> Result<()> {
+    // SAFETY: plain id syscalls.
+    if unsafe { libc::setresgid(0, 0, 0) } != 0 || unsafe { libc::setresuid(0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("becoming root in the user namespace (is uid/gid 0 mapped in linux.uidMappings/gidMappings?)");
+    }
+    Ok(())
+}
+
+fn write_time_offsets(spec: &Spec) -> Result<()> {
+    let offs = spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref());
+    let mut text = String::new();
+    for (clock, o) in offs.into_iter().flatten() {
+        if clock != "monotonic" && clock != "boottime" {
+            bail!("linux.timeOffsets: unknown clock {clock:?} (monotonic or boottime)");
+        }
+        text.push_str(&format!("{clock} {} {}\n", o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0)));
+    }
+    if !text.is_empty() {
+        std::fs::write("/proc/self/timens_offsets", text).context("linux.timeOffsets")?;
+    }
+    Ok(())
+}
+
+fn container_init(a: &InitArgs) -> ! {
+    let e = match init_inner(a) {
+        Err(e) => e,
+    };
+    send(a.sync, format!("error:{e:#}").as_bytes());
+    // SAFETY: as in stage().
+    unsafe { libc::_exit(1) }
+}
+
+fn init_inner(a: &InitArgs) -> Result<std::convert::Infallible> {
+    die_with_parent(true);
+    let spec = a.spec;
+    let proc_ = spec.process().as_ref().context("process is required")?;
+    if a.plan.has(LinuxNamespaceType::User) {
+        become_root()?;
+    }
+    if !a.plan.has_new(LinuxNamespaceType::Mount) {
+        bail!("linux.namespaces: berth-runtime needs a new mount namespace");
+    }
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        if !a.plan.has(LinuxNamespaceType::Uts) {
+            bail!("hostname needs a uts namespace");
+        }
+        nix::unistd::sethostname(h).context("setting the hostname")?;
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|h| !h.is_empty()) {
+        let c = CString::new(d)?;
+        // SAFETY: setdomainname with a valid buffer.
+        if unsafe { libc::setdomainname(c.as_ptr(), d.len()) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("setting the domainname");
+        }
+    }
+    if !a.no_new_keyring {
+        join_session_keyring(a.id);
+    }
+    let mut hook_state = Vec::new();
+    if a.hook_stop {
+        // prestart and createRuntime run in the runtime; wait for them.
+        send(a.sync, b"hooks");
+        hook_state = expect_go(a.sync)?;
+    }
+    let ctx = rootfs::RootfsCtx {
+        spec,
+        rootfs: a.rootfs,
+        bundle: a.bundle,
+        cgroup: a.cgroup,
+        in_userns: a.plan.has(LinuxNamespaceType::User),
+        new_cgroupns: a.plan.has_new(LinuxNamespaceType::Cgroup),
+    };
+    rootfs::prepare(&ctx, a.no_pivot)?;
+    if a.hook_stop {
+        hooks::run_all(
+            "createContainer",
+            spec.hooks().as_ref().and_then(|h| h.create_container().as_ref()),
+            &hook_state,
+        )?;
+    }
+    write_sysctls(spec)?;
+    rootfs::finalize(spec)?;
+    let console = match a.console {
+        Some(sock) => Some(setup_console(sock, proc_, true)?),
+        None => None,
+    };
+    prepare_process(proc_)?;
+    let args = proc_.args().clone().unwrap_or_default();
+    let env = proc_.env().clone().unwrap_or_default();
+    let exe = process::find_executable(args.first().context("process.args is empty")?, &env)?;
+
+    die_with_parent(false);
+    send(a.sync, b"ready");
+    // SAFETY: the fd numbers are ours and stay open until exec.
+    unsafe { libc::close(a.sync) };
+    wait_for_start(a.exec_listener)?;
+    if let Some(h) = spec.hooks().as_ref().and_then(|h| h.start_container().as_ref()) {
+        hooks::run_all("startContainer", Some(h), &hook_state)?;
+    }
+    drop(console);
+    finish_and_exec(spec, proc_, &exe, a.preserve_fds)
+}
+
+fn join_session_keyring(id: &str) {
+    let name = CString::new(format!("_ses.{id}")).unwrap_or_default();
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_ulong = 1;
+    // SAFETY: keyctl with a valid string; failure (e.g. ENOSYS under some sandboxes) is harmless.
+    unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+}
+
+/// rlimits and cwd: done before "ready" so that a bad value fails `create`.
+pub fn prepare_process(p: &Process) -> Result<()> {
+    process::set_rlimits(p)?;
+    process::enter_cwd(p)?;
+    Ok(())
+}
+
+/// Blocks until `start` connects to the exec socket, then acknowledges.
+fn wait_for_start(listener: RawFd) -> Result<()> {
+    loop {
+        // SAFETY: accept on our listening socket.
+        let c = unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+        if c < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e).context("waiting for start");
+        }
+        // SAFETY: write one byte to the connected socket and close both ends.
+        unsafe {
+            libc::write(c, b"0".as_ptr().cast(), 1);
+            libc::close(c);
+            libc::close(listener);
+        }
+        return Ok(());
+    }
+}
+
+/// The last steps, in the order the kernel needs: LSM labels, bounding set (needs
+/// CAP_SETPCAP), user, the other capability sets, no_new_privs, seccomp, fds, exec.
+pub fn finish_and_exec(spec: &Spec, p: &Process, exe: &Path, preserve_fds: u32) -> Result<std::convert::Infallible> {
+    process::set_lsm_labels(p)?;
+    if let Some(c) = p.capabilities() {
+        caps::drop_bounding(c)?;
+    }
+    let setgroups_denied = std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() == "deny").unwrap_or(false);
+    process::set_user(p, setgroups_denied)?;
+    match p.capabilities() {
+        Some(c) => caps::apply_sets(c)?,
+        None => caps::apply_sets(&Default::default())?,
+    }
+    if p.no_new_privileges() == Some(true) {
+        process::set_no_new_privs()?;
+    }
+    if let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        crate::seccomp::apply(s)?;
+    }
+    process::cloexec_from(3 + preserve_fds)?;
+    let args = p.args().clone().unwrap_or_default();
+    let env = p.env().clone().unwrap_or_default();
+    Err(process::exec(exe, &args, &env))
+}
+
+fn write_sysctls(spec: &Spec) -> Result<()> {
+    let Some(s) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) else { return Ok(()) };
+    let mut keys: Vec<_> = s.keys().collect();
+    keys.sort();
+    for k in keys {
+        let namespaced = k.starts_with("net.")
+            || k.starts_with("fs.mqueue.")
+            || matches!(
+                k.as_str(),
+                "kernel.msgmax"
+                    | "kernel.msgmnb"
+                    | "kernel.msgmni"
+                    | "kernel.sem"
+                    | "kernel.shmall"
+                    | "kernel.shmmax"
+                    | "kernel.shmmni"
+                    | "kernel.shm_rmid_forced"
+                    | "kernel.hostname"
+                    | "kernel.domainname"
+            );
+        if !namespaced {
+            bail!("linux.sysctl: {k} is not namespaced and cannot be set for a container");
+        }
+        if k.contains("..") || k.contains('/') && k.contains("..") {
+            bail!("linux.sysctl: bad key {k}");
+        }
+        let path = format!("/proc/sys/{}", k.replace('.', "/"));
+        std::fs::write(&path, &s[k]).with_context(|| format!("linux.sysctl: writing {:?} to {path}", s[k]))?;
+    }
+    Ok(())
+}
+
+/// Opens a pty inside the container, sends its master through the console socket, and makes
+/// the slave our controlling terminal and stdio. For init it is also bound onto /dev/console.
+pub fn setup_console(sock: RawFd, p: &Process, is_init: bool) -> Result<OwnedFd> {
+    let master = nix::fcntl::open(
+        "/dev/ptmx",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .context("opening /dev/ptmx in the container (is devpts mounted?)")?;
+    let mut unlock: libc::c_int = 0;
+    // SAFETY: ioctls on the pty master we just opened.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) };
+    // TIOCGPTPEER opens the slave from the master: no path lookup that could be redirected.
+    let slave =
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if slave < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening the pty slave");
+    }
+    // SAFETY: a new fd from the kernel.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    if let Some(sz) = p.console_size() {
+        let ws = libc::winsize { ws_row: sz.height() as u16, ws_col: sz.width() as u16, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ with a valid struct.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+    let name = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).unwrap_or_default();
+    let fds = [master.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(name.as_os_str().as_encoded_bytes())];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    nix::sys::socket::sendmsg::<()>(sock, &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
+        .context("sending the pty master to the console socket")?;
+    drop(master);
+    if is_init {
+        let root = crate::safepath::open_root(Path::new("/"))?;
+        if let Ok(t) =
+            crate::safepath::mkdir_all_in_root(root.as_raw_fd(), Path::new("/dev/console"), crate::safepath::Kind::File)
+        {
+            let st = nix::sys::stat::fstat(&t)?;
+            // Only a plain file or the char device we expect may be covered (no redirection).
+            if st.st_mode & libc::S_IFMT == libc::S_IFREG || st.st_mode & libc::S_IFMT == libc::S_IFCHR {
+                nix::mount::mount(
+                    Some(&crate::safepath::fd_path(&slave)),
+                    &crate::safepath::fd_path(&t),
+                    None::<&str>,
+                    nix::mount::MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .context("binding the pty onto /dev/console")?;
+            }
+        }
+    }
+    nix::unistd::setsid().ok();
+    // SAFETY: make the slave our controlling terminal, then our stdio.
+    unsafe {
+        if libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) != 0 {
+            return Err(std::io::Error::last_os_error()).context("TIOCSCTTY");
+        }
+        for fd in 0..3 {
+            libc::dup2(slave.as_raw_fd(), fd);
+        }
+    }
+    // SAFETY: the console socket is not needed after the send.
+    unsafe { libc::close(sock) };
+    Ok(slave)
+}

@@ -1,0 +1,209 @@
+//! The container process: rlimits, cwd, user, capabilities, no_new_privs, seccomp, fds, exec.
+//! Shared by the container's init and by `exec`.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use oci_spec::runtime::{PosixRlimitType, Process};
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
+    use PosixRlimitType::*;
+    match t {
+        RlimitCpu => libc::RLIMIT_CPU,
+        RlimitFsize => libc::RLIMIT_FSIZE,
+        RlimitData => libc::RLIMIT_DATA,
+        RlimitStack => libc::RLIMIT_STACK,
+        RlimitCore => libc::RLIMIT_CORE,
+        RlimitRss => libc::RLIMIT_RSS,
+        RlimitNproc => libc::RLIMIT_NPROC,
+        RlimitNofile => libc::RLIMIT_NOFILE,
+        RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        RlimitAs => libc::RLIMIT_AS,
+        RlimitLocks => libc::RLIMIT_LOCKS,
+        RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        RlimitNice => libc::RLIMIT_NICE,
+        RlimitRtprio => libc::RLIMIT_RTPRIO,
+        RlimitRttime => libc::RLIMIT_RTTIME,
+    }
+}
+
+pub fn set_rlimits(p: &Process) -> Result<()> {
+    for r in p.rlimits().iter().flatten() {
+        let res = rlimit_resource(r.typ());
+        if r.soft() > r.hard() {
+            bail!("process.rlimits: {:?} soft limit {} is above its hard limit {}", r.typ(), r.soft(), r.hard());
+        }
+        let lim = libc::rlimit { rlim_cur: r.soft(), rlim_max: r.hard() };
+        // SAFETY: setrlimit with a valid struct.
+        if unsafe { libc::setrlimit(res, &lim) } != 0 {
+            let e = std::io::Error::last_os_error();
+            let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: getrlimit into a valid struct.
+            unsafe { libc::getrlimit(res, &mut cur) };
+            if e.raw_os_error() == Some(libc::EPERM) && r.hard() > cur.rlim_max {
+                bail!(
+                    "process.rlimits: cannot raise the hard limit of {:?} to {} (it is {} and the runtime lacks CAP_SYS_RESOURCE); ask for at most {}",
+                    r.typ(),
+                    r.hard(),
+                    cur.rlim_max,
+                    cur.rlim_max
+                );
+            }
+            return Err(e).with_context(|| format!("process.rlimits: setting {:?}", r.typ()));
+        }
+    }
+    Ok(())
+}
+
+/// The value of `PATH` in an env list, or the default.
+pub fn env_path(env: &[String]) -> &str {
+    env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH)
+}
+
+/// Finds `cmd` as execvp would, and checks that it can be executed. Errors follow the words
+/// the engine maps to exit codes 127 (not found) and 126 (cannot invoke).
+pub fn find_executable(cmd: &str, env: &[String]) -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = if cmd.contains('/') {
+        vec![PathBuf::from(cmd)]
+    } else {
+        env_path(env).split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(cmd)).collect()
+    };
+    let mut denied = None;
+    for c in &candidates {
+        let Ok(cs) = CString::new(c.as_os_str().as_bytes()) else { continue };
+        // SAFETY: access/stat with a valid path.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::stat(cs.as_ptr(), &mut st) } != 0 {
+            continue;
+        }
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            denied = Some(format!("exec: {cmd:?}: is a directory"));
+            continue;
+        }
+        if unsafe { libc::access(cs.as_ptr(), libc::X_OK) } != 0 {
+            denied = Some(format!("exec: {cmd:?}: permission denied"));
+            continue;
+        }
+        return Ok(c.clone());
+    }
+    if let Some(d) = denied {
+        bail!(d);
+    }
+    if cmd.contains('/') {
+        bail!("exec: {cmd:?}: no such file or directory");
+    }
+    bail!("exec: {cmd:?}: executable file not found in $PATH")
+}
+
+/// chdir into the process cwd and check that we are still inside the root (CVE-2024-21626:
+/// a leaked fd or a cwd outside the root shows as an unreachable path).
+pub fn enter_cwd(p: &Process) -> Result<()> {
+    let cwd = p.cwd();
+    if !cwd.is_absolute() {
+        bail!("process.cwd {:?} must be an absolute path", cwd);
+    }
+    nix::unistd::chdir(cwd).with_context(|| format!("process.cwd: chdir to {}", cwd.display()))?;
+    let now = nix::unistd::getcwd().context("process.cwd: getcwd")?;
+    if !now.is_absolute() || now.to_string_lossy().starts_with("(unreachable)") {
+        bail!("process.cwd: {} is outside the container root", cwd.display());
+    }
+    Ok(())
+}
+
+/// Switches to the spec's user, keeping the capabilities we set right after.
+pub fn set_user(p: &Process, in_userns_setgroups_denied: bool) -> Result<()> {
+    let u = p.user();
+    if let Some(mask) = u.umask() {
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    if !in_userns_setgroups_denied {
+        let gids: Vec<libc::gid_t> = u.additional_gids().clone().unwrap_or_default();
+        // SAFETY: setgroups with a valid slice.
+        if unsafe { libc::setgroups(gids.len(), gids.as_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("process.user.additionalGids: setgroups");
+        }
+    } else if u.additional_gids().as_ref().is_some_and(|g| !g.is_empty()) {
+        bail!("process.user.additionalGids cannot be set: setgroups is denied in this user namespace");
+    }
+    // SAFETY: setresgid/setresuid with plain ids.
+    if unsafe { libc::setresgid(u.gid(), u.gid(), u.gid()) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("process.user.gid: setting gid {}", u.gid()));
+    }
+    if unsafe { libc::setresuid(u.uid(), u.uid(), u.uid()) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("process.user.uid: setting uid {}", u.uid()));
+    }
+    Ok(())
+}
+
+pub fn set_no_new_privs() -> Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("process.noNewPrivileges");
+    }
+    Ok(())
+}
+
+/// Marks every fd from `first` on close-on-exec, so nothing of the runtime reaches the
+/// container (CVE-2016-9962, CVE-2024-21626).
+pub fn cloexec_from(first: u32) -> Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range(2) with integer arguments.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("close_range");
+    }
+    Ok(())
+}
+
+/// AppArmor and SELinux labels for the exec, written through /proc/thread-self/attr.
+pub fn set_lsm_labels(p: &Process) -> Result<()> {
+    if let Some(profile) = p.apparmor_profile().as_deref().filter(|s| !s.is_empty()) {
+        let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.trim() == "Y");
+        if !enabled {
+            bail!("process.apparmorProfile {profile:?}: AppArmor is not enabled on this host");
+        }
+        write_attr("apparmor/exec", &format!("exec {profile}"))
+            .or_else(|_| write_attr("exec", &format!("exec {profile}")))
+            .with_context(|| format!("process.apparmorProfile {profile:?}"))?;
+    }
+    if let Some(label) = p.selinux_label().as_deref().filter(|s| !s.is_empty()) {
+        if !Path::new("/sys/fs/selinux/enforce").exists() {
+            bail!("process.selinuxLabel {label:?}: SELinux is not enabled on this host");
+        }
+        write_attr("exec", label).with_context(|| format!("process.selinuxLabel {label:?}"))?;
+    }
+    Ok(())
+}
+
+fn write_attr(name: &str, value: &str) -> Result<()> {
+    // Checked to be a real procfs before writing (CVE-2025-52881: no redirected /proc).
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let st = nix::sys::statfs::statfs("/proc/thread-self/attr")?;
+    if st.filesystem_type().0 as i64 != PROC_SUPER_MAGIC {
+        bail!("/proc is not procfs");
+    }
+    std::fs::write(format!("/proc/thread-self/attr/{name}"), value)?;
+    Ok(())
+}
+
+/// execve with the spec's args and env. Only returns on failure.
+pub fn exec(path: &Path, args: &[String], env: &[String]) -> anyhow::Error {
+    let to_c = |v: &[String]| v.iter().filter_map(|s| CString::new(s.as_bytes()).ok()).collect::<Vec<_>>();
+    let (a, e) = (to_c(args), to_c(env));
+    let Ok(p) = CString::new(path.as_os_str().as_bytes()) else {
+        return anyhow::anyhow!("exec: path has a NUL byte");
+    };
+    match nix::unistd::execve(&p, &a, &e) {
+        Err(err) => anyhow::anyhow!("exec {:?}: {}", path, err.desc()),
+    }
+}

@@ -1,0 +1,68 @@
+//! Loading and checking config.json.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use oci_spec::runtime::Spec;
+
+/// Reads `bundle/config.json`, naming the file, line and column of a parse error.
+pub fn load(bundle: &Path) -> Result<Spec> {
+    let p = bundle.join("config.json");
+    let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+    let spec: Spec = serde_json::from_slice(&data).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    validate(&spec)?;
+    Ok(spec)
+}
+
+pub fn validate(spec: &Spec) -> Result<()> {
+    let v = spec.version();
+    let major = v.split('.').next().unwrap_or("");
+    if major != "1" {
+        bail!("ociVersion {v:?} is not supported (berth-runtime implements 1.x)");
+    }
+    if spec.root().is_none() {
+        bail!("root is required");
+    }
+    if let Some(p) = spec.process() {
+        if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+            bail!("process.args must name the program to run");
+        }
+        if !p.cwd().is_absolute() {
+            bail!("process.cwd {:?} must be an absolute path", p.cwd());
+        }
+    }
+    if let Some(l) = spec.linux() {
+        if l.seccomp().is_some() {
+            bail!("linux.seccomp: seccomp filters are not supported by this build of berth-runtime yet");
+        }
+        if l.intel_rdt().is_some() {
+            bail!("linux.intelRdt: Intel RDT (resctrl) is not available on this host");
+        }
+        if l.memory_policy().is_some() {
+            bail!("linux.memoryPolicy is not supported by berth-runtime yet");
+        }
+        if l.personality().is_some() {
+            bail!("linux.personality is not supported by berth-runtime yet");
+        }
+        if l.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
+            bail!("linux.netDevices is not supported by berth-runtime yet");
+        }
+    }
+    if let Some(p) = spec.process() {
+        if p.io_priority().is_some() || p.scheduler().is_some() || p.exec_cpu_affinity().is_some() {
+            bail!("process.ioPriority / scheduler / execCPUAffinity are not supported by berth-runtime yet");
+        }
+    }
+    Ok(())
+}
+
+/// root.path, relative to the bundle when relative; it must exist and be a directory.
+pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
+    let r = spec.root().as_ref().context("root is required")?;
+    let p = if r.path().is_absolute() { r.path().clone() } else { bundle.join(r.path()) };
+    let p = std::fs::canonicalize(&p).with_context(|| format!("root.path {} does not exist", p.display()))?;
+    if !p.is_dir() {
+        bail!("root.path {} is not a directory", p.display());
+    }
+    Ok(p)
+}
