@@ -182,12 +182,12 @@ pub(crate) fn apply(root: &Path, path: &Path, res: &LinuxResources, hybrid: bool
             write_file(&dir, "net_prio.ifpriomap", &format!("{} {}", p.name(), p.priority()))?;
         }
     }
-    if let Some(devs) = res.devices() {
-        if let Some(dir) = controller_dir(root, "devices", path) {
-            for d in devs {
-                let (file, rule) = device_rule(d);
-                write_file(&dir, file, &rule)?;
-            }
+    if let Some(devs) = res.devices()
+        && let Some(dir) = controller_dir(root, "devices", path)
+    {
+        for d in devs {
+            let (file, rule) = device_rule(d);
+            write_file(&dir, file, &rule)?;
         }
     }
     if let Some(u) = res.unified()

@@ -116,8 +116,8 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     let cg = cgroup_for(&spec, &o.id)?;
     cg.create()?;
     undo.cgroup = Some(cg.clone());
-    if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-        cg.apply(r).context("linux.resources")?;
+    if let Some(r) = effective_resources(&spec)? {
+        cg.apply(&r).context("linux.resources")?;
     }
 
     let listener = bind_exec_socket(&dir)?;
@@ -224,6 +224,46 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     }
     undo.disarm();
     Ok(st)
+}
+
+/// The spec's resources plus, as runc does, device cgroup rules that let the container use
+/// its default devices and the ones listed in linux.devices (after the spec's own rules).
+fn effective_resources(spec: &Spec) -> Result<Option<LinuxResources>> {
+    use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
+    let Some(linux) = spec.linux().as_ref() else { return Ok(None) };
+    let Some(mut res) = linux.resources().clone() else { return Ok(None) };
+    let Some(mut rules) = res.devices().clone() else { return Ok(Some(res)) };
+    let rule = |t: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut b = LinuxDeviceCgroupBuilder::default().allow(true).typ(t).access(access);
+        if let Some(m) = major {
+            b = b.major(m);
+        }
+        if let Some(m) = minor {
+            b = b.minor(m);
+        }
+        b.build()
+    };
+    let c = LinuxDeviceType::C;
+    rules.push(rule(c, None, None, "m")?);
+    rules.push(rule(LinuxDeviceType::B, None, None, "m")?);
+    for (major, minor) in [
+        (1, Some(3)),
+        (1, Some(5)),
+        (1, Some(7)),
+        (1, Some(8)),
+        (1, Some(9)),
+        (5, Some(0)),
+        (5, Some(1)),
+        (5, Some(2)),
+        (136, None),
+    ] {
+        rules.push(rule(c, Some(major), minor, "rwm")?);
+    }
+    for d in linux.devices().iter().flatten() {
+        rules.push(rule(d.typ(), Some(d.major()), Some(d.minor()), "rwm")?);
+    }
+    res.set_devices(Some(rules));
+    Ok(Some(res))
 }
 
 /// The exec socket lives in the state dir; binding through /proc/self/fd keeps the address
@@ -345,10 +385,8 @@ impl Container {
         if s == Status::Stopped {
             bail!("container {} is not running", self.state.id);
         }
-        if all {
-            if let Some(cg) = self.cgroup() {
-                return Ok(cg.kill_all(sig)?);
-            }
+        if all && let Some(cg) = self.cgroup() {
+            return Ok(cg.kill_all(sig)?);
         }
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.state.pid), nix::sys::signal::Signal::try_from(sig)?)
             .with_context(|| format!("sending signal {sig} to {}", self.state.pid))

@@ -151,9 +151,7 @@ fn write_time_offsets(spec: &Spec) -> Result<()> {
 }
 
 fn container_init(a: &InitArgs) -> ! {
-    let e = match init_inner(a) {
-        Err(e) => e,
-    };
+    let Err(e) = init_inner(a);
     send(a.sync, format!("error:{e:#}").as_bytes());
     // SAFETY: as in stage().
     unsafe { libc::_exit(1) }

@@ -5,6 +5,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -67,8 +68,14 @@ pub enum Kind {
 /// Opens `path` inside `root` as an O_PATH fd, creating missing directories (and the final
 /// file when `kind` is File) on the way, each one resolved within root.
 pub fn mkdir_all_in_root(root: RawFd, path: &Path, kind: Kind) -> Result<OwnedFd> {
-    let rel = relative(path);
-    if let Ok(fd) = openat_in_root(root, &rel, libc::O_PATH, 0) {
+    mkdir_all_depth(root, &relative(path), kind, 0)
+}
+
+fn mkdir_all_depth(root: RawFd, rel: &Path, kind: Kind, depth: u32) -> Result<OwnedFd> {
+    if depth > 40 {
+        bail!("too many levels of symbolic links resolving {} in the container root", rel.display());
+    }
+    if let Ok(fd) = openat_in_root(root, rel, libc::O_PATH, 0) {
         return Ok(fd);
     }
     let comps: Vec<_> = rel.components().collect();
@@ -86,6 +93,22 @@ pub fn mkdir_all_in_root(root: RawFd, path: &Path, kind: Kind) -> Result<OwnedFd
             Err(e) => return Err(e).with_context(|| format!("resolving {} in the container root", sofar.display())),
         }
         let name = CString::new(c.as_os_str().as_encoded_bytes())?;
+        // A dangling symlink: create what it points to, still inside the root.
+        let mut buf = [0u8; 4096];
+        // SAFETY: readlinkat into a buffer we own, relative to a dir fd we hold.
+        let n = unsafe { libc::readlinkat(cur.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 {
+            let target = Path::new(std::ffi::OsStr::from_bytes(&buf[..n as usize]));
+            let mut next = if target.is_absolute() {
+                relative(target)
+            } else {
+                sofar.parent().unwrap_or(Path::new("")).join(target)
+            };
+            for rest in &comps[i + 1..] {
+                next.push(rest);
+            }
+            return mkdir_all_depth(root, &next, kind, depth + 1);
+        }
         // SAFETY: *at calls relative to a directory fd we hold.
         let rc = if last && kind == Kind::File {
             let fd = unsafe {
@@ -157,6 +180,8 @@ mod tests {
         // An absolute symlink that would point at the host's /tmp outside the root.
         std::os::unix::fs::symlink("/", root.join("escape")).unwrap();
         std::os::unix::fs::symlink("../../../../..", root.join("up")).unwrap();
+        // A dangling absolute symlink: its target is made inside the root.
+        std::os::unix::fs::symlink("/tmp/elsewhere", root.join("dangling")).unwrap();
         let rfd = open_root(&root).unwrap();
         let fd = mkdir_all_in_root(rfd.as_raw_fd(), Path::new("/escape/newdir"), Kind::Dir).unwrap();
         assert!(is_dir(&fd));
@@ -165,5 +190,7 @@ mod tests {
         assert!(!is_dir(&fd));
         assert!(root.join("f").is_file());
         assert!(!Path::new("/newdir").exists());
+        mkdir_all_in_root(rfd.as_raw_fd(), Path::new("/dangling/sub"), Kind::Dir).unwrap();
+        assert!(root.join("tmp/elsewhere/sub").is_dir());
     }
 }

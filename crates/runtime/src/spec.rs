@@ -48,10 +48,10 @@ pub fn validate(spec: &Spec) -> Result<()> {
             bail!("linux.netDevices is not supported by berth-runtime yet");
         }
     }
-    if let Some(p) = spec.process() {
-        if p.io_priority().is_some() || p.scheduler().is_some() || p.exec_cpu_affinity().is_some() {
-            bail!("process.ioPriority / scheduler / execCPUAffinity are not supported by berth-runtime yet");
-        }
+    if let Some(p) = spec.process()
+        && (p.io_priority().is_some() || p.scheduler().is_some() || p.exec_cpu_affinity().is_some())
+    {
+        bail!("process.ioPriority / scheduler / execCPUAffinity are not supported by berth-runtime yet");
     }
     Ok(())
 }

@@ -289,7 +289,7 @@ fn run(cli: &Cli) -> Result<i32> {
             if format == "json" {
                 println!("{}", serde_json::to_string(&pids)?);
             } else {
-                println!("{:>8} {}", "PID", "CMD");
+                println!("{:>8} CMD", "PID");
                 for p in pids {
                     let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
                     let cmd: Vec<String> = cmd
@@ -311,7 +311,7 @@ fn run(cli: &Cli) -> Result<i32> {
                 let v: Vec<_> = all.iter().map(|c| c.state.to_oci_json(c.status())).collect();
                 println!("{}", serde_json::to_string(&v)?);
             } else {
-                println!("{:<20} {:<8} {:<10} {:<40} {}", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+                println!("{:<20} {:<8} {:<10} {:<40} CREATED", "ID", "PID", "STATUS", "BUNDLE");
                 for c in &all {
                     let s = c.status();
                     let pid = if s == Status::Stopped { 0 } else { c.state.pid };
@@ -417,7 +417,8 @@ fn run(cli: &Cli) -> Result<i32> {
             if p.exists() {
                 bail!("{} already exists; remove it first", p.display());
             }
-            let spec = if *rootless { default_spec_rootless()? } else { Spec::default() };
+            let mut spec = if *rootless { default_spec_rootless()? } else { Spec::default() };
+            spec.set_hostname(Some("berth".into()));
             std::fs::write(&p, serde_json::to_string_pretty(&spec)?)
                 .with_context(|| format!("writing {}", p.display()))?;
         }

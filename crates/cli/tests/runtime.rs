@@ -1,0 +1,396 @@
+//! berth-runtime end to end: real containers from the test kit's busybox bundle, as root.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use berth_testkit::bundle::{Bundle, Config};
+use berth_testkit::leak::Guard;
+use serde_json::json;
+
+const RT: &str = env!("CARGO_BIN_EXE_berth-runtime");
+
+fn rt(g: &Guard) -> Command {
+    let mut c = Command::new(RT);
+    c.arg("--root").arg(g.path("state"));
+    c
+}
+
+fn out(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().expect("running berth-runtime")
+}
+
+/// For `create` and `run -d`: the container keeps the stdio it inherits, so capture stderr in a
+/// file instead of a pipe whose end would never come.
+fn out_detached(g: &Guard, mut c: Command) -> Output {
+    let f = g.path(&format!("stderr-{}", berth_testkit::unique("d")));
+    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(&f).unwrap();
+    let status = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(file).status().expect("running berth-runtime");
+    Output { status, stdout: Vec::new(), stderr: std::fs::read(&f).unwrap() }
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `run` a busybox bundle with this config; returns (exit code, stdout, stderr).
+fn run(g: &Guard, cfg: Config) -> (i32, String, String) {
+    let b = Bundle::busybox(&cfg);
+    let mut c = rt(g);
+    c.args(["run", "-b"]).arg(b.path()).arg(g.id("run"));
+    let o = out(c);
+    (o.status.code().unwrap_or(-1), text(&o), err(&o))
+}
+
+fn state(g: &Guard, id: &str) -> serde_json::Value {
+    let mut c = rt(g);
+    c.args(["state", id]);
+    let o = out(c);
+    assert!(o.status.success(), "state failed: {}", err(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn no_state_left(g: &Guard) {
+    let root = g.path("state");
+    let left: Vec<_> =
+        std::fs::read_dir(&root).map(|rd| rd.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "state left behind: {left:?}");
+}
+
+#[test]
+fn run_prints_and_returns_the_exit_code() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-run");
+    let (code, o, e) = run(&g, Config::default().sh("echo hello; echo $$; hostname; exit 3"));
+    assert_eq!(code, 3, "stderr: {e}");
+    assert_eq!(o, "hello\n1\nberth-test\n", "pid 1 in its own pid namespace, own hostname");
+    no_state_left(&g);
+}
+
+#[test]
+fn lifecycle_create_start_pause_resume_kill_delete() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-life");
+    let b = Bundle::busybox(&Config::default().args(&["sleep", "1000"]));
+    let id = g.id("c");
+    let pidfile = g.path("pid");
+    let mut c = rt(&g);
+    c.args(["create", &id, "--bundle"]).arg(b.path()).arg("--pid-file").arg(&pidfile);
+    let o = out_detached(&g, c);
+    assert!(o.status.success(), "create: {}", err(&o));
+    let s = state(&g, &id);
+    assert_eq!(s["status"], "created");
+    let pid = s["pid"].as_i64().unwrap();
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), pid.to_string());
+    // The init waits before the user's program: it is still a copy of the runtime.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_ne!(comm.trim(), "sleep");
+
+    // Starting twice: the second is refused.
+    let mut c = rt(&g);
+    c.args(["start", &id]);
+    assert!(out(c).status.success());
+    assert_eq!(state(&g, &id)["status"], "running");
+    let mut c = rt(&g);
+    c.args(["start", &id]);
+    let o = out(c);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("cannot start a container that is running"), "{}", err(&o));
+
+    for (cmd, want) in [("pause", "paused"), ("resume", "running")] {
+        let mut c = rt(&g);
+        c.args([cmd, &id]);
+        let o = out(c);
+        assert!(o.status.success(), "{cmd}: {}", err(&o));
+        assert_eq!(state(&g, &id)["status"], want);
+    }
+
+    // ps lists the sleep; list shows the container.
+    let mut c = rt(&g);
+    c.args(["ps", "--format", "json", &id]);
+    let pids: Vec<i64> = serde_json::from_slice(&out(c).stdout).unwrap();
+    assert_eq!(pids, vec![pid]);
+    let mut c = rt(&g);
+    c.args(["list", "--format", "json"]);
+    let l: serde_json::Value = serde_json::from_slice(&out(c).stdout).unwrap();
+    assert_eq!(l[0]["id"], id.as_str());
+
+    // delete of a running container needs --force.
+    let mut c = rt(&g);
+    c.args(["delete", &id]);
+    let o = out(c);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("not stopped"), "{}", err(&o));
+
+    let mut c = rt(&g);
+    c.args(["kill", &id, "KILL"]);
+    assert!(out(c).status.success());
+    for _ in 0..200 {
+        if state(&g, &id)["status"] == "stopped" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(state(&g, &id)["status"], "stopped");
+    let mut c = rt(&g);
+    c.args(["delete", &id]);
+    let o = out(c);
+    assert!(o.status.success(), "delete: {}", err(&o));
+    let mut c = rt(&g);
+    c.args(["state", &id]);
+    let o = out(c);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("does not exist"));
+    no_state_left(&g);
+}
+
+#[test]
+fn exec_runs_inside_the_container() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-exec");
+    let b = Bundle::busybox(&Config::default().args(&["sleep", "1000"]));
+    let id = g.id("c");
+    let mut c = rt(&g);
+    c.args(["run", "-d", "-b"]).arg(b.path()).arg(&id);
+    let o = out_detached(&g, c);
+    assert!(o.status.success(), "run -d: {}", err(&o));
+    let mut c = rt(&g);
+    c.args(["exec", &id, "sh", "-c", "hostname; tr '\\0' ' ' < /proc/1/cmdline; exit 7"]);
+    let o = out(c);
+    assert_eq!(o.status.code(), Some(7), "{}", err(&o));
+    assert_eq!(text(&o), "berth-test\nsleep 1000 ");
+    let mut c = rt(&g);
+    c.args(["exec", &id, "nonexistent-cmd"]);
+    let o = out(c);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("executable file not found"), "{}", err(&o));
+    let mut c = rt(&g);
+    c.args(["delete", "--force", &id]);
+    assert!(out(c).status.success());
+    no_state_left(&g);
+}
+
+#[test]
+fn readonly_root_masked_paths_and_capabilities() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-sec");
+    let (code, o, e) = run(
+        &g,
+        Config::default().sh("touch /x 2>/dev/null && echo root-writable; \
+             wc -c < /proc/keys; \
+             echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo sys-writable; \
+             grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status"),
+    );
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(o, "0\nCapEff:\t0000000020000420\nNoNewPrivs:\t1\n");
+}
+
+#[test]
+fn user_namespace_maps_root_to_an_unprivileged_uid() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-userns");
+    let cfg = Config::default()
+        .sh("id -u; cat /proc/self/uid_map | tr -s ' '")
+        .push("/linux/namespaces", json!({"type": "user"}))
+        .set("/linux/uidMappings", json!([{"containerID": 0, "hostID": 200000, "size": 65536}]))
+        .set("/linux/gidMappings", json!([{"containerID": 0, "hostID": 200000, "size": 65536}]));
+    let b = Bundle::busybox(&cfg);
+    // The rootfs must belong to the mapped root.
+    Command::new("chown").args(["-R", "200000:200000"]).arg(b.rootfs()).status().unwrap();
+    let mut c = rt(&g);
+    c.args(["run", "-b"]).arg(b.path()).arg(g.id("c"));
+    let o = out(c);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(text(&o), "0\n 0 200000 65536\n");
+}
+
+#[test]
+fn cgroup_limits_are_applied() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-cg");
+    let cfg = Config::default()
+        .sh("cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max")
+        .set("/linux/resources/memory", json!({"limit": 67108864}))
+        .set("/linux/resources/pids", json!({"limit": 42}));
+    let (code, o, e) = run(&g, cfg);
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(o, "67108864\n42\n");
+}
+
+#[test]
+fn bad_input_fails_clearly_and_leaves_nothing() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-bad");
+    let cases: Vec<(Config, &str)> = vec![
+        (Config::default().set("/ociVersion", json!("2.0.0")), "ociVersion"),
+        (Config::default().set("/root/path", json!("missing")), "root.path"),
+        (Config::default().args(&["no-such-program"]), "executable file not found"),
+        (Config::default().set("/process/cwd", json!("/no/such/dir")), "process.cwd"),
+        (
+            Config::default()
+                .set("/process/rlimits", json!([{"type": "RLIMIT_NOFILE", "hard": 10000000, "soft": 1024}])),
+            "cannot raise the hard limit",
+        ),
+        (
+            Config::default().push("/mounts", json!({"destination": "/x", "type": "bind", "source": "/no/such"})),
+            "/no/such",
+        ),
+        (Config::default().set("/linux/sysctl", json!({"kernel.panic": "1"})), "not namespaced"),
+    ];
+    for (cfg, want) in cases {
+        let (code, _, e) = run(&g, cfg);
+        assert_ne!(code, 0);
+        assert!(e.contains(want), "expected {want:?} in {e:?}");
+        no_state_left(&g);
+    }
+    // Malformed JSON names the file.
+    let b = Bundle::busybox(&Config::default());
+    std::fs::write(b.path().join("config.json"), "{ not json").unwrap();
+    let mut c = rt(&g);
+    c.args(["create", "-b"]).arg(b.path()).arg(g.id("bad"));
+    let o = out_detached(&g, c);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("config.json"), "{}", err(&o));
+    // An id that already exists.
+    let b = Bundle::busybox(&Config::default().args(&["sleep", "100"]));
+    let id = g.id("dup");
+    for i in 0..2 {
+        let mut c = rt(&g);
+        c.args(["create", "-b"]).arg(b.path()).arg(&id);
+        let o = out_detached(&g, c);
+        assert_eq!(o.status.success(), i == 0, "{}", err(&o));
+        if i == 1 {
+            assert!(err(&o).contains("already exists"));
+        }
+    }
+    let mut c = rt(&g);
+    c.args(["kill", &id, "SIGNOPE"]);
+    let o = out(c);
+    assert!(err(&o).contains("unknown signal"), "{}", err(&o));
+    let mut c = rt(&g);
+    c.args(["delete", &id]);
+    assert!(out(c).status.success(), "a created container can be deleted");
+    no_state_left(&g);
+}
+
+/// CVE-2021-30465 family: a symlink in the image must not redirect a mount to the host.
+#[test]
+fn mount_destination_symlinks_stay_inside_the_root() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-symlink");
+    let host_dir = g.path("host-target");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let cfg = Config::default()
+        .set("/root/readonly", json!(false))
+        .push("/mounts", json!({"destination": "/evil/sub", "type": "tmpfs", "source": "tmpfs"}))
+        .sh("grep -c 'host-target/sub ' /proc/self/mountinfo");
+    let b = Bundle::busybox(&cfg);
+    std::os::unix::fs::symlink(&host_dir, b.rootfs().join("evil")).unwrap();
+    let mut c = rt(&g);
+    c.args(["run", "-b"]).arg(b.path()).arg(g.id("c"));
+    let o = out(c);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(text(&o), "1\n", "the tmpfs landed inside the root");
+    assert!(!host_dir.join("sub").exists(), "nothing was created on the host");
+    assert!(b.rootfs().join(host_dir.strip_prefix("/").unwrap()).join("sub").is_dir());
+}
+
+/// CVE-2016-9962 / CVE-2024-21626: no fd of the runtime or its caller reaches the container.
+#[test]
+fn no_file_descriptors_leak_into_the_container() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-fds");
+    let b = Bundle::busybox(&Config::default().sh("ls /proc/self/fd | sort -n | tr '\\n' ' '"));
+    let host = std::fs::File::open("/").unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&host);
+    let mut c = rt(&g);
+    c.args(["run", "-b"]).arg(b.path()).arg(g.id("c"));
+    // SAFETY: dup2 in the child before exec: fd 7 is an inherited handle on the host's root.
+    unsafe {
+        c.pre_exec(move || {
+            libc::dup2(raw, 7);
+            Ok(())
+        });
+    }
+    let o = out(c);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(text(&o), "0 1 2 3 ", "only stdio (and ls's own dir fd)");
+}
+
+/// CVE-2019-5736: the runtime that enters a container runs from a sealed copy, so the
+/// container cannot overwrite the host binary through /proc/PID/exe.
+#[test]
+fn runtime_binary_cannot_be_overwritten_from_a_hook() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-exe");
+    let report = g.path("report");
+    let script = g.path("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexe=$(readlink /proc/$PPID/exe)\nif (echo x >> /proc/$PPID/exe) 2>/dev/null; then w=writable; else w=refused; fi\necho \"$exe $w\" > {}\n",
+            report.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg = Config::default().args(&["true"]).set("/hooks/createRuntime", json!([{"path": script}]));
+    let before = std::fs::read(RT).unwrap();
+    let (code, _, e) = run(&g, cfg);
+    assert_eq!(code, 0, "{e}");
+    let r = std::fs::read_to_string(&report).unwrap();
+    assert!(r.starts_with("/memfd:berth-runtime"), "runtime ran from {r}");
+    assert!(r.trim_end().ends_with("refused"), "{r}");
+    assert_eq!(std::fs::read(RT).unwrap(), before, "binary unchanged");
+}
+
+#[test]
+fn features_and_spec_commands() {
+    let g = Guard::new("rt-feat");
+    let mut c = rt(&g);
+    c.arg("features");
+    let o = out(c);
+    let f: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(f["ociVersionMin"], "1.0.0");
+    assert!(f["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n == "time"));
+    let dir = g.path("spec");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut c = rt(&g);
+    c.args(["spec", "--bundle"]).arg(&dir);
+    assert!(out(c).status.success());
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(s["root"]["path"], "rootfs");
+    let mut c = rt(&g);
+    c.args(["spec", "--bundle"]).arg(&dir);
+    assert!(!out(c).status.success(), "refuses to overwrite");
+    let mut c = rt(&g);
+    c.args(["checkpoint", "x"]);
+    let o = out(c);
+    assert!(err(&o).contains("CRIU"), "{}", err(&o));
+    assert!(Path::new(RT).exists());
+}

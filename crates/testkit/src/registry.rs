@@ -1,0 +1,102 @@
+//! Debian's docker-registry on a free 127.0.0.1 port with storage in a temp dir: plain HTTP,
+//! TLS with a certificate made at start, or basic auth (htpasswd). Stops on drop.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Plain,
+    Tls,
+    BasicAuth,
+}
+
+pub const USER: &str = "berth";
+pub const PASSWORD: &str = "s3cret-pass";
+
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    pub variant: Variant,
+    pub dir: tempfile::TempDir,
+    /// The self-signed certificate for `Variant::Tls`.
+    pub ca_cert: Option<PathBuf>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Registry {
+    pub fn start(variant: Variant) -> std::io::Result<Registry> {
+        let dir = tempfile::Builder::new().prefix("berth-testkit-registry-").tempdir()?;
+        let port = free_port();
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        let mut ca_cert = None;
+        if variant == Variant::Tls {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            let st = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stderr(Stdio::null())
+                .status()?;
+            if !st.success() {
+                return Err(std::io::Error::other("openssl could not make a certificate"));
+            }
+            cfg.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+            ca_cert = Some(cert);
+        }
+        if variant == Variant::BasicAuth {
+            let out = Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]).output()?;
+            if !out.status.success() {
+                return Err(std::io::Error::other("htpasswd failed (apt install apache2-utils)"));
+            }
+            let f = dir.path().join("htpasswd");
+            std::fs::write(&f, out.stdout)?;
+            cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n", f.display()));
+        }
+        let cfg_path = dir.path().join("config.yml");
+        std::fs::write(&cfg_path, cfg)?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let r = Registry { child, port, variant, dir, ca_cert };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other("docker-registry did not start listening"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(r)
+    }
+
+    /// `127.0.0.1:PORT`, the registry part of an image reference.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.variant == Variant::Tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
