@@ -7,3 +7,7 @@ pub mod store;
 pub use digest::{Algo, Digest};
 pub use reference::Reference;
 pub use store::Store;
+pub mod archive;
+pub mod manifest;
+
+pub use manifest::{ImageConfig, Manifest, Platform};

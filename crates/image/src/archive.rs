@@ -1,0 +1,250 @@
+//! Image archives: `berth load` (oci-archive / OCI layout tars and `docker save` tars) and
+//! `berth import` (a root filesystem tar becomes a one-layer image). Streams every blob straight
+//! into the store; only the small JSON documents are held in memory.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+
+use anyhow::{Context, Result, bail};
+
+use crate::manifest::{self, Compression, Descriptor, Document, ImageConfig, Manifest, Platform, media};
+use crate::{Digest, Store};
+
+const MAX_JSON: u64 = 8 << 20;
+
+/// One image found in an archive: its manifest (now in the store) and the name it was saved as.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub name: Option<String>,
+    pub manifest: Digest,
+}
+
+/// Reads a tar archive (optionally gzip-compressed) of an OCI layout or a `docker save`.
+pub fn load(r: impl Read, store: &Store, platform: &Platform) -> Result<Vec<Loaded>> {
+    let mut br = BufReader::with_capacity(256 << 10, r);
+    let compression = sniff(&mut br)?;
+    let mut ar = tar::Archive::new(decompress(br, compression)?);
+    let mut files: HashMap<String, (Digest, i64)> = HashMap::new();
+    let mut json: HashMap<String, Vec<u8>> = HashMap::new();
+    for e in ar.entries().context("reading the archive")? {
+        let mut e = e.context("reading the archive")?;
+        if !e.header().entry_type().is_file() {
+            continue;
+        }
+        let path = e.path()?.to_string_lossy().trim_start_matches("./").to_string();
+        if matches!(path.as_str(), "index.json" | "manifest.json" | "oci-layout" | "repositories") {
+            if e.size() > MAX_JSON {
+                bail!("{path} in the archive is too large ({} bytes)", e.size());
+            }
+            let mut v = Vec::new();
+            e.read_to_end(&mut v)?;
+            json.insert(path, v);
+            continue;
+        }
+        // Blobs named by digest are verified against their name; other files are hashed.
+        let expected = path
+            .strip_prefix("blobs/")
+            .and_then(|p| p.split_once('/'))
+            .and_then(|(a, h)| Digest::parse(&format!("{a}:{h}")).ok());
+        let (d, n) =
+            store.put(&mut e, expected.as_ref()).with_context(|| format!("storing {path} from the archive"))?;
+        files.insert(path, (d, n as i64));
+    }
+    if let Some(idx) = json.get("index.json") {
+        let Document::Index(index) = manifest::parse_document(idx, Some(media::OCI_INDEX))? else { unreachable!() };
+        let mut out = Vec::new();
+        for desc in &index.manifests {
+            let name = desc
+                .annotations
+                .get("io.containerd.image.name")
+                .or_else(|| desc.annotations.get("org.opencontainers.image.ref.name"))
+                .cloned();
+            let manifest = resolve_platform(store, desc, platform)?;
+            check_complete(store, &manifest)?;
+            out.push(Loaded { name, manifest });
+        }
+        if out.is_empty() {
+            bail!("the archive's index.json lists no images");
+        }
+        return Ok(out);
+    }
+    if let Some(m) = json.get("manifest.json") {
+        return load_docker(m, &files, store);
+    }
+    bail!("this is not an image archive: it has neither index.json (OCI) nor manifest.json (docker save)")
+}
+
+/// Follows an index to the manifest for `platform`.
+fn resolve_platform(store: &Store, desc: &Descriptor, platform: &Platform) -> Result<Digest> {
+    let mut d = desc.clone();
+    for _ in 0..4 {
+        let bytes =
+            store.read(&d.digest).with_context(|| format!("manifest {} is missing from the archive", d.digest))?;
+        match manifest::parse_document(&bytes, Some(&d.media_type))? {
+            Document::Manifest(_) => return Ok(d.digest),
+            Document::Index(i) => d = i.select(platform)?.clone(),
+        }
+    }
+    bail!("image indexes nested too deeply")
+}
+
+/// Every blob a manifest names must be in the store and parse.
+pub fn check_complete(store: &Store, manifest: &Digest) -> Result<Manifest> {
+    let Document::Manifest(m) = manifest::parse_document(&store.read(manifest)?, None)? else {
+        bail!("{manifest} is an index, not a manifest")
+    };
+    let cfg = ImageConfig::parse(&store.read(&m.config.digest)?)?;
+    if cfg.rootfs.diff_ids.len() != m.layers.len() {
+        bail!(
+            "image {manifest}: the config lists {} layers but the manifest {}",
+            cfg.rootfs.diff_ids.len(),
+            m.layers.len()
+        );
+    }
+    for l in &m.layers {
+        manifest::layer_compression(&l.media_type)?;
+        if !store.has(&l.digest) {
+            bail!("layer {} of image {manifest} is missing", l.digest);
+        }
+        if l.size >= 0 && store.size(&l.digest) != l.size as u64 {
+            bail!(
+                "layer {} of image {manifest}: the manifest says {} bytes, the blob has {}",
+                l.digest,
+                l.size,
+                store.size(&l.digest)
+            );
+        }
+    }
+    Ok(m)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerSaveEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+fn load_docker(m: &[u8], files: &HashMap<String, (Digest, i64)>, store: &Store) -> Result<Vec<Loaded>> {
+    let entries: Vec<DockerSaveEntry> = serde_json::from_slice(m).context("malformed manifest.json in the archive")?;
+    let get = |p: &str| {
+        files.get(p).cloned().with_context(|| format!("{p} is named by manifest.json but missing from the archive"))
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let (cd, cs) = get(&e.config)?;
+        ImageConfig::parse(&store.read(&cd)?)?;
+        let mut layers = Vec::new();
+        for l in &e.layers {
+            let (d, s) = get(l)?;
+            let mut f = BufReader::new(store.open_blob(&d)?);
+            let mt = match sniff(&mut f)? {
+                Compression::None => media::OCI_LAYER,
+                Compression::Gzip => media::OCI_LAYER_GZIP,
+                Compression::Zstd => media::OCI_LAYER_ZSTD,
+            };
+            layers.push(desc(mt, d, s));
+        }
+        let manifest = put_manifest(store, desc(media::OCI_CONFIG, cd, cs), layers)?;
+        check_complete(store, &manifest)?;
+        match e.repo_tags.filter(|t| !t.is_empty()) {
+            Some(tags) => out.extend(tags.into_iter().map(|t| Loaded { name: Some(t), manifest: manifest.clone() })),
+            None => out.push(Loaded { name: None, manifest }),
+        }
+    }
+    Ok(out)
+}
+
+fn desc(media_type: &str, digest: Digest, size: i64) -> Descriptor {
+    Descriptor {
+        media_type: media_type.into(),
+        digest,
+        size,
+        platform: None,
+        annotations: Default::default(),
+        urls: vec![],
+    }
+}
+
+/// Writes an OCI manifest for `config` and `layers` into the store.
+pub fn put_manifest(store: &Store, config: Descriptor, layers: Vec<Descriptor>) -> Result<Digest> {
+    let m = Manifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        config,
+        layers,
+        annotations: Default::default(),
+    };
+    store.put_bytes(&serde_json::to_vec(&m)?)
+}
+
+/// `berth import`: a root filesystem tar (plain, gzip or zstd) becomes a one-layer image.
+/// Returns the new manifest's digest.
+pub fn import(r: impl Read, store: &Store, created: &str, change_note: &str) -> Result<Digest> {
+    let mut br = BufReader::with_capacity(256 << 10, r);
+    let compression = sniff(&mut br)?;
+    // Store the blob as given, hashing the uncompressed stream on the way for the diff id.
+    let tmp = store.root().join("tmp").join(format!("import-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(tmp.clone());
+    let mut f = std::fs::File::create(&tmp)?;
+    std::io::copy(&mut br, &mut f).context("reading the tar to import")?;
+    drop(f);
+    let mut hr = crate::digest::HashReader::new(
+        decompress(BufReader::new(std::fs::File::open(&tmp)?), compression)?,
+        crate::Algo::Sha256,
+    );
+    let mut ar = tar::Archive::new(&mut hr);
+    for e in ar.entries().context("the file to import is not a tar archive")? {
+        e.context("the file to import is not a valid tar archive")?;
+    }
+    std::io::copy(&mut hr, &mut std::io::sink())?;
+    let (diff_id, _) = hr.finish();
+    let (blob, size) = store.put(std::fs::File::open(&tmp)?, None)?;
+    let platform = Platform::host();
+    let config = serde_json::json!({
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "created": created,
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": created, "created_by": "berth import", "comment": change_note}],
+    });
+    let cbytes = serde_json::to_vec(&config)?;
+    let cd = store.put_bytes(&cbytes)?;
+    let mt = match compression {
+        Compression::None => media::OCI_LAYER,
+        Compression::Gzip => media::OCI_LAYER_GZIP,
+        Compression::Zstd => media::OCI_LAYER_ZSTD,
+    };
+    put_manifest(store, desc(media::OCI_CONFIG, cd, cbytes.len() as i64), vec![desc(mt, blob, size as i64)])
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Looks at the first bytes of a stream to tell gzip and zstd from plain data.
+pub fn sniff(r: &mut impl BufRead) -> Result<Compression> {
+    let b = r.fill_buf().context("reading")?;
+    Ok(if b.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if b.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    })
+}
+
+/// A reader that undoes `c`.
+pub fn decompress<'a>(r: impl BufRead + 'a, c: Compression) -> Result<Box<dyn Read + 'a>> {
+    Ok(match c {
+        Compression::None => Box::new(r),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r).context("starting zstd")?),
+    })
+}

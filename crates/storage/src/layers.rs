@@ -1,0 +1,190 @@
+//! Layers by chain id, each unpacked once and shared by every image and container above it.
+//!
+//! ```text
+//! <root>/layers/<chain hex>/diff      the unpacked layer (overlay lower dir)
+//! <root>/layers/<chain hex>/layer.json  diff id, parent chain id, size
+//! <root>/l/<short id>  -> ../layers/<chain hex>/diff  (short names keep overlay's mount
+//!                                                     options under a page for deep stacks)
+//! ```
+//! A layer is unpacked in `<root>/tmp/` and renamed into place only once its diff id checked
+//! out, so an interrupted pull leaves nothing that looks like a layer.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use berth_image::Digest;
+use berth_image::digest::HashReader;
+
+use crate::unpack::{self, Limits, Stats};
+
+#[derive(Debug, Clone)]
+pub struct Layers {
+    root: PathBuf,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LayerMeta {
+    pub diff_id: Digest,
+    pub parent: Option<Digest>,
+    pub size: u64,
+    pub entries: u64,
+}
+
+/// The short link name of a chain id.
+fn short(chain: &Digest) -> String {
+    format!("{}{}", &chain.algo.name()[3..], &chain.hex[..24])
+}
+
+impl Layers {
+    pub fn open(root: &Path) -> Result<Layers> {
+        for d in ["layers", "l", "tmp"] {
+            fs::create_dir_all(root.join(d)).with_context(|| format!("creating {}", root.join(d).display()))?;
+        }
+        Ok(Layers { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, chain: &Digest) -> PathBuf {
+        self.root.join("layers").join(format!("{}-{}", chain.algo.name(), chain.hex))
+    }
+
+    pub fn has(&self, chain: &Digest) -> bool {
+        self.dir(chain).join("layer.json").exists()
+    }
+
+    pub fn meta(&self, chain: &Digest) -> Result<LayerMeta> {
+        let p = self.dir(chain).join("layer.json");
+        serde_json::from_slice(&fs::read(&p).with_context(|| format!("layer {chain} is not unpacked"))?)
+            .context("reading layer.json")
+    }
+
+    /// The lower dir overlay mounts for this layer (through its short link).
+    pub fn lower_path(&self, chain: &Digest) -> PathBuf {
+        self.root.join("l").join(short(chain))
+    }
+
+    pub fn diff_path(&self, chain: &Digest) -> PathBuf {
+        self.dir(chain).join("diff")
+    }
+
+    /// Unpacks the uncompressed tar `r` as layer `chain` on top of `parent`, checking that the
+    /// tar's digest is `diff_id`. Does nothing when the layer is already there.
+    pub fn add(
+        &self,
+        chain: &Digest,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        r: impl Read,
+        limits: &Limits,
+    ) -> Result<Stats> {
+        if self.has(chain) {
+            return Ok(Stats::default());
+        }
+        let tmp = tempdir_in(&self.root.join("tmp"), "layer")?;
+        let diff = tmp.0.join("diff");
+        fs::create_dir(&diff)?;
+        let mut hr = HashReader::new(r, diff_id.algo);
+        let stats = unpack::unpack(&mut hr, &diff, limits)?;
+        // The tar may end before the stream does (padding): hash to the end.
+        std::io::copy(&mut hr, &mut std::io::sink()).context("reading the end of the layer")?;
+        let (got, _) = hr.finish();
+        if got != *diff_id {
+            bail!("layer content does not match its diff id: the image config says {diff_id}, the layer is {got}");
+        }
+        let meta =
+            LayerMeta { diff_id: diff_id.clone(), parent: parent.cloned(), size: stats.bytes, entries: stats.entries };
+        fs::write(tmp.0.join("layer.json"), serde_json::to_vec(&meta)?)?;
+        sync_dir(&tmp.0)?;
+        let dest = self.dir(chain);
+        match fs::rename(&tmp.0, &dest) {
+            Ok(()) => {}
+            // Someone else unpacked the same layer meanwhile: theirs is as good as ours.
+            Err(_) if self.has(chain) => return Ok(stats),
+            Err(e) => return Err(e).with_context(|| format!("moving layer {chain} into place")),
+        }
+        std::mem::forget(tmp);
+        let link = self.lower_path(chain);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(
+            Path::new("../layers").join(dest.file_name().unwrap_or_default()).join("diff"),
+            &link,
+        )
+        .context("linking the layer")?;
+        sync_dir(&self.root.join("layers"))?;
+        Ok(stats)
+    }
+
+    /// Removes a layer (the caller knows nothing uses it).
+    pub fn remove(&self, chain: &Digest) -> Result<()> {
+        let _ = fs::remove_file(self.lower_path(chain));
+        let dir = self.dir(chain);
+        if !dir.exists() {
+            return Ok(());
+        }
+        // Rename first, so a half-removed layer never looks complete.
+        let trash = self.root.join("tmp").join(format!("rm-{}-{}", chain.hex, std::process::id()));
+        fs::rename(&dir, &trash).with_context(|| format!("removing layer {chain}"))?;
+        remove_tree(&trash)
+    }
+
+    /// Every layer present, by chain id.
+    pub fn list(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.root.join("layers"))? {
+            let name = e?.file_name().to_string_lossy().to_string();
+            if let Some((a, h)) = name.split_once('-')
+                && let Ok(d) = Digest::parse(&format!("{a}:{h}"))
+            {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes what interrupted operations left in tmp/.
+    pub fn clean_tmp(&self) -> Result<()> {
+        for e in fs::read_dir(self.root.join("tmp"))? {
+            let _ = remove_tree(&e?.path());
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct TmpDir(pub PathBuf);
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = remove_tree(&self.0);
+    }
+}
+
+pub(crate) fn tempdir_in(dir: &Path, prefix: &str) -> Result<TmpDir> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = dir.join(format!("{prefix}-{}-{n}", std::process::id()));
+    let _ = remove_tree(&p);
+    fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+    Ok(TmpDir(p))
+}
+
+/// rm -rf that never follows symlinks and copes with read-only directories from layers.
+pub fn remove_tree(p: &Path) -> Result<()> {
+    match fs::symlink_metadata(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+        Ok(m) if !m.is_dir() => return Ok(fs::remove_file(p)?),
+        Ok(_) => {}
+    }
+    let fd = unpack::open_dir(p)?;
+    unpack::remove_tree_fd(fd)?;
+    fs::remove_dir(p).with_context(|| format!("removing {}", p.display()))
+}
+
+fn sync_dir(p: &Path) -> Result<()> {
+    fs::File::open(p)?.sync_all().with_context(|| format!("syncing {}", p.display()))
+}

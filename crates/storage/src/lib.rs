@@ -1,0 +1,10 @@
+//! Layer storage: untrusted layer tars unpacked safely, layers shared by chain id, and overlay
+//! roots for containers.
+
+pub mod layers;
+pub mod rootfs;
+pub mod unpack;
+
+pub use layers::{Layers, remove_tree};
+pub use rootfs::RootFs;
+pub use unpack::{Limits, Stats};

@@ -1,0 +1,103 @@
+//! A container's root filesystem: overlay of the image's layers (read-only, shared) and the
+//! container's own upper dir.
+//!
+//! ```text
+//! <root>/containers/<id>/upper   the writable layer (what `diff` and `commit` read)
+//! <root>/containers/<id>/work    overlay's work dir
+//! <root>/containers/<id>/merged  the mount point handed to the runtime as root.path
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use berth_image::Digest;
+
+use crate::layers::{Layers, remove_tree};
+
+pub struct RootFs {
+    pub dir: PathBuf,
+}
+
+impl RootFs {
+    pub fn path(layers: &Layers, id: &str) -> RootFs {
+        RootFs { dir: layers.root().join("containers").join(id) }
+    }
+
+    pub fn merged(&self) -> PathBuf {
+        self.dir.join("merged")
+    }
+
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+
+    /// Creates the directories (not mounted yet).
+    pub fn create(&self) -> Result<()> {
+        for d in ["upper", "work", "merged"] {
+            fs::create_dir_all(self.dir.join(d)).with_context(|| format!("creating {}", self.dir.join(d).display()))?;
+        }
+        Ok(())
+    }
+
+    /// Mounts overlay with `chains` (bottom layer first) below the upper dir.
+    pub fn mount(&self, layers: &Layers, chains: &[Digest]) -> Result<()> {
+        if self.is_mounted() {
+            return Ok(());
+        }
+        let mut lowers: Vec<String> = chains.iter().rev().map(|c| layers.lower_path(c).display().to_string()).collect();
+        if lowers.is_empty() {
+            // An image without layers: overlay still needs a lower dir.
+            let empty = self.dir.join("empty");
+            fs::create_dir_all(&empty)?;
+            lowers.push(empty.display().to_string());
+        }
+        for l in &lowers {
+            if l.contains([',', ':']) {
+                bail!("layer path {l} contains a character overlay cannot take");
+            }
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            self.dir.join("upper").display(),
+            self.dir.join("work").display()
+        );
+        if opts.len() >= 4000 {
+            bail!("the image has too many layers ({}) for one overlay mount", chains.len());
+        }
+        nix::mount::mount(
+            Some("overlay"),
+            &self.merged(),
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .with_context(|| format!("mounting the overlay root at {}", self.merged().display()))
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        is_mountpoint(&self.merged())
+    }
+
+    pub fn unmount(&self) -> Result<()> {
+        if self.is_mounted() {
+            nix::mount::umount2(&self.merged(), nix::mount::MntFlags::MNT_DETACH)
+                .with_context(|| format!("unmounting {}", self.merged().display()))?;
+        }
+        Ok(())
+    }
+
+    /// Unmounts and removes everything of the container's root.
+    pub fn remove(&self) -> Result<()> {
+        self.unmount()?;
+        remove_tree(&self.dir)
+    }
+}
+
+/// Whether `p` is a mount point (its device differs from its parent's, or /proc says so).
+pub fn is_mountpoint(p: &Path) -> bool {
+    let Ok(s) = fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = p.display().to_string();
+    s.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
