@@ -84,6 +84,19 @@ impl Store {
         fs::metadata(self.path(d)).map(|m| m.len()).unwrap_or(0)
     }
 
+    /// Every blob in the store.
+    pub fn list(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for algo in ["sha256", "sha512"] {
+            for e in fs::read_dir(self.root.join("blobs").join(algo))? {
+                if let Ok(d) = Digest::parse(&format!("{algo}:{}", e?.file_name().to_string_lossy())) {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn remove(&self, d: &Digest) -> Result<()> {
         match fs::remove_file(self.path(d)) {
             Ok(()) => Ok(()),

@@ -16,6 +16,7 @@ pub mod sealed;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
+pub mod units;
 
 pub use container::{Container, CreateOptions, DEFAULT_ROOT, create, list, wait_exit_code};
 pub use state::{State, Status};

@@ -1,5 +1,6 @@
 //! `berth-runtime`: an OCI runtime with runc's command line.
 
+use berth_runtime::units::{parse_signal, parse_size};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -551,36 +552,6 @@ fn exec_process(
         p.set_no_new_privileges(Some(true));
     }
     Ok(p)
-}
-
-fn parse_signal(s: &str) -> Result<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        if nix::sys::signal::Signal::try_from(n).is_ok() {
-            return Ok(n);
-        }
-        bail!("unknown signal {s:?}");
-    }
-    let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
-    name.parse::<nix::sys::signal::Signal>().map(|s| s as i32).map_err(|_| anyhow::anyhow!("unknown signal {s:?}"))
-}
-
-/// Sizes such as 256m, 1g, 512k or plain bytes; -1 means unlimited.
-fn parse_size(s: &str) -> Result<i64> {
-    if s == "-1" {
-        return Ok(-1);
-    }
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("invalid size {s:?} (use e.g. 256m, 1g)"))?;
-    Ok((n * mult as f64) as i64)
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration> {

@@ -1,0 +1,1096 @@
+//! `berth`: a daemonless container engine with Docker's command line.
+
+mod template;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use berth_engine::containers::{Attach, Bind, ContainerConfig, CreateRequest};
+use berth_engine::{ContainerRow, Engine, ExitError};
+use berth_runtime::units::{parse_signal, parse_size};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use template::{Template, print_tabbed, print_table};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "A daemonless container engine with Docker's command line")]
+struct Cli {
+    /// Where images, containers and the state database live.
+    #[arg(long, global = true, env = "BERTH_ROOT", default_value = berth_engine::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Where runtime state (gone at reboot) lives.
+    #[arg(long, global = true, env = "BERTH_RUNROOT", default_value = berth_engine::DEFAULT_RUNROOT)]
+    runroot: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create and start a container from an image.
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+    /// Create a container without starting it.
+    #[command(disable_help_flag = true)]
+    Create(RunArgs),
+    /// Start stopped containers.
+    Start {
+        #[arg(short, long)]
+        attach: bool,
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop running containers (the stop signal, then SIGKILL after the timeout).
+    Stop {
+        #[arg(short = 't', long = "time", alias = "timeout")]
+        time: Option<u32>,
+        #[arg(short, long)]
+        signal: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Restart containers.
+    Restart {
+        #[arg(short = 't', long = "time")]
+        time: Option<u32>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to running containers.
+    Kill {
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(short, long)]
+        volumes: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers.
+    Ps(PsArgs),
+    /// Fetch a container's logs.
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(short, long)]
+        timestamps: bool,
+        #[arg(short = 'n', long)]
+        tail: Option<String>,
+        container: String,
+    },
+    /// Block until containers stop, then print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container.
+    Exec {
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(short, long)]
+        tty: bool,
+        #[arg(short, long = "env")]
+        env: Vec<String>,
+        #[arg(short, long)]
+        user: Option<String>,
+        #[arg(short, long)]
+        workdir: Option<String>,
+        #[arg(long)]
+        privileged: bool,
+        container: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Pause all processes in containers.
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Unpause containers.
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show details of containers or images.
+    Inspect {
+        #[arg(short, long)]
+        format: Option<String>,
+        #[arg(long = "type")]
+        kind: Option<String>,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List images.
+    Images {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        no_trunc: bool,
+        #[arg(short = 'a', long)]
+        all: bool,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Load images from a tar archive (oci-archive or `docker save` output).
+    Load {
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Import a root filesystem tarball as a one-layer image.
+    Import {
+        #[arg(short, long)]
+        message: Option<String>,
+        file: String,
+        reference: Option<String>,
+    },
+    /// Remove images.
+    Rmi {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// Show the engine's version.
+    Version,
+    /// Show system-wide information.
+    Info,
+    /// Internal: the per-container monitor process.
+    #[command(name = "container-monitor", hide = true)]
+    Monitor {
+        #[arg(long)]
+        attach: bool,
+        id: String,
+    },
+    /// Manage containers (Docker's `container` group).
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Manage images (Docker's `image` group).
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(Subcommand)]
+enum ContainerCmd {
+    /// Remove all stopped containers.
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+    },
+    Ls(PsArgs),
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove unused images (dangling only, or all unused with -a).
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct PsArgs {
+    #[arg(short, long)]
+    all: bool,
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(short = 'n', long)]
+    last: Option<usize>,
+    #[arg(short = 'l', long)]
+    latest: bool,
+    #[arg(long)]
+    no_trunc: bool,
+    #[arg(short, long = "filter")]
+    filter: Vec<String>,
+    #[arg(long)]
+    format: Option<String>,
+    #[arg(short, long)]
+    size: bool,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Print help (`-h` is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(short, long)]
+    tty: bool,
+    #[arg(long)]
+    rm: bool,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    #[arg(long)]
+    env_file: Vec<PathBuf>,
+    #[arg(short, long)]
+    workdir: Option<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(long)]
+    entrypoint: Option<String>,
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    #[arg(short, long = "label")]
+    label: Vec<String>,
+    #[arg(long, alias = "net", default_value = "none")]
+    network: String,
+    #[arg(long)]
+    privileged: bool,
+    #[arg(long)]
+    read_only: bool,
+    #[arg(long)]
+    cap_add: Vec<String>,
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    #[arg(long)]
+    security_opt: Vec<String>,
+    #[arg(short, long)]
+    memory: Option<String>,
+    #[arg(long)]
+    memory_swap: Option<String>,
+    #[arg(long)]
+    memory_reservation: Option<String>,
+    #[arg(long)]
+    cpus: Option<f64>,
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<u64>,
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    #[arg(long)]
+    oom_score_adj: Option<i32>,
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    #[arg(long)]
+    stop_signal: Option<String>,
+    #[arg(long)]
+    stop_timeout: Option<u32>,
+    #[arg(long)]
+    log_driver: Option<String>,
+    #[arg(long)]
+    log_opt: Vec<String>,
+    #[arg(long)]
+    ulimit: Vec<String>,
+    #[arg(long)]
+    sysctl: Vec<String>,
+    #[arg(long)]
+    shm_size: Option<String>,
+    #[arg(long)]
+    add_host: Vec<String>,
+    #[arg(long)]
+    dns: Vec<String>,
+    #[arg(long)]
+    restart: Option<String>,
+    #[arg(long)]
+    init: bool,
+    #[arg(long, default_value = "missing")]
+    pull: String,
+    #[arg(long)]
+    platform: Option<String>,
+    #[arg(long)]
+    cidfile: Option<PathBuf>,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    sig_proxy: bool,
+    #[arg(short, long)]
+    attach: Vec<String>,
+    #[arg(long)]
+    runtime: Option<String>,
+    image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let default_code = if matches!(cli.cmd, Cmd::Run(_) | Cmd::Create(_)) { 125 } else { 1 };
+    if let Cmd::Monitor { attach, id } = &cli.cmd {
+        // The monitor is the parent of the container's processes: run it from a sealed copy
+        // so nothing in the container can reach our binary (CVE-2019-5736).
+        if let Err(e) = berth_runtime::sealed::ensure_sealed() {
+            eprintln!("berth: {e:#}");
+        }
+        std::process::exit(berth_engine::monitor::run(&cli.root, &cli.runroot, id, *attach));
+    }
+    let code = match run(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = e.downcast_ref::<ExitError>().map(|x| x.code).unwrap_or(default_code);
+            eprintln!("Error: {e:#}");
+            code
+        }
+    };
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("berth needs root for now (rootless mode is not implemented yet); run it with sudo");
+    }
+    let e = Engine::open(&cli.root, &cli.runroot)?;
+    match cli.cmd {
+        Cmd::Run(a) => cmd_run(&e, a, true),
+        Cmd::Create(a) => cmd_run(&e, a, false),
+        Cmd::Start { attach, interactive, containers } => {
+            let mut code = 0;
+            for c in &containers {
+                let s = e.start_container(c, Attach { stdout: attach, stdin: interactive })?;
+                if attach {
+                    code = s.wait(true)?;
+                } else {
+                    println!("{c}");
+                }
+            }
+            Ok(code)
+        }
+        Cmd::Stop { time, signal, containers } => each(&containers, |c| {
+            if let Some(s) = &signal {
+                let row = e.container(c)?;
+                if row.is_running() {
+                    e.kill_container(c, parse_signal(s)?)?;
+                    e.wait_stopped(&row.id, time.map(|t| std::time::Duration::from_secs(t as u64)))?;
+                }
+            }
+            e.stop_container(c, time)
+        }),
+        Cmd::Restart { time, containers } => each(&containers, |c| {
+            e.stop_container(c, time)?;
+            e.start_container(c, Attach::default()).map(|_| ())
+        }),
+        Cmd::Kill { signal, containers } => {
+            let sig = parse_signal(&signal)?;
+            each(&containers, |c| e.kill_container(c, sig).map(|_| ()))
+        }
+        Cmd::Rm { force, volumes: _, containers } => each(&containers, |c| e.remove_container(c, force).map(|_| ())),
+        Cmd::Ps(a) | Cmd::Container(ContainerCmd::Ls(a)) => cmd_ps(&e, &a),
+        Cmd::Logs { follow, timestamps, tail, container } => {
+            cmd_logs(&e, &container, follow, timestamps, tail.as_deref())
+        }
+        Cmd::Wait { containers } => {
+            for c in &containers {
+                println!("{}", e.wait_container(c)?);
+            }
+            Ok(0)
+        }
+        Cmd::Exec { detach, interactive: _, tty, env, user, workdir, privileged, container, command } => {
+            if tty {
+                bail!("exec -t: pseudo-terminals are not supported by berth yet; run without -t");
+            }
+            let pid = e.exec(&container, &command, &env, user.as_deref(), workdir.as_deref(), privileged)?;
+            if detach {
+                return Ok(0);
+            }
+            Ok(berth_runtime::container::wait_exit_code(pid)?)
+        }
+        Cmd::Pause { containers } => each(&containers, |c| e.pause_container(c, true)),
+        Cmd::Unpause { containers } => each(&containers, |c| e.pause_container(c, false)),
+        Cmd::Inspect { format, kind, names } => cmd_inspect(&e, &names, format.as_deref(), kind.as_deref()),
+        Cmd::Images { quiet, no_trunc, all: _, format } => cmd_images(&e, quiet, no_trunc, format.as_deref()),
+        Cmd::Image(ImageCmd::Ls { quiet }) => cmd_images(&e, quiet, false, None),
+        Cmd::Image(ImageCmd::Prune { all, force: _ }) => {
+            let used: Vec<String> = e.containers(true)?.into_iter().map(|c| c.image).collect();
+            for img in e.images()? {
+                if (all || img.tags.is_empty()) && !used.contains(&img.id.to_string()) {
+                    for l in e.remove_image(&img.id.to_string(), true)? {
+                        println!("{l}");
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Load { input, quiet } => {
+            let lines = match input {
+                Some(p) => e.load(std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?)?,
+                None => e.load(std::io::stdin().lock())?,
+            };
+            if !quiet {
+                for l in lines {
+                    println!("{l}");
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Import { message, file, reference } => {
+            let note = message.unwrap_or_default();
+            let id = if file == "-" {
+                e.import(std::io::stdin().lock(), reference.as_deref(), &note)?
+            } else {
+                e.import(
+                    std::fs::File::open(&file).with_context(|| format!("opening {file}"))?,
+                    reference.as_deref(),
+                    &note,
+                )?
+            };
+            println!("{id}");
+            Ok(0)
+        }
+        Cmd::Rmi { force, images } => {
+            let mut code = 0;
+            for i in &images {
+                match e.remove_image(i, force) {
+                    Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+                    Err(err) if images.len() == 1 => return Err(err),
+                    Err(err) => {
+                        eprintln!("Error: {err:#}");
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
+        }
+        Cmd::Tag { source, target } => e.tag(&source, &target).map(|_| 0),
+        Cmd::Version => {
+            println!(
+                "Client: berth\n Version:\t{}\n OS/Arch:\tlinux/{}",
+                env!("CARGO_PKG_VERSION"),
+                berth_image::Platform::host().architecture
+            );
+            Ok(0)
+        }
+        Cmd::Info => {
+            let cs = e.containers(true)?;
+            let running = cs.iter().filter(|c| c.state == "running").count();
+            let paused = cs.iter().filter(|c| c.state == "paused").count();
+            let layout = match berth_cgroups::Layout::detect() {
+                berth_cgroups::Layout::V2 { .. } => "2",
+                _ => "1",
+            };
+            println!(
+                "Containers: {}\n Running: {running}\n Paused: {paused}\n Stopped: {}\nImages: {}\nStorage Driver: overlay\nCgroup Version: {layout}\nDefault Runtime: berth-runtime\nBerth Root Dir: {}\nBerth Run Dir: {}",
+                cs.len(),
+                cs.len() - running - paused,
+                e.images()?.len(),
+                e.root.display(),
+                e.runroot.display()
+            );
+            Ok(0)
+        }
+        Cmd::Container(ContainerCmd::Prune { force: _ }) => {
+            for c in e.containers(true)? {
+                if !c.is_running() && !c.monitor_alive() {
+                    e.remove_container(&c.id, false)?;
+                    println!("{}", c.id);
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Monitor { .. } => unreachable!("handled before the engine opens"),
+    }
+}
+
+/// Runs `f` for each name, printing the name on success as Docker does; the exit code is 1 if
+/// any failed.
+fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
+    let mut code = 0;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                if names.len() == 1 {
+                    return Err(e);
+                }
+                eprintln!("Error: {e:#}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
+    if a.tty {
+        bail!("-t: pseudo-terminals are not supported by berth yet; run without -t");
+    }
+    if a.init {
+        bail!("--init is not supported by berth yet");
+    }
+    if let Some(r) = &a.runtime
+        && r != "berth-runtime"
+    {
+        bail!("--runtime {r}: only the built-in berth-runtime is supported so far");
+    }
+    if a.pull == "always" {
+        bail!("--pull always: pulling from registries is not implemented yet; load the image with `berth load`");
+    }
+    if !matches!(a.pull.as_str(), "missing" | "never" | "always") {
+        bail!("invalid --pull {:?}: use missing, always or never", a.pull);
+    }
+    if let Some(p) = &a.platform {
+        let want = berth_image::Platform::parse(p)?;
+        if !berth_image::Platform::host().matches(&want) {
+            bail!(
+                "--platform {p}: this machine runs {} and berth does not emulate other platforms",
+                berth_image::Platform::host()
+            );
+        }
+    }
+    let mut c = ContainerConfig {
+        image_ref: a.image.clone(),
+        tty: a.tty,
+        interactive: a.interactive,
+        auto_remove: a.rm,
+        network: a.network.clone(),
+        privileged: a.privileged,
+        read_only: a.read_only,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        workdir: a.workdir.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
+        hostname: a.hostname.clone().unwrap_or_default(),
+        cpus: a.cpus,
+        cpu_shares: a.cpu_shares,
+        cpuset_cpus: a.cpuset_cpus.clone(),
+        pids_limit: a.pids_limit,
+        oom_score_adj: a.oom_score_adj,
+        stop_signal: a.stop_signal.clone().unwrap_or_default(),
+        stop_timeout: a.stop_timeout,
+        log_driver: a.log_driver.clone().unwrap_or_default(),
+        add_hosts: a.add_host.clone(),
+        dns: a.dns.clone(),
+        restart: a.restart.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    if let Some(s) = &c.stop_signal.clone().into()
+        && !s.is_empty()
+    {
+        parse_signal(s)?;
+    }
+    if !matches!(c.network.as_str(), "none" | "host") && !c.network.starts_with("ns:") {
+        bail!("network {:?}: bridge networks are not implemented yet; use --network none or --network host", c.network);
+    }
+    let size = |flag: &str, v: &Option<String>| -> Result<Option<i64>> {
+        v.as_deref()
+            .map(|s| {
+                parse_size(s)
+                    .map_err(|_| anyhow::anyhow!("invalid argument {s:?} for \"{flag}\" flag: invalid size: '{s}'"))
+            })
+            .transpose()
+    };
+    c.memory = size("--memory", &a.memory)?;
+    c.memory_swap = size("--memory-swap", &a.memory_swap)?;
+    c.memory_reservation = size("--memory-reservation", &a.memory_reservation)?;
+    c.shm_size = size("--shm-size", &a.shm_size)?;
+    if let (Some(m), Some(s)) = (c.memory, c.memory_swap)
+        && s != -1
+        && s < m
+    {
+        bail!("Minimum memoryswap limit should be larger than memory limit, see usage");
+    }
+    if c.memory_swap.is_some() && c.memory.is_none() {
+        bail!("You should always set the Memory limit when using Memoryswap limit, see usage");
+    }
+    if a.rm && !c.restart.is_empty() && c.restart != "no" {
+        bail!("Conflicting options: --restart and --rm");
+    }
+    match c.restart.split(':').next().unwrap_or("") {
+        "" | "no" => {}
+        "always" | "unless-stopped" | "on-failure" => {
+            bail!("--restart {}: restart policies are not implemented yet", c.restart)
+        }
+        other => bail!("invalid restart policy {other:?}: use no, on-failure[:N], always or unless-stopped"),
+    }
+    for f in &a.env_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("open {}: no such file or directory", f.display()))?;
+        for l in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            c.env.push(expand_env(l));
+        }
+    }
+    c.env.extend(a.env.iter().map(|v| expand_env(v)));
+    for l in &a.label {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        c.labels.insert(k.into(), v.into());
+    }
+    for s in &a.sysctl {
+        let (k, v) = s.split_once('=').with_context(|| format!("invalid --sysctl {s:?}: expected key=value"))?;
+        c.sysctls.insert(k.into(), v.into());
+    }
+    for u in &a.ulimit {
+        let (name, vals) =
+            u.split_once('=').with_context(|| format!("invalid --ulimit {u:?}: expected name=soft[:hard]"))?;
+        let (s, h) = vals.split_once(':').unwrap_or((vals, vals));
+        let n = |x: &str| -> Result<u64> {
+            if x == "-1" { Ok(u64::MAX) } else { x.parse().with_context(|| format!("invalid --ulimit {u:?}")) }
+        };
+        c.ulimits.push((name.into(), n(s)?, n(h)?));
+    }
+    for o in &a.log_opt {
+        match o.split_once('=') {
+            Some(("max-size", v)) => c.log_max_size = Some(parse_size(v)? as u64),
+            Some(("max-file", v)) => c.log_max_file = v.parse().with_context(|| format!("invalid --log-opt {o:?}"))?,
+            _ => bail!("unknown log opt {o:?}: berth's json-file driver takes max-size and max-file"),
+        }
+    }
+    for so in &a.security_opt {
+        match so.split_once(['=', ':']) {
+            Some(("no-new-privileges", v)) => c.no_new_privileges = v != "false",
+            None if so == "no-new-privileges" => c.no_new_privileges = true,
+            Some(("seccomp", "unconfined")) | Some(("apparmor", "unconfined")) | Some(("label", "disable")) => {}
+            _ => {
+                bail!("--security-opt {so:?} is not supported yet (berth takes no-new-privileges, seccomp=unconfined)")
+            }
+        }
+    }
+    for t in &a.tmpfs {
+        let (p, o) = t.split_once(':').unwrap_or((t, ""));
+        c.tmpfs.push((p.into(), o.into()));
+    }
+    for v in &a.volume {
+        c.binds.push(parse_volume(v)?);
+    }
+    let req = CreateRequest {
+        image: a.image.clone(),
+        name: a.name.clone(),
+        cmd: a.command.clone(),
+        entrypoint: a.entrypoint.clone(),
+        config: c,
+    };
+    let id = e.create_container(req)?;
+    if let Some(f) = &a.cidfile {
+        std::fs::write(f, &id).with_context(|| format!("writing --cidfile {}", f.display()))?;
+    }
+    if !start {
+        println!("{id}");
+        return Ok(0);
+    }
+    let attach = !a.detach;
+    let s = e.start_container(&id, Attach { stdout: attach, stdin: a.interactive })?;
+    if a.detach {
+        println!("{id}");
+        return Ok(0);
+    }
+    s.wait(a.sig_proxy)
+}
+
+/// `-e NAME` takes NAME's value from our environment, as Docker does.
+fn expand_env(v: &str) -> String {
+    if v.contains('=') { v.to_string() } else { format!("{v}={}", std::env::var(v).unwrap_or_default()) }
+}
+
+/// `-v /host:/ctr[:ro|rw|…]`. Named volumes come later.
+fn parse_volume(v: &str) -> Result<Bind> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        _ => bail!("invalid volume specification: '{v}'"),
+    };
+    if !src.starts_with('/') {
+        bail!("invalid volume specification: '{v}': named volumes are not implemented yet; use an absolute host path");
+    }
+    if !dst.starts_with('/') {
+        bail!("invalid volume specification: '{v}': the container path must be absolute");
+    }
+    let mut b = Bind { source: src.into(), destination: dst.into(), readonly: false, propagation: None };
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => b.readonly = true,
+            "rw" | "z" | "Z" => {}
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => b.propagation = Some(o.into()),
+            other => bail!("invalid volume specification: '{v}': unknown option {other:?}"),
+        }
+    }
+    Ok(b)
+}
+
+fn ago(nanos: i64) -> String {
+    let secs = (berth_engine::db::now_nanos() - nanos).max(0) / 1_000_000_000;
+    format!("{} ago", human(secs))
+}
+
+fn human(secs: i64) -> String {
+    match secs {
+        s if s < 1 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 86400 * 2 => format!("{} hours", s / 3600),
+        s => format!("{} days", s / 86400),
+    }
+}
+
+fn status_text(c: &ContainerRow) -> String {
+    let now = berth_engine::db::now_nanos();
+    match c.state.as_str() {
+        "running" => format!("Up {}", human((now - c.started) / 1_000_000_000)),
+        "paused" => format!("Up {} (Paused)", human((now - c.started) / 1_000_000_000)),
+        "exited" => format!("Exited ({}) {}", c.exit_code, ago(c.finished)),
+        "created" => "Created".into(),
+        other => other.into(),
+    }
+}
+
+fn ps_value(c: &ContainerRow, no_trunc: bool) -> Value {
+    let mut cmd = c.config.args.join(" ");
+    if !no_trunc && cmd.chars().count() > 20 {
+        cmd = format!("{}…", cmd.chars().take(19).collect::<String>());
+    }
+    json!({
+        "ID": if no_trunc { c.id.clone() } else { c.id[..12].to_string() },
+        "Image": c.config.image_ref,
+        "Command": format!("\"{cmd}\""),
+        "CreatedAt": berth_runtime::state::rfc3339(c.created / 1_000_000_000, (c.created % 1_000_000_000) as u32),
+        "RunningFor": ago(c.created),
+        "Status": status_text(c),
+        "State": c.state,
+        "Ports": "",
+        "Names": c.name,
+        "Labels": c.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        "Size": "",
+        "Networks": c.config.network,
+    })
+}
+
+fn matches_filter(c: &ContainerRow, f: &str) -> Result<bool> {
+    let (k, v) = f.split_once('=').with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
+    Ok(match k {
+        "status" => c.state == v,
+        "name" => c.name.contains(v),
+        "id" => c.id.starts_with(v),
+        "label" => match v.split_once('=') {
+            Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
+            None => c.config.labels.contains_key(v),
+        },
+        "ancestor" => c.config.image_ref == v || c.image.contains(v),
+        "exited" => c.state == "exited" && c.exit_code.to_string() == v,
+        other => bail!("invalid filter '{other}'"),
+    })
+}
+
+fn cmd_ps(e: &Engine, a: &PsArgs) -> Result<i32> {
+    let mut list = e.containers(a.all || a.last.is_some() || a.latest || !a.filter.is_empty())?;
+    for f in &a.filter {
+        let mut keep = Vec::new();
+        for c in list {
+            if matches_filter(&c, f)? {
+                keep.push(c);
+            }
+        }
+        list = keep;
+    }
+    if a.latest {
+        list.truncate(1);
+    }
+    if let Some(n) = a.last {
+        list.truncate(n);
+    }
+    if a.quiet {
+        for c in &list {
+            println!("{}", if a.no_trunc { &c.id[..] } else { &c.id[..12] });
+        }
+        return Ok(0);
+    }
+    let header: BTreeMap<&str, &str> = [
+        ("ID", "CONTAINER ID"),
+        ("Image", "IMAGE"),
+        ("Command", "COMMAND"),
+        ("CreatedAt", "CREATED AT"),
+        ("RunningFor", "CREATED"),
+        ("Status", "STATUS"),
+        ("State", "STATE"),
+        ("Ports", "PORTS"),
+        ("Names", "NAMES"),
+        ("Labels", "LABELS"),
+        ("Networks", "NETWORKS"),
+        ("Size", "SIZE"),
+    ]
+    .into_iter()
+    .collect();
+    let fmt = a.format.clone().unwrap_or_else(|| {
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}".into()
+    });
+    if fmt == "json" {
+        for c in &list {
+            println!("{}", ps_value(c, a.no_trunc));
+        }
+        return Ok(0);
+    }
+    let t = Template::parse(if fmt == "table" {
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+    } else {
+        &fmt
+    });
+    let mut lines = Vec::new();
+    if t.table {
+        lines.push(t.header(&|f| header.get(f).map(|s| s.to_string()).unwrap_or_else(|| f.to_uppercase())));
+    }
+    for c in &list {
+        lines.push(t.render(&ps_value(c, a.no_trunc)));
+    }
+    if t.table {
+        print_tabbed(&lines);
+    } else {
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    Ok(0)
+}
+
+fn cmd_images(e: &Engine, quiet: bool, no_trunc: bool, format: Option<&str>) -> Result<i32> {
+    let mut rows = vec![];
+    for img in e.images()? {
+        let created = e.config_of(&img).ok().and_then(|c| c.created).unwrap_or_default();
+        let id = if no_trunc { img.id.to_string() } else { img.id.short().to_string() };
+        let names: Vec<(String, String)> = if img.tags.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            img.tags
+                .iter()
+                .filter_map(|t| berth_image::Reference::parse(t).ok())
+                .map(|r| (r.familiar_name(), r.tag.clone().unwrap_or_else(|| "<none>".into())))
+                .collect()
+        };
+        for (repo, tag) in names {
+            rows.push(
+                json!({"Repository": repo, "Tag": tag, "ID": id, "CreatedAt": created, "Size": human_size(img.size)}),
+            );
+        }
+    }
+    if quiet {
+        let mut seen = Vec::new();
+        for r in &rows {
+            let id = r["ID"].as_str().unwrap_or("").to_string();
+            if !seen.contains(&id) {
+                println!("{id}");
+                seen.push(id);
+            }
+        }
+        return Ok(0);
+    }
+    if let Some(f) = format {
+        let t = Template::parse(f);
+        for r in &rows {
+            println!("{}", t.render(r));
+        }
+        return Ok(0);
+    }
+    let mut table = vec![vec!["REPOSITORY".into(), "TAG".into(), "IMAGE ID".into(), "CREATED".into(), "SIZE".into()]];
+    for r in &rows {
+        let created = r["CreatedAt"].as_str().and_then(parse_rfc3339).map(ago).unwrap_or_else(|| "N/A".into());
+        table.push(vec![
+            r["Repository"].as_str().unwrap_or("").into(),
+            r["Tag"].as_str().unwrap_or("").into(),
+            r["ID"].as_str().unwrap_or("").into(),
+            created,
+            r["Size"].as_str().unwrap_or("").into(),
+        ]);
+    }
+    print_table(&table);
+    Ok(0)
+}
+
+/// Seconds-precision parse of `YYYY-MM-DDTHH:MM:SS…Z` into unix nanoseconds.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let d = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
+    let (y, mo, da, h, mi, se) = (d(0, 4)?, d(5, 7)?, d(8, 10)?, d(11, 13)?, d(14, 16)?, d(17, 19)?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some((days * 86400 + h * 3600 + mi * 60 + se) * 1_000_000_000)
+}
+
+fn human_size(b: i64) -> String {
+    let b = b as f64;
+    if b >= 1e9 {
+        format!("{:.3}GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.3}MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.3}kB", b / 1e3)
+    } else {
+        format!("{b}B")
+    }
+    .replace(".000", "")
+}
+
+fn cmd_logs(e: &Engine, key: &str, follow: bool, timestamps: bool, tail: Option<&str>) -> Result<i32> {
+    let c = e.container(key)?;
+    if c.config.log_driver == "none" {
+        bail!("configured logging driver does not support reading");
+    }
+    let path = c.log_path();
+    let print = |en: &berth_engine::logs::Entry| {
+        let line = if timestamps { format!("{} {}", en.time, en.log) } else { en.log.clone() };
+        if en.stream == "stderr" {
+            eprint!("{line}");
+        } else {
+            print!("{line}");
+        }
+    };
+    let all = berth_engine::logs::read_all(&path)?;
+    let skip = match tail {
+        None | Some("all") => 0,
+        Some(n) => all.len().saturating_sub(n.parse::<usize>().with_context(|| format!("invalid --tail {n:?}"))?),
+    };
+    for en in &all[skip..] {
+        print(en);
+    }
+    if !follow {
+        return Ok(0);
+    }
+    let mut off = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    loop {
+        let _ = std::io::stdout().flush();
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if len < off {
+            off = 0;
+        }
+        if len > off {
+            use std::io::{Read, Seek};
+            let mut f = std::fs::File::open(&path)?;
+            f.seek(std::io::SeekFrom::Start(off))?;
+            let mut s = String::new();
+            f.read_to_string(&mut s)?;
+            let complete = s.rfind('\n').map(|i| i + 1).unwrap_or(0);
+            for l in s[..complete].lines() {
+                if let Ok(en) = serde_json::from_str(l) {
+                    print(&en);
+                }
+            }
+            off += complete as u64;
+            continue;
+        }
+        let now = e.container(&c.id)?;
+        if !now.is_running() && !now.monitor_alive() {
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn inspect_container(c: &ContainerRow) -> Value {
+    let t = |n: i64| {
+        if n == 0 {
+            "0001-01-01T00:00:00Z".to_string()
+        } else {
+            berth_runtime::state::rfc3339(n / 1_000_000_000, (n % 1_000_000_000) as u32)
+        }
+    };
+    json!({
+        "Id": c.id,
+        "Created": t(c.created),
+        "Path": c.config.args.first(),
+        "Args": c.config.args.get(1..).unwrap_or_default(),
+        "State": {
+            "Status": c.state,
+            "Running": c.state == "running" || c.state == "paused",
+            "Paused": c.state == "paused",
+            "Restarting": false,
+            "OOMKilled": c.oom_killed,
+            "Dead": false,
+            "Pid": c.pid,
+            "ExitCode": c.exit_code,
+            "Error": if c.error == "stopped" { "" } else { c.error.as_str() },
+            "StartedAt": t(c.started),
+            "FinishedAt": t(c.finished),
+        },
+        "Image": c.image,
+        "Name": format!("/{}", c.name),
+        "LogPath": c.log_path(),
+        "Driver": "overlay",
+        "Config": {
+            "Hostname": c.config.hostname,
+            "User": c.config.user,
+            "Tty": c.config.tty,
+            "OpenStdin": c.config.interactive,
+            "Env": c.config.env,
+            "Cmd": c.config.args,
+            "Image": c.config.image_ref,
+            "WorkingDir": c.config.workdir,
+            "Labels": c.config.labels,
+            "StopSignal": c.config.stop_signal,
+        },
+        "HostConfig": {
+            "NetworkMode": c.config.network,
+            "Privileged": c.config.privileged,
+            "ReadonlyRootfs": c.config.read_only,
+            "AutoRemove": c.config.auto_remove,
+            "CapAdd": c.config.cap_add,
+            "CapDrop": c.config.cap_drop,
+            "Memory": c.config.memory.unwrap_or(0),
+            "MemorySwap": c.config.memory_swap.unwrap_or(0),
+            "NanoCpus": c.config.cpus.map(|x| (x * 1e9) as i64).unwrap_or(0),
+            "CpuShares": c.config.cpu_shares.unwrap_or(0),
+            "PidsLimit": c.config.pids_limit,
+            "Binds": c.config.binds.iter().map(|b| format!("{}:{}{}", b.source.display(), b.destination, if b.readonly { ":ro" } else { "" })).collect::<Vec<_>>(),
+            "LogConfig": {"Type": c.config.log_driver},
+        },
+    })
+}
+
+fn cmd_inspect(e: &Engine, names: &[String], format: Option<&str>, kind: Option<&str>) -> Result<i32> {
+    let mut out = Vec::new();
+    for n in names {
+        let v = if kind != Some("image")
+            && let Ok(c) = e.container(n)
+        {
+            inspect_container(&c)
+        } else if kind != Some("container")
+            && let Ok(img) = e.resolve_image(n)
+        {
+            let cfg: Value = serde_json::from_slice(&e.store.read(&img.id)?)?;
+            json!({
+                "Id": img.id.to_string(),
+                "RepoTags": img.tags.iter().filter_map(|t| berth_image::Reference::parse(t).ok()).map(|r| berth_engine::images::display_name(&r)).collect::<Vec<_>>(),
+                "Created": cfg["created"],
+                "Architecture": cfg["architecture"],
+                "Os": cfg["os"],
+                "Size": img.size,
+                "Config": cfg["config"],
+                "RootFS": cfg["rootfs"],
+                "Manifest": img.manifest.to_string(),
+            })
+        } else {
+            return Err(ExitError { code: 1, msg: format!("No such object: {n}") }.into());
+        };
+        out.push(v);
+    }
+    match format {
+        Some(f) => {
+            let t = Template::parse(f);
+            for v in &out {
+                println!("{}", t.render(v));
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&out)?),
+    }
+    Ok(0)
+}

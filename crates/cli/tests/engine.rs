@@ -1,0 +1,340 @@
+//! The `berth` command line end to end, as a user drives it: real containers from the test
+//! kit's busybox image, each test with its own engine root under a leak guard.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use berth_testkit::leak::Guard;
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+struct Berth {
+    g: Guard,
+}
+
+impl Berth {
+    /// A fresh engine with the busybox image loaded as `busybox:latest`.
+    fn new(tag: &str) -> Berth {
+        let b = Berth { g: Guard::new(tag) };
+        let archive = b.g.path("busybox.tar");
+        berth_testkit::image::write_oci_archive(&archive, "busybox:latest");
+        let o = b.ok(&["load", "-i", archive.to_str().unwrap()]);
+        assert!(o.contains("Loaded image: busybox:latest"), "{o}");
+        b
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BERTH);
+        c.arg("--root").arg(self.g.path("root")).arg("--runroot").arg(self.g.path("run")).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn out(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("running berth")
+    }
+
+    /// Runs and returns (code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let o = self.out(args);
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    /// Runs, asserts success, returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "berth {args:?} failed: {err}{out}");
+        out
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.ok(&["ps", "-aq"]).lines().map(str::to_string).collect()
+    }
+
+    fn inspect(&self, c: &str, f: &str) -> String {
+        self.ok(&["inspect", "-f", f, c]).trim().to_string()
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        // Remove what the test left, so the guard only reports real leaks.
+        if let Ok(o) = self.cmd(&["ps", "-aq"]).output() {
+            for id in String::from_utf8_lossy(&o.stdout).lines() {
+                let _ = self.cmd(&["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+#[test]
+fn run_attached_returns_output_and_exit_code() {
+    let b = Berth::new("eng-run");
+    let (code, out, err) = b.run(&["run", "--rm", "busybox", "sh", "-c", "echo hello; echo oops >&2; exit 3"]);
+    assert_eq!((code, out.as_str()), (3, "hello\n"), "stderr: {err}");
+    assert!(err.contains("oops"), "{err}");
+    assert!(b.ids().is_empty(), "--rm left the container");
+    // The image's CMD and env, -e, -w, -u, --hostname, labels.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "-u",
+        "nobody",
+        "--hostname",
+        "box",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $FOO $(pwd) $(id -u) $(hostname) $PATH",
+    ]);
+    assert_eq!(out.trim(), "bar /tmp 65534 box /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    // Without --rm the container stays, exited, with its log.
+    b.ok(&["run", "--name", "once", "busybox", "echo", "logged"]);
+    assert_eq!(b.inspect("once", "{{.State.Status}} {{.State.ExitCode}}"), "exited 0");
+    assert_eq!(b.ok(&["logs", "once"]), "logged\n");
+    assert!(b.ok(&["ps", "-a"]).contains("Exited (0)"));
+    b.ok(&["rm", "once"]);
+}
+
+#[test]
+fn bad_input_gives_docker_codes_and_leaves_nothing() {
+    let b = Berth::new("eng-bad");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["run", "--rm", "nosuchimage", "true"], 125, "Unable to find image 'nosuchimage:latest' locally"),
+        (&["run", "--rm", "busybox", "nosuchcmd"], 127, "executable file not found"),
+        (&["run", "--rm", "busybox", "/etc/passwd"], 126, "permission denied"),
+        (&["run", "--rm", "--memory", "12q", "busybox", "true"], 125, "invalid size"),
+        (&["run", "--rm", "--restart", "always", "busybox", "true"], 125, "Conflicting options"),
+        (&["run", "--rm", "--name", "bad name!", "busybox", "true"], 125, "Invalid container name"),
+        (&["run", "--rm", "--cap-add", "bogus", "busybox", "true"], 125, "invalid capability"),
+        (&["run", "--no-such-flag", "busybox"], 2, "unexpected argument"),
+        (&["rm", "nosuch"], 1, "No such container: nosuch"),
+        (&["stop", "nosuch"], 1, "No such container"),
+    ];
+    for (args, code, msg) in cases {
+        let (c, _, err) = b.run(args);
+        assert_eq!(c, *code, "berth {args:?}: {err}");
+        assert!(err.contains(msg), "berth {args:?}: expected {msg:?} in {err:?}");
+    }
+    // A failed start without --rm leaves a created container, as Docker does; nothing mounted.
+    let (c, _, _) = b.run(&["run", "--name", "failed", "busybox", "nosuchcmd"]);
+    assert_eq!(c, 127);
+    assert_eq!(b.inspect("failed", "{{.State.Status}}"), "created");
+    b.ok(&["rm", "failed"]);
+    assert!(b.ids().is_empty());
+    let left: Vec<_> = std::fs::read_dir(b.g.path("root/containers")).unwrap().collect();
+    assert!(left.is_empty(), "container dirs left: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(b.g.path("root").to_str().unwrap()), "a mount was left");
+}
+
+#[test]
+fn detached_lifecycle_logs_exec_pause_stop_rm() {
+    let b = Berth::new("eng-life");
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 7' TERM; echo up; while true; do sleep 0.1; done",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64);
+    let ps = b.ok(&["ps"]);
+    assert!(ps.contains(&id[..12]) && ps.contains("web") && ps.contains("Up "), "{ps}");
+    assert_eq!(b.ok(&["ps", "--format", "{{.Names}}:{{.State}}"]).trim(), "web:running");
+    // Wait for the first line of output.
+    for _ in 0..100 {
+        if b.ok(&["logs", "web"]).contains("up") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.ok(&["logs", "web"]), "up\n");
+    assert!(b.ok(&["logs", "-t", "web"]).contains("Z up"));
+    // exec: output, exit code, env and a missing command.
+    assert_eq!(
+        b.ok(&["exec", "-e", "X=1", "web", "sh", "-c", "echo $X $(cat /etc/hostname)"]).trim(),
+        format!("1 {}", &id[..12])
+    );
+    assert_eq!(b.run(&["exec", "web", "sh", "-c", "exit 5"]).0, 5);
+    assert_eq!(b.run(&["exec", "web", "nosuchcmd"]).0, 127);
+    // rm without -f refuses.
+    let (c, _, err) = b.run(&["rm", "web"]);
+    assert!(c != 0 && err.contains("stop the container before removing or force remove"), "{err}");
+    b.ok(&["pause", "web"]);
+    assert_eq!(b.inspect("web", "{{.State.Status}}"), "paused");
+    b.ok(&["unpause", "web"]);
+    // stop: the trap runs, exit code recorded.
+    b.ok(&["stop", "-t", "5", "web"]);
+    assert_eq!(b.inspect("web", "{{.State.Status}} {{.State.ExitCode}}"), "exited 7");
+    assert!(b.ok(&["logs", "web"]).contains("bye"));
+    let (c, _, err) = b.run(&["exec", "web", "true"]);
+    assert!(c != 0 && err.contains("is not running"), "{err}");
+    // Start again, kill, wait.
+    b.ok(&["start", "web"]);
+    assert_eq!(b.inspect("web", "{{.State.Status}}"), "running");
+    b.ok(&["kill", "web"]);
+    assert_eq!(b.ok(&["wait", "web"]).trim(), "137");
+    b.ok(&["rm", "web"]);
+    // The name is free again.
+    b.ok(&["run", "-d", "--name", "web", "busybox", "sleep", "60"]);
+    b.ok(&["rm", "-f", "web"]);
+    assert!(b.ids().is_empty());
+}
+
+#[test]
+fn limits_and_security_defaults() {
+    let b = Berth::new("eng-sec");
+    // Docker's 14 capabilities, and --cap-drop ALL.
+    let caps = b.ok(&["run", "--rm", "busybox", "sh", "-c", "grep CapEff /proc/self/status"]);
+    assert_eq!(caps.split_whitespace().nth(1), Some("00000000a80425fb"), "{caps}");
+    let caps = b.ok(&["run", "--rm", "--cap-drop", "ALL", "busybox", "sh", "-c", "grep CapEff /proc/self/status"]);
+    assert_eq!(caps.split_whitespace().nth(1), Some("0000000000000000"));
+    // Masked and read-only kernel paths.
+    let (code, out, _) =
+        b.run(&["run", "--rm", "busybox", "sh", "-c", "cat /proc/keys | wc -c; echo 1 > /proc/sys/kernel/panic"]);
+    assert_eq!(out.trim(), "0");
+    assert_ne!(code, 0, "/proc/sys must be read-only");
+    // --read-only keeps /tmp writable.
+    let (code, _, err) = b.run(&["run", "--rm", "--read-only", "busybox", "sh", "-c", "touch /tmp/ok && touch /nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    // No network but loopback, which is up.
+    let out = b.ok(&["run", "--rm", "busybox", "sh", "-c", "ls /sys/class/net; ip link show lo | grep -c UP"]);
+    assert_eq!(out, "lo\n1\n");
+    // Cgroup limits land in the host's cgroup files.
+    let id = b.ok(&["run", "-d", "--memory", "64m", "--pids-limit", "33", "--cpus", "0.5", "busybox", "sleep", "60"]);
+    let pid = b.inspect(id.trim(), "{{.State.Pid}}");
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let read = |ctrl: &str, file: &str| -> String {
+        let path = cg
+            .lines()
+            .find_map(|l| {
+                let mut p = l.splitn(3, ':');
+                let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+                (c.split(',').any(|x| x == ctrl)
+                    || (c.is_empty() && !std::path::Path::new("/sys/fs/cgroup/memory").exists()))
+                .then(|| path.to_string())
+            })
+            .unwrap();
+        let base = if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+            format!("/sys/fs/cgroup/{ctrl}")
+        } else {
+            "/sys/fs/cgroup".into()
+        };
+        std::fs::read_to_string(format!("{base}{path}/{file}")).unwrap().trim().to_string()
+    };
+    if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+        assert_eq!(read("memory", "memory.limit_in_bytes"), (64 << 20).to_string());
+        assert_eq!(read("pids", "pids.max"), "33");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    } else {
+        assert_eq!(read("memory", "memory.max"), (64 << 20).to_string());
+        assert_eq!(read("pids", "pids.max"), "33");
+        assert_eq!(read("cpu", "cpu.max"), "50000 100000");
+    }
+    b.ok(&["rm", "-f", id.trim()]);
+    // Bind mounts, read-write and read-only.
+    let host = b.g.path("data");
+    std::fs::create_dir_all(&host).unwrap();
+    let v = format!("{}:/data", host.display());
+    b.ok(&["run", "--rm", "-v", &v, "busybox", "sh", "-c", "echo hi > /data/f"]);
+    assert_eq!(std::fs::read_to_string(host.join("f")).unwrap(), "hi\n");
+    let vro = format!("{v}:ro");
+    assert_ne!(b.run(&["run", "--rm", "-v", &vro, "busybox", "sh", "-c", "echo x > /data/g"]).0, 0);
+    // The writable layer is the container's own: a file written in one is not in the next.
+    b.ok(&["run", "--rm", "busybox", "sh", "-c", "echo x > /etc/written"]);
+    assert_ne!(b.run(&["run", "--rm", "busybox", "test", "-e", "/etc/written"]).0, 0);
+}
+
+#[test]
+fn images_load_tag_rmi_and_garbage() {
+    let b = Berth::new("eng-img");
+    let images = b.ok(&["images"]);
+    assert!(images.starts_with("REPOSITORY") && images.contains("busybox") && images.contains("latest"), "{images}");
+    // Loading twice is idempotent (same digests).
+    let archive = b.g.path("busybox.tar");
+    b.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(b.ok(&["images", "-q"]).lines().count(), 1);
+    b.ok(&["tag", "busybox", "127.0.0.1:5000/my/bb:v1"]);
+    assert!(b.ok(&["images"]).contains("127.0.0.1:5000/my/bb"));
+    assert_eq!(b.ok(&["rmi", "127.0.0.1:5000/my/bb:v1"]).trim(), "Untagged: 127.0.0.1:5000/my/bb:v1");
+    // In use: refused without -f.
+    b.ok(&["create", "--name", "user", "busybox", "true"]);
+    let (c, _, err) = b.run(&["rmi", "busybox"]);
+    assert!(c != 0 && err.contains("is using its referenced image"), "{err}");
+    b.ok(&["rm", "user"]);
+    let out = b.ok(&["rmi", "busybox"]);
+    assert!(out.contains("Untagged: busybox:latest") && out.contains("Deleted: sha256:"), "{out}");
+    // Nothing of the image remains in the store or the layer storage.
+    let blobs = std::fs::read_dir(b.g.path("root/images/blobs/sha256")).unwrap().count();
+    let layers = std::fs::read_dir(b.g.path("root/storage/layers")).unwrap().count();
+    assert_eq!((blobs, layers), (0, 0));
+    // import: a root filesystem tarball becomes an image that runs.
+    let tarball = b.g.path("rootfs.tar");
+    std::fs::write(&tarball, berth_testkit::image::layer_tar()).unwrap();
+    b.ok(&["import", tarball.to_str().unwrap(), "imported:v1"]);
+    assert_eq!(b.ok(&["run", "--rm", "imported:v1", "echo", "from import"]), "from import\n");
+}
+
+#[test]
+fn killed_monitor_is_repaired_by_the_next_command() {
+    let b = Berth::new("eng-crash");
+    let id = b.ok(&["run", "-d", "busybox", "sleep", "60"]).trim().to_string();
+    // The monitor is the parent of the container's init.
+    let pid = b.inspect(&id, "{{.State.Pid}}");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: kill(2) of the monitor and the container.
+    unsafe {
+        libc::kill(ppid, libc::SIGKILL);
+        libc::kill(pid.parse().unwrap(), libc::SIGKILL);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(b.inspect(&id, "{{.State.Status}} {{.State.ExitCode}}"), "exited 255");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(b.g.path("root").to_str().unwrap()), "the root is still mounted");
+    b.ok(&["rm", &id]);
+}
+
+#[test]
+fn parallel_runs_and_removes() {
+    let b = Berth::new("eng-par");
+    let n = 12;
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            b.cmd(&["run", "-d", "--name", &format!("p{i}"), "busybox", "sleep", "60"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(b.ok(&["ps", "-q"]).lines().count(), n);
+    let ids = b.ids();
+    let children: Vec<_> = ids
+        .iter()
+        .map(|id| b.cmd(&["rm", "-f", id]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(b.ids().is_empty());
+}

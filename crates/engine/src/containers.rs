@@ -1,0 +1,624 @@
+//! Containers: create, start (through the monitor), stop, kill, pause, remove, list, wait,
+//! exec, and the repair of what a killed berth process left.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use berth_storage::RootFs;
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::{Engine, ExitError, db, names};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub destination: String,
+    pub readonly: bool,
+    #[serde(default)]
+    pub propagation: Option<String>,
+}
+
+/// What a container was created with, after the image's defaults were applied.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerConfig {
+    pub image_ref: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: String,
+    pub user: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    pub tty: bool,
+    pub interactive: bool,
+    pub auto_remove: bool,
+    pub network: String,
+    pub privileged: bool,
+    pub read_only: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub no_new_privileges: bool,
+    pub memory: Option<i64>,
+    pub memory_swap: Option<i64>,
+    pub memory_reservation: Option<i64>,
+    pub cpus: Option<f64>,
+    pub cpu_shares: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub pids_limit: Option<i64>,
+    pub oom_score_adj: Option<i32>,
+    pub binds: Vec<Bind>,
+    pub tmpfs: Vec<(String, String)>,
+    pub stop_signal: String,
+    pub stop_timeout: Option<u32>,
+    pub log_driver: String,
+    pub log_max_size: Option<u64>,
+    pub log_max_file: u32,
+    pub ulimits: Vec<(String, u64, u64)>,
+    pub sysctls: BTreeMap<String, String>,
+    pub shm_size: Option<i64>,
+    pub add_hosts: Vec<String>,
+    pub dns: Vec<String>,
+    pub restart: String,
+}
+
+/// What `create` is asked for: the image and the user's overrides of its defaults.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub image: String,
+    pub name: Option<String>,
+    /// Command after the image name; empty means the image's CMD.
+    pub cmd: Vec<String>,
+    pub entrypoint: Option<String>,
+    pub config: ContainerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerRow {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub config: ContainerConfig,
+    pub created: i64,
+    pub state: String,
+    pub pid: i32,
+    pub monitor_pid: i32,
+    pub monitor_start: u64,
+    pub exit_code: i32,
+    pub started: i64,
+    pub finished: i64,
+    pub oom_killed: bool,
+    pub error: String,
+    pub dir: PathBuf,
+}
+
+const COLUMNS: &str = "id, name, image, config, created, state, pid, monitor_pid, monitor_start, exit_code, started, finished, oom_killed, error";
+
+fn row(r: &rusqlite::Row) -> rusqlite::Result<ContainerRow> {
+    let cfg: String = r.get(3)?;
+    Ok(ContainerRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        image: r.get(2)?,
+        config: serde_json::from_str(&cfg).unwrap_or_default(),
+        created: r.get(4)?,
+        state: r.get(5)?,
+        pid: r.get(6)?,
+        monitor_pid: r.get(7)?,
+        monitor_start: r.get::<_, i64>(8)? as u64,
+        exit_code: r.get(9)?,
+        started: r.get(10)?,
+        finished: r.get(11)?,
+        oom_killed: r.get::<_, i64>(12)? != 0,
+        error: r.get(13)?,
+        dir: PathBuf::new(),
+    })
+}
+
+impl ContainerRow {
+    pub fn is_running(&self) -> bool {
+        self.state == "running" || self.state == "paused"
+    }
+
+    /// Where the engine keeps this container's files (set when the row is read).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("{}-json.log", self.id))
+    }
+
+    pub fn monitor_alive(&self) -> bool {
+        self.monitor_pid > 0 && berth_runtime::state::pid_alive(self.monitor_pid, self.monitor_start)
+    }
+}
+
+/// How `start` connects the caller to the container.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attach {
+    pub stdout: bool,
+    pub stdin: bool,
+}
+
+/// A started container; for an attached start, `wait` returns its exit code.
+pub struct Started {
+    pub pid: i32,
+    status: BufReader<std::fs::File>,
+}
+
+impl Started {
+    /// Waits for the monitor to report the exit. Forwards the signals in `proxy` to the
+    /// container meanwhile (`--sig-proxy`).
+    pub fn wait(mut self, proxy: bool) -> Result<i32> {
+        let sigs = if proxy { Some(SignalPipe::install()?) } else { None };
+        loop {
+            if let Some(s) = &sigs {
+                let mut fds = [
+                    libc::pollfd { fd: self.status.get_ref().as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                    libc::pollfd { fd: s.read.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                ];
+                // SAFETY: poll on two fds we hold.
+                unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+                if fds[1].revents & libc::POLLIN != 0 {
+                    for sig in s.drain() {
+                        // SAFETY: kill of the container's init (pid checked by the monitor).
+                        unsafe { libc::kill(self.pid, sig) };
+                    }
+                }
+                if fds[0].revents == 0 && self.status.buffer().is_empty() {
+                    continue;
+                }
+            }
+            let mut line = String::new();
+            if self.status.read_line(&mut line)? == 0 {
+                bail!("the container's monitor died before reporting an exit code");
+            }
+            if let Some(c) = line.trim().strip_prefix("exit ") {
+                return Ok(c.parse().unwrap_or(255));
+            }
+        }
+    }
+}
+
+/// Signals delivered to the CLI, turned into bytes on a pipe so a poll loop can forward them.
+struct SignalPipe {
+    read: OwnedFd,
+}
+
+static SIGNAL_WRITE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = SIGNAL_WRITE_FD.load(std::sync::atomic::Ordering::Relaxed);
+    let b = sig as u8;
+    // SAFETY: write(2) is async-signal-safe.
+    unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
+}
+
+impl SignalPipe {
+    fn install() -> Result<SignalPipe> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        SIGNAL_WRITE_FD.store(w.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+        std::mem::forget(w);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+            // SAFETY: installing a handler that only writes a byte.
+            unsafe { libc::signal(s, on_signal as *const () as libc::sighandler_t) };
+        }
+        Ok(SignalPipe { read: r })
+    }
+
+    fn drain(&self) -> Vec<i32> {
+        let mut buf = [0u8; 64];
+        // SAFETY: read into our buffer from a non-blocking pipe.
+        let n = unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        buf[..n.max(0) as usize].iter().map(|&b| b as i32).collect()
+    }
+}
+
+impl Engine {
+    /// Creates a container (state "created"): image layers unpacked, row written, dirs made.
+    pub fn create_container(&self, req: CreateRequest) -> Result<String> {
+        let mut c = req.config;
+        if c.auto_remove && !c.restart.is_empty() && c.restart != "no" {
+            bail!("Conflicting options: --restart and --rm");
+        }
+        let name = match &req.name {
+            Some(n) => {
+                let n = n.trim_start_matches('/');
+                if !names::valid_name(n) {
+                    bail!("Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
+                }
+                n.to_string()
+            }
+            None => names::random_name(),
+        };
+        let _lock = self.store_lock(false)?;
+        let image = self.resolve_image(&req.image)?;
+        let icfg = self.config_of(&image)?.config;
+        self.prepare_layers(&image)?;
+        // The command: --entrypoint replaces the image's (and drops its CMD), args replace CMD.
+        let entry: Vec<String> = match &req.entrypoint {
+            Some(e) if e.is_empty() => vec![],
+            Some(e) => vec![e.clone()],
+            None => icfg.entrypoint.clone().unwrap_or_default(),
+        };
+        let cmd = if !req.cmd.is_empty() {
+            req.cmd.clone()
+        } else if req.entrypoint.is_some() {
+            vec![]
+        } else {
+            icfg.cmd.clone().unwrap_or_default()
+        };
+        c.args = entry.into_iter().chain(cmd).collect();
+        if c.args.is_empty() {
+            return Err(ExitError { code: 125, msg: "no command specified".into() }.into());
+        }
+        // Environment: the image's, then PATH if missing, then the user's (later wins).
+        let mut env: Vec<String> = icfg.env.clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
+        for e in std::mem::take(&mut c.env) {
+            let key = e.split('=').next().unwrap_or("").to_string();
+            env.retain(|x| x.split('=').next() != Some(key.as_str()));
+            env.push(e);
+        }
+        let id = names::new_id();
+        if c.hostname.is_empty() {
+            c.hostname = id[..12].to_string();
+        }
+        if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+            env.push(format!("HOSTNAME={}", c.hostname));
+        }
+        if c.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        c.env = env;
+        if c.workdir.is_empty() {
+            c.workdir = icfg.working_dir.clone().unwrap_or_default();
+        }
+        if c.user.is_empty() {
+            c.user = icfg.user.clone().unwrap_or_default();
+        }
+        if c.stop_signal.is_empty() {
+            c.stop_signal = icfg.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into());
+        }
+        for (k, v) in icfg.labels.clone().unwrap_or_default() {
+            c.labels.entry(k).or_insert(v);
+        }
+        if c.log_driver.is_empty() {
+            c.log_driver = "json-file".into();
+        }
+        if !matches!(c.log_driver.as_str(), "json-file" | "k8s-file" | "none") {
+            bail!("unknown log driver {:?}: berth supports json-file, k8s-file and none", c.log_driver);
+        }
+        for b in &c.binds {
+            if !b.source.exists() {
+                std::fs::create_dir_all(&b.source)
+                    .with_context(|| format!("creating the bind source {}", b.source.display()))?;
+            }
+        }
+        let dir = self.container_dir(&id);
+        std::fs::create_dir_all(&dir)?;
+        let rootfs = RootFs::path(&self.layers, &id);
+        let made = (|| -> Result<()> {
+            rootfs.create()?;
+            let r = self.db.execute(
+                &format!(
+                    "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', 0, 0, 0, 0, 0, 0, 0, '')"
+                ),
+                params![id, name, image.id.to_string(), serde_json::to_string(&c)?, db::now_nanos()],
+            );
+            match r {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    let other: String = self
+                        .db
+                        .query_row("SELECT id FROM containers WHERE name = ?1", [&name], |r| r.get(0))
+                        .unwrap_or_default();
+                    Err(ExitError {
+                        code: 125,
+                        msg: format!(
+                            "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                        ),
+                    }
+                    .into())
+                }
+                Err(e) => Err(e.into()),
+            }
+        })();
+        if let Err(e) = made {
+            let _ = rootfs.remove();
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// A container by id, id prefix or name.
+    pub fn container(&self, key: &str) -> Result<ContainerRow> {
+        let key = key.trim_start_matches('/');
+        let q = format!("SELECT {COLUMNS} FROM containers WHERE id = ?1 OR name = ?1");
+        if let Some(r) = self.db.query_row(&q, [key], row).optional()? {
+            return Ok(self.with_dir(r));
+        }
+        if !key.is_empty() && key.chars().all(|c| c.is_ascii_hexdigit()) {
+            let q = format!("SELECT {COLUMNS} FROM containers WHERE id LIKE ?1 || '%'");
+            let mut st = self.db.prepare(&q)?;
+            let found: Vec<ContainerRow> = st.query_map([key], row)?.collect::<rusqlite::Result<_>>()?;
+            match found.len() {
+                1 => return Ok(found.into_iter().map(|c| self.with_dir(c)).next().unwrap_or_else(|| unreachable!())),
+                0 => {}
+                _ => bail!("multiple containers match the id prefix {key}"),
+            }
+        }
+        Err(ExitError { code: 1, msg: format!("No such container: {key}") }.into())
+    }
+
+    pub fn containers(&self, all: bool) -> Result<Vec<ContainerRow>> {
+        let q = format!(
+            "SELECT {COLUMNS} FROM containers {} ORDER BY created DESC",
+            if all { "" } else { "WHERE state IN ('running', 'paused')" }
+        );
+        let mut st = self.db.prepare(&q)?;
+        let v: Vec<ContainerRow> = st.query_map([], row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(v.into_iter().map(|c| self.with_dir(c)).collect())
+    }
+
+    fn with_dir(&self, mut c: ContainerRow) -> ContainerRow {
+        c.dir = self.container_dir(&c.id);
+        c
+    }
+
+    /// Hands the container to a new monitor process, which creates and starts it and outlives
+    /// us. Returns once the container's process runs (or failed to start).
+    pub fn start_container(&self, key: &str, attach: Attach) -> Result<Started> {
+        let c = self.container(key)?;
+        if c.is_running() {
+            bail!("container {} is already running", c.name);
+        }
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let exe = std::env::current_exe().context("finding the berth binary for the monitor")?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("--root").arg(&self.root).arg("--runroot").arg(&self.runroot).arg("container-monitor");
+        if attach.stdout {
+            cmd.arg("--attach");
+        }
+        cmd.arg(&c.id);
+        cmd.stdin(if attach.stdin { Stdio::inherit() } else { Stdio::null() });
+        if !attach.stdout {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let wfd = w.as_raw_fd();
+        // SAFETY: between fork and exec we only dup2 and setsid (async-signal-safe).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(wfd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().context("starting the container monitor")?;
+        drop(w);
+        // The monitor is on its own; it is reaped by init once we exit.
+        std::mem::forget(child);
+        let mut status = BufReader::new(std::fs::File::from(r));
+        let mut line = String::new();
+        status.read_line(&mut line)?;
+        let line = line.trim();
+        if let Some(p) = line.strip_prefix("started ") {
+            return Ok(Started { pid: p.parse().unwrap_or(0), status });
+        }
+        if let Some(rest) = line.strip_prefix("error ") {
+            let (code, msg) = rest.split_once(' ').unwrap_or(("125", rest));
+            return Err(ExitError { code: code.parse().unwrap_or(125), msg: msg.replace("\\n", "\n") }.into());
+        }
+        bail!(
+            "the container monitor exited without starting the container (see {})",
+            self.container_dir(&c.id).join("monitor.log").display()
+        )
+    }
+
+    /// Sends `sig` to the container's main process.
+    pub fn kill_container(&self, key: &str, sig: i32) -> Result<ContainerRow> {
+        let c = self.container(key)?;
+        if !c.is_running() {
+            bail!("cannot kill container: {}: container {} is not running", key, c.id);
+        }
+        let rc = berth_runtime::container::Container::load(&self.runtime_root(), &c.id)?;
+        if c.state == "paused" && sig == libc::SIGKILL {
+            let _ = rc.resume();
+        }
+        rc.kill(sig, false)?;
+        Ok(c)
+    }
+
+    /// Waits until the container is no longer running; false on timeout.
+    pub fn wait_stopped(&self, id: &str, timeout: Option<Duration>) -> Result<bool> {
+        let start = Instant::now();
+        let mut nap = Duration::from_millis(1);
+        loop {
+            let c = self.container(id)?;
+            if !(c.is_running() || c.state == "created" && c.monitor_alive()) {
+                return Ok(true);
+            }
+            if !c.monitor_alive() {
+                self.repair()?;
+                return Ok(true);
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return Ok(false);
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// `berth stop`: the stop signal, then SIGKILL after the timeout (default 10 s).
+    pub fn stop_container(&self, key: &str, timeout: Option<u32>) -> Result<()> {
+        let c = self.container(key)?;
+        if !c.is_running() {
+            return Ok(());
+        }
+        self.db.execute("UPDATE containers SET error = 'stopped' WHERE id = ?1", [&c.id])?;
+        let t = timeout.or(c.config.stop_timeout).unwrap_or(10);
+        let sig = berth_runtime::units::parse_signal(&c.config.stop_signal).unwrap_or(libc::SIGTERM);
+        if t > 0
+            && self.kill_container(&c.id, sig).is_ok()
+            && self.wait_stopped(&c.id, Some(Duration::from_secs(t as u64)))?
+        {
+            return Ok(());
+        }
+        let _ = self.kill_container(&c.id, libc::SIGKILL);
+        self.wait_stopped(&c.id, None)?;
+        Ok(())
+    }
+
+    /// `berth rm`.
+    pub fn remove_container(&self, key: &str, force: bool) -> Result<String> {
+        let c = self.container(key)?;
+        if c.is_running() || (c.state == "created" && c.monitor_alive()) {
+            if !force {
+                return Err(ExitError {
+                    code: 1,
+                    msg: format!(
+                        "cannot remove container \"/{}\": container is {}: stop the container before removing or force remove",
+                        c.name, c.state
+                    ),
+                }
+                .into());
+            }
+            let _ = self.kill_container(&c.id, libc::SIGKILL);
+            self.wait_stopped(&c.id, None)?;
+        }
+        self.delete_container_files(&c.id)?;
+        self.db.execute("DELETE FROM containers WHERE id = ?1", [&c.id])?;
+        Ok(c.id)
+    }
+
+    fn delete_container_files(&self, id: &str) -> Result<()> {
+        if let Ok(rc) = berth_runtime::container::Container::load(&self.runtime_root(), id) {
+            let _ = rc.delete(true);
+        }
+        RootFs::path(&self.layers, id).remove()?;
+        let dir = self.container_dir(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    pub fn pause_container(&self, key: &str, pause: bool) -> Result<()> {
+        let c = self.container(key)?;
+        let rc = berth_runtime::container::Container::load(&self.runtime_root(), &c.id)
+            .map_err(|_| anyhow::anyhow!("container {} is not running", c.id))?;
+        match (pause, c.state.as_str()) {
+            (true, "running") => rc.pause()?,
+            (false, "paused") => rc.resume()?,
+            (true, "paused") => bail!("container {} is already paused", c.id),
+            (false, _) => bail!("container {} is not paused", c.id),
+            (true, _) => bail!("container {} is not running", c.id),
+        }
+        self.db.execute(
+            "UPDATE containers SET state = ?2 WHERE id = ?1",
+            params![c.id, if pause { "paused" } else { "running" }],
+        )?;
+        Ok(())
+    }
+
+    /// `berth wait`: the exit code once the container stopped.
+    pub fn wait_container(&self, key: &str) -> Result<i32> {
+        let c = self.container(key)?;
+        self.wait_stopped(&c.id, None)?;
+        Ok(self.container(&c.id).map(|c| c.exit_code).unwrap_or(c.exit_code))
+    }
+
+    /// Runs a command in a running container (a child of ours); returns its pid.
+    pub fn exec(
+        &self,
+        key: &str,
+        args: &[String],
+        env: &[String],
+        user: Option<&str>,
+        workdir: Option<&str>,
+        privileged: bool,
+    ) -> Result<i32> {
+        let c = self.container(key)?;
+        if c.state != "running" {
+            return Err(ExitError { code: 1, msg: format!("container {} is not running", c.id) }.into());
+        }
+        let rc = berth_runtime::container::Container::load(&self.runtime_root(), &c.id)?;
+        let spec = rc.spec()?;
+        let mut p = spec.process().clone().context("the container has no process")?;
+        p.set_args(Some(args.to_vec()));
+        p.set_terminal(Some(false));
+        let mut e = p.env().clone().unwrap_or_default();
+        for x in env {
+            let key = x.split('=').next().unwrap_or("");
+            e.retain(|y| y.split('=').next() != Some(key));
+            e.push(x.clone());
+        }
+        p.set_env(Some(e));
+        if let Some(w) = workdir {
+            p.set_cwd(w.into());
+        }
+        if let Some(u) = user {
+            let (uid, gid, groups) = crate::spec::resolve_user(&PathBuf::from(format!("/proc/{}/root", c.pid)), u)?;
+            let mut usr = p.user().clone();
+            usr.set_uid(uid);
+            usr.set_gid(gid);
+            usr.set_additional_gids(Some(groups));
+            p.set_user(usr);
+        }
+        if privileged {
+            let all: Vec<String> = crate::spec::capabilities(&["ALL".into()], &[], true)?;
+            let v: serde_json::Value = serde_json::json!({"bounding": all, "effective": all, "permitted": all});
+            p.set_capabilities(Some(serde_json::from_value(v)?));
+        }
+        rc.exec(&p, None, 0).map_err(|e| {
+            let m = format!("{e:#}");
+            ExitError { code: crate::start_failure_code(&m), msg: m }.into()
+        })
+    }
+
+    /// Finds containers whose monitor died (kill -9, a crash) and cleans up after them: no
+    /// container is shown running without a process, no mount or cgroup is left.
+    pub fn repair(&self) -> Result<()> {
+        let q = format!("SELECT {COLUMNS} FROM containers WHERE monitor_pid != 0");
+        let stale: Vec<ContainerRow> = {
+            let mut st = self.db.prepare(&q)?;
+            st.query_map([], row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .filter(|c| !c.monitor_alive())
+                .collect()
+        };
+        for c in stale {
+            if let Ok(rc) = berth_runtime::container::Container::load(&self.runtime_root(), &c.id) {
+                let _ = rc.delete(true);
+            }
+            let _ = RootFs::path(&self.layers, &c.id).unmount();
+            if c.config.auto_remove {
+                let _ = self.delete_container_files(&c.id);
+                self.db.execute("DELETE FROM containers WHERE id = ?1", [&c.id])?;
+                continue;
+            }
+            let was_running = c.is_running();
+            self.db.execute(
+                "UPDATE containers SET state = CASE WHEN ?2 THEN 'exited' ELSE state END, exit_code = CASE WHEN ?2 THEN 255 ELSE exit_code END,
+                 finished = CASE WHEN ?2 THEN ?3 ELSE finished END, monitor_pid = 0, pid = 0 WHERE id = ?1 AND monitor_pid = ?4",
+                params![c.id, was_running, db::now_nanos(), c.monitor_pid],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn owned(fd: i32) -> OwnedFd {
+    // SAFETY: the caller hands over an fd it owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,262 @@
+//! Images in the engine: registering what the store holds under names, resolving names and
+//! ids, unpacking layers for containers, removing images and collecting what nothing uses.
+
+use std::collections::HashSet;
+use std::io::{BufReader, Read};
+
+use anyhow::{Context, Result, bail};
+use berth_image::archive;
+use berth_image::manifest::{self, Document, ImageConfig, Manifest, chain_ids};
+use berth_image::{Digest, Platform, Reference};
+use berth_storage::Limits;
+use rusqlite::{OptionalExtension, params};
+
+use crate::{Engine, db};
+
+#[derive(Debug, Clone)]
+pub struct ImageRow {
+    pub id: Digest,
+    pub manifest: Digest,
+    pub size: i64,
+    pub tags: Vec<String>,
+}
+
+impl Engine {
+    /// Records the image of `manifest` (already complete in the store), tagged `name`.
+    pub fn register(&self, manifest: &Digest, name: Option<&Reference>) -> Result<Digest> {
+        let m = archive::check_complete(&self.store, manifest)?;
+        let id = m.config.digest.clone();
+        let size: i64 = m.layers.iter().map(|l| l.size.max(0)).sum::<i64>() + m.config.size;
+        let tx = self.db.unchecked_transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO images (id, manifest, size, created) VALUES (?1, ?2, ?3, ?4)",
+            params![id.to_string(), manifest.to_string(), size, db::now_nanos()],
+        )?;
+        if let Some(n) = name {
+            tx.execute("INSERT OR REPLACE INTO tags (name, image) VALUES (?1, ?2)", params![n.full(), id.to_string()])?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// `berth load`: returns Docker's lines (`Loaded image: NAME` / `Loaded image ID: ID`).
+    pub fn load(&self, r: impl Read) -> Result<Vec<String>> {
+        let _l = self.store_lock(false)?;
+        let loaded = archive::load(r, &self.store, &Platform::host())?;
+        let mut out = Vec::new();
+        for l in loaded {
+            let name = match &l.name {
+                // An OCI ref.name may be a bare tag ("latest"); that names no repository.
+                Some(n)
+                    if n.contains('/')
+                        || n.contains(':')
+                        || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') =>
+                {
+                    Some(Reference::parse(n).with_context(|| format!("the archive names an image {n:?}"))?)
+                }
+                _ => None,
+            };
+            let id = self.register(&l.manifest, name.as_ref())?;
+            out.push(match name {
+                Some(n) => format!("Loaded image: {}", display_name(&n)),
+                None => format!("Loaded image ID: {id}"),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `berth import FILE [REF]`: returns the new image id.
+    pub fn import(&self, r: impl Read, name: Option<&str>, message: &str) -> Result<Digest> {
+        let reference = name.map(Reference::parse).transpose()?;
+        let _l = self.store_lock(false)?;
+        let created = berth_runtime::state::now_rfc3339();
+        let m = archive::import(r, &self.store, &created, message)?;
+        self.register(&m, reference.as_ref())
+    }
+
+    pub fn images(&self) -> Result<Vec<ImageRow>> {
+        let mut st = self.db.prepare(
+            "SELECT i.id, i.manifest, i.size, t.name FROM images i LEFT JOIN tags t ON t.image = i.id ORDER BY i.created DESC, t.name",
+        )?;
+        let mut out: Vec<ImageRow> = Vec::new();
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<String>>(3)?))
+        })?;
+        for row in rows {
+            let (id, m, size, tag) = row?;
+            match out.last_mut() {
+                Some(last) if last.id.to_string() == id => last.tags.extend(tag),
+                _ => out.push(ImageRow {
+                    id: Digest::parse(&id)?,
+                    manifest: Digest::parse(&m)?,
+                    size,
+                    tags: tag.into_iter().collect(),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// An image by name (`busybox`, `busybox:1.36`, `host:5000/app@sha256:…`) or id (prefix).
+    pub fn resolve_image(&self, name: &str) -> Result<ImageRow> {
+        let images = self.images()?;
+        if let Ok(r) = Reference::parse(name) {
+            let full = r.full();
+            if let Some(i) = images.iter().find(|i| i.tags.contains(&full)) {
+                return Ok(i.clone());
+            }
+            if let Some(d) = &r.digest
+                && let Some(i) = images.iter().find(|i| i.manifest == *d || i.id == *d)
+            {
+                return Ok(i.clone());
+            }
+        }
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if hex.len() >= 4 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            let found: Vec<&ImageRow> = images.iter().filter(|i| i.id.hex.starts_with(hex)).collect();
+            match found.len() {
+                1 => return Ok(found[0].clone()),
+                0 => {}
+                _ => bail!("image id prefix {hex} is ambiguous: it matches {} images", found.len()),
+            }
+        }
+        let shown = Reference::parse(name).map(|r| display_name(&r)).unwrap_or_else(|_| name.to_string());
+        Err(crate::ExitError { code: 125, msg: format!("Unable to find image '{shown}' locally") }.into())
+    }
+
+    pub fn manifest_of(&self, image: &ImageRow) -> Result<Manifest> {
+        match manifest::parse_document(&self.store.read(&image.manifest)?, None)? {
+            Document::Manifest(m) => Ok(m),
+            Document::Index(_) => bail!("image {} points at an index", image.id),
+        }
+    }
+
+    pub fn config_of(&self, image: &ImageRow) -> Result<ImageConfig> {
+        ImageConfig::parse(&self.store.read(&image.id)?)
+    }
+
+    /// Unpacks every layer of `image` that storage does not have yet; returns the chain ids,
+    /// bottom first. The caller holds the store lock (shared).
+    pub fn prepare_layers(&self, image: &ImageRow) -> Result<Vec<Digest>> {
+        let m = self.manifest_of(image)?;
+        let cfg = self.config_of(image)?;
+        let chains = chain_ids(&cfg.rootfs.diff_ids);
+        for (i, (layer, chain)) in m.layers.iter().zip(&chains).enumerate() {
+            if self.layers.has(chain) {
+                continue;
+            }
+            let c = manifest::layer_compression(&layer.media_type)?;
+            let f = BufReader::with_capacity(256 << 10, self.store.open_blob(&layer.digest)?);
+            let r = archive::decompress(f, c)?;
+            let parent = if i > 0 { Some(&chains[i - 1]) } else { None };
+            self.layers
+                .add(chain, parent, &cfg.rootfs.diff_ids[i], r, &Limits::default())
+                .with_context(|| format!("unpacking layer {} of image {}", layer.digest, image.id.short()))?;
+        }
+        Ok(chains)
+    }
+
+    /// `berth rmi`: Docker's lines (`Untagged: …`, `Deleted: …`).
+    pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<String>> {
+        let img = self.resolve_image(name)?;
+        let by_tag = Reference::parse(name).ok().map(|r| r.full()).filter(|f| img.tags.contains(f));
+        let users: Vec<String> = {
+            let mut st = self.db.prepare("SELECT id FROM containers WHERE image = ?1")?;
+            st.query_map([img.id.to_string()], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::new();
+        let untag = |t: &str, out: &mut Vec<String>| -> Result<()> {
+            self.db.execute("DELETE FROM tags WHERE name = ?1", [t])?;
+            out.push(format!("Untagged: {}", display_name(&Reference::parse(t)?)));
+            Ok(())
+        };
+        match &by_tag {
+            Some(t) if img.tags.len() > 1 => {
+                untag(t, &mut out)?;
+                return Ok(out);
+            }
+            None if img.tags.len() > 1 && !force => bail!(
+                "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                img.id.short()
+            ),
+            _ => {}
+        }
+        if let Some(c) = users.first() {
+            if !force {
+                bail!(
+                    "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
+                    &c[..12],
+                    img.id.short()
+                );
+            }
+            // Forced: untag, keep the image for the containers.
+            for t in &img.tags {
+                untag(t, &mut out)?;
+            }
+            return Ok(out);
+        }
+        for t in &img.tags {
+            untag(t, &mut out)?;
+        }
+        self.db.execute("DELETE FROM images WHERE id = ?1", [img.id.to_string()])?;
+        out.push(format!("Deleted: {}", img.id));
+        self.collect_garbage()?;
+        Ok(out)
+    }
+
+    /// Removes blobs and layers no image in the database refers to.
+    pub fn collect_garbage(&self) -> Result<()> {
+        let _l = self.store_lock(true)?;
+        let mut keep_blobs: HashSet<Digest> = HashSet::new();
+        let mut keep_layers: HashSet<Digest> = HashSet::new();
+        for img in self.images()? {
+            keep_blobs.insert(img.manifest.clone());
+            keep_blobs.insert(img.id.clone());
+            if let Ok(m) = self.manifest_of(&img) {
+                keep_blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
+            }
+            if let Ok(c) = self.config_of(&img) {
+                keep_layers.extend(chain_ids(&c.rootfs.diff_ids));
+            }
+        }
+        for d in self.store.list()? {
+            if !keep_blobs.contains(&d) {
+                self.store.remove(&d)?;
+            }
+        }
+        for c in self.layers.list()? {
+            if !keep_layers.contains(&c) {
+                self.layers.remove(&c)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn tag(&self, source: &str, target: &str) -> Result<()> {
+        let img = self.resolve_image(source)?;
+        let r = Reference::parse(target)?;
+        self.db.execute(
+            "INSERT OR REPLACE INTO tags (name, image) VALUES (?1, ?2)",
+            params![r.full(), img.id.to_string()],
+        )?;
+        Ok(())
+    }
+
+    pub fn image_exists(&self, id: &Digest) -> Result<bool> {
+        Ok(self.db.query_row("SELECT 1 FROM images WHERE id = ?1", [id.to_string()], |_| Ok(())).optional()?.is_some())
+    }
+}
+
+/// `busybox:latest`, `127.0.0.1:5000/app:v1`, as Docker prints names.
+pub fn display_name(r: &Reference) -> String {
+    let mut s = r.familiar_name();
+    if let Some(t) = &r.tag {
+        s.push(':');
+        s.push_str(t);
+    }
+    if let Some(d) = &r.digest {
+        s.push('@');
+        s.push_str(&d.to_string());
+    }
+    s
+}

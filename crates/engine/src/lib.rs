@@ -1,0 +1,117 @@
+//! The berth engine as a library: the command line (and later the API server) calls it; no
+//! business logic lives in the CLI.
+//!
+//! ```text
+//! <root>     (/var/lib/berth)  berth.db, images/ (content store), storage/ (layers, container
+//!                              roots), containers/<id>/ (bundle config.json, logs, hosts files)
+//! <runroot>  (/run/berth)      runtime/ (berth-runtime state), locks
+//! ```
+
+pub mod containers;
+pub mod db;
+pub mod images;
+pub mod logs;
+pub mod monitor;
+pub mod names;
+pub mod spec;
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use berth_image::Store;
+use berth_storage::Layers;
+
+pub use containers::{ContainerConfig, ContainerRow};
+
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+pub const DEFAULT_RUNROOT: &str = "/run/berth";
+
+pub struct Engine {
+    pub root: PathBuf,
+    pub runroot: PathBuf,
+    pub db: rusqlite::Connection,
+    pub store: Store,
+    pub layers: Layers,
+}
+
+impl Engine {
+    pub fn open(root: &Path, runroot: &Path) -> Result<Engine> {
+        for d in [root.join("containers"), runroot.join("runtime")] {
+            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let db = db::open(&root.join("berth.db"))?;
+        let store = Store::open(&root.join("images"))?;
+        let layers = Layers::open(&root.join("storage"))?;
+        let e = Engine { root: root.to_path_buf(), runroot: runroot.to_path_buf(), db, store, layers };
+        e.repair()?;
+        Ok(e)
+    }
+
+    pub fn runtime_root(&self) -> PathBuf {
+        self.runroot.join("runtime")
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    /// A lock over the image and layer stores: shared while something adds or uses images,
+    /// exclusive while garbage is collected.
+    pub fn store_lock(&self, exclusive: bool) -> Result<FileLock> {
+        FileLock::take(&self.root.join("store.lock"), exclusive)
+    }
+}
+
+/// An flock(2) held until dropped.
+pub struct FileLock(#[allow(dead_code)] fs::File);
+
+impl FileLock {
+    pub fn take(path: &Path, exclusive: bool) -> Result<FileLock> {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        loop {
+            // SAFETY: flock on a file we hold open.
+            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+                return Ok(FileLock(f));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+    }
+}
+
+/// An error that carries the exit code Docker would give (125 engine, 126 cannot invoke,
+/// 127 not found).
+#[derive(Debug)]
+pub struct ExitError {
+    pub code: i32,
+    pub msg: String,
+}
+
+impl std::fmt::Display for ExitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+/// Docker's exit code for a failure to start a container's process.
+pub fn start_failure_code(msg: &str) -> i32 {
+    if msg.contains("executable file not found") || msg.contains("no such file or directory") {
+        127
+    } else if msg.contains("permission denied") || msg.contains("is a directory") || msg.contains("Permission denied") {
+        126
+    } else {
+        125
+    }
+}

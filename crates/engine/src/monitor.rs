@@ -1,0 +1,308 @@
+//! The monitor: one small process per running container that outlives the command which
+//! started it. It mounts the container's root, writes the OCI config, creates and starts the
+//! container through the runtime library (so the container's init is its child), copies the
+//! container's output into the log (and to the caller's terminal when attached), waits for the
+//! exit, records it, and tears everything down. It reports to the starting command over fd 3:
+//! `started PID`, `error CODE MESSAGE`, `exit CODE`.
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use berth_image::manifest::chain_ids;
+use berth_runtime::container::{Container, CreateOptions, create};
+use berth_storage::RootFs;
+use rusqlite::params;
+
+use crate::containers::{ContainerRow, owned};
+use crate::logs;
+use crate::spec::{self, EtcFiles};
+use crate::{Engine, db};
+
+const STATUS_FD: RawFd = 3;
+
+/// The body of `berth container-monitor ID`. Returns the process exit code.
+pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool) -> i32 {
+    // SAFETY: plain signal dispositions; we are single threaded.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    let mut status = fs::File::from(owned(STATUS_FD));
+    let engine = match Engine::open(root, runroot) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = writeln!(status, "error 125 {}", one_line(&format!("{e:#}")));
+            return 1;
+        }
+    };
+    let c = match engine.container(id) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(status, "error 125 {}", one_line(&format!("{e:#}")));
+            return 1;
+        }
+    };
+    let me = std::process::id() as i32;
+    let my_start = berth_runtime::state::proc_start(me).map(|s| s.0).unwrap_or(0);
+    // Claim the container; a concurrent start of the same container loses here.
+    let claimed = engine
+        .db
+        .execute(
+            "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3, error = '' WHERE id = ?1 AND state NOT IN ('running', 'paused') AND (monitor_pid = 0 OR monitor_pid = ?2)",
+            params![c.id, me, my_start as i64],
+        )
+        .unwrap_or(0);
+    if claimed != 1 {
+        let _ = writeln!(status, "error 125 container {} is already being started or running", c.name);
+        return 1;
+    }
+    let rootfs = RootFs::path(&engine.layers, &c.id);
+    let started = match setup_and_start(&engine, &c, &rootfs) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let code = crate::start_failure_code(&msg);
+            if let Ok(rc) = Container::load(&engine.runtime_root(), &c.id) {
+                let _ = rc.delete(true);
+            }
+            let _ = rootfs.unmount();
+            let _ = engine.db.execute(
+                "UPDATE containers SET monitor_pid = 0, exit_code = ?2, error = ?3 WHERE id = ?1",
+                params![c.id, code, msg],
+            );
+            if c.config.auto_remove {
+                let _ = engine.remove_container(&c.id, true);
+            }
+            let _ = writeln!(
+                status,
+                "error {code} {}",
+                one_line(&format!("failed to start container {}: {msg}", &c.id[..12]))
+            );
+            return 1;
+        }
+    };
+    let _ = writeln!(status, "started {}", started.pid);
+    // Nothing to do with the database until the exit: let its memory go.
+    drop(engine);
+    let code = pump(&c, &started, attach);
+    finish(root, runroot, &c, code, status)
+}
+
+struct Running {
+    pid: i32,
+    out: OwnedFd,
+    err: OwnedFd,
+    saved: Option<(OwnedFd, OwnedFd)>,
+}
+
+fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result<Running> {
+    let image = engine.resolve_image(&c.image)?;
+    let cfg = engine.config_of(&image)?;
+    rootfs.mount(&engine.layers, &chain_ids(&cfg.rootfs.diff_ids))?;
+    let dir = engine.container_dir(&c.id);
+    let (hosts, hostname, resolv) = (dir.join("hosts"), dir.join("hostname"), dir.join("resolv.conf"));
+    write_etc(c, &hosts, &hostname, &resolv)?;
+    let etc = EtcFiles { hosts: &hosts, hostname: &hostname, resolv: &resolv };
+    let v2 = matches!(berth_cgroups::Layout::detect(), berth_cgroups::Layout::V2 { .. });
+    let spec = spec::build(&c.config, &rootfs.merged(), &etc, v2)?;
+    fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
+    // The container's stdout and stderr are pipes to us.
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let saved = (dup_cloexec(1)?, dup_cloexec(2)?);
+    dup2(out_w.as_raw_fd(), 1)?;
+    dup2(err_w.as_raw_fd(), 2)?;
+    let made = create(&CreateOptions {
+        root: engine.runtime_root(),
+        id: c.id.clone(),
+        bundle: dir.clone(),
+        ..Default::default()
+    });
+    dup2(saved.0.as_raw_fd(), 1)?;
+    dup2(saved.1.as_raw_fd(), 2)?;
+    drop((out_w, err_w));
+    let state = made?;
+    if c.config.network != "host" {
+        loopback_up(state.pid)?;
+    }
+    Container::load(&engine.runtime_root(), &c.id)?.start()?;
+    engine.db.execute(
+        "UPDATE containers SET state = 'running', pid = ?2, started = ?3, exit_code = 0, oom_killed = 0 WHERE id = ?1",
+        params![c.id, state.pid, db::now_nanos()],
+    )?;
+    Ok(Running { pid: state.pid, out: out_r, err: err_r, saved: Some(saved) })
+}
+
+/// Copies the container's output to the log (and the caller's terminal) until its init exits.
+fn pump(c: &ContainerRow, r: &Running, attach: bool) -> i32 {
+    let mut log = if c.config.log_driver == "none" {
+        None
+    } else {
+        logs::Writer::open(&c.log_path(), c.config.log_max_size, c.config.log_max_file.max(1)).ok()
+    };
+    let term = if attach { r.saved.as_ref().map(|(o, e)| (o.as_raw_fd(), e.as_raw_fd())) } else { None };
+    // SAFETY: pidfd_open of our own child.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, r.pid, 0) } as RawFd;
+    let mut open = [true, true];
+    let mut exited = false;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut drain_deadline: Option<std::time::Instant> = None;
+    while open[0] || open[1] {
+        let mut fds = vec![
+            libc::pollfd { fd: if open[0] { r.out.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if open[1] { r.err.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if exited || pidfd < 0 { -1 } else { pidfd }, events: libc::POLLIN, revents: 0 },
+        ];
+        let timeout = if exited { 100 } else { -1 };
+        // SAFETY: poll over fds we hold.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, timeout) };
+        if n < 0 {
+            continue;
+        }
+        if fds[2].revents != 0 {
+            exited = true;
+            drain_deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
+        }
+        for s in 0..2 {
+            if fds[s].revents == 0 {
+                continue;
+            }
+            let fd = if s == 0 { r.out.as_raw_fd() } else { r.err.as_raw_fd() };
+            // SAFETY: read into our buffer.
+            let k = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if k <= 0 {
+                open[s] = false;
+                continue;
+            }
+            let data = &buf[..k as usize];
+            if let Some(l) = log.as_mut() {
+                let _ = l.write(s, data);
+            }
+            if let Some((o, e)) = term {
+                write_all(if s == 0 { o } else { e }, data);
+            }
+        }
+        // Background processes that escaped the pid namespace could hold the pipes forever.
+        if exited && n == 0 && drain_deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            break;
+        }
+    }
+    if let Some(l) = log.as_mut() {
+        let _ = l.flush();
+    }
+    berth_runtime::container::wait_exit_code(r.pid).unwrap_or(255)
+}
+
+/// Records the exit and removes what the container had; reports `exit CODE`.
+fn finish(root: &Path, runroot: &Path, c: &ContainerRow, code: i32, mut status: fs::File) -> i32 {
+    let engine = match Engine::open(root, runroot) {
+        Ok(e) => e,
+        Err(_) => return 1,
+    };
+    let rc = Container::load(&engine.runtime_root(), &c.id).ok();
+    let oom = rc.as_ref().and_then(|r| r.cgroup()).and_then(|cg| cg.stats().ok()).is_some_and(|s| s.oom_kills > 0);
+    if let Some(rc) = rc {
+        let _ = rc.delete(true);
+    }
+    let _ = RootFs::path(&engine.layers, &c.id).unmount();
+    let _ = engine.db.execute(
+        "UPDATE containers SET state = 'exited', exit_code = ?2, finished = ?3, pid = 0, monitor_pid = 0, oom_killed = ?4 WHERE id = ?1",
+        params![c.id, code, db::now_nanos(), oom as i64],
+    );
+    if c.config.auto_remove {
+        let _ = engine.remove_container(&c.id, true);
+    }
+    let _ = writeln!(status, "exit {code}");
+    0
+}
+
+fn write_etc(c: &ContainerRow, hosts: &Path, hostname: &Path, resolv: &Path) -> Result<()> {
+    let mut h = if c.config.network == "host" {
+        fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
+    };
+    for a in &c.config.add_hosts {
+        let (name, ip) = a.split_once(':').with_context(|| format!("invalid --add-host {a:?}: expected host:ip"))?;
+        h.push_str(&format!("{ip}\t{name}\n"));
+    }
+    fs::write(hosts, h)?;
+    fs::write(hostname, format!("{}\n", c.config.hostname))?;
+    let r = if c.config.dns.is_empty() {
+        fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    } else {
+        c.config.dns.iter().map(|d| format!("nameserver {d}\n")).collect()
+    };
+    fs::write(resolv, r)?;
+    Ok(())
+}
+
+/// Brings `lo` up in the network namespace of `pid` (Docker's containers always have it).
+fn loopback_up(pid: i32) -> Result<()> {
+    let ns = fs::File::open(format!("/proc/{pid}/ns/net")).context("opening the container's network namespace")?;
+    // A short-lived child joins the namespace, so the monitor itself never changes namespaces.
+    // SAFETY: the child only makes syscalls and _exits.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: as above.
+        unsafe {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                libc::_exit(1);
+            }
+            let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            let mut req: libc::ifreq = std::mem::zeroed();
+            req.ifr_name[0] = b'l' as libc::c_char;
+            req.ifr_name[1] = b'o' as libc::c_char;
+            if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) != 0 {
+                libc::_exit(2);
+            }
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::_exit(if libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == 0 { 0 } else { 3 });
+        }
+    }
+    if child < 0 {
+        return Err(std::io::Error::last_os_error()).context("fork");
+    }
+    let code = berth_runtime::container::wait_exit_code(child)?;
+    if code != 0 {
+        anyhow::bail!("bringing up the loopback interface failed (step {code})");
+    }
+    Ok(())
+}
+
+fn dup_cloexec(fd: RawFd) -> Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC of a standard fd.
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error()).context("dup");
+    }
+    Ok(owned(n))
+}
+
+fn dup2(from: RawFd, to: RawFd) -> Result<()> {
+    // SAFETY: dup2 between fds we hold.
+    if unsafe { libc::dup2(from, to) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("dup2");
+    }
+    Ok(())
+}
+
+fn write_all(fd: RawFd, mut data: &[u8]) {
+    while !data.is_empty() {
+        // SAFETY: write from our buffer.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n <= 0 {
+            return;
+        }
+        data = &data[n as usize..];
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.replace('\n', "\\n")
+}
