@@ -2,7 +2,8 @@
 //! - [`image`]: a busybox rootfs, layer and OCI image layout made deterministically from the
 //!   host's busybox-static binary (no internet);
 //! - [`bundle`]: OCI runtime bundles and a config.json builder;
-//! - [`registry`]: Debian's docker-registry on a free loopback port (plain, TLS, basic auth);
+//! - [`registry`]: Debian's docker-registry on a free loopback port (plain, TLS, basic auth,
+//!   token auth with [`token`], a small Bearer token server of our own);
 //! - [`netns`]: a throwaway network namespace to run commands or a whole engine in;
 //! - [`leak`]: guards that clean up and fail a test that leaves mounts, cgroups or processes.
 
@@ -11,6 +12,7 @@ pub mod image;
 pub mod leak;
 pub mod netns;
 pub mod registry;
+pub mod token;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

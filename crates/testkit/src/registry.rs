@@ -1,16 +1,23 @@
 //! Debian's docker-registry on a free 127.0.0.1 port with storage in a temp dir: plain HTTP,
-//! TLS with a certificate made at start, or basic auth (htpasswd). Stops on drop.
+//! TLS with a certificate made at start, basic auth (htpasswd), or token auth (Bearer JWTs
+//! from the test kit's own token server, [`crate::token`]). Stops on drop.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::token::TokenServer;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     Plain,
     Tls,
     BasicAuth,
+    /// `auth: token`: the registry answers 401 with `WWW-Authenticate: Bearer realm=..,
+    /// service=..` and trusts JWTs from [`Registry::token`] (see [`crate::token`] for who gets
+    /// what: USER/PASSWORD get what they ask for, anonymous clients get pull only).
+    TokenAuth,
 }
 
 pub const USER: &str = "berth";
@@ -23,6 +30,8 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
     /// The self-signed certificate for `Variant::Tls`.
     pub ca_cert: Option<PathBuf>,
+    /// The token server for `Variant::TokenAuth`.
+    pub token: Option<TokenServer>,
 }
 
 fn free_port() -> u16 {
@@ -63,6 +72,18 @@ impl Registry {
             std::fs::write(&f, out.stdout)?;
             cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n", f.display()));
         }
+        let mut token = None;
+        if variant == Variant::TokenAuth {
+            let t = TokenServer::start(dir.path())?;
+            cfg.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                t.realm(),
+                crate::token::SERVICE,
+                crate::token::ISSUER,
+                t.cert.display()
+            ));
+            token = Some(t);
+        }
         let cfg_path = dir.path().join("config.yml");
         std::fs::write(&cfg_path, cfg)?;
         let child = Command::new("docker-registry")
@@ -72,7 +93,7 @@ impl Registry {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let r = Registry { child, port, variant, dir, ca_cert };
+        let r = Registry { child, port, variant, dir, ca_cert, token };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
@@ -98,5 +119,7 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Stop the token server before the temp dir with its key goes.
+        drop(self.token.take());
     }
 }
