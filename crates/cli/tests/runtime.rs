@@ -394,3 +394,317 @@ fn features_and_spec_commands() {
     assert!(err(&o).contains("CRIU"), "{}", err(&o));
     assert!(Path::new(RT).exists());
 }
+
+/// The x86 family as a seccomp profile lists it (Docker's and containers' default profiles).
+fn seccomp_profile(default: &str, syscalls: serde_json::Value) -> serde_json::Value {
+    json!({
+        "defaultAction": default,
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": syscalls
+    })
+}
+
+#[test]
+fn seccomp_errno_rules_deny_mkdir_and_chmod() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-scmp-errno");
+    let profile = seccomp_profile(
+        "SCMP_ACT_ALLOW",
+        json!([
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"},
+            {"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+        ]),
+    );
+    // Without no_new_privs the filter goes in before the capabilities are dropped.
+    for nnp in [true, false] {
+        let cfg = Config::default()
+            .set("/process/noNewPrivileges", json!(nnp))
+            .set("/linux/seccomp", profile.clone())
+            .sh("touch /dev/shm/f && echo touched; mkdir /dev/shm/d 2>&1; chmod 600 /dev/shm/f 2>&1; \
+                 rm /dev/shm/f && echo removed; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status");
+        let (code, o, e) = run(&g, cfg);
+        assert_eq!(code, 0, "nnp {nnp}: {e}");
+        assert_eq!(
+            o,
+            format!(
+                "touched\nmkdir: can't create directory '/dev/shm/d': Operation not permitted\n\
+                 chmod: /dev/shm/f: Permission denied\nremoved\nNoNewPrivs:\t{}\nSeccomp:\t2\n",
+                nnp as u8
+            ),
+            "nnp {nnp}"
+        );
+        no_state_left(&g);
+    }
+}
+
+#[test]
+fn seccomp_filter_applies_to_exec() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-scmp-exec");
+    let cfg = Config::default().args(&["sleep", "1000"]).set(
+        "/linux/seccomp",
+        seccomp_profile("SCMP_ACT_ALLOW", json!([{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}])),
+    );
+    let b = Bundle::busybox(&cfg);
+    let id = g.id("c");
+    let mut c = rt(&g);
+    c.args(["run", "-d", "-b"]).arg(b.path()).arg(&id);
+    let o = out_detached(&g, c);
+    assert!(o.status.success(), "run -d: {}", err(&o));
+    let mut c = rt(&g);
+    c.args(["exec", &id, "sh", "-c", "mkdir /dev/shm/x 2>&1; grep -c ^Seccomp:.2 /proc/self/status /proc/1/status"]);
+    let o = out(c);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(
+        text(&o),
+        "mkdir: can't create directory '/dev/shm/x': Operation not permitted\n/proc/self/status:1\n/proc/1/status:1\n"
+    );
+    let mut c = rt(&g);
+    c.args(["delete", "--force", &id]);
+    assert!(out(c).status.success());
+    no_state_left(&g);
+}
+
+#[test]
+fn seccomp_argument_filters() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-scmp-args");
+    let suid =
+        |index: usize| json!([{"index": index, "value": 0o4000, "valueTwo": 0o4000, "op": "SCMP_CMP_MASKED_EQ"}]);
+    let cfg = Config::default()
+        .set(
+            "/linux/seccomp",
+            seccomp_profile(
+                "SCMP_ACT_ALLOW",
+                json!([
+                    // kill(1, SIGTERM) only: both conditions must hold.
+                    {"names": ["kill"], "action": "SCMP_ACT_ERRNO",
+                        "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}, {"index": 1, "value": 15, "op": "SCMP_CMP_EQ"}]},
+                    // No setuid bit through chmod.
+                    {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "args": suid(1)},
+                    {"names": ["fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO", "args": suid(2)},
+                    // Reads of more than 100 bytes at a time from stdin (fd 0) fail with EINVAL.
+                    {"names": ["read"], "action": "SCMP_ACT_ERRNO", "errnoRet": 22,
+                        "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}, {"index": 2, "value": 100, "op": "SCMP_CMP_GT"}]}
+                ]),
+            ),
+        )
+        .sh("kill -0 1 && echo sig0-ok; kill -TERM 1 2>&1 || echo term-denied; \
+             sleep 100 & kill -TERM $! && echo other-pid-ok; wait; \
+             touch /dev/shm/f; chmod 755 /dev/shm/f && echo 755-ok; chmod 4755 /dev/shm/f 2>&1 || echo suid-denied; \
+             stat -c %a /dev/shm/f; echo hi | dd bs=100 count=1 2>/dev/null; echo hi | dd bs=101 count=1 2>/dev/null || echo read-denied");
+    let (code, o, e) = run(&g, cfg);
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(
+        o,
+        "sig0-ok\nsh: can't kill pid 1: Operation not permitted\nterm-denied\nother-pid-ok\n755-ok\n\
+         chmod: /dev/shm/f: Operation not permitted\nsuid-denied\n755\nhi\nread-denied\n"
+    );
+    no_state_left(&g);
+}
+
+#[test]
+fn seccomp_default_errno_with_an_allowlist() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-scmp-allow");
+    // What busybox sh, cat, grep and mkdir need (mkdir itself is left out).
+    let allowed = [
+        "access",
+        "arch_prctl",
+        "brk",
+        "chdir",
+        "clone",
+        "clone3",
+        "close",
+        "dup",
+        "dup2",
+        "dup3",
+        "execve",
+        "exit",
+        "exit_group",
+        "faccessat",
+        "faccessat2",
+        "fcntl",
+        "fstat",
+        "futex",
+        "getcwd",
+        "getdents64",
+        "getegid",
+        "geteuid",
+        "getgid",
+        "getgroups",
+        "getpgrp",
+        "getpid",
+        "getppid",
+        "getrandom",
+        "gettid",
+        "getuid",
+        "ioctl",
+        "lseek",
+        "lstat",
+        "madvise",
+        "mmap",
+        "mprotect",
+        "munmap",
+        "newfstatat",
+        "open",
+        "openat",
+        "pipe",
+        "pipe2",
+        "prctl",
+        "pread64",
+        "prlimit64",
+        "read",
+        "readlink",
+        "readv",
+        "rseq",
+        "rt_sigaction",
+        "rt_sigprocmask",
+        "rt_sigreturn",
+        "rt_sigsuspend",
+        "sendfile",
+        "set_robust_list",
+        "set_tid_address",
+        "setpgid",
+        "sigaltstack",
+        "stat",
+        "statx",
+        "uname",
+        "vfork",
+        "wait4",
+        "write",
+        "writev",
+    ];
+    let cfg = Config::default()
+        .set(
+            "/linux/seccomp",
+            json!({
+                "defaultAction": "SCMP_ACT_ERRNO",
+                "defaultErrnoRet": 38,
+                "architectures": ["SCMP_ARCH_X86_64"],
+                "syscalls": [{"names": allowed.as_slice(), "action": "SCMP_ACT_ALLOW"}]
+            }),
+        )
+        .sh("echo hello; grep -c '^Seccomp:.2' /proc/self/status; mkdir /dev/shm/d 2>&1; echo done");
+    let (code, o, e) = run(&g, cfg);
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(o, "hello\n1\nmkdir: can't create directory '/dev/shm/d': Function not implemented\ndone\n");
+    no_state_left(&g);
+}
+
+#[test]
+fn seccomp_unknown_syscall_names_are_skipped() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-scmp-unknown");
+    let cfg = Config::default()
+        .set(
+            "/linux/seccomp",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                // socketcall exists on i386 only, pciconfig_read on other architectures.
+                "syscalls": [{"names": ["no_such_syscall", "socketcall", "pciconfig_read", "mkdir"], "action": "SCMP_ACT_ERRNO"}]
+            }),
+        )
+        .sh("mkdir /dev/shm/d 2>&1; echo ran");
+    let (code, o, e) = run(&g, cfg);
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(o, "mkdir: can't create directory '/dev/shm/d': Operation not permitted\nran\n");
+    no_state_left(&g);
+}
+
+#[test]
+fn seccomp_kill_trace_and_log_actions() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-scmp-kill");
+    let cfg = Config::default()
+        .push("/process/rlimits", json!({"type": "RLIMIT_CORE", "hard": 0, "soft": 0}))
+        .set(
+            "/linux/seccomp",
+            seccomp_profile(
+                "SCMP_ACT_ALLOW",
+                json!([
+                    {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"},
+                    {"names": ["symlink", "symlinkat"], "action": "SCMP_ACT_KILL"},
+                    // With no tracer attached the syscall fails with ENOSYS.
+                    {"names": ["rmdir"], "action": "SCMP_ACT_TRACE"},
+                    {"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_LOG"}
+                ]),
+            ),
+        )
+        .sh("sh -c 'mkdir /dev/shm/a'; echo mkdir $?; sh -c 'ln -s x /dev/shm/l'; echo ln $?; \
+             rmdir /dev/shm 2>&1; touch /dev/shm/f; chmod 600 /dev/shm/f && stat -c %a /dev/shm/f");
+    let (code, o, e) = run(&g, cfg);
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(o, "mkdir 159\nln 159\nrmdir: '/dev/shm': Function not implemented\n600\n", "SIGSYS is 31");
+    no_state_left(&g);
+}
+
+#[test]
+fn seccomp_bad_profiles_fail_clearly_and_leave_nothing() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-scmp-bad");
+    let rule = |action: &str, op: &str, index: usize| {
+        json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": action, "args": [{"index": index, "value": 1, "op": op}]}]})
+    };
+    let cases = [
+        (
+            rule("SCMP_ACT_BOGUS", "SCMP_CMP_EQ", 0),
+            "linux.seccomp.syscalls[0].action: unknown seccomp action \"SCMP_ACT_BOGUS\"",
+        ),
+        (rule("SCMP_ACT_ERRNO", "SCMP_CMP_ABOUT", 0), "linux.seccomp.syscalls[0].args[0].op: unknown seccomp operator"),
+        (rule("SCMP_ACT_ERRNO", "SCMP_CMP_EQ", 6), "linux.seccomp.syscalls[0].args[0].index: 6 is out of range"),
+        (
+            rule("SCMP_ACT_NOTIFY", "SCMP_CMP_EQ", 0),
+            "linux.seccomp.syscalls[0].action: SCMP_ACT_NOTIFY is not supported",
+        ),
+        (json!({"defaultAction": "SCMP_ACT_NONE"}), "linux.seccomp.defaultAction: unknown seccomp action"),
+        (
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_VAX"]}),
+            "linux.seccomp.architectures[0]: unknown seccomp architecture",
+        ),
+        (
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_NOPE"]}),
+            "linux.seccomp.flags[0]: unknown seccomp flag",
+        ),
+    ];
+    for (profile, want) in cases {
+        let (code, _, e) = run(&g, Config::default().args(&["true"]).set("/linux/seccomp", profile));
+        assert_ne!(code, 0);
+        assert!(e.contains(want), "expected {want:?} in {e:?}");
+        no_state_left(&g);
+    }
+}
+
+#[test]
+fn features_list_seccomp() {
+    let g = Guard::new("rt-scmp-feat");
+    let mut c = rt(&g);
+    c.arg("features");
+    let f: serde_json::Value = serde_json::from_slice(&out(c).stdout).unwrap();
+    let s = &f["linux"]["seccomp"];
+    assert_eq!(s["enabled"], true);
+    let has = |k: &str, v: &str| s[k].as_array().unwrap().iter().any(|x| x == v);
+    assert!(
+        has("actions", "SCMP_ACT_ERRNO")
+            && has("actions", "SCMP_ACT_KILL_PROCESS")
+            && !has("actions", "SCMP_ACT_NOTIFY")
+    );
+    assert_eq!(s["operators"].as_array().unwrap().len(), 7);
+    assert!(has("archs", "SCMP_ARCH_X86_64") && has("archs", "SCMP_ARCH_X32"));
+    assert!(has("knownFlags", "SECCOMP_FILTER_FLAG_LOG") && has("supportedFlags", "SECCOMP_FILTER_FLAG_TSYNC"));
+}

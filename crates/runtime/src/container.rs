@@ -12,7 +12,7 @@ use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
 
 use crate::init::{self, InitArgs, recv, send};
 use crate::state::{self, EXEC_SOCK, State, Status};
-use crate::{hooks, ns, spec};
+use crate::{hooks, ns, seccomp, spec};
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -102,6 +102,8 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         bail!("process.terminal is true: --console-socket is required");
     }
     let plan = ns::plan(spec.linux().as_ref().and_then(|l| l.namespaces().as_deref()).unwrap_or(&[]))?;
+    // Compiled here so that the child only installs it.
+    let seccomp = seccomp::for_spec(&spec)?;
 
     fs::create_dir_all(&o.root).with_context(|| format!("creating the state root {}", o.root.display()))?;
     let dir = state::dir(&o.root, &o.id);
@@ -155,6 +157,7 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         preserve_fds: o.preserve_fds,
         cgroup: Some(&cg),
         hook_stop,
+        seccomp: seccomp.as_ref(),
     };
     let stage = init::raw_clone(0)?;
     if stage == 0 {
@@ -474,6 +477,8 @@ impl Container {
             bail!("cannot exec in a container that is {s}");
         }
         let spec = self.spec()?;
+        // The container's filter applies to every process in it; compiled before the fork.
+        let seccomp = seccomp::for_spec(&spec)?;
         let (lst, sock) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::SeqPacket,
@@ -523,7 +528,7 @@ impl Container {
         let console_fd = console.as_ref().map(|c| c.as_raw_fd());
         let stage = init::raw_clone(0)?;
         if stage == 0 {
-            exec_stage(&spec, p, &join, child_sock, console_fd, preserve_fds);
+            exec_stage(p, &join, child_sock, console_fd, preserve_fds, seccomp.as_ref());
         }
         drop(sock);
         drop(console);
@@ -560,12 +565,12 @@ impl Container {
 /// The child of `exec`: join the container, then fork the process (pid namespaces apply to
 /// children), which sets itself up and execs. Never returns.
 fn exec_stage(
-    spec: &Spec,
     p: &Process,
     join: &[(LinuxNamespaceType, OwnedFd)],
     sock: RawFd,
     console: Option<RawFd>,
     preserve: u32,
+    seccomp: Option<&seccomp::Filter>,
 ) -> ! {
     let r = (|| -> Result<()> {
         init::expect_go(sock)?;
@@ -582,7 +587,7 @@ fn exec_stage(
                 let args = p.args().clone().unwrap_or_default();
                 let env = p.env().clone().unwrap_or_default();
                 let exe = crate::process::find_executable(args.first().context("process.args is empty")?, &env)?;
-                init::finish_and_exec(spec, p, &exe, preserve)
+                init::finish_and_exec(p, &exe, preserve, seccomp)
             })();
             send(sock, format!("error:{e:#}").as_bytes());
             // SAFETY: leave the failed child without running destructors.

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use berth_cgroups::Cgroup;
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
-use crate::{caps, hooks, ns, process, rootfs};
+use crate::{caps, hooks, ns, process, rootfs, seccomp};
 
 /// Messages on the SEQPACKET socket between the runtime and its children.
 pub fn send(fd: RawFd, msg: &[u8]) {
@@ -82,6 +82,8 @@ pub struct InitArgs<'a> {
     pub cgroup: Option<&'a Cgroup>,
     /// True when the runtime must stop for prestart/createRuntime/createContainer hooks.
     pub hook_stop: bool,
+    /// linux.seccomp, compiled before the fork.
+    pub seccomp: Option<&'a seccomp::Filter>,
 }
 
 /// Entry of the stage child. Never returns.
@@ -225,7 +227,7 @@ fn init_inner(a: &InitArgs) -> Result<std::convert::Infallible> {
         hooks::run_all("startContainer", Some(h), &hook_state)?;
     }
     drop(console);
-    finish_and_exec(spec, proc_, &exe, a.preserve_fds)
+    finish_and_exec(proc_, &exe, a.preserve_fds, a.seccomp)
 }
 
 fn join_session_keyring(id: &str) {
@@ -265,9 +267,23 @@ fn wait_for_start(listener: RawFd) -> Result<()> {
 }
 
 /// The last steps, in the order the kernel needs: LSM labels, bounding set (needs
-/// CAP_SETPCAP), user, the other capability sets, no_new_privs, seccomp, fds, exec.
-pub fn finish_and_exec(spec: &Spec, p: &Process, exe: &Path, preserve_fds: u32) -> Result<std::convert::Infallible> {
+/// CAP_SETPCAP), user, the other capability sets, no_new_privs, fds, seccomp, exec.
+///
+/// The seccomp filter (compiled by the runtime before it forked) goes in as late as possible,
+/// so that it applies to as little of our own work as possible: right before execve, with
+/// the argv and env already prepared. Without no_new_privs installing a filter needs
+/// CAP_SYS_ADMIN, so then it goes in first, before the capabilities are dropped (as runc).
+pub fn finish_and_exec(
+    p: &Process,
+    exe: &Path,
+    preserve_fds: u32,
+    seccomp: Option<&seccomp::Filter>,
+) -> Result<std::convert::Infallible> {
+    let no_new_privs = p.no_new_privileges() == Some(true);
     process::set_lsm_labels(p)?;
+    if let Some(f) = seccomp.filter(|_| !no_new_privs) {
+        f.install()?;
+    }
     if let Some(c) = p.capabilities() {
         caps::drop_bounding(c)?;
     }
@@ -277,16 +293,17 @@ pub fn finish_and_exec(spec: &Spec, p: &Process, exe: &Path, preserve_fds: u32) 
         Some(c) => caps::apply_sets(c)?,
         None => caps::apply_sets(&Default::default())?,
     }
-    if p.no_new_privileges() == Some(true) {
+    if no_new_privs {
         process::set_no_new_privs()?;
-    }
-    if let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        crate::seccomp::apply(s)?;
     }
     process::cloexec_from(3 + preserve_fds)?;
     let args = p.args().clone().unwrap_or_default();
     let env = p.env().clone().unwrap_or_default();
-    Err(process::exec(exe, &args, &env))
+    let exec = process::Exec::new(exe, &args, &env)?;
+    if let Some(f) = seccomp.filter(|_| no_new_privs) {
+        f.install()?;
+    }
+    Err(exec.run())
 }
 
 fn write_sysctls(spec: &Spec) -> Result<()> {

@@ -198,12 +198,40 @@ fn write_attr(name: &str, value: &str) -> Result<()> {
 
 /// execve with the spec's args and env. Only returns on failure.
 pub fn exec(path: &Path, args: &[String], env: &[String]) -> anyhow::Error {
-    let to_c = |v: &[String]| v.iter().filter_map(|s| CString::new(s.as_bytes()).ok()).collect::<Vec<_>>();
-    let (a, e) = (to_c(args), to_c(env));
-    let Ok(p) = CString::new(path.as_os_str().as_bytes()) else {
-        return anyhow::anyhow!("exec: path has a NUL byte");
-    };
-    match nix::unistd::execve(&p, &a, &e) {
-        Err(err) => anyhow::anyhow!("exec {:?}: {}", path, err.desc()),
+    match Exec::new(path, args, env) {
+        Ok(e) => e.run(),
+        Err(e) => e,
+    }
+}
+
+/// An execve prepared in advance, so that the last steps before it (after the seccomp filter
+/// is in place) make no allocation and no syscall other than execve itself.
+pub struct Exec {
+    path: CString,
+    // Owners of the strings argv and envp point to.
+    _args: Vec<CString>,
+    _env: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl Exec {
+    pub fn new(path: &Path, args: &[String], env: &[String]) -> Result<Exec> {
+        let Ok(p) = CString::new(path.as_os_str().as_bytes()) else {
+            bail!("exec: path has a NUL byte");
+        };
+        let to_c = |v: &[String]| v.iter().filter_map(|s| CString::new(s.as_bytes()).ok()).collect::<Vec<_>>();
+        let (a, e) = (to_c(args), to_c(env));
+        let ptrs = |v: &[CString]| v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        let (argv, envp) = (ptrs(&a), ptrs(&e));
+        // The pointers point into the CStrings' own buffers, which moving the Vecs keeps.
+        Ok(Exec { path: p, _args: a, _env: e, argv, envp })
+    }
+
+    /// Only returns on failure.
+    pub fn run(&self) -> anyhow::Error {
+        // SAFETY: NUL-terminated arrays of pointers to strings owned by self.
+        unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        anyhow::anyhow!("exec {:?}: {}", self.path, nix::errno::Errno::last().desc())
     }
 }

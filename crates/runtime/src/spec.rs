@@ -9,7 +9,11 @@ use oci_spec::runtime::Spec;
 pub fn load(bundle: &Path) -> Result<Spec> {
     let p = bundle.join("config.json");
     let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-    let spec: Spec = serde_json::from_slice(&data).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    let spec: Spec = serde_json::from_slice(&data).map_err(|e| {
+        // serde names only a line and column; name the seccomp field when that is the cause.
+        let why = serde_json::from_slice(&data).ok().and_then(|v| crate::seccomp::explain_json(&v));
+        anyhow::anyhow!("{}: {}", p.display(), why.unwrap_or_else(|| e.to_string()))
+    })?;
     validate(&spec)?;
     Ok(spec)
 }
@@ -32,8 +36,8 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
     }
     if let Some(l) = spec.linux() {
-        if l.seccomp().is_some() {
-            bail!("linux.seccomp: seccomp filters are not supported by this build of berth-runtime yet");
+        if let Some(s) = l.seccomp() {
+            crate::seccomp::compile(s)?;
         }
         if l.intel_rdt().is_some() {
             bail!("linux.intelRdt: Intel RDT (resctrl) is not available on this host");

@@ -610,7 +610,14 @@ fn features() -> serde_json::Value {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false},
-            "seccomp": {"enabled": false},
+            "seccomp": {
+                "enabled": berth_runtime::seccomp::Abi::NATIVE.is_some(),
+                "actions": berth_runtime::seccomp::ACTIONS,
+                "operators": berth_runtime::seccomp::OPERATORS,
+                "archs": berth_runtime::seccomp::Abi::NATIVE.map(|a| a.arch_names()).unwrap_or_default(),
+                "knownFlags": berth_runtime::seccomp::FLAGS,
+                "supportedFlags": berth_runtime::seccomp::supported_flags()
+            },
             "apparmor": {"enabled": std::path::Path::new("/sys/module/apparmor/parameters/enabled").exists()},
             "selinux": {"enabled": std::path::Path::new("/sys/fs/selinux/enforce").exists()},
             "intelRdt": {"enabled": false},
