@@ -202,6 +202,16 @@ fn limits_and_security_defaults() {
     assert_eq!(caps.split_whitespace().nth(1), Some("00000000a80425fb"), "{caps}");
     let caps = b.ok(&["run", "--rm", "--cap-drop", "ALL", "busybox", "sh", "-c", "grep CapEff /proc/self/status"]);
     assert_eq!(caps.split_whitespace().nth(1), Some("0000000000000000"));
+    // The default seccomp profile: no new namespaces without CAP_SYS_ADMIN; unconfined lifts it.
+    let (code, _, err) = b.run(&["run", "--rm", "busybox", "unshare", "-U", "true"]);
+    assert!(code != 0 && err.contains("Operation not permitted"), "{err}");
+    b.ok(&["run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "unshare", "-U", "true"]);
+    // A profile file in Docker's format.
+    let prof = b.g.path("deny-mkdir.json");
+    std::fs::write(&prof, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#).unwrap();
+    let so = format!("seccomp={}", prof.display());
+    let (code, _, err) = b.run(&["run", "--rm", "--security-opt", &so, "busybox", "mkdir", "/x"]);
+    assert!(code != 0 && err.contains("Permission denied"), "{err}");
     // Masked and read-only kernel paths.
     let (code, out, _) =
         b.run(&["run", "--rm", "busybox", "sh", "-c", "cat /proc/keys | wc -c; echo 1 > /proc/sys/kernel/panic"]);

@@ -45,6 +45,9 @@ pub struct ContainerConfig {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub no_new_privileges: bool,
+    /// `--security-opt seccomp=`: empty for the default profile, `unconfined`, or a file's profile (resolved at create).
+    pub seccomp: String,
+    pub seccomp_profile: Option<serde_json::Value>,
     pub memory: Option<i64>,
     pub memory_swap: Option<i64>,
     pub memory_reservation: Option<i64>,

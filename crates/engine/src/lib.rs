@@ -13,6 +13,7 @@ pub mod images;
 pub mod logs;
 pub mod monitor;
 pub mod names;
+pub mod seccomp;
 pub mod spec;
 
 use std::fs;

@@ -274,6 +274,12 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
         "resources": resources,
         "sysctl": c.sysctls.iter().collect::<BTreeMap<_, _>>(),
     });
+    if !c.privileged && c.seccomp != "unconfined" {
+        linux["seccomp"] = match &c.seccomp_profile {
+            Some(p) => p.clone(),
+            None => crate::seccomp::default_profile(&caps),
+        };
+    }
     if !c.privileged {
         linux["maskedPaths"] = json!(MASKED);
         linux["readonlyPaths"] = json!(READONLY);

@@ -656,7 +656,17 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
         match so.split_once(['=', ':']) {
             Some(("no-new-privileges", v)) => c.no_new_privileges = v != "false",
             None if so == "no-new-privileges" => c.no_new_privileges = true,
-            Some(("seccomp", "unconfined")) | Some(("apparmor", "unconfined")) | Some(("label", "disable")) => {}
+            Some(("seccomp", "unconfined")) => c.seccomp = "unconfined".into(),
+            Some(("seccomp", file)) => {
+                let bytes = std::fs::read(file).with_context(|| format!("opening seccomp profile ({file})"))?;
+                let caps = berth_engine::spec::capabilities(&c.cap_add, &c.cap_drop, c.privileged)?;
+                c.seccomp_profile = Some(
+                    berth_engine::seccomp::from_file(&bytes, &caps)
+                        .with_context(|| format!("loading seccomp profile ({file})"))?,
+                );
+                c.seccomp = file.into();
+            }
+            Some(("apparmor", "unconfined")) | Some(("label", "disable")) => {}
             _ => {
                 bail!("--security-opt {so:?} is not supported yet (berth takes no-new-privileges, seccomp=unconfined)")
             }
