@@ -300,6 +300,28 @@ fn images_load_tag_rmi_and_garbage() {
 }
 
 #[test]
+fn restart_policies() {
+    let b = Berth::new("eng-restart");
+    b.ok(&["run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 3"]);
+    assert_eq!(b.ok(&["wait", "flaky"]).trim(), "3");
+    assert_eq!(b.inspect("flaky", "{{.State.Status}} {{.State.RestartCount}}"), "exited 2");
+    assert_eq!(b.ok(&["logs", "flaky"]), "run\nrun\nrun\n");
+    // always: restarts after a clean exit too, until stopped.
+    b.ok(&["run", "-d", "--name", "loop", "--restart", "always", "busybox", "sh", "-c", "sleep 0.1"]);
+    for _ in 0..200 {
+        if b.inspect("loop", "{{.State.RestartCount}}") != "0" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_ne!(b.inspect("loop", "{{.State.RestartCount}}"), "0");
+    b.ok(&["stop", "-t", "1", "loop"]);
+    assert_eq!(b.inspect("loop", "{{.State.Status}}"), "exited");
+    let (c, _, err) = b.run(&["run", "--restart", "sometimes", "busybox", "true"]);
+    assert!(c == 125 && err.contains("invalid restart policy"), "{err}");
+}
+
+#[test]
 fn killed_monitor_is_repaired_by_the_next_command() {
     let b = Berth::new("eng-crash");
     let id = b.ok(&["run", "-d", "busybox", "sleep", "60"]).trim().to_string();

@@ -98,10 +98,11 @@ pub struct ContainerRow {
     pub finished: i64,
     pub oom_killed: bool,
     pub error: String,
+    pub restart_count: i64,
     pub dir: PathBuf,
 }
 
-const COLUMNS: &str = "id, name, image, config, created, state, pid, monitor_pid, monitor_start, exit_code, started, finished, oom_killed, error";
+const COLUMNS: &str = "id, name, image, config, created, state, pid, monitor_pid, monitor_start, exit_code, started, finished, oom_killed, error, restart_count";
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<ContainerRow> {
     let cfg: String = r.get(3)?;
@@ -120,6 +121,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<ContainerRow> {
         finished: r.get(11)?,
         oom_killed: r.get::<_, i64>(12)? != 0,
         error: r.get(13)?,
+        restart_count: r.get(14)?,
         dir: PathBuf::new(),
     })
 }
@@ -132,6 +134,11 @@ impl ContainerRow {
     /// Where the engine keeps this container's files (set when the row is read).
     pub fn log_path(&self) -> PathBuf {
         self.dir.join(format!("{}-json.log", self.id))
+    }
+
+    /// Running, paused, restarting, or being started: a monitor owns it.
+    pub fn busy(&self) -> bool {
+        self.is_running() || (self.monitor_pid != 0 && self.monitor_alive())
     }
 
     pub fn monitor_alive(&self) -> bool {
@@ -310,7 +317,7 @@ impl Engine {
             rootfs.create()?;
             let r = self.db.execute(
                 &format!(
-                    "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', 0, 0, 0, 0, 0, 0, 0, '')"
+                    "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', 0, 0, 0, 0, 0, 0, 0, '', 0)"
                 ),
                 params![id, name, image.id.to_string(), serde_json::to_string(&c)?, db::now_nanos()],
             );
@@ -363,7 +370,7 @@ impl Engine {
     pub fn containers(&self, all: bool) -> Result<Vec<ContainerRow>> {
         let q = format!(
             "SELECT {COLUMNS} FROM containers {} ORDER BY created DESC",
-            if all { "" } else { "WHERE state IN ('running', 'paused')" }
+            if all { "" } else { "WHERE state IN ('running', 'paused', 'restarting')" }
         );
         let mut st = self.db.prepare(&q)?;
         let v: Vec<ContainerRow> = st.query_map([], row)?.collect::<rusqlite::Result<_>>()?;
@@ -379,7 +386,7 @@ impl Engine {
     /// us. Returns once the container's process runs (or failed to start).
     pub fn start_container(&self, key: &str, attach: Attach) -> Result<Started> {
         let c = self.container(key)?;
-        if c.is_running() {
+        if c.busy() {
             bail!("container {} is already running", c.name);
         }
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -445,8 +452,13 @@ impl Engine {
         let start = Instant::now();
         let mut nap = Duration::from_millis(1);
         loop {
-            let c = self.container(id)?;
-            if !(c.is_running() || c.state == "created" && c.monitor_alive()) {
+            let c = match self.container(id) {
+                Ok(c) => c,
+                // Removed meanwhile (--rm): stopped for good.
+                Err(e) if e.downcast_ref::<ExitError>().is_some() => return Ok(true),
+                Err(e) => return Err(e),
+            };
+            if c.monitor_pid == 0 {
                 return Ok(true);
             }
             if !c.monitor_alive() {
@@ -464,10 +476,14 @@ impl Engine {
     /// `berth stop`: the stop signal, then SIGKILL after the timeout (default 10 s).
     pub fn stop_container(&self, key: &str, timeout: Option<u32>) -> Result<()> {
         let c = self.container(key)?;
-        if !c.is_running() {
+        if !c.busy() {
             return Ok(());
         }
         self.db.execute("UPDATE containers SET error = 'stopped' WHERE id = ?1", [&c.id])?;
+        if !c.is_running() {
+            self.wait_stopped(&c.id, None)?;
+            return Ok(());
+        }
         let t = timeout.or(c.config.stop_timeout).unwrap_or(10);
         let sig = berth_runtime::units::parse_signal(&c.config.stop_signal).unwrap_or(libc::SIGTERM);
         if t > 0
@@ -484,7 +500,7 @@ impl Engine {
     /// `berth rm`.
     pub fn remove_container(&self, key: &str, force: bool) -> Result<String> {
         let c = self.container(key)?;
-        if c.is_running() || (c.state == "created" && c.monitor_alive()) {
+        if c.busy() {
             if !force {
                 return Err(ExitError {
                     code: 1,
@@ -495,6 +511,7 @@ impl Engine {
                 }
                 .into());
             }
+            self.db.execute("UPDATE containers SET error = 'stopped' WHERE id = ?1", [&c.id])?;
             let _ = self.kill_container(&c.id, libc::SIGKILL);
             self.wait_stopped(&c.id, None)?;
         }
@@ -610,7 +627,7 @@ impl Engine {
                 self.db.execute("DELETE FROM containers WHERE id = ?1", [&c.id])?;
                 continue;
             }
-            let was_running = c.is_running();
+            let was_running = c.is_running() || c.state == "restarting";
             self.db.execute(
                 "UPDATE containers SET state = CASE WHEN ?2 THEN 'exited' ELSE state END, exit_code = CASE WHEN ?2 THEN 255 ELSE exit_code END,
                  finished = CASE WHEN ?2 THEN ?3 ELSE finished END, monitor_pid = 0, pid = 0 WHERE id = ?1 AND monitor_pid = ?4",

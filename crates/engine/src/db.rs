@@ -37,6 +37,8 @@ const MIGRATIONS: &[&str] = &[
         error TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX containers_state ON containers(state);",
+    // 2: restart policies count restarts.
+    "ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub fn open(path: &Path) -> Result<Connection> {

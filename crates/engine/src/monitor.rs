@@ -62,6 +62,7 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool) -> i32 {
         return 1;
     }
     let rootfs = RootFs::path(&engine.layers, &c.id);
+    let mut engine = engine;
     let started = match setup_and_start(&engine, &c, &rootfs) {
         Ok(s) => s,
         Err(e) => {
@@ -87,10 +88,55 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool) -> i32 {
         }
     };
     let _ = writeln!(status, "started {}", started.pid);
-    // Nothing to do with the database until the exit: let its memory go.
-    drop(engine);
-    let code = pump(&c, &started, attach);
-    finish(root, runroot, &c, code, status)
+    let mut status = Some(status);
+    let mut started = started;
+    let mut failures = 0u32;
+    loop {
+        // Nothing to do with the database until the exit: let its memory go.
+        drop(engine);
+        let began = std::time::Instant::now();
+        let code = pump(&c, &started, attach);
+        let Ok(e) = Engine::open(root, runroot) else { return 1 };
+        engine = e;
+        let oom = teardown_run(&engine, &c);
+        let row = engine.container(&c.id).ok();
+        let count = row.as_ref().map(|r| r.restart_count).unwrap_or(0);
+        let stopped = row.as_ref().is_none_or(|r| r.error == "stopped");
+        if stopped || !should_restart(&c.config.restart, code, count) {
+            return finish(&engine, &c, code, oom, status.take());
+        }
+        // Restart with Docker's backoff: 100 ms doubling to a minute, reset after 10 s of running.
+        failures = if began.elapsed() > std::time::Duration::from_secs(10) { 0 } else { failures + 1 };
+        let _ = engine.db.execute(
+            "UPDATE containers SET state = 'restarting', exit_code = ?2, finished = ?3, pid = 0, oom_killed = ?4, restart_count = restart_count + 1 WHERE id = ?1",
+            params![c.id, code, db::now_nanos(), oom as i64],
+        );
+        if let Some(mut s) = status.take() {
+            let _ = writeln!(s, "exit {code}");
+        }
+        let delay =
+            std::time::Duration::from_millis(100u64 << failures.min(10)).min(std::time::Duration::from_secs(60));
+        let until = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            if engine.container(&c.id).map(|r| r.error == "stopped").unwrap_or(true) {
+                return finish(&engine, &c, code, oom, None);
+            }
+        }
+        started = match setup_and_start(&engine, &c, &rootfs) {
+            Ok(s) => s,
+            Err(_) => return finish(&engine, &c, 127, false, None),
+        };
+    }
+}
+
+/// Whether `policy` (`no`, `always`, `unless-stopped`, `on-failure[:N]`) restarts after `code`.
+pub fn should_restart(policy: &str, code: i32, restarts: i64) -> bool {
+    match policy.split_once(':').unwrap_or((policy, "")) {
+        ("always" | "unless-stopped", _) => true,
+        ("on-failure", max) => code != 0 && max.parse::<i64>().map(|m| restarts < m).unwrap_or(true),
+        _ => false,
+    }
 }
 
 struct Running {
@@ -198,17 +244,18 @@ fn pump(c: &ContainerRow, r: &Running, attach: bool) -> i32 {
     berth_runtime::container::wait_exit_code(r.pid).unwrap_or(255)
 }
 
-/// Records the exit and removes what the container had; reports `exit CODE`.
-fn finish(root: &Path, runroot: &Path, c: &ContainerRow, code: i32, mut status: fs::File) -> i32 {
-    let engine = match Engine::open(root, runroot) {
-        Ok(e) => e,
-        Err(_) => return 1,
-    };
+/// Removes the runtime's state and cgroup of the run that ended; returns whether the OOM killer struck.
+fn teardown_run(engine: &Engine, c: &ContainerRow) -> bool {
     let rc = Container::load(&engine.runtime_root(), &c.id).ok();
     let oom = rc.as_ref().and_then(|r| r.cgroup()).and_then(|cg| cg.stats().ok()).is_some_and(|s| s.oom_kills > 0);
     if let Some(rc) = rc {
         let _ = rc.delete(true);
     }
+    oom
+}
+
+/// Records the exit and removes what the container had; reports `exit CODE`.
+fn finish(engine: &Engine, c: &ContainerRow, code: i32, oom: bool, status: Option<fs::File>) -> i32 {
     let _ = RootFs::path(&engine.layers, &c.id).unmount();
     let _ = engine.db.execute(
         "UPDATE containers SET state = 'exited', exit_code = ?2, finished = ?3, pid = 0, monitor_pid = 0, oom_killed = ?4 WHERE id = ?1",
@@ -217,7 +264,9 @@ fn finish(root: &Path, runroot: &Path, c: &ContainerRow, code: i32, mut status: 
     if c.config.auto_remove {
         let _ = engine.remove_container(&c.id, true);
     }
-    let _ = writeln!(status, "exit {code}");
+    if let Some(mut s) = status {
+        let _ = writeln!(s, "exit {code}");
+    }
     0
 }
 

@@ -615,8 +615,13 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
     }
     match c.restart.split(':').next().unwrap_or("") {
         "" | "no" => {}
-        "always" | "unless-stopped" | "on-failure" => {
-            bail!("--restart {}: restart policies are not implemented yet", c.restart)
+        "always" | "unless-stopped" => {}
+        "on-failure" => {
+            if let Some((_, n)) = c.restart.split_once(':') {
+                n.parse::<u32>().with_context(|| {
+                    format!("invalid restart policy {:?}: the maximum retry count must be a number", c.restart)
+                })?;
+            }
         }
         other => bail!("invalid restart policy {other:?}: use no, on-failure[:N], always or unless-stopped"),
     }
@@ -758,6 +763,7 @@ fn status_text(c: &ContainerRow) -> String {
         "running" => format!("Up {}", human((now - c.started) / 1_000_000_000)),
         "paused" => format!("Up {} (Paused)", human((now - c.started) / 1_000_000_000)),
         "exited" => format!("Exited ({}) {}", c.exit_code, ago(c.finished)),
+        "restarting" => format!("Restarting ({}) {}", c.exit_code, ago(c.finished)),
         "created" => "Created".into(),
         other => other.into(),
     }
@@ -1023,12 +1029,13 @@ fn inspect_container(c: &ContainerRow) -> Value {
             "Status": c.state,
             "Running": c.state == "running" || c.state == "paused",
             "Paused": c.state == "paused",
-            "Restarting": false,
+            "Restarting": c.state == "restarting",
             "OOMKilled": c.oom_killed,
             "Dead": false,
             "Pid": c.pid,
             "ExitCode": c.exit_code,
             "Error": if c.error == "stopped" { "" } else { c.error.as_str() },
+            "RestartCount": c.restart_count,
             "StartedAt": t(c.started),
             "FinishedAt": t(c.finished),
         },
