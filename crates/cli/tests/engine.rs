@@ -300,6 +300,37 @@ fn images_load_tag_rmi_and_garbage() {
 }
 
 #[test]
+fn pseudo_terminals() {
+    let b = Berth::new("eng-tty");
+    // -t: the process runs on a pty (output with CRLF), the exit code comes back.
+    let (code, out, err) = b.run(&["run", "--rm", "-t", "busybox", "sh", "-c", "tty; test -t 0 && echo isatty; exit 2"]);
+    assert_eq!((code, out.as_str()), (2, "/dev/pts/0\r\nisatty\r\n"), "{err}");
+    // -it through a real terminal (script(1) gives us one): input reaches the shell.
+    let cmd = format!(
+        "{BERTH} --root {} --runroot {} run -it --rm busybox sh",
+        b.g.path("root").display(),
+        b.g.path("run").display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from bsdutils");
+    use std::io::Write;
+    child.stdin.as_mut().unwrap().write_all(b"echo hello-$((40+2))\nexit 4\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("hello-42"));
+    // -dt: the pty's output goes to the log.
+    let id = b.ok(&["run", "-dt", "busybox", "sh", "-c", "echo on-a-pty"]);
+    assert_eq!(b.ok(&["wait", id.trim()]).trim(), "0");
+    assert_eq!(b.ok(&["logs", id.trim()]), "on-a-pty\r\n");
+    b.ok(&["rm", id.trim()]);
+}
+
+#[test]
 fn restart_policies() {
     let b = Berth::new("eng-restart");
     b.ok(&["run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 3"]);

@@ -156,14 +156,55 @@ pub struct Attach {
 /// A started container; for an attached start, `wait` returns its exit code.
 pub struct Started {
     pub pid: i32,
+    monitor: i32,
+    tty: bool,
     status: BufReader<std::fs::File>,
+}
+
+/// Puts our terminal in raw mode while attached to a container's pty; restores it on drop.
+struct RawMode(Option<libc::termios>);
+
+impl RawMode {
+    fn enter() -> RawMode {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed termios.
+        unsafe {
+            if libc::isatty(0) != 1 {
+                return RawMode(None);
+            }
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return RawMode(None);
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            RawMode(Some(saved))
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = self.0 {
+            // SAFETY: restoring the saved settings.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+        }
+    }
 }
 
 impl Started {
     /// Waits for the monitor to report the exit. Forwards the signals in `proxy` to the
     /// container meanwhile (`--sig-proxy`).
     pub fn wait(mut self, proxy: bool) -> Result<i32> {
-        let sigs = if proxy { Some(SignalPipe::install()?) } else { None };
+        let mut signals = vec![];
+        if proxy {
+            signals.extend([libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2]);
+        }
+        if self.tty {
+            signals.push(libc::SIGWINCH);
+        }
+        let sigs = if signals.is_empty() { None } else { Some(SignalPipe::install(&signals)?) };
+        let _raw = if self.tty { Some(RawMode::enter()) } else { None };
         loop {
             if let Some(s) = &sigs {
                 let mut fds = [
@@ -174,8 +215,8 @@ impl Started {
                 unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
                 if fds[1].revents & libc::POLLIN != 0 {
                     for sig in s.drain() {
-                        // SAFETY: kill of the container's init (pid checked by the monitor).
-                        unsafe { libc::kill(self.pid, sig) };
+                        // SAFETY: kill(2). The monitor re-reads our window size on SIGWINCH.
+                        unsafe { libc::kill(if sig == libc::SIGWINCH { self.monitor } else { self.pid }, sig) };
                     }
                 }
                 if fds[0].revents == 0 && self.status.buffer().is_empty() {
@@ -189,13 +230,16 @@ impl Started {
             if let Some(c) = line.trim().strip_prefix("exit ") {
                 return Ok(c.parse().unwrap_or(255));
             }
+            if line.trim() == "detached" {
+                return Ok(0);
+            }
         }
     }
 }
 
 /// Signals delivered to the CLI, turned into bytes on a pipe so a poll loop can forward them.
-struct SignalPipe {
-    read: OwnedFd,
+pub(crate) struct SignalPipe {
+    pub(crate) read: OwnedFd,
 }
 
 static SIGNAL_WRITE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
@@ -208,18 +252,18 @@ extern "C" fn on_signal(sig: libc::c_int) {
 }
 
 impl SignalPipe {
-    fn install() -> Result<SignalPipe> {
+    pub(crate) fn install(signals: &[i32]) -> Result<SignalPipe> {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         SIGNAL_WRITE_FD.store(w.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
         std::mem::forget(w);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+        for &s in signals {
             // SAFETY: installing a handler that only writes a byte.
             unsafe { libc::signal(s, on_signal as *const () as libc::sighandler_t) };
         }
         Ok(SignalPipe { read: r })
     }
 
-    fn drain(&self) -> Vec<i32> {
+    pub(crate) fn drain(&self) -> Vec<i32> {
         let mut buf = [0u8; 64];
         // SAFETY: read into our buffer from a non-blocking pipe.
         let n = unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -396,6 +440,9 @@ impl Engine {
         if attach.stdout {
             cmd.arg("--attach");
         }
+        if attach.stdin {
+            cmd.arg("--stdin");
+        }
         cmd.arg(&c.id);
         cmd.stdin(if attach.stdin { Stdio::inherit() } else { Stdio::null() });
         if !attach.stdout {
@@ -413,6 +460,7 @@ impl Engine {
             });
         }
         let child = cmd.spawn().context("starting the container monitor")?;
+        let monitor = child.id() as i32;
         drop(w);
         // The monitor is on its own; it is reaped by init once we exit.
         std::mem::forget(child);
@@ -421,7 +469,7 @@ impl Engine {
         status.read_line(&mut line)?;
         let line = line.trim();
         if let Some(p) = line.strip_prefix("started ") {
-            return Ok(Started { pid: p.parse().unwrap_or(0), status });
+            return Ok(Started { pid: p.parse().unwrap_or(0), monitor, tty: c.config.tty && attach.stdout, status });
         }
         if let Some(rest) = line.strip_prefix("error ") {
             let (code, msg) = rest.split_once(' ').unwrap_or(("125", rest));

@@ -24,7 +24,7 @@ use crate::{Engine, db};
 const STATUS_FD: RawFd = 3;
 
 /// The body of `berth container-monitor ID`. Returns the process exit code.
-pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool) -> i32 {
+pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> i32 {
     // SAFETY: plain signal dispositions; we are single threaded.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
@@ -95,7 +95,7 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool) -> i32 {
         // Nothing to do with the database until the exit: let its memory go.
         drop(engine);
         let began = std::time::Instant::now();
-        let code = pump(&c, &started, attach);
+        let code = pump(&c, &started, attach, stdin, &mut status);
         let Ok(e) = Engine::open(root, runroot) else { return 1 };
         engine = e;
         let oom = teardown_run(&engine, &c);
@@ -141,9 +141,11 @@ pub fn should_restart(policy: &str, code: i32, restarts: i64) -> bool {
 
 struct Running {
     pid: i32,
+    /// stdout, or the pty master with -t.
     out: OwnedFd,
-    err: OwnedFd,
+    err: Option<OwnedFd>,
     saved: Option<(OwnedFd, OwnedFd)>,
+    tty: bool,
 }
 
 fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result<Running> {
@@ -157,22 +159,36 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
     let v2 = matches!(berth_cgroups::Layout::detect(), berth_cgroups::Layout::V2 { .. });
     let spec = spec::build(&c.config, &rootfs.merged(), &etc, v2)?;
     fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
-    // The container's stdout and stderr are pipes to us.
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let saved = (dup_cloexec(1)?, dup_cloexec(2)?);
-    dup2(out_w.as_raw_fd(), 1)?;
-    dup2(err_w.as_raw_fd(), 2)?;
-    let made = create(&CreateOptions {
-        root: engine.runtime_root(),
-        id: c.id.clone(),
-        bundle: dir.clone(),
-        ..Default::default()
-    });
-    dup2(saved.0.as_raw_fd(), 1)?;
-    dup2(saved.1.as_raw_fd(), 2)?;
-    drop((out_w, err_w));
-    let state = made?;
+    let mut opts =
+        CreateOptions { root: engine.runtime_root(), id: c.id.clone(), bundle: dir.clone(), ..Default::default() };
+    let (out, err, state) = if c.config.tty {
+        // With -t the runtime sends us the pty master through a console socket. The init
+        // connects and sends during create; the kernel queues both until we accept after.
+        // In the runroot: a unix socket path must stay under 108 bytes.
+        let sock = engine.runroot.join(format!("tty-{}.sock", &c.id[..16]));
+        let _ = fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock).context("creating the console socket")?;
+        opts.console_socket = Some(sock.clone());
+        let made = create(&opts);
+        let _ = fs::remove_file(&sock);
+        let state = made?;
+        let (conn, _) = listener.accept().context("accepting the console socket")?;
+        let master = recv_fd(conn.as_raw_fd())?;
+        copy_winsize(saved.0.as_raw_fd(), master.as_raw_fd());
+        (master, None, state)
+    } else {
+        // The container's stdout and stderr are pipes to us.
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        dup2(out_w.as_raw_fd(), 1)?;
+        dup2(err_w.as_raw_fd(), 2)?;
+        let made = create(&opts);
+        dup2(saved.0.as_raw_fd(), 1)?;
+        dup2(saved.1.as_raw_fd(), 2)?;
+        drop((out_w, err_w));
+        (out_r, Some(err_r), made?)
+    };
     if c.config.network != "host" {
         loopback_up(state.pid)?;
     }
@@ -181,28 +197,41 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
         "UPDATE containers SET state = 'running', pid = ?2, started = ?3, exit_code = 0, oom_killed = 0 WHERE id = ?1",
         params![c.id, state.pid, db::now_nanos()],
     )?;
-    Ok(Running { pid: state.pid, out: out_r, err: err_r, saved: Some(saved) })
+    Ok(Running { pid: state.pid, out, err, saved: Some(saved), tty: c.config.tty })
 }
 
 /// Copies the container's output to the log (and the caller's terminal) until its init exits.
-fn pump(c: &ContainerRow, r: &Running, attach: bool) -> i32 {
+/// With a pty and `stdin`, also copies the caller's input to the container, watching for the
+/// detach keys (ctrl-p ctrl-q).
+fn pump(c: &ContainerRow, r: &Running, attach: bool, stdin: bool, status: &mut Option<fs::File>) -> i32 {
     let mut log = if c.config.log_driver == "none" {
         None
     } else {
         logs::Writer::open(&c.log_path(), c.config.log_max_size, c.config.log_max_file.max(1)).ok()
     };
-    let term = if attach { r.saved.as_ref().map(|(o, e)| (o.as_raw_fd(), e.as_raw_fd())) } else { None };
+    let mut term = if attach { r.saved.as_ref().map(|(o, e)| (o.as_raw_fd(), e.as_raw_fd())) } else { None };
+    let winch = if r.tty && attach { crate::containers::SignalPipe::install(&[libc::SIGWINCH]).ok() } else { None };
+    let mut input = r.tty && attach && stdin;
     // SAFETY: pidfd_open of our own child.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, r.pid, 0) } as RawFd;
-    let mut open = [true, true];
+    let streams = [Some(r.out.as_raw_fd()), r.err.as_ref().map(|e| e.as_raw_fd())];
+    let mut open = [true, streams[1].is_some()];
     let mut exited = false;
     let mut buf = vec![0u8; 64 << 10];
     let mut drain_deadline: Option<std::time::Instant> = None;
+    let mut saw_ctrl_p = false;
     while open[0] || open[1] {
+        let fd_or = |on: bool, fd: Option<RawFd>| if on { fd.unwrap_or(-1) } else { -1 };
         let mut fds = vec![
-            libc::pollfd { fd: if open[0] { r.out.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if open[1] { r.err.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: fd_or(open[0], streams[0]), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: fd_or(open[1], streams[1]), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: if exited || pidfd < 0 { -1 } else { pidfd }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if input { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: winch.as_ref().map(|w| w.read.as_raw_fd()).unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         let timeout = if exited { 100 } else { -1 };
         // SAFETY: poll over fds we hold.
@@ -214,14 +243,47 @@ fn pump(c: &ContainerRow, r: &Running, attach: bool) -> i32 {
             exited = true;
             drain_deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
         }
+        if fds[4].revents != 0
+            && let Some(w) = &winch
+        {
+            w.drain();
+            if let Some((o, _)) = term {
+                copy_winsize(o, r.out.as_raw_fd());
+            }
+        }
+        if fds[3].revents != 0 {
+            // SAFETY: read from our stdin into our buffer.
+            let k = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if k <= 0 {
+                input = false;
+            } else {
+                let data = &buf[..k as usize];
+                let mut detach = false;
+                for &b in data {
+                    detach |= saw_ctrl_p && b == 0x11;
+                    saw_ctrl_p = b == 0x10;
+                }
+                if detach {
+                    // The container goes on; the caller leaves.
+                    input = false;
+                    term = None;
+                    if let Some(mut s) = status.take() {
+                        let _ = writeln!(s, "detached");
+                    }
+                } else {
+                    write_all(r.out.as_raw_fd(), data);
+                }
+            }
+        }
         for s in 0..2 {
             if fds[s].revents == 0 {
                 continue;
             }
-            let fd = if s == 0 { r.out.as_raw_fd() } else { r.err.as_raw_fd() };
+            let fd = streams[s].unwrap_or(-1);
             // SAFETY: read into our buffer.
             let k = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
             if k <= 0 {
+                // A pty master reads EIO once the last slave is closed: that is its end.
                 open[s] = false;
                 continue;
             }
@@ -242,6 +304,35 @@ fn pump(c: &ContainerRow, r: &Running, attach: bool) -> i32 {
         let _ = l.flush();
     }
     berth_runtime::container::wait_exit_code(r.pid).unwrap_or(255)
+}
+
+/// Receives one fd sent with SCM_RIGHTS.
+fn recv_fd(sock: RawFd) -> Result<OwnedFd> {
+    let mut buf = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(RawFd);
+    let msg =
+        nix::sys::socket::recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC)
+            .context("receiving the pty master")?;
+    for c in msg.cmsgs().context("reading the console message")? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c
+            && let Some(&fd) = fds.first()
+        {
+            return Ok(owned(fd));
+        }
+    }
+    anyhow::bail!("the runtime sent no pty master on the console socket")
+}
+
+/// Gives the pty `to` the window size of the terminal `from` (nothing if it is not a tty).
+fn copy_winsize(from: RawFd, to: RawFd) {
+    // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a zeroed winsize.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
+        }
+    }
 }
 
 /// Removes the runtime's state and cgroup of the run that ended; returns whether the OOM killer struck.

@@ -176,6 +176,8 @@ enum Cmd {
     Monitor {
         #[arg(long)]
         attach: bool,
+        #[arg(long)]
+        stdin: bool,
         id: String,
     },
     /// Manage containers (Docker's `container` group).
@@ -334,13 +336,13 @@ struct RunArgs {
 fn main() {
     let cli = Cli::parse();
     let default_code = if matches!(cli.cmd, Cmd::Run(_) | Cmd::Create(_)) { 125 } else { 1 };
-    if let Cmd::Monitor { attach, id } = &cli.cmd {
+    if let Cmd::Monitor { attach, stdin, id } = &cli.cmd {
         // The monitor is the parent of the container's processes: run it from a sealed copy
         // so nothing in the container can reach our binary (CVE-2019-5736).
         if let Err(e) = berth_runtime::sealed::ensure_sealed() {
             eprintln!("berth: {e:#}");
         }
-        std::process::exit(berth_engine::monitor::run(&cli.root, &cli.runroot, id, *attach));
+        std::process::exit(berth_engine::monitor::run(&cli.root, &cli.runroot, id, *attach, *stdin));
     }
     let code = match run(cli) {
         Ok(c) => c,
@@ -529,9 +531,6 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> 
 }
 
 fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
-    if a.tty {
-        bail!("-t: pseudo-terminals are not supported by berth yet; run without -t");
-    }
     if a.init {
         bail!("--init is not supported by berth yet");
     }
