@@ -331,6 +331,26 @@ fn pseudo_terminals() {
 }
 
 #[test]
+fn top_stats_diff_rename_update() {
+    let b = Berth::new("eng-look");
+    b.ok(&["run", "-d", "--name", "busy", "--memory", "32m", "busybox", "sh", "-c", "echo x > /new; rm /etc/group; sleep 60"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let top = b.ok(&["top", "busy"]);
+    assert!(top.starts_with("PID") && top.contains("sleep 60"), "{top}");
+    let stats = b.ok(&["stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", "busy"]);
+    assert!(stats.starts_with("busy ") && stats.contains("/ 32MiB 1"), "{stats}");
+    let diff = b.ok(&["diff", "busy"]);
+    assert!(diff.contains("A /new") && diff.contains("D /etc/group") && diff.contains("C /etc"), "{diff}");
+    b.ok(&["update", "--memory", "48m", "--pids-limit", "40", "busy"]);
+    assert_eq!(b.inspect("busy", "{{.HostConfig.Memory}}"), (48 << 20).to_string());
+    b.ok(&["rename", "busy", "idle"]);
+    assert_eq!(b.inspect("idle", "{{.Name}}"), "/idle");
+    b.ok(&["run", "-d", "--name", "other", "busybox", "sleep", "60"]);
+    let (c, _, err) = b.run(&["rename", "idle", "other"]);
+    assert!(c != 0 && err.contains("already in use"), "{err}");
+}
+
+#[test]
 fn restart_policies() {
     let b = Berth::new("eng-restart");
     b.ok(&["run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 3"]);

@@ -10,6 +10,7 @@
 pub mod containers;
 pub mod db;
 pub mod images;
+pub mod inspect;
 pub mod logs;
 pub mod monitor;
 pub mod names;

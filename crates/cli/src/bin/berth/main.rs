@@ -167,6 +167,35 @@ enum Cmd {
     },
     /// Give an image another name.
     Tag { source: String, target: String },
+    /// Show the processes of a running container.
+    Top { container: String },
+    /// Show containers' resource use.
+    Stats {
+        #[arg(long)]
+        no_stream: bool,
+        #[arg(long)]
+        format: Option<String>,
+        containers: Vec<String>,
+    },
+    /// Rename a container.
+    Rename { container: String, name: String },
+    /// Change a container's resource limits.
+    Update {
+        #[arg(short, long)]
+        memory: Option<String>,
+        #[arg(long)]
+        cpus: Option<f64>,
+        #[arg(short = 'c', long)]
+        cpu_shares: Option<u64>,
+        #[arg(long)]
+        cpuset_cpus: Option<String>,
+        #[arg(long)]
+        pids_limit: Option<i64>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show what a container changed in its root filesystem.
+    Diff { container: String },
     /// Show the engine's version.
     Version,
     /// Show system-wide information.
@@ -472,6 +501,26 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(code)
         }
         Cmd::Tag { source, target } => e.tag(&source, &target).map(|_| 0),
+        Cmd::Top { container } => {
+            let mut rows = vec![vec!["PID".to_string(), "UID".into(), "CMD".into()]];
+            for p in e.top(&container)? {
+                rows.push(vec![p.pid.to_string(), p.uid.to_string(), p.cmd]);
+            }
+            print_table(&rows);
+            Ok(0)
+        }
+        Cmd::Stats { no_stream, format, containers } => cmd_stats(&e, &containers, no_stream, format.as_deref()),
+        Cmd::Rename { container, name } => e.rename(&container, &name).map(|_| 0),
+        Cmd::Update { memory, cpus, cpu_shares, cpuset_cpus, pids_limit, containers } => {
+            let memory = memory.as_deref().map(parse_size).transpose()?;
+            each(&containers, |c| e.update(c, memory, cpus, pids_limit, cpu_shares, cpuset_cpus.clone()))
+        }
+        Cmd::Diff { container } => {
+            for ch in e.diff(&container)? {
+                println!("{} {}", ch.kind, ch.path);
+            }
+            Ok(0)
+        }
         Cmd::Version => {
             println!(
                 "Client: berth\n Version:\t{}\n OS/Arch:\tlinux/{}",
@@ -873,6 +922,60 @@ fn cmd_ps(e: &Engine, a: &PsArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>) -> Result<i32> {
+    if !no_stream {
+        bail!("stats: streaming is not implemented yet; use --no-stream");
+    }
+    let names: Vec<String> = if names.is_empty() { e.containers(false)?.into_iter().map(|c| c.id).collect() } else { names.to_vec() };
+    // Two samples 200 ms apart give the CPU share.
+    let first: Vec<u64> = names.iter().map(|n| e.stats(n).map(|(_, s)| s.cpu_usage_ns).unwrap_or(0)).collect();
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut lines = vec![];
+    let t = Template::parse(format.unwrap_or("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.BlockIO}}\t{{.PIDs}}"));
+    let header: BTreeMap<&str, &str> = [("ID", "CONTAINER ID"), ("Name", "NAME"), ("CPUPerc", "CPU %"), ("MemUsage", "MEM USAGE / LIMIT"), ("MemPerc", "MEM %"), ("BlockIO", "BLOCK I/O"), ("PIDs", "PIDS")].into_iter().collect();
+    if t.table {
+        lines.push(t.header(&|f| header.get(f).map(|s| s.to_string()).unwrap_or_else(|| f.to_uppercase())));
+    }
+    let total_mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0) * 1024;
+    for (n, before) in names.iter().zip(first) {
+        let (c, s) = e.stats(n)?;
+        let cpu = (s.cpu_usage_ns.saturating_sub(before)) as f64 / t0.elapsed().as_nanos() as f64 * 100.0;
+        let limit = s.memory_limit.filter(|&l| l < total_mem).unwrap_or(total_mem);
+        let v = json!({
+            "ID": &c.id[..12],
+            "Name": c.name,
+            "CPUPerc": format!("{cpu:.2}%"),
+            "MemUsage": format!("{} / {}", bytes_binary(s.memory_usage), bytes_binary(limit)),
+            "MemPerc": format!("{:.2}%", s.memory_usage as f64 / limit.max(1) as f64 * 100.0),
+            "BlockIO": format!("{} / {}", human_size(s.io_read_bytes as i64), human_size(s.io_write_bytes as i64)),
+            "PIDs": s.pids_current.to_string(),
+        });
+        lines.push(t.render(&v));
+    }
+    if t.table {
+        print_tabbed(&lines);
+    } else {
+        lines.iter().for_each(|l| println!("{l}"));
+    }
+    Ok(0)
+}
+
+/// Docker's binary sizes with four significant digits: `344KiB`, `1.512MiB`, `32MiB`.
+fn bytes_binary(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    let digits = if v >= 1000.0 { 0 } else if v >= 100.0 { 1 } else if v >= 10.0 { 2 } else { 3 };
+    let s = format!("{v:.digits$}");
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+    format!("{s}{}", units[i])
 }
 
 fn cmd_images(e: &Engine, quiet: bool, no_trunc: bool, format: Option<&str>) -> Result<i32> {
