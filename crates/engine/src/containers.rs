@@ -359,12 +359,25 @@ impl Engine {
         let rootfs = RootFs::path(&self.layers, &id);
         let made = (|| -> Result<()> {
             rootfs.create()?;
-            let r = self.db.execute(
-                &format!(
-                    "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', 0, 0, 0, 0, 0, 0, 0, '', 0)"
-                ),
-                params![id, name, image.id.to_string(), serde_json::to_string(&c)?, db::now_nanos()],
-            );
+            let insert = |name: &str| -> Result<usize, rusqlite::Error> {
+                self.db.execute(
+                    &format!(
+                        "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'created', 0, 0, 0, 0, 0, 0, 0, '', 0)"
+                    ),
+                    params![id, name, image.id.to_string(), serde_json::to_string(&c).unwrap_or_default(), db::now_nanos()],
+                )
+            };
+            let mut r = insert(&name);
+            // A generated name that is taken: draw again, then add digits, as Docker does.
+            let mut tries = 0;
+            while req.name.is_none()
+                && tries < 20
+                && matches!(&r, Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation)
+            {
+                tries += 1;
+                let n = if tries < 10 { names::random_name() } else { format!("{}{}", names::random_name(), names::random_bytes(1)[0] % 10) };
+                r = insert(&n);
+            }
             match r {
                 Ok(_) => Ok(()),
                 Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {

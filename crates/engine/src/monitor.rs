@@ -92,8 +92,11 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
     let mut started = started;
     let mut failures = 0u32;
     loop {
-        // Nothing to do with the database until the exit: let its memory go.
+        // Nothing to do with the database until the exit: let its memory go, back to the
+        // system (a monitor per container must stay small).
         drop(engine);
+        // SAFETY: malloc_trim only returns free heap pages.
+        unsafe { libc::malloc_trim(0) };
         let began = std::time::Instant::now();
         let code = pump(&c, &started, attach, stdin, &mut status);
         let Ok(e) = Engine::open(root, runroot) else { return 1 };

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# berth's engine against podman (when installed): `run --rm --network none IMAGE true`, N idle
+# containers started with `run -d` (time and host memory each), `ps -a`, `exec`, `rm -f`.
+# Prints medians and berth/peer ratios. Run as root: bash benches/engine.sh (after a release build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BERTH=${BERTH:-$PWD/target/release/berth}
+RUNS=${RUNS:-30}
+N=${N:-50}
+work=$(mktemp -d /tmp/berth-bench-engine.XXXXXX)
+export BERTH_ROOT=$work/root BERTH_RUNROOT=$work/run
+cleanup() {
+  set +e
+  ids=$("$BERTH" ps -aq 2>/dev/null)
+  [ -n "$ids" ] && "$BERTH" rm -f $ids >/dev/null 2>&1
+  if command -v podman >/dev/null; then podman rm -f --filter label=berth-bench=1 >/dev/null 2>&1; podman rmi -f berth-bench/busybox >/dev/null 2>&1; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+# The test kit's busybox image, as an oci-archive.
+"$PWD/target/release/berth-bundle" "$work/bundle" >/dev/null
+tar -C "$work/bundle/rootfs" -cf "$work/busybox.tar" .
+"$BERTH" import "$work/busybox.tar" berth-bench/busybox >/dev/null
+peers=()
+if command -v podman >/dev/null; then
+  podman import "$work/busybox.tar" berth-bench/busybox >/dev/null
+  peers+=(podman)
+fi
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+json_median() { python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["results"][0]["median"]*1000))' "$1"; }
+
+echo "== run --rm --network none IMAGE true ($RUNS runs)"
+cmds=("$BERTH run --rm --network none berth-bench/busybox true")
+for p in "${peers[@]}"; do cmds+=("$p run --rm --network none berth-bench/busybox true"); done
+hyperfine -N -w 3 -r "$RUNS" --export-json "$work/run.json" "${cmds[@]}" 2>&1 | grep -E "Time|±|^Benchmark" || true
+declare -A run_ms
+i=0
+for c in "${cmds[@]}"; do
+  run_ms[$i]=$(python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["results"][int(sys.argv[2])]["median"]*1000))' "$work/run.json" "$i")
+  i=$((i+1))
+done
+
+start_many() { # $1 = tool
+  local before after t0 t1
+  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  before=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
+  t0=$(date +%s.%N)
+  for i in $(seq 1 "$N"); do "$1" run -d --network none --label berth-bench=1 berth-bench/busybox sleep 3600 >/dev/null; done
+  t1=$(date +%s.%N)
+  sleep 1
+  after=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
+  echo "$(python3 -c "print('%.2f' % (($t1-$t0)))") $(python3 -c "print('%.3f' % (($before-$after)/1024/$N))")"
+}
+
+echo "== $N idle containers: start time (s), host memory each (MiB)"
+read -r b_start b_mem < <(start_many "$BERTH")
+t_ps=$(hyperfine -N -w 2 -r 10 --export-json "$work/ps.json" "$BERTH ps -a" >/dev/null 2>&1; json_median "$work/ps.json")
+one=$("$BERTH" ps -q | head -1)
+t_exec=$(hyperfine -N -w 2 -r 10 --export-json "$work/exec.json" "$BERTH exec $one true" >/dev/null 2>&1; json_median "$work/exec.json")
+t0=$(date +%s.%N); "$BERTH" rm -f $("$BERTH" ps -aq) >/dev/null; t1=$(date +%s.%N)
+b_rm=$(python3 -c "print('%.2f' % ($t1-$t0))")
+printf '%-34s %10s\n' "berth run --rm true (ms)" "${run_ms[0]}"
+printf '%-34s %10s\n' "berth start $N (s)" "$b_start"
+printf '%-34s %10s\n' "berth host MiB per container" "$b_mem"
+printf '%-34s %10s\n' "berth ps -a with $N (ms)" "$t_ps"
+printf '%-34s %10s\n' "berth exec true (ms)" "$t_exec"
+printf '%-34s %10s\n' "berth rm -f $N (s)" "$b_rm"
+if [ ${#peers[@]} -gt 0 ]; then
+  read -r p_start p_mem < <(start_many podman)
+  t0=$(date +%s.%N); podman rm -f --filter label=berth-bench=1 >/dev/null; t1=$(date +%s.%N)
+  p_rm=$(python3 -c "print('%.2f' % ($t1-$t0))")
+  printf '%-34s %10s  ratio %s\n' "podman run --rm true (ms)" "${run_ms[1]}" "$(python3 -c "print('%.2f' % (${run_ms[0]}/${run_ms[1]}))")"
+  printf '%-34s %10s  ratio %s\n' "podman start $N (s)" "$p_start" "$(python3 -c "print('%.2f' % ($b_start/$p_start))")"
+  printf '%-34s %10s  ratio %s\n' "podman host MiB per container" "$p_mem" "$(python3 -c "print('%.2f' % ($b_mem/max($p_mem,0.001)))")"
+  printf '%-34s %10s  ratio %s\n' "podman rm -f $N (s)" "$p_rm" "$(python3 -c "print('%.2f' % ($b_rm/$p_rm))")"
+else
+  echo "(podman is not installed: apt-get install podman to compare)"
+fi
