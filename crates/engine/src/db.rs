@@ -39,6 +39,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX containers_state ON containers(state);",
     // 2: restart policies count restarts.
     "ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;",
+    // 3: where blobs came from, so that a push to another repository of the same registry
+    // can mount them instead of uploading them again.
+    "CREATE TABLE blob_sources (
+        digest TEXT NOT NULL,
+        registry TEXT NOT NULL,       -- 127.0.0.1:5000, docker.io
+        repository TEXT NOT NULL,     -- library/busybox
+        PRIMARY KEY (digest, registry, repository)
+    );",
 ];
 
 pub fn open(path: &Path) -> Result<Connection> {

@@ -6,9 +6,9 @@ use std::io::{BufReader, Read};
 
 use anyhow::{Context, Result, bail};
 use berth_image::archive;
-use berth_image::manifest::{self, Document, ImageConfig, Manifest, chain_ids};
-use berth_image::{Digest, Platform, Reference};
-use berth_storage::Limits;
+use berth_image::manifest::{self, Descriptor, Document, ImageConfig, Manifest, chain_ids};
+use berth_image::{Digest, Platform, Reference, Store};
+use berth_storage::{Layers, Limits};
 use rusqlite::{OptionalExtension, params};
 
 use crate::{Engine, db};
@@ -145,12 +145,8 @@ impl Engine {
             if self.layers.has(chain) {
                 continue;
             }
-            let c = manifest::layer_compression(&layer.media_type)?;
-            let f = BufReader::with_capacity(256 << 10, self.store.open_blob(&layer.digest)?);
-            let r = archive::decompress(f, c)?;
             let parent = if i > 0 { Some(&chains[i - 1]) } else { None };
-            self.layers
-                .add(chain, parent, &cfg.rootfs.diff_ids[i], r, &Limits::default())
+            unpack_layer(&self.store, &self.layers, layer, chain, parent, &cfg.rootfs.diff_ids[i])
                 .with_context(|| format!("unpacking layer {} of image {}", layer.digest, image.id.short()))?;
         }
         Ok(chains)
@@ -222,6 +218,7 @@ impl Engine {
         for d in self.store.list()? {
             if !keep_blobs.contains(&d) {
                 self.store.remove(&d)?;
+                self.db.execute("DELETE FROM blob_sources WHERE digest = ?1", [d.to_string()])?;
             }
         }
         for c in self.layers.list()? {
@@ -245,6 +242,25 @@ impl Engine {
     pub fn image_exists(&self, id: &Digest) -> Result<bool> {
         Ok(self.db.query_row("SELECT 1 FROM images WHERE id = ?1", [id.to_string()], |_| Ok(())).optional()?.is_some())
     }
+}
+
+/// Unpacks the layer blob `layer` (in the store) as `chain` unless storage has it already.
+pub(crate) fn unpack_layer(
+    store: &Store,
+    layers: &Layers,
+    layer: &Descriptor,
+    chain: &Digest,
+    parent: Option<&Digest>,
+    diff_id: &Digest,
+) -> Result<()> {
+    if layers.has(chain) {
+        return Ok(());
+    }
+    let c = manifest::layer_compression(&layer.media_type)?;
+    let f = BufReader::with_capacity(256 << 10, store.open_blob(&layer.digest)?);
+    let r = archive::decompress(f, c)?;
+    layers.add(chain, parent, diff_id, r, &Limits::default())?;
+    Ok(())
 }
 
 /// `busybox:latest`, `127.0.0.1:5000/app:v1`, as Docker prints names.

@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod logs;
 pub mod monitor;
 pub mod names;
+pub mod pull;
 pub mod seccomp;
 pub mod spec;
 

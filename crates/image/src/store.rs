@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::digest::{Algo, Digest, HashReader};
+use crate::digest::{Algo, Digest, HashReader, Hasher};
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -40,9 +40,27 @@ impl Store {
         let tmp = tempfile_in(&self.root.join("tmp"))?;
         let mut f = File::create(&tmp.0).with_context(|| format!("creating {}", tmp.0.display()))?;
         let mut hr = HashReader::new(r, algo);
-        let copied = std::io::copy(&mut hr, &mut f);
-        if let Err(e) = copied {
-            return Err(e).context("writing a blob into the store");
+        // Errors of the source (a download, an archive) pass through as they are; only ours
+        // say "store".
+        // The buffer is filled before each write: a few large writes, not one per network read.
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let mut n = 0;
+            while n < buf.len() {
+                match hr.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            f.write_all(&buf[..n]).context("writing a blob into the store")?;
+            if n < buf.len() {
+                break;
+            }
         }
         let (d, n) = hr.finish();
         if let Some(want) = expected
@@ -55,6 +73,14 @@ impl Store {
         fs::rename(&tmp.0, self.path(&d)).context("moving a verified blob into place")?;
         std::mem::forget(tmp);
         Ok((d, n))
+    }
+
+    /// A blob written piece by piece (e.g. teed off a download that is unpacked meanwhile);
+    /// [`BlobWriter::commit`] puts it in place once it checks out.
+    pub fn writer(&self, algo: Algo) -> Result<BlobWriter> {
+        let tmp = tempfile_in(&self.root.join("tmp"))?;
+        let file = File::create(&tmp.0).with_context(|| format!("creating {}", tmp.0.display()))?;
+        Ok(BlobWriter { tmp, file, hasher: Hasher::new(algo), count: 0, root: self.root.clone() })
     }
 
     pub fn put_bytes(&self, data: &[u8]) -> Result<Digest> {
@@ -106,6 +132,45 @@ impl Store {
     }
 }
 
+/// See [`Store::writer`]. Dropped without a commit, it leaves nothing behind.
+pub struct BlobWriter {
+    tmp: TmpPath,
+    file: File,
+    hasher: Hasher,
+    count: u64,
+    root: PathBuf,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl BlobWriter {
+    /// Checks the content against `expected`, then fsyncs and renames it into the store.
+    pub fn commit(self, expected: &Digest) -> Result<(Digest, u64)> {
+        let BlobWriter { tmp, file, hasher, count, root } = self;
+        let d = hasher.finish();
+        if d != *expected {
+            bail!("digest mismatch: expected {expected}, got {d} ({count} bytes)");
+        }
+        file.sync_all().context("fsync of a new blob")?;
+        drop(file);
+        let dest = root.join("blobs").join(d.algo.name()).join(&d.hex);
+        fs::rename(&tmp.0, dest).context("moving a verified blob into place")?;
+        std::mem::forget(tmp);
+        Ok((d, count))
+    }
+}
+
 /// A temp path that is removed on drop unless forgotten.
 struct TmpPath(PathBuf);
 
@@ -145,6 +210,17 @@ mod tests {
         let e = s.put(&b"hello"[..], Some(&wrong)).unwrap_err().to_string();
         assert!(e.contains("digest mismatch"), "{e}");
         assert!(!s.has(&wrong));
+        assert_eq!(fs::read_dir(t.path().join("tmp")).unwrap().count(), 0, "no temp file left");
+        let mut w = s.writer(Algo::Sha256).unwrap();
+        w.write_all(b"hel").unwrap();
+        w.write_all(b"lo").unwrap();
+        assert!(w.commit(&wrong).unwrap_err().to_string().contains("digest mismatch"));
+        let mut w = s.writer(Algo::Sha256).unwrap();
+        w.write_all(b"hello!").unwrap();
+        let d2 = Digest::sha256_of(b"hello!");
+        assert_eq!(w.commit(&d2).unwrap(), (d2.clone(), 6));
+        assert_eq!(s.read(&d2).unwrap(), b"hello!");
+        drop(s.writer(Algo::Sha256).unwrap());
         assert_eq!(fs::read_dir(t.path().join("tmp")).unwrap().count(), 0, "no temp file left");
         fs::write(s.path(&d), b"tampered").unwrap();
         assert!(s.read(&d).is_err());

@@ -28,7 +28,8 @@ pub struct Registry {
     pub port: u16,
     pub variant: Variant,
     pub dir: tempfile::TempDir,
-    /// The self-signed certificate for `Variant::Tls`.
+    /// For `Variant::Tls`: the CA (PEM) that signed the registry's certificate, what clients
+    /// should trust (e.g. as `certs.d/127.0.0.1:PORT/ca.crt`).
     pub ca_cert: Option<PathBuf>,
     /// The token server for `Variant::TokenAuth`.
     pub token: Option<TokenServer>,
@@ -48,20 +49,44 @@ impl Registry {
         );
         let mut ca_cert = None;
         if variant == Variant::Tls {
-            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-            let st = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
-                .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
+            // A CA and a server certificate it signs: rustls (like browsers) refuses a CA
+            // certificate used as the server's own, which `openssl req -x509` alone would make.
+            let d = dir.path();
+            let (ca, cert, key) = (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"));
+            let ext = d.join("server-ext.cnf");
+            std::fs::write(
+                &ext,
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            )?;
+            let ok = |c: &mut Command| -> std::io::Result<()> {
+                let st = c.stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+                if st.success() { Ok(()) } else { Err(std::io::Error::other("openssl could not make a certificate")) }
+            };
+            let (ca_key, csr) = (d.join("ca.key"), d.join("server.csr"));
+            ok(Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=berth-testkit-ca"])
+                .arg("-keyout")
+                .arg(&ca_key)
+                .arg("-out")
+                .arg(&ca))?;
+            ok(Command::new("openssl")
+                .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout"])
                 .arg(&key)
                 .arg("-out")
-                .arg(&cert)
-                .stderr(Stdio::null())
-                .status()?;
-            if !st.success() {
-                return Err(std::io::Error::other("openssl could not make a certificate"));
-            }
+                .arg(&csr))?;
+            ok(Command::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-CAcreateserial", "-in"])
+                .arg(&csr)
+                .arg("-CA")
+                .arg(&ca)
+                .arg("-CAkey")
+                .arg(&ca_key)
+                .arg("-extfile")
+                .arg(&ext)
+                .arg("-out")
+                .arg(&cert))?;
             cfg.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
-            ca_cert = Some(cert);
+            ca_cert = Some(ca);
         }
         if variant == Variant::BasicAuth {
             let out = Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]).output()?;

@@ -1,5 +1,6 @@
 //! `berth`: a daemonless container engine with Docker's command line.
 
+mod registry_cmds;
 mod template;
 
 use std::collections::BTreeMap;
@@ -167,6 +168,14 @@ enum Cmd {
     },
     /// Give an image another name.
     Tag { source: String, target: String },
+    /// Download an image from a registry.
+    Pull(registry_cmds::PullArgs),
+    /// Upload an image to a registry.
+    Push(registry_cmds::PushArgs),
+    /// Log in to a registry.
+    Login(registry_cmds::LoginArgs),
+    /// Log out from a registry.
+    Logout(registry_cmds::LogoutArgs),
     /// Show the processes of a running container.
     Top { container: String },
     /// Show containers' resource use.
@@ -229,6 +238,8 @@ enum ContainerCmd {
 
 #[derive(Subcommand)]
 enum ImageCmd {
+    Pull(registry_cmds::PullArgs),
+    Push(registry_cmds::PushArgs),
     Ls {
         #[arg(short, long)]
         quiet: bool,
@@ -511,6 +522,10 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(code)
         }
         Cmd::Tag { source, target } => e.tag(&source, &target).map(|_| 0),
+        Cmd::Pull(a) | Cmd::Image(ImageCmd::Pull(a)) => registry_cmds::pull(&e, a),
+        Cmd::Push(a) | Cmd::Image(ImageCmd::Push(a)) => registry_cmds::push(&e, a),
+        Cmd::Login(a) => registry_cmds::login(a),
+        Cmd::Logout(a) => registry_cmds::logout(a),
         Cmd::Top { container } => {
             let mut rows = vec![vec!["PID".to_string(), "UID".into(), "CMD".into()]];
             for p in e.top(&container)? {
@@ -597,9 +612,6 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
         && r != "berth-runtime"
     {
         bail!("--runtime {r}: only the built-in berth-runtime is supported so far");
-    }
-    if a.pull == "always" {
-        bail!("--pull always: pulling from registries is not implemented yet; load the image with `berth load`");
     }
     if !matches!(a.pull.as_str(), "missing" | "never" | "always") {
         bail!("invalid --pull {:?}: use missing, always or never", a.pull);
@@ -749,6 +761,7 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
         entrypoint: a.entrypoint.clone(),
         config: c,
     };
+    registry_cmds::ensure_image(e, &a.image, &a.pull, a.platform.as_deref())?;
     let id = e.create_container(req)?;
     if let Some(f) = &a.cidfile {
         std::fs::write(f, &id).with_context(|| format!("writing --cidfile {}", f.display()))?;

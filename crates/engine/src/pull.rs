@@ -1,0 +1,500 @@
+//! `pull` and `push`: the registry client (berth-registry) glued to the content store, layer
+//! storage and the state DB.
+//!
+//! A pull holds the store lock (shared) throughout, so garbage collection cannot take blobs
+//! from under it. The manifest and config come first; then the layers download in parallel
+//! (`max-concurrent-downloads`, default 3), each streamed through digest and size checks into
+//! the store (blobs are renamed into place only once verified) and unpacked at once by the
+//! same thread. The image row and its tag are written last, so an interrupted pull (Ctrl-C,
+//! kill -9) leaves nothing `images` shows; the next pull reuses the verified blobs and layers
+//! that made it, and removes the temp files of dead pulls.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Read, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use anyhow::{Context, Result, bail};
+use berth_image::manifest::{self, Descriptor, Document, ImageConfig, chain_ids, media};
+use berth_image::store::BlobWriter;
+use berth_image::{Digest, Platform, Reference, Store, archive};
+use berth_registry::client::manifest_media_type;
+use berth_registry::{Client, Mount, Repo};
+use berth_storage::{Layers, Limits};
+use rusqlite::{OptionalExtension, params};
+
+use crate::Engine;
+use crate::images::{display_name, unpack_layer};
+
+/// Where progress lines go (Docker's wording); called from worker threads too.
+pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
+
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// `--platform`; the host's when unset.
+    pub platform: Option<Platform>,
+    /// Unpack the layers too, so that the first `run` does not have to.
+    pub unpack: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub reference: Reference,
+    /// The image id (config digest).
+    pub id: Digest,
+    /// The digest of what the tag points to (an index for multi-platform images).
+    pub digest: Digest,
+    pub up_to_date: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub reference: Reference,
+    pub digest: Digest,
+    pub size: usize,
+}
+
+/// Whether `name` gives neither a tag nor a digest (Docker then says "Using default tag").
+pub fn uses_default_tag(name: &str) -> bool {
+    !name.contains('@') && !name.rsplit('/').next().unwrap_or(name).contains(':')
+}
+
+/// Whether `name` names no registry (`busybox`, `user/app`), so the search list applies.
+fn unqualified(name: &str) -> bool {
+    match name.split_once('/') {
+        None => true,
+        Some((first, _)) => !(first.contains('.') || first.contains(':') || first == "localhost"),
+    }
+}
+
+/// The references a pull of `name` tries, in order.
+fn candidates(name: &str, client: &Client) -> Result<Vec<Reference>> {
+    if !unqualified(name) {
+        return Ok(vec![Reference::parse(name)?]);
+    }
+    let mut out = Vec::new();
+    for reg in client.config.search_registries() {
+        let r = if reg == berth_image::reference::DEFAULT_REGISTRY {
+            Reference::parse(name)?
+        } else {
+            Reference::parse(&format!("{reg}/{name}"))?
+        };
+        out.push(r);
+    }
+    Ok(out)
+}
+
+impl Engine {
+    /// `berth pull NAME`: Docker's progress lines go to `progress`.
+    pub fn pull(&self, name: &str, opts: &PullOptions, progress: Progress) -> Result<Pulled> {
+        let client = Client::from_env()?;
+        let refs = candidates(name, &client)?;
+        let mut errors = Vec::new();
+        for r in &refs {
+            match self.pull_reference(&client, r, opts, progress) {
+                Ok(p) => return Ok(p),
+                Err(e) if refs.len() == 1 => return Err(e),
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        bail!("{}", errors.join("; "))
+    }
+
+    fn pull_reference(&self, client: &Client, r: &Reference, opts: &PullOptions, progress: Progress) -> Result<Pulled> {
+        let shown = display_name(r);
+        self.pull_inner(client, r, opts, progress).with_context(|| format!("pulling {shown}"))
+    }
+
+    fn pull_inner(&self, client: &Client, r: &Reference, opts: &PullOptions, progress: Progress) -> Result<Pulled> {
+        let wanted = match (&r.digest, &r.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_string(),
+        };
+        progress(&format!("{wanted}: Pulling from {}", r.repository));
+        let _lock = self.store_lock(false)?;
+        clean_stale_tmp(&self.store.root().join("tmp"), &["blob-", "import-"]);
+        clean_stale_tmp(&self.layers.root().join("tmp"), &["layer-", "rm-"]);
+
+        // The manifest: from a mirror when one has it, else from the registry.
+        let mut found = None;
+        let mut errors = Vec::new();
+        for (registry, repository) in client.pull_sources(&r.registry, &r.repository) {
+            match client.repo(&registry, &repository, false).and_then(|repo| Ok((repo.get_manifest(&wanted)?, repo))) {
+                Ok(x) => {
+                    found = Some(x);
+                    break;
+                }
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        let Some((top, repo)) = found else { bail!("{}", errors.join("; ")) };
+
+        // An index: the manifest for the platform.
+        let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+        let mut current = top.clone();
+        let m = loop {
+            match manifest::parse_document(&current.bytes, Some(&current.media_type))? {
+                Document::Manifest(m) => break m,
+                Document::Index(i) => {
+                    if current.digest != top.digest {
+                        bail!("image indexes nested in indexes are not supported");
+                    }
+                    let d = i.select(&platform)?;
+                    current = repo.get_manifest(&d.digest.to_string())?;
+                }
+            }
+        };
+        if !matches!(m.config.media_type.as_str(), media::OCI_CONFIG | media::DOCKER_CONFIG | "") {
+            bail!(
+                "unsupported media type {:?} for the image config: this is not a container image (berth runs images whose config is {} or {})",
+                m.config.media_type,
+                media::OCI_CONFIG,
+                media::DOCKER_CONFIG
+            );
+        }
+        for l in m.layers.iter().chain([&m.config]) {
+            if l.size < 0 {
+                bail!("the manifest gives blob {} a negative size", l.digest);
+            }
+        }
+        for l in &m.layers {
+            manifest::layer_compression(&l.media_type).with_context(|| format!("layer {}", l.digest))?;
+        }
+
+        let manifest_digest = current.digest.clone();
+        if !self.store.has(&manifest_digest) {
+            self.store.put(&current.bytes[..], Some(&manifest_digest))?;
+        }
+        if !self.store.has(&m.config.digest) {
+            self.store
+                .put(repo.blob(&m.config.digest, Some(m.config.size as u64), None), Some(&m.config.digest))
+                .with_context(|| format!("config {}", m.config.digest))?;
+        }
+        let cfg = ImageConfig::parse(&self.store.read(&m.config.digest)?)?;
+        // A single-platform image asked for with --platform must be that platform (through an
+        // index, the index's word is taken, as Docker does).
+        if let Some(p) = &opts.platform
+            && current.digest == top.digest
+            && !cfg.os.is_empty()
+            && (cfg.os != p.os || cfg.architecture != p.architecture)
+        {
+            bail!(
+                "the image was found but its platform ({}/{}) does not match the requested {p}",
+                cfg.os,
+                cfg.architecture
+            );
+        }
+        if cfg.rootfs.diff_ids.len() != m.layers.len() {
+            bail!("the image config lists {} layers but the manifest {}", cfg.rootfs.diff_ids.len(), m.layers.len());
+        }
+        let before: Option<String> =
+            self.db.query_row("SELECT image FROM tags WHERE name = ?1", [r.full()], |row| row.get(0)).optional()?;
+
+        let chains = chain_ids(&cfg.rootfs.diff_ids);
+        let jobs: Vec<usize> = (0..m.layers.len())
+            .filter(|&i| !self.store.has(&m.layers[i].digest) || (opts.unpack && !self.layers.has(&chains[i])))
+            .collect();
+        for (i, l) in m.layers.iter().enumerate() {
+            let state = if jobs.contains(&i) { "Pulling fs layer" } else { "Already exists" };
+            progress(&format!("{}: {state}", l.digest.short()));
+        }
+        let work = LayerWork {
+            store: &self.store,
+            layers: &self.layers,
+            repo: &repo,
+            descs: &m.layers,
+            chains: &chains,
+            diff_ids: &cfg.rootfs.diff_ids,
+            unpack: opts.unpack,
+            progress,
+        };
+        work.run(&jobs, client.config.downloads())?;
+
+        let id = self.register(&manifest_digest, Some(r))?;
+        for d in m.layers.iter().map(|l| &l.digest).chain([&m.config.digest]) {
+            self.db.execute(
+                "INSERT OR IGNORE INTO blob_sources (digest, registry, repository) VALUES (?1, ?2, ?3)",
+                params![d.to_string(), repo.registry(), repo.name],
+            )?;
+        }
+        let up_to_date = before.as_deref() == Some(id.to_string().as_str()) && jobs.is_empty();
+        progress(&format!("Digest: {}", top.digest));
+        let shown = display_name(r);
+        if up_to_date {
+            progress(&format!("Status: Image is up to date for {shown}"));
+        } else {
+            progress(&format!("Status: Downloaded newer image for {shown}"));
+        }
+        Ok(Pulled { reference: r.clone(), id, digest: top.digest, up_to_date })
+    }
+
+    /// `berth push NAME[:TAG]`.
+    pub fn push(&self, name: &str, progress: Progress) -> Result<Pushed> {
+        let r = Reference::parse(name)?;
+        let Some(tag) = r.tag.clone().filter(|_| r.digest.is_none()) else {
+            bail!("cannot push a digest reference ({name}): push a tag");
+        };
+        let img = self.resolve_image(&r.full()).map_err(|_| crate::ExitError {
+            code: 1,
+            msg: format!("An image does not exist locally with the tag: {}", r.familiar_name()),
+        })?;
+        let _lock = self.store_lock(false)?;
+        let bytes = self.store.read(&img.manifest)?;
+        let m = self.manifest_of(&img)?;
+        progress(&format!("The push refers to repository [{}/{}]", r.registry, r.repository));
+        let client = Client::from_env()?;
+        let repo = client.repo(&r.registry, &r.repository, true).with_context(|| format!("pushing {}", r.full()))?;
+        // Blobs this registry already has in another repository can be mounted from there.
+        let mut from: HashMap<Digest, String> = HashMap::new();
+        let blobs: Vec<&Descriptor> = m.layers.iter().rev().chain([&m.config]).collect();
+        for d in &blobs {
+            let src: Option<String> = self
+                .db
+                .query_row(
+                    "SELECT repository FROM blob_sources WHERE digest = ?1 AND registry = ?2 AND repository != ?3 LIMIT 1",
+                    params![d.digest.to_string(), r.registry, r.repository],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(s) = src {
+                from.insert(d.digest.clone(), s);
+            }
+        }
+        let chunk = client.config.chunk_size();
+        let store = &self.store;
+        let is_layer = |d: &Digest| m.layers.iter().any(|l| l.digest == *d);
+        let push_one = |d: &Descriptor| -> Result<()> {
+            let say = |what: &str| {
+                if is_layer(&d.digest) {
+                    progress(&format!("{}: {what}", d.digest.short()));
+                }
+            };
+            if !store.has(&d.digest) {
+                bail!("blob {} is missing from the store (run `berth pull` again)", d.digest);
+            }
+            if repo.blob_size(&d.digest)?.is_some() {
+                say("Layer already exists");
+                return Ok(());
+            }
+            let path = store.path(&d.digest);
+            let session = match from.get(&d.digest) {
+                Some(src) => match repo.mount(&d.digest, src)? {
+                    Mount::Mounted => {
+                        say(&format!("Mounted from {src}"));
+                        return Ok(());
+                    }
+                    Mount::Upload(loc) => Some(loc),
+                },
+                None => None,
+            };
+            repo.upload(&d.digest, &path, chunk, session)?;
+            say("Pushed");
+            Ok(())
+        };
+        parallel(blobs.len(), client.config.uploads(), &|i, _cancel: &AtomicBool| {
+            push_one(blobs[i]).with_context(|| format!("pushing {}: blob {}", display_name(&r), blobs[i].digest))
+        })?;
+        let digest = repo
+            .put_manifest(&tag, &bytes, &manifest_media_type(&bytes))
+            .with_context(|| format!("pushing {}", display_name(&r)))?;
+        for d in &blobs {
+            self.db.execute(
+                "INSERT OR IGNORE INTO blob_sources (digest, registry, repository) VALUES (?1, ?2, ?3)",
+                params![d.digest.to_string(), r.registry, r.repository],
+            )?;
+        }
+        progress(&format!("{tag}: digest: {digest} size: {}", bytes.len()));
+        Ok(Pushed { reference: r, digest, size: bytes.len() })
+    }
+}
+
+/// The layer downloads of one pull.
+struct LayerWork<'a> {
+    store: &'a Store,
+    layers: &'a Layers,
+    repo: &'a Repo,
+    descs: &'a [Descriptor],
+    chains: &'a [Digest],
+    diff_ids: &'a [Digest],
+    unpack: bool,
+    progress: Progress<'a>,
+}
+
+impl LayerWork<'_> {
+    fn run(&self, jobs: &[usize], workers: usize) -> Result<()> {
+        parallel(jobs.len(), workers, &|k, cancel| {
+            let i = jobs[k];
+            self.one(i, cancel).with_context(|| format!("layer {}", self.descs[i].digest))
+        })
+    }
+
+    fn one(&self, i: usize, cancel: &AtomicBool) -> Result<()> {
+        let d = &self.descs[i];
+        let parent = if i > 0 { Some(&self.chains[i - 1]) } else { None };
+        if self.unpack && !self.store.has(&d.digest) && !self.layers.has(&self.chains[i]) {
+            self.fetch_and_unpack(i, parent, cancel)?;
+            (self.progress)(&format!("{}: Pull complete", d.digest.short()));
+            return Ok(());
+        }
+        if !self.store.has(&d.digest) {
+            let r = self.repo.blob(&d.digest, Some(d.size as u64), Some(cancel));
+            self.store.put(r, Some(&d.digest))?;
+            (self.progress)(&format!("{}: Download complete", d.digest.short()));
+        }
+        if self.unpack {
+            unpack_layer(self.store, self.layers, d, &self.chains[i], parent, &self.diff_ids[i])
+                .context("unpacking it")?;
+        }
+        (self.progress)(&format!("{}: Pull complete", d.digest.short()));
+        Ok(())
+    }
+}
+
+impl LayerWork<'_> {
+    /// One pass over the download: the bytes go into the store (hashed) and, at the same time,
+    /// through decompression into the unpack (whose diff id is checked). The blob is renamed
+    /// into place only if its digest matches; when something fails, the download's own error
+    /// (size, network) comes first, then a digest mismatch, then the unpack's error.
+    fn fetch_and_unpack(&self, i: usize, parent: Option<&Digest>, cancel: &AtomicBool) -> Result<()> {
+        let d = &self.descs[i];
+        let compression = manifest::layer_compression(&d.media_type)?;
+        let mut w = self.store.writer(d.digest.algo)?;
+        let mut tee =
+            Tee { inner: self.repo.blob(&d.digest, Some(d.size as u64), Some(cancel)), out: &mut w, err: None };
+        let mut br = BufReader::with_capacity(256 << 10, &mut tee);
+        let unpacked = archive::decompress(&mut br, compression)
+            .and_then(|r| self.layers.add(&self.chains[i], parent, &self.diff_ids[i], r, &Limits::default()));
+        // Read what the unpack left (it stops at the end of the tar) so the digest covers all.
+        let drained = std::io::copy(&mut br, &mut std::io::sink());
+        drop(br);
+        if let Some(e) = tee.err.take() {
+            return Err(e.into());
+        }
+        drained.context("reading the layer")?;
+        w.commit(&d.digest)?;
+        (self.progress)(&format!("{}: Download complete", d.digest.short()));
+        unpacked.context("unpacking it")?;
+        Ok(())
+    }
+}
+
+/// Copies what is read from `inner` into `out`, remembering the first error of `inner`.
+struct Tee<'a, R> {
+    inner: R,
+    out: &'a mut BlobWriter,
+    err: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let copy = std::io::Error::new(e.kind(), e.to_string());
+                self.err.get_or_insert(e);
+                return Err(copy);
+            }
+        };
+        self.out.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// Runs `f(0..n)` on up to `workers` threads. The first error stops the others (they see
+/// `cancel`) and is returned.
+fn parallel(n: usize, workers: usize, f: &(dyn Fn(usize, &AtomicBool) -> Result<()> + Sync)) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let cancel = AtomicBool::new(false);
+    let first: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let work = || {
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return;
+            }
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            if k >= n {
+                return;
+            }
+            if let Err(e) = f(k, &cancel) {
+                let mut g = first.lock().unwrap_or_else(|p| p.into_inner());
+                if g.is_none() {
+                    *g = Some(e);
+                }
+                cancel.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+    };
+    let workers = workers.clamp(1, n.max(1));
+    if workers == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(work);
+            }
+        });
+    }
+    match first.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Removes temp files and dirs of `prefixes` in `dir` whose process (the first number in the
+/// name) is gone: what a killed pull or unpack left.
+fn clean_stale_tmp(dir: &Path, prefixes: &[&str]) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !prefixes.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let Some(pid) = name.split('-').find_map(|p| p.parse::<i32>().ok()) else { continue };
+        // SAFETY: kill with signal 0 only checks the process exists.
+        let alive =
+            unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = berth_storage::remove_tree(&e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::anyhow;
+
+    #[test]
+    fn names() {
+        assert!(uses_default_tag("busybox"));
+        assert!(uses_default_tag("127.0.0.1:5000/app"));
+        assert!(!uses_default_tag("127.0.0.1:5000/app:v1"));
+        assert!(!uses_default_tag("app@sha256:abc"));
+        assert!(unqualified("busybox"));
+        assert!(unqualified("user/app"));
+        assert!(!unqualified("localhost/app"));
+        assert!(!unqualified("quay.io/app"));
+        assert!(!unqualified("host:5000/app"));
+    }
+
+    #[test]
+    fn parallel_returns_the_first_error_and_stops() {
+        let done = AtomicUsize::new(0);
+        let r = parallel(50, 3, &|i, cancel| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(anyhow!("cancelled"));
+            }
+            if i == 2 {
+                return Err(anyhow!("boom"));
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        });
+        assert_eq!(r.unwrap_err().to_string(), "boom");
+        assert!(done.load(Ordering::Relaxed) < 50);
+        assert!(parallel(0, 3, &|_, _| Ok(())).is_ok());
+    }
+}
