@@ -46,9 +46,6 @@ cleanup() {
   # hierarchy with children left would stay alive, invisibly, after the umount below).
   find /sys/fs/cgroup -mindepth 2 -depth -type d -name "$prefix-*" -exec rmdir {} \; 2>/dev/null
   if [ "$mounted_hugetlb" = 1 ]; then
-    # berth-runtime keeps its shared `berth` parent cgroup; in the hierarchy mounted for this
-    # run it must go too (rmdir only removes it if empty).
-    rmdir "$HUGETLB/berth" 2>/dev/null
     umount "$HUGETLB" || echo "benches/runtime.sh: warning: could not unmount $HUGETLB" >&2
   fi
   if [ "$made_hugetlb_dir" = 1 ]; then

@@ -56,6 +56,7 @@ impl Drop for Undo {
         if let Some(cg) = &self.cgroup {
             let _ = cg.kill_all(libc::SIGKILL);
             let _ = cg.remove();
+            remove_default_parent(cg);
         }
         if let Some(d) = &self.dir {
             let _ = fs::remove_dir_all(d);
@@ -63,9 +64,7 @@ impl Drop for Undo {
     }
 }
 
-/// The cgroup a spec asks for: its cgroupsPath, or `berth/<id>`. The shared parent `berth/`
-/// stays once made (as docker's does): making and removing it in every hierarchy cost about
-/// 0.4 ms per container.
+/// The cgroup a spec asks for: its cgroupsPath, or `berth/<id>`.
 fn cgroup_for(spec: &Spec, id: &str) -> Result<Cgroup> {
     let p = spec
         .linux()
@@ -81,11 +80,21 @@ fn cgroup_for(spec: &Spec, id: &str) -> Result<Cgroup> {
     Ok(Cgroup::new(Layout::detect(), &p)?)
 }
 
+/// The shared default parent `berth/` is removed once empty.
+fn remove_default_parent(cg: &Cgroup) {
+    if cg.path().parent() == Some(Path::new("berth")) {
+        let parent = Cgroup::new(cg.layout().clone(), Path::new("berth"));
+        if let Ok(p) = parent {
+            let _ = p.remove_if_empty();
+        }
+    }
+}
+
 /// Creates the container and leaves its init waiting for `start`. Returns its state.
 pub fn create(o: &CreateOptions) -> Result<State> {
     state::validate_id(&o.id)?;
     let bundle = fs::canonicalize(&o.bundle).with_context(|| format!("bundle {}", o.bundle.display()))?;
-    let (spec, spec_bytes) = spec::load_bytes(&bundle)?;
+    let spec = spec::load(&bundle)?;
     let rootfs = spec::rootfs_path(&spec, &bundle)?;
     let proc_ = spec.process().as_ref().context("config.json: process is required to create a container")?;
     let terminal = proc_.terminal() == Some(true);
@@ -104,26 +113,13 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
     }
     let mut undo = Undo { dir: Some(dir.clone()), cgroup: None, pids: Vec::new() };
-    // The bytes as read (they parsed to `spec`): no serialization on the way.
-    fs::write(dir.join(SPEC_COPY), &spec_bytes).context("saving the spec")?;
-    drop(spec_bytes);
+    fs::write(dir.join(SPEC_COPY), serde_json::to_vec(&spec)?).context("saving the spec")?;
 
     let cg = cgroup_for(&spec, &o.id)?;
-    let resources = effective_resources(&spec)?;
-    // The direct path (init::direct) clones the init as soon as the cgroup2 directory exists
-    // and makes the rest of the cgroup while the init creates its namespaces.
-    let direct = init::direct(&plan);
+    cg.create()?;
     undo.cgroup = Some(cg.clone());
-    cg.create_v2()?;
-    let finish_cgroup = || -> Result<()> {
-        cg.create_v1()?;
-        if let Some(r) = &resources {
-            cg.apply(r).context("linux.resources")?;
-        }
-        Ok(())
-    };
-    if !direct {
-        finish_cgroup()?;
+    if let Some(r) = effective_resources(&spec)? {
+        cg.apply(&r).context("linux.resources")?;
     }
 
     let listener = bind_exec_socket(&dir)?;
@@ -162,21 +158,11 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         cgroup: Some(&cg),
         hook_stop,
         seccomp: seccomp.as_ref(),
-        parent: std::process::id() as libc::pid_t,
     };
-    // The child puts itself into the cgroup (see init::fork_into): moving it from here would
-    // wait for an RCU grace period, often the largest part of `create`.
-    let (stage, v2_joined) = if direct {
-        init::fork_into_with(init::direct_clone_flags(&plan), Some(&cg))?
-    } else {
-        init::fork_into(Some(&cg))?
-    };
+    let stage = init::raw_clone(0)?;
     if stage == 0 {
         drop(parent_sock);
-        if direct {
-            init::init_direct(&args, v2_joined);
-        }
-        init::stage(&args, v2_joined);
+        init::stage(&args);
     }
     undo.pids.push(stage);
     drop(child_sock);
@@ -184,14 +170,9 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     drop(console);
     let sock = parent_sock.as_raw_fd();
 
+    cg.add_pid(stage)?;
+    send(sock, b"go");
     let mut init_pid = 0;
-    if direct {
-        // The child is the init: it creates its namespaces while we finish the cgroup.
-        send(sock, b"go");
-        finish_cgroup()?;
-        send(sock, b"cg");
-        init_pid = stage;
-    }
     let mut st = State {
         oci_version: spec.version().clone(),
         id: o.id.clone(),
@@ -204,10 +185,6 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         cgroup_path: Some(cg.path().to_path_buf()),
         owner: String::new(),
     };
-    if direct {
-        st.pid = init_pid;
-        st.pid_start = state::proc_start(init_pid).map(|s| s.0).unwrap_or(0);
-    }
     loop {
         let m = recv(sock)?;
         if m.is_empty() {
@@ -371,19 +348,6 @@ impl Container {
         Ok(serde_json::from_slice(&fs::read(&p).with_context(|| format!("reading {}", p.display()))?)?)
     }
 
-    /// The spec, parsed only if its text mentions `key` (a hook list): `start` and `delete`
-    /// need it for their hooks alone, and most specs have none.
-    fn spec_with(&self, key: &str) -> Result<Option<Spec>> {
-        let p = state::dir(&self.root, &self.state.id).join(SPEC_COPY);
-        let data = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-        let has = |pat: &[u8]| data.windows(pat.len()).any(|w| w == pat);
-        // A key spelled with \u escapes parses to the same name: parse whenever one appears.
-        if !has(format!("\"{key}\"").as_bytes()) && !has(b"\\u") {
-            return Ok(None);
-        }
-        Ok(Some(serde_json::from_slice(&data)?))
-    }
-
     fn dir(&self) -> PathBuf {
         state::dir(&self.root, &self.state.id)
     }
@@ -408,9 +372,8 @@ impl Container {
         if n != 1 {
             bail!("the container's init died before it could start");
         }
-        if let Some(spec) = self.spec_with("poststart")?
-            && let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().as_ref())
-        {
+        let spec = self.spec()?;
+        if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()) {
             let json = serde_json::to_vec(&self.state.to_oci_json(Status::Running))?;
             // A failed poststart hook is reported but the container keeps running (spec).
             if let Err(e) = hooks::run_all("poststart", Some(h), &json) {
@@ -443,8 +406,9 @@ impl Container {
         }
         if let Some(cg) = self.cgroup() {
             cg.remove()?;
+            remove_default_parent(&cg);
         }
-        if let Ok(Some(spec)) = self.spec_with("poststop")
+        if let Ok(spec) = self.spec()
             && let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststop().as_ref())
         {
             let json = serde_json::to_vec(&self.state.to_oci_json(Status::Stopped))?;
@@ -562,13 +526,16 @@ impl Container {
         let cg = self.cgroup();
         let child_sock = sock.as_raw_fd();
         let console_fd = console.as_ref().map(|c| c.as_raw_fd());
-        let (stage, v2_joined) = init::fork_into(cg.as_ref())?;
+        let stage = init::raw_clone(0)?;
         if stage == 0 {
-            exec_stage(p, &join, child_sock, console_fd, preserve_fds, seccomp.as_ref(), cg.as_ref(), v2_joined);
+            exec_stage(p, &join, child_sock, console_fd, preserve_fds, seccomp.as_ref());
         }
         drop(sock);
         drop(console);
         let undo = Undo { dir: None, cgroup: None, pids: vec![stage] };
+        if let Some(cg) = &cg {
+            cg.add_pid(stage)?;
+        }
         send(lst.as_raw_fd(), b"go");
         let mut pid = 0;
         loop {
@@ -595,10 +562,8 @@ impl Container {
     }
 }
 
-/// The child of `exec`: join the container (its cgroup first, see init::fork_into), then fork
-/// the process (pid namespaces apply to children), which sets itself up and execs. Never
-/// returns.
-#[allow(clippy::too_many_arguments)]
+/// The child of `exec`: join the container, then fork the process (pid namespaces apply to
+/// children), which sets itself up and execs. Never returns.
 fn exec_stage(
     p: &Process,
     join: &[(LinuxNamespaceType, OwnedFd)],
@@ -606,14 +571,9 @@ fn exec_stage(
     console: Option<RawFd>,
     preserve: u32,
     seccomp: Option<&seccomp::Filter>,
-    cg: Option<&Cgroup>,
-    v2_joined: bool,
 ) -> ! {
     let r = (|| -> Result<()> {
         init::expect_go(sock)?;
-        if let Some(cg) = cg {
-            cg.join_self(v2_joined).context("joining the container's cgroup")?;
-        }
         for (t, fd) in join {
             ns::setns(fd, *t)?;
         }
