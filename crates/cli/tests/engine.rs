@@ -1,75 +1,13 @@
 //! The `berth` command line end to end, as a user drives it: real containers from the test
-//! kit's busybox image, each test with its own engine root under a leak guard.
+//! kit's busybox image, each test with its own engine root under a leak guard and its own
+//! network namespace (containers join the default bridge network, made inside it).
 
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use berth_testkit::leak::Guard;
+mod common;
 
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
-
-struct Berth {
-    g: Guard,
-}
-
-impl Berth {
-    /// A fresh engine with the busybox image loaded as `busybox:latest`.
-    fn new(tag: &str) -> Berth {
-        let b = Berth { g: Guard::new(tag) };
-        let archive = b.g.path("busybox.tar");
-        berth_testkit::image::write_oci_archive(&archive, "busybox:latest");
-        let o = b.ok(&["load", "-i", archive.to_str().unwrap()]);
-        assert!(o.contains("Loaded image: busybox:latest"), "{o}");
-        b
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BERTH);
-        c.arg("--root").arg(self.g.path("root")).arg("--runroot").arg(self.g.path("run")).args(args);
-        c.stdin(Stdio::null());
-        c
-    }
-
-    fn out(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("running berth")
-    }
-
-    /// Runs and returns (code, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let o = self.out(args);
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    }
-
-    /// Runs, asserts success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "berth {args:?} failed: {err}{out}");
-        out
-    }
-
-    fn ids(&self) -> Vec<String> {
-        self.ok(&["ps", "-aq"]).lines().map(str::to_string).collect()
-    }
-
-    fn inspect(&self, c: &str, f: &str) -> String {
-        self.ok(&["inspect", "-f", f, c]).trim().to_string()
-    }
-}
-
-impl Drop for Berth {
-    fn drop(&mut self) {
-        // Remove what the test left, so the guard only reports real leaks.
-        if let Ok(o) = self.cmd(&["ps", "-aq"]).output() {
-            for id in String::from_utf8_lossy(&o.stdout).lines() {
-                let _ = self.cmd(&["rm", "-f", id]).output();
-            }
-        }
-    }
-}
+use common::{BERTH, Berth};
 
 #[test]
 fn run_attached_returns_output_and_exit_code() {
@@ -221,8 +159,17 @@ fn limits_and_security_defaults() {
     let (code, _, err) = b.run(&["run", "--rm", "--read-only", "busybox", "sh", "-c", "touch /tmp/ok && touch /nope"]);
     assert_ne!(code, 0);
     assert!(err.contains("Read-only file system"), "{err}");
-    // No network but loopback, which is up.
-    let out = b.ok(&["run", "--rm", "busybox", "sh", "-c", "ls /sys/class/net; ip link show lo | grep -c UP"]);
+    // --network none: no network but loopback, which is up.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /sys/class/net; ip link show lo | grep -c UP",
+    ]);
     assert_eq!(out, "lo\n1\n");
     // Cgroup limits land in the host's cgroup files.
     let id = b.ok(&["run", "-d", "--memory", "64m", "--pids-limit", "33", "--cpus", "0.5", "busybox", "sleep", "60"]);
@@ -303,7 +250,8 @@ fn images_load_tag_rmi_and_garbage() {
 fn pseudo_terminals() {
     let b = Berth::new("eng-tty");
     // -t: the process runs on a pty (output with CRLF), the exit code comes back.
-    let (code, out, err) = b.run(&["run", "--rm", "-t", "busybox", "sh", "-c", "tty; test -t 0 && echo isatty; exit 2"]);
+    let (code, out, err) =
+        b.run(&["run", "--rm", "-t", "busybox", "sh", "-c", "tty; test -t 0 && echo isatty; exit 2"]);
     assert_eq!((code, out.as_str()), (2, "/dev/pts/0\r\nisatty\r\n"), "{err}");
     // -it through a real terminal (script(1) gives us one): input reaches the shell.
     let cmd = format!(
@@ -311,13 +259,14 @@ fn pseudo_terminals() {
         b.g.path("root").display(),
         b.g.path("run").display()
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script(1) from bsdutils");
+    let mut child =
+        b.ns.command("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script(1) from bsdutils");
     use std::io::Write;
     child.stdin.as_mut().unwrap().write_all(b"echo hello-$((40+2))\nexit 4\n").unwrap();
     let o = child.wait_with_output().unwrap();
@@ -333,7 +282,18 @@ fn pseudo_terminals() {
 #[test]
 fn top_stats_diff_rename_update() {
     let b = Berth::new("eng-look");
-    b.ok(&["run", "-d", "--name", "busy", "--memory", "32m", "busybox", "sh", "-c", "echo x > /new; rm /etc/group; sleep 60"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "--memory",
+        "32m",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /new; rm /etc/group; sleep 60",
+    ]);
     std::thread::sleep(Duration::from_millis(300));
     let top = b.ok(&["top", "busy"]);
     assert!(top.starts_with("PID") && top.contains("sleep 60"), "{top}");

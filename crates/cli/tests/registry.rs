@@ -216,7 +216,7 @@ fn pull_from_plain_registry_then_run_and_pull_policies() {
     let out = b.ok(&["pull", &format!("{name}@{}", l.manifest)]);
     assert!(out.contains(&format!("Digest: {}", l.manifest)), "{out}");
 
-    assert_eq!(b.ok(&["run", "--rm", &name, "echo", "hello"]), "hello\n");
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", &name, "echo", "hello"]), "hello\n");
 
     // run pulls what is missing, Docker's lines on stderr.
     let o = b.skopeo(&[
@@ -227,22 +227,22 @@ fn pull_from_plain_registry_then_run_and_pull_policies() {
         &format!("docker://{name}:v2"),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (code, out, err) = b.run(&["run", "--rm", &format!("{name}:v2"), "echo", "pulled"]);
+    let (code, out, err) = b.run(&["run", "--rm", "--network", "none", &format!("{name}:v2"), "echo", "pulled"]);
     assert_eq!((code, out.as_str()), (0, "pulled\n"), "{err}");
     assert!(err.starts_with(&format!("Unable to find image '{name}:v2' locally\n")), "{err}");
     assert!(err.contains("v2: Pulling from berth/busybox"), "{err}");
     assert!(err.contains(&format!("Status: Downloaded newer image for {name}:v2")), "{err}");
     // --pull never: no pull, Docker's error.
-    let (code, _, err) = b.run(&["run", "--rm", "--pull", "never", &format!("{name}:v3"), "true"]);
+    let (code, _, err) = b.run(&["run", "--rm", "--network", "none", "--pull", "never", &format!("{name}:v3"), "true"]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains(&format!("Unable to find image '{name}:v3' locally")), "{err}");
     assert!(!err.contains("Pulling from"), "{err}");
     // --pull missing (default) for a tag the registry lacks: the pull's error, code 125.
-    let (code, _, err) = b.run(&["run", "--rm", &format!("{name}:v3"), "true"]);
+    let (code, _, err) = b.run(&["run", "--rm", "--network", "none", &format!("{name}:v3"), "true"]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("manifest unknown"), "{err}");
     // --pull always: asks the registry even though the image is here.
-    let (code, out, err) = b.run(&["run", "--rm", "--pull", "always", &name, "echo", "again"]);
+    let (code, out, err) = b.run(&["run", "--rm", "--network", "none", "--pull", "always", &name, "echo", "again"]);
     assert_eq!((code, out.as_str()), (0, "again\n"), "{err}");
     assert!(err.contains("latest: Pulling from berth/busybox"), "{err}");
     assert!(err.contains("Status: Image is up to date"), "{err}");
@@ -250,7 +250,7 @@ fn pull_from_plain_registry_then_run_and_pull_policies() {
     let id = b.ok(&["create", "--pull", "always", &name, "true"]);
     assert_eq!(id.trim().len(), 64, "{id}");
     b.ok(&["rm", id.trim()]);
-    let (code, _, err) = b.run(&["run", "--rm", "--pull", "sometimes", &name, "true"]);
+    let (code, _, err) = b.run(&["run", "--rm", "--network", "none", "--pull", "sometimes", &name, "true"]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("invalid --pull"), "{err}");
 }
@@ -278,7 +278,7 @@ fn pull_picks_the_platform_from_an_index() {
     let out = b.ok(&["pull", &name]);
     assert!(out.contains(&format!("Digest: {idx}")), "the digest is the index's: {out}");
     assert_eq!(b.ok(&["inspect", "-f", "{{.Id}}", &name]).trim(), l.config);
-    assert_eq!(b.ok(&["run", "--rm", &name, "echo", "ok"]), "ok\n");
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", &name, "echo", "ok"]), "ok\n");
     b.ok(&["rmi", &name]);
     b.fails(&["pull", "--platform", "linux/s390x", &name], &["no image for platform linux/s390x", "linux/arm64/v8"]);
     b.fails(&["pull", "--platform", "linux", &name], &["invalid platform"]);
@@ -312,7 +312,7 @@ fn tls_registry_needs_its_ca_in_certs_d() {
     std::fs::copy(r.ca_cert.as_ref().unwrap(), dir.join("ca.crt")).unwrap();
     let out = b.ok(&["pull", &name]);
     assert!(out.contains(&format!("Digest: {}", l.manifest)), "{out}");
-    assert_eq!(b.ok(&["run", "--rm", &name, "echo", "tls"]), "tls\n");
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", &name, "echo", "tls"]), "tls\n");
     // And push over TLS.
     b.ok(&["tag", &name, &format!("{}/berth/pushed:1", r.host())]);
     let out = b.ok(&["push", &format!("{}/berth/pushed:1", r.host())]);
@@ -346,7 +346,7 @@ fn basic_auth_login_pull_push_logout() {
 
     let out = b.ok(&["pull", &name]);
     assert!(out.contains(&format!("Digest: {}", l.manifest)), "{out}");
-    assert_eq!(b.ok(&["run", "--rm", &name, "echo", "authed"]), "authed\n");
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", &name, "echo", "authed"]), "authed\n");
     let out = b.ok(&["tag", &name, &format!("{host}/berth/copy:v1")]);
     assert!(out.is_empty());
     let out = b.ok(&["push", &format!("{host}/berth/copy:v1")]);
@@ -369,7 +369,7 @@ fn token_auth_anonymous_pull_login_push_mount_and_skopeo_agrees() {
     // Anonymous clients get pull tokens from this token server.
     let out = b.ok(&["pull", &name]);
     assert!(out.contains(&format!("Digest: {}", l.manifest)), "{out}");
-    assert_eq!(b.ok(&["run", "--rm", &name, "echo", "token"]), "token\n");
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", &name, "echo", "token"]), "token\n");
     // ... but not push tokens.
     b.ok(&["tag", &name, &format!("{host}/berth/mine:v1")]);
     b.fails(&["push", &format!("{host}/berth/mine:v1")], &["pushing", "berth login"]);
@@ -523,7 +523,7 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
     std::fs::write(&path, vec![0x5a; len]).unwrap();
     let name = format!("{host}/berth/busybox:latest");
     b.fails(&["pull", &name], &[&format!("pulling {name}"), &format!("layer {}", l.layer), "digest mismatch"]);
-    let (code, _, err) = b.run(&["run", "--rm", &name, "true"]);
+    let (code, _, err) = b.run(&["run", "--rm", "--network", "none", &name, "true"]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("digest mismatch"), "{err}");
     b.assert_nothing_left("a corrupted blob");
@@ -553,13 +553,13 @@ fn killed_pull_leaves_nothing_half_done_and_the_next_pull_finishes() {
         // Either the pull got all the way (then the image is whole) or nothing shows.
         if !imgs.is_empty() {
             assert_eq!(imgs, std::slice::from_ref(&name));
-            assert_eq!(b.ok(&["run", "--rm", &name, "echo", "whole"]), "whole\n");
+            assert_eq!(b.ok(&["run", "--rm", "--network", "none", &name, "echo", "whole"]), "whole\n");
             b.ok(&["rmi", &name]);
         }
     }
     let out = b.ok(&["pull", &name]);
     assert!(out.contains(&format!("Digest: {}", l.manifest)), "{out}");
-    assert_eq!(b.ok(&["run", "--rm", &name, "echo", "done"]), "done\n");
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", &name, "echo", "done"]), "done\n");
     for d in ["root/images/tmp", "root/storage/tmp"] {
         let left: Vec<_> = std::fs::read_dir(b.g.path(d)).unwrap().flatten().collect();
         assert!(left.is_empty(), "{d} holds what killed pulls left: {left:?}");

@@ -69,6 +69,14 @@ pub struct ContainerConfig {
     pub add_hosts: Vec<String>,
     pub dns: Vec<String>,
     pub restart: String,
+    /// `--network NAME` (several allowed) with their `--ip`, `--mac-address`, `--network-alias`;
+    /// `network` then holds the first one's name. Empty for none/host/container:/ns: modes.
+    pub networks: Vec<crate::networks::NetRequest>,
+    /// `-p`, and with `-P` every exposed port (image EXPOSE and `--expose`) to a free host port.
+    pub ports: Vec<crate::networks::PortSpec>,
+    /// Exposed ports as `80/tcp`.
+    pub exposed: Vec<String>,
+    pub publish_all: bool,
 }
 
 /// What `create` is asked for: the image and the user's overrides of its defaults.
@@ -348,6 +356,7 @@ impl Engine {
         if !matches!(c.log_driver.as_str(), "json-file" | "k8s-file" | "none") {
             bail!("unknown log driver {:?}: berth supports json-file, k8s-file and none", c.log_driver);
         }
+        self.plan_network(&mut c, icfg.exposed_ports.iter().flatten().map(|(k, _)| k.clone()).collect())?;
         for b in &c.binds {
             if !b.source.exists() {
                 std::fs::create_dir_all(&b.source)
@@ -375,11 +384,15 @@ impl Engine {
                 && matches!(&r, Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation)
             {
                 tries += 1;
-                let n = if tries < 10 { names::random_name() } else { format!("{}{}", names::random_name(), names::random_bytes(1)[0] % 10) };
+                let n = if tries < 10 {
+                    names::random_name()
+                } else {
+                    format!("{}{}", names::random_name(), names::random_bytes(1)[0] % 10)
+                };
                 r = insert(&n);
             }
             match r {
-                Ok(_) => Ok(()),
+                Ok(_) => Ok::<(), anyhow::Error>(()),
                 Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
                     let other: String = self
                         .db
@@ -394,14 +407,85 @@ impl Engine {
                     .into())
                 }
                 Err(e) => Err(e.into()),
-            }
+            }?;
+            self.add_endpoints(&id, &c.networks)
         })();
         if let Err(e) = made {
+            let _ = self.db.execute("DELETE FROM containers WHERE id = ?1", [&id]);
             let _ = rootfs.remove();
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
         Ok(id)
+    }
+
+    /// Settles a new container's network mode, the networks it joins and its ports.
+    fn plan_network(&self, c: &mut ContainerConfig, image_exposed: Vec<String>) -> Result<()> {
+        use crate::networks::{DEFAULT_NETWORK, NetRequest, PortSpec, uses_endpoints};
+        for e in image_exposed.into_iter().chain(std::mem::take(&mut c.exposed)) {
+            let e = if e.contains('/') { e.to_ascii_lowercase() } else { format!("{e}/tcp") };
+            let (port, proto) = e.split_once('/').unwrap_or_default();
+            if port.parse::<u16>().is_err() || !matches!(proto, "tcp" | "udp") {
+                bail!("invalid exposed port {e:?}: expected PORT[/tcp|udp]");
+            }
+            if !c.exposed.contains(&e) {
+                c.exposed.push(e);
+            }
+        }
+        if c.publish_all {
+            for e in c.exposed.clone() {
+                let (port, proto) = e.split_once('/').unwrap_or_default();
+                let port: u16 = port.parse().unwrap_or(0);
+                if port != 0 && !c.ports.iter().any(|p| p.container_port == port && p.proto == proto) {
+                    c.ports.push(PortSpec {
+                        host_ip: None,
+                        host_lo: 0,
+                        host_hi: 0,
+                        container_port: port,
+                        proto: proto.into(),
+                    });
+                }
+            }
+        }
+        if c.network.is_empty() || c.network == "default" {
+            c.network = DEFAULT_NETWORK.into();
+        }
+        if uses_endpoints(&c.network) {
+            if c.networks.is_empty() {
+                c.networks = vec![NetRequest { name: c.network.clone(), ..Default::default() }];
+            }
+            for r in &mut c.networks {
+                if r.name == "default" {
+                    r.name = DEFAULT_NETWORK.into();
+                }
+            }
+            for (i, r) in c.networks.iter().enumerate() {
+                if c.networks[..i].iter().any(|x| x.name == r.name) {
+                    bail!("network {} is given twice", r.name);
+                }
+                if !uses_endpoints(&r.name) {
+                    bail!("network mode {} cannot be combined with other networks", r.name);
+                }
+            }
+            return Ok(());
+        }
+        if c.networks.len() > 1 {
+            bail!("network mode {} cannot be combined with other networks", c.network);
+        }
+        c.networks.clear();
+        if !c.ports.is_empty() {
+            if c.network == "host" {
+                // Docker's behaviour: the container has the host's ports already.
+                c.ports.clear();
+            } else {
+                bail!("conflicting options: port publishing and network mode {}", c.network);
+            }
+        }
+        if let Some(other) = c.network.strip_prefix("container:") {
+            let o = self.container(other)?;
+            c.network = format!("container:{}", o.id);
+        }
+        Ok(())
     }
 
     /// A container by id, id prefix or name.
@@ -682,6 +766,7 @@ impl Engine {
             if let Ok(rc) = berth_runtime::container::Container::load(&self.runtime_root(), &c.id) {
                 let _ = rc.delete(true);
             }
+            let _ = self.network_down(&c);
             let _ = RootFs::path(&self.layers, &c.id).unmount();
             if c.config.auto_remove {
                 let _ = self.delete_container_files(&c.id);

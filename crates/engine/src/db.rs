@@ -47,6 +47,45 @@ const MIGRATIONS: &[&str] = &[
         repository TEXT NOT NULL,     -- library/busybox
         PRIMARY KEY (digest, registry, repository)
     );",
+    // 4: networks, address leases (endpoints) and published ports. The default network is
+    // Docker's `bridge`, on its own Linux bridge berth0.
+    "CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        driver TEXT NOT NULL,
+        bridge TEXT NOT NULL UNIQUE,  -- the Linux bridge's name
+        subnet TEXT NOT NULL,         -- 10.88.0.0/16
+        gateway TEXT NOT NULL,        -- the bridge's address
+        ip_range TEXT NOT NULL DEFAULT '',
+        internal INTEGER NOT NULL DEFAULT 0,
+        dns INTEGER NOT NULL DEFAULT 1,  -- containers resolve each other's names
+        mtu INTEGER NOT NULL DEFAULT 0,  -- 0: the kernel's default
+        labels TEXT NOT NULL DEFAULT '{}',
+        options TEXT NOT NULL DEFAULT '{}',
+        created INTEGER NOT NULL
+    );
+    INSERT INTO networks (id, name, driver, bridge, subnet, gateway, dns, created) VALUES
+        ('3b1d0a3e2f6c4d7b8a9e0f1c2d3b4a5e6f708192a3b4c5d6e7f8091a2b3c4d5e', 'bridge', 'bridge', 'berth0',
+         '10.88.0.0/16', '10.88.0.1', 0, CAST(strftime('%s', 'now') AS INTEGER) * 1000000000);
+    CREATE TABLE endpoints (
+        container TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        network TEXT NOT NULL REFERENCES networks(id),
+        ip TEXT NOT NULL,
+        mac TEXT NOT NULL,
+        aliases TEXT NOT NULL DEFAULT '[]',  -- JSON list
+        ifname TEXT NOT NULL,         -- eth0, eth1, ... inside the container
+        active INTEGER NOT NULL DEFAULT 0,  -- the interface exists (the container runs)
+        PRIMARY KEY (container, network),
+        UNIQUE (network, ip)
+    );
+    CREATE TABLE ports (
+        container TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        proto TEXT NOT NULL,
+        host_ip TEXT NOT NULL,
+        host_port INTEGER NOT NULL,
+        container_port INTEGER NOT NULL,
+        PRIMARY KEY (proto, host_ip, host_port)
+    );",
 ];
 
 pub fn open(path: &Path) -> Result<Connection> {

@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod logs;
 pub mod monitor;
 pub mod names;
+pub mod networks;
 pub mod pull;
 pub mod seccomp;
 pub mod spec;
@@ -89,6 +90,25 @@ impl FileLock {
                 return Err(e).with_context(|| format!("locking {}", path.display()));
             }
         }
+    }
+
+    /// An exclusive lock if nobody holds one now; None if somebody does.
+    pub fn try_take(path: &Path) -> Result<Option<FileLock>> {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a file we hold open.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(FileLock(f)));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(None);
+        }
+        Err(e).with_context(|| format!("locking {}", path.display()))
     }
 }
 

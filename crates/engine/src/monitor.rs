@@ -18,6 +18,7 @@ use rusqlite::params;
 
 use crate::containers::{ContainerRow, owned};
 use crate::logs;
+use crate::networks::{Endpoint, Network, uses_endpoints};
 use crate::spec::{self, EtcFiles};
 use crate::{Engine, db};
 
@@ -71,6 +72,7 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
             if let Ok(rc) = Container::load(&engine.runtime_root(), &c.id) {
                 let _ = rc.delete(true);
             }
+            let _ = engine.network_down(&c);
             let _ = rootfs.unmount();
             let _ = engine.db.execute(
                 "UPDATE containers SET monitor_pid = 0, exit_code = ?2, error = ?3 WHERE id = ?1",
@@ -99,6 +101,8 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         unsafe { libc::malloc_trim(0) };
         let began = std::time::Instant::now();
         let code = pump(&c, &started, attach, stdin, &mut status);
+        // The published ports go with the run: a restart binds them again.
+        started.held.clear();
         let Ok(e) = Engine::open(root, runroot) else { return 1 };
         engine = e;
         let oom = teardown_run(&engine, &c);
@@ -128,7 +132,10 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         }
         started = match setup_and_start(&engine, &c, &rootfs) {
             Ok(s) => s,
-            Err(_) => return finish(&engine, &c, 127, false, None),
+            Err(_) => {
+                teardown_run(&engine, &c);
+                return finish(&engine, &c, 127, false, None);
+            }
         };
     }
 }
@@ -149,6 +156,8 @@ struct Running {
     err: Option<OwnedFd>,
     saved: Option<(OwnedFd, OwnedFd)>,
     tty: bool,
+    /// Sockets that hold the published host ports while the container runs.
+    held: Vec<OwnedFd>,
 }
 
 fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result<Running> {
@@ -157,10 +166,26 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
     rootfs.mount(&engine.layers, &chain_ids(&cfg.rootfs.diff_ids))?;
     let dir = engine.container_dir(&c.id);
     let (hosts, hostname, resolv) = (dir.join("hosts"), dir.join("hostname"), dir.join("resolv.conf"));
-    write_etc(c, &hosts, &hostname, &resolv)?;
+    let bridged = uses_endpoints(&c.config.network);
+    let eps = if bridged { engine.endpoints_of_container(&c.id)? } else { Vec::new() };
+    let mut config = c.config.clone();
+    if let Some(other) = c.config.network.strip_prefix("container:") {
+        // Another container's network namespace, hosts and resolv.conf.
+        let o = engine.container(other).with_context(|| format!("joining the network of container {other}"))?;
+        if o.state != "running" || o.pid <= 0 {
+            anyhow::bail!("cannot join the network of container {}: it is not running", o.name);
+        }
+        config.network = format!("ns:/proc/{}/ns/net", o.pid);
+        let odir = engine.container_dir(&o.id);
+        fs::copy(odir.join("hosts"), &hosts).context("copying the other container's hosts file")?;
+        fs::copy(odir.join("resolv.conf"), &resolv).context("copying the other container's resolv.conf")?;
+        fs::write(&hostname, format!("{}\n", c.config.hostname))?;
+    } else {
+        write_etc(c, &eps, &hosts, &hostname, &resolv)?;
+    }
     let etc = EtcFiles { hosts: &hosts, hostname: &hostname, resolv: &resolv };
     let v2 = matches!(berth_cgroups::Layout::detect(), berth_cgroups::Layout::V2 { .. });
-    let spec = spec::build(&c.config, &rootfs.merged(), &etc, v2)?;
+    let spec = spec::build(&config, &rootfs.merged(), &etc, v2)?;
     fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
     let saved = (dup_cloexec(1)?, dup_cloexec(2)?);
     let mut opts =
@@ -192,15 +217,20 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
         drop((out_w, err_w));
         (out_r, Some(err_r), made?)
     };
-    if c.config.network != "host" {
-        loopback_up(state.pid)?;
-    }
+    let held = if bridged {
+        engine.network_up(c, state.pid)?
+    } else {
+        if matches!(c.config.network.as_str(), "none" | "") {
+            loopback_up(state.pid)?;
+        }
+        Vec::new()
+    };
     Container::load(&engine.runtime_root(), &c.id)?.start()?;
     engine.db.execute(
         "UPDATE containers SET state = 'running', pid = ?2, started = ?3, exit_code = 0, oom_killed = 0 WHERE id = ?1",
         params![c.id, state.pid, db::now_nanos()],
     )?;
-    Ok(Running { pid: state.pid, out, err, saved: Some(saved), tty: c.config.tty })
+    Ok(Running { pid: state.pid, out, err, saved: Some(saved), tty: c.config.tty, held })
 }
 
 /// Copies the container's output to the log (and the caller's terminal) until its init exits.
@@ -345,6 +375,7 @@ fn teardown_run(engine: &Engine, c: &ContainerRow) -> bool {
     if let Some(rc) = rc {
         let _ = rc.delete(true);
     }
+    let _ = engine.network_down(c);
     oom
 }
 
@@ -364,22 +395,57 @@ fn finish(engine: &Engine, c: &ContainerRow, code: i32, oom: bool, status: Optio
     0
 }
 
-fn write_etc(c: &ContainerRow, hosts: &Path, hostname: &Path, resolv: &Path) -> Result<()> {
+fn write_etc(
+    c: &ContainerRow,
+    eps: &[(Endpoint, Network)],
+    hosts: &Path,
+    hostname: &Path,
+    resolv: &Path,
+) -> Result<()> {
     let mut h = if c.config.network == "host" {
         fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
     };
+    // The container's own address under its hostname, as Docker writes it.
+    if let Some((ep, _)) = eps.first() {
+        h.push_str(&format!("{}\t{}\n", ep.ip, c.config.hostname));
+    }
     for a in &c.config.add_hosts {
         let (name, ip) = a.split_once(':').with_context(|| format!("invalid --add-host {a:?}: expected host:ip"))?;
         h.push_str(&format!("{ip}\t{name}\n"));
     }
     fs::write(hosts, h)?;
     fs::write(hostname, format!("{}\n", c.config.hostname))?;
-    let r = if c.config.dns.is_empty() {
-        fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
-    } else {
+    let host_conf = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let named: Vec<&Network> = eps.iter().map(|(_, n)| n).filter(|n| n.dns).collect();
+    let r = if !c.config.dns.is_empty() {
         c.config.dns.iter().map(|d| format!("nameserver {d}\n")).collect()
+    } else if !named.is_empty() {
+        // User networks: their DNS servers (on the gateways) answer container names and
+        // forward the rest to the host's resolvers.
+        let mut r = format!("search {}\n", berth_network::dns::DOMAIN);
+        for n in named {
+            r.push_str(&format!("nameserver {}\n", n.gateway));
+        }
+        r
+    } else if c.config.network == "host" {
+        host_conf
+    } else {
+        // The host's resolvers, but not loopback ones, which mean nothing in the container's
+        // namespace (Docker's rule, with its fallback).
+        let mut r = String::new();
+        for l in host_conf.lines() {
+            let loopback = l.split_whitespace().nth(1).is_some_and(|a| a.starts_with("127.") || a == "::1");
+            if !(l.trim_start().starts_with("nameserver") && loopback) {
+                r.push_str(l);
+                r.push('\n');
+            }
+        }
+        if !r.lines().any(|l| l.trim_start().starts_with("nameserver")) && !eps.is_empty() {
+            r.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+        }
+        r
     };
     fs::write(resolv, r)?;
     Ok(())

@@ -179,11 +179,12 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
         vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
     match c.network.as_str() {
         "host" => {}
-        "none" | "" => namespaces.push(json!({"type": "network"})),
         other if other.starts_with("ns:") => namespaces.push(json!({"type": "network", "path": &other[3..]})),
-        other => bail!(
-            "network {other:?} is not available yet: bridge networks come with berth's networking work; use --network none or --network host"
-        ),
+        other if other.starts_with("container:") => {
+            bail!("network mode {other}: the monitor resolves it to the other container's namespace first")
+        }
+        // none, and bridge networks (the monitor adds their interfaces after create).
+        _ => namespaces.push(json!({"type": "network"})),
     }
     if cgroup_v2 {
         namespaces.push(json!({"type": "cgroup"}));

@@ -1,5 +1,6 @@
 //! `berth`: a daemonless container engine with Docker's command line.
 
+mod network_cmds;
 mod registry_cmds;
 mod template;
 
@@ -218,6 +219,18 @@ enum Cmd {
         stdin: bool,
         id: String,
     },
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network_cmds::NetworkCmd),
+    /// List a container's published ports.
+    Port { container: String, private_port: Option<String> },
+    /// Internal: a user network's DNS server.
+    #[command(name = "network-dns", hide = true)]
+    NetworkDns {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        dir: PathBuf,
+    },
     /// Manage containers (Docker's `container` group).
     #[command(subcommand)]
     Container(ContainerCmd),
@@ -302,8 +315,8 @@ struct RunArgs {
     hostname: Option<String>,
     #[arg(short, long = "label")]
     label: Vec<String>,
-    #[arg(long, alias = "net", default_value = "none")]
-    network: String,
+    #[command(flatten)]
+    net: network_cmds::NetArgs,
     #[arg(long)]
     privileged: bool,
     #[arg(long)]
@@ -382,6 +395,9 @@ fn main() {
         // it) execs the user's program before anything else runs in the new pid namespace.
         // A sealed copy would cost each container a private copy of this binary.
         std::process::exit(berth_engine::monitor::run(&cli.root, &cli.runroot, id, *attach, *stdin));
+    }
+    if let Cmd::NetworkDns { listen, dir } = &cli.cmd {
+        std::process::exit(berth_engine::networks::serve_dns(*listen, dir));
     }
     if matches!(cli.cmd, Cmd::Exec { .. }) {
         // exec joins a running container whose processes could open our /proc/PID/exe while
@@ -581,7 +597,9 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Monitor { .. } => unreachable!("handled before the engine opens"),
+        Cmd::Network(n) => network_cmds::network(&e, n),
+        Cmd::Port { container, private_port } => network_cmds::port(&e, &container, private_port.as_deref()),
+        Cmd::Monitor { .. } | Cmd::NetworkDns { .. } => unreachable!("handled before the engine opens"),
     }
 }
 
@@ -630,7 +648,6 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
         tty: a.tty,
         interactive: a.interactive,
         auto_remove: a.rm,
-        network: a.network.clone(),
         privileged: a.privileged,
         read_only: a.read_only,
         cap_add: a.cap_add.clone(),
@@ -656,9 +673,7 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
     {
         parse_signal(s)?;
     }
-    if !matches!(c.network.as_str(), "none" | "host") && !c.network.starts_with("ns:") {
-        bail!("network {:?}: bridge networks are not implemented yet; use --network none or --network host", c.network);
-    }
+    a.net.apply(&mut c)?;
     let size = |flag: &str, v: &Option<String>| -> Result<Option<i64>> {
         v.as_deref()
             .map(|s| {
@@ -840,7 +855,7 @@ fn status_text(c: &ContainerRow) -> String {
     }
 }
 
-fn ps_value(c: &ContainerRow, no_trunc: bool) -> Value {
+fn ps_value(e: &Engine, c: &ContainerRow, no_trunc: bool) -> Value {
     let mut cmd = c.config.args.join(" ");
     if !no_trunc && cmd.chars().count() > 20 {
         cmd = format!("{}…", cmd.chars().take(19).collect::<String>());
@@ -853,11 +868,11 @@ fn ps_value(c: &ContainerRow, no_trunc: bool) -> Value {
         "RunningFor": ago(c.created),
         "Status": status_text(c),
         "State": c.state,
-        "Ports": "",
+        "Ports": network_cmds::ports_text(e, c),
         "Names": c.name,
         "Labels": c.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
         "Size": "",
-        "Networks": c.config.network,
+        "Networks": network_cmds::networks_text(e, c),
     })
 }
 
@@ -921,7 +936,7 @@ fn cmd_ps(e: &Engine, a: &PsArgs) -> Result<i32> {
     });
     if fmt == "json" {
         for c in &list {
-            println!("{}", ps_value(c, a.no_trunc));
+            println!("{}", ps_value(e, c, a.no_trunc));
         }
         return Ok(0);
     }
@@ -935,7 +950,7 @@ fn cmd_ps(e: &Engine, a: &PsArgs) -> Result<i32> {
         lines.push(t.header(&|f| header.get(f).map(|s| s.to_string()).unwrap_or_else(|| f.to_uppercase())));
     }
     for c in &list {
-        lines.push(t.render(&ps_value(c, a.no_trunc)));
+        lines.push(t.render(&ps_value(e, c, a.no_trunc)));
     }
     if t.table {
         print_tabbed(&lines);
@@ -951,18 +966,36 @@ fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>
     if !no_stream {
         bail!("stats: streaming is not implemented yet; use --no-stream");
     }
-    let names: Vec<String> = if names.is_empty() { e.containers(false)?.into_iter().map(|c| c.id).collect() } else { names.to_vec() };
+    let names: Vec<String> =
+        if names.is_empty() { e.containers(false)?.into_iter().map(|c| c.id).collect() } else { names.to_vec() };
     // Two samples 200 ms apart give the CPU share.
     let first: Vec<u64> = names.iter().map(|n| e.stats(n).map(|(_, s)| s.cpu_usage_ns).unwrap_or(0)).collect();
     let t0 = std::time::Instant::now();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let mut lines = vec![];
-    let t = Template::parse(format.unwrap_or("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.BlockIO}}\t{{.PIDs}}"));
-    let header: BTreeMap<&str, &str> = [("ID", "CONTAINER ID"), ("Name", "NAME"), ("CPUPerc", "CPU %"), ("MemUsage", "MEM USAGE / LIMIT"), ("MemPerc", "MEM %"), ("BlockIO", "BLOCK I/O"), ("PIDs", "PIDS")].into_iter().collect();
+    let t = Template::parse(
+        format
+            .unwrap_or("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.BlockIO}}\t{{.PIDs}}"),
+    );
+    let header: BTreeMap<&str, &str> = [
+        ("ID", "CONTAINER ID"),
+        ("Name", "NAME"),
+        ("CPUPerc", "CPU %"),
+        ("MemUsage", "MEM USAGE / LIMIT"),
+        ("MemPerc", "MEM %"),
+        ("BlockIO", "BLOCK I/O"),
+        ("PIDs", "PIDS"),
+    ]
+    .into_iter()
+    .collect();
     if t.table {
         lines.push(t.header(&|f| header.get(f).map(|s| s.to_string()).unwrap_or_else(|| f.to_uppercase())));
     }
-    let total_mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0) * 1024;
+    let total_mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024;
     for (n, before) in names.iter().zip(first) {
         let (c, s) = e.stats(n)?;
         let cpu = (s.cpu_usage_ns.saturating_sub(before)) as f64 / t0.elapsed().as_nanos() as f64 * 100.0;
@@ -995,7 +1028,15 @@ fn bytes_binary(b: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    let digits = if v >= 1000.0 { 0 } else if v >= 100.0 { 1 } else if v >= 10.0 { 2 } else { 3 };
+    let digits = if v >= 1000.0 {
+        0
+    } else if v >= 100.0 {
+        1
+    } else if v >= 10.0 {
+        2
+    } else {
+        3
+    };
     let s = format!("{v:.digits$}");
     let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
     format!("{s}{}", units[i])
@@ -1137,7 +1178,7 @@ fn cmd_logs(e: &Engine, key: &str, follow: bool, timestamps: bool, tail: Option<
     }
 }
 
-fn inspect_container(c: &ContainerRow) -> Value {
+fn inspect_container(e: &Engine, c: &ContainerRow) -> Value {
     let t = |n: i64| {
         if n == 0 {
             "0001-01-01T00:00:00Z".to_string()
@@ -1194,7 +1235,9 @@ fn inspect_container(c: &ContainerRow) -> Value {
             "PidsLimit": c.config.pids_limit,
             "Binds": c.config.binds.iter().map(|b| format!("{}:{}{}", b.source.display(), b.destination, if b.readonly { ":ro" } else { "" })).collect::<Vec<_>>(),
             "LogConfig": {"Type": c.config.log_driver},
+            "PublishAllPorts": c.config.publish_all,
         },
+        "NetworkSettings": network_cmds::network_settings(e, c),
     })
 }
 
@@ -1204,7 +1247,7 @@ fn cmd_inspect(e: &Engine, names: &[String], format: Option<&str>, kind: Option<
         let v = if kind != Some("image")
             && let Ok(c) = e.container(n)
         {
-            inspect_container(&c)
+            inspect_container(e, &c)
         } else if kind != Some("container")
             && let Ok(img) = e.resolve_image(n)
         {

@@ -1,0 +1,439 @@
+//! `network create|ls|inspect|rm|prune|connect|disconnect`, `port`, the network flags of
+//! `run`/`create`, and the network parts of `ps` and `inspect`.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use berth_engine::networks::{NetRequest, Network, NetworkCreate, parse_publish, uses_endpoints};
+use berth_engine::{ContainerConfig, ContainerRow, Engine};
+use berth_network::ipam;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::template::{Template, print_tabbed};
+
+/// The network flags of `run` and `create`.
+#[derive(Args, Clone, Default)]
+pub struct NetArgs {
+    /// bridge (default), a network's name, none, host, container:NAME or ns:PATH; repeat to
+    /// join several networks.
+    #[arg(long, alias = "net")]
+    network: Vec<String>,
+    /// The container's IPv4 address on its (first) user-defined network.
+    #[arg(long)]
+    ip: Option<String>,
+    #[arg(long)]
+    mac_address: Option<String>,
+    /// Another name the container has on its (first) user-defined network.
+    #[arg(long, alias = "net-alias")]
+    network_alias: Vec<String>,
+    /// Publish a container's port: [ip:][hostPort:]containerPort[/tcp|udp].
+    #[arg(short, long)]
+    publish: Vec<String>,
+    /// Publish every exposed port to a free host port.
+    #[arg(short = 'P', long)]
+    publish_all: bool,
+    /// Expose a port (or range) without publishing it.
+    #[arg(long)]
+    expose: Vec<String>,
+}
+
+impl NetArgs {
+    pub fn apply(&self, c: &mut ContainerConfig) -> Result<()> {
+        let first = self.network.first().cloned().unwrap_or_else(|| "bridge".into());
+        c.network = first.clone();
+        if uses_endpoints(&first) {
+            let ip = self
+                .ip
+                .as_deref()
+                .map(|i| i.parse().with_context(|| format!("invalid --ip {i:?}: not an IPv4 address")))
+                .transpose()?;
+            if let Some(m) = &self.mac_address {
+                ipam::parse_mac(m)?;
+            }
+            c.networks = vec![NetRequest {
+                name: first,
+                ip,
+                mac: self.mac_address.clone(),
+                aliases: self.network_alias.clone(),
+            }];
+            c.networks
+                .extend(self.network.iter().skip(1).map(|n| NetRequest { name: n.clone(), ..Default::default() }));
+        } else {
+            if self.ip.is_some() || self.mac_address.is_some() || !self.network_alias.is_empty() {
+                bail!("--ip, --mac-address and --network-alias need a bridge network, not network mode {first}");
+            }
+            if self.network.len() > 1 {
+                bail!("network mode {first} cannot be combined with other networks");
+            }
+        }
+        for p in &self.publish {
+            c.ports.extend(parse_publish(p)?);
+        }
+        c.publish_all = self.publish_all;
+        for e in &self.expose {
+            let (ports, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+            let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
+            let bad = || anyhow::anyhow!("invalid --expose {e:?}: expected PORT[-END][/tcp|udp]");
+            let (lo, hi): (u16, u16) = (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?);
+            if lo == 0 || hi < lo {
+                return Err(bad());
+            }
+            c.exposed.extend((lo..=hi).map(|p| format!("{p}/{proto}")));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network.
+    Create {
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        ip_range: Option<String>,
+        /// No route out of the network: its containers reach only each other.
+        #[arg(long)]
+        internal: bool,
+        #[arg(long)]
+        ipv6: bool,
+        #[arg(long = "label")]
+        label: Vec<String>,
+        /// Driver options: mtu=N.
+        #[arg(short, long = "opt")]
+        opt: Vec<String>,
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(short, long = "filter")]
+        filter: Vec<String>,
+        #[arg(long)]
+        format: Option<String>,
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Show networks in detail.
+    Inspect {
+        #[arg(short, long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove all networks no container uses.
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Connect a container to a network.
+    Connect {
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        alias: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect {
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        container: String,
+    },
+}
+
+pub fn network(e: &Engine, cmd: NetworkCmd) -> Result<i32> {
+    match cmd {
+        NetworkCmd::Create { driver, subnet, gateway, ip_range, internal, ipv6, label, opt, name } => {
+            let kv = |v: &[String], what: &str| -> Result<BTreeMap<String, String>> {
+                v.iter()
+                    .map(|s| match s.split_once('=') {
+                        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                        None if what == "label" => Ok((s.clone(), String::new())),
+                        None => bail!("invalid {what} {s:?}: expected key=value"),
+                    })
+                    .collect()
+            };
+            let n = e.create_network(&NetworkCreate {
+                name,
+                driver: Some(driver),
+                subnet,
+                gateway,
+                ip_range,
+                internal,
+                ipv6,
+                labels: kv(&label, "label")?,
+                options: kv(&opt, "option")?,
+            })?;
+            println!("{}", n.id);
+            Ok(0)
+        }
+        NetworkCmd::Ls { quiet, filter, format, no_trunc } => {
+            let mut rows = Vec::new();
+            for n in e.networks()? {
+                let mut keep = true;
+                for f in &filter {
+                    keep &= net_matches(&n, f)?;
+                }
+                if keep {
+                    rows.push(n);
+                }
+            }
+            if quiet {
+                for n in &rows {
+                    println!("{}", if no_trunc { &n.id[..] } else { &n.id[..12] });
+                }
+                return Ok(0);
+            }
+            let fmt = format.unwrap_or_else(|| "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}".into());
+            let value = |n: &Network| {
+                json!({
+                    "ID": if no_trunc { n.id.clone() } else { n.id[..12].to_string() },
+                    "Name": n.name,
+                    "Driver": n.driver,
+                    "Scope": "local",
+                    "Internal": n.internal,
+                    "IPv6": false,
+                    "Labels": n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+                    "CreatedAt": rfc3339(n.created),
+                })
+            };
+            if fmt == "json" {
+                for n in &rows {
+                    println!("{}", value(n));
+                }
+                return Ok(0);
+            }
+            let (table, body) = match fmt.strip_prefix("table") {
+                Some(rest) => (true, rest.trim_start().to_string()),
+                None => (false, fmt.clone()),
+            };
+            let t = Template::parse(&body);
+            let mut lines = Vec::new();
+            if table {
+                lines.push(t.header(&|f| match f {
+                    "ID" => "NETWORK ID".into(),
+                    other => other.to_ascii_uppercase(),
+                }));
+            }
+            lines.extend(rows.iter().map(|n| t.render(&value(n))));
+            if table {
+                print_tabbed(&lines);
+            } else {
+                lines.iter().for_each(|l| println!("{l}"));
+            }
+            Ok(0)
+        }
+        NetworkCmd::Inspect { format, networks } => {
+            let mut out = Vec::new();
+            for n in &networks {
+                out.push(inspect_network(e, &e.network(n)?)?);
+            }
+            match format {
+                Some(f) => {
+                    let t = Template::parse(&f);
+                    out.iter().for_each(|v| println!("{}", t.render(v)));
+                }
+                None => println!("{}", serde_json::to_string_pretty(&out)?),
+            }
+            Ok(0)
+        }
+        NetworkCmd::Rm { networks } => {
+            let mut code = 0;
+            for n in &networks {
+                match e.remove_network(n) {
+                    Ok(_) => println!("{n}"),
+                    Err(err) if networks.len() == 1 => return Err(err),
+                    Err(err) => {
+                        eprintln!("Error: {err:#}");
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
+        }
+        NetworkCmd::Prune { force: _ } => {
+            let gone = e.prune_networks()?;
+            if !gone.is_empty() {
+                println!("Deleted Networks:");
+                gone.iter().for_each(|n| println!("{n}"));
+            }
+            Ok(0)
+        }
+        NetworkCmd::Connect { ip, alias, network, container } => {
+            let ip = ip.as_deref().map(|i| i.parse().with_context(|| format!("invalid --ip {i:?}"))).transpose()?;
+            e.connect(&network, &container, NetRequest { name: network.clone(), ip, mac: None, aliases: alias })?;
+            Ok(0)
+        }
+        NetworkCmd::Disconnect { force: _, network, container } => {
+            e.disconnect(&network, &container)?;
+            Ok(0)
+        }
+    }
+}
+
+fn net_matches(n: &Network, f: &str) -> Result<bool> {
+    let (k, v) = f.split_once('=').with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
+    Ok(match k {
+        "name" => n.name.contains(v),
+        "id" => n.id.starts_with(v),
+        "driver" => n.driver == v,
+        "label" => match v.split_once('=') {
+            Some((lk, lv)) => n.labels.get(lk).is_some_and(|x| x == lv),
+            None => n.labels.contains_key(v),
+        },
+        "type" => match v {
+            "builtin" => n.is_default(),
+            "custom" => !n.is_default(),
+            _ => bail!("invalid filter: 'type'='{v}': use builtin or custom"),
+        },
+        other => bail!("invalid filter '{other}'"),
+    })
+}
+
+fn rfc3339(nanos: i64) -> String {
+    berth_runtime::state::rfc3339(nanos / 1_000_000_000, (nanos % 1_000_000_000) as u32)
+}
+
+fn inspect_network(e: &Engine, n: &Network) -> Result<Value> {
+    let mut containers = serde_json::Map::new();
+    for ep in e.endpoints_of_network(&n.id)? {
+        let name = e.container(&ep.container).map(|c| c.name).unwrap_or_default();
+        containers.insert(
+            ep.container.clone(),
+            json!({
+                "Name": name,
+                "MacAddress": ipam::format_mac(&ep.mac),
+                "IPv4Address": format!("{}/{}", ep.ip, n.subnet.prefix),
+                "IPv6Address": "",
+                "Aliases": ep.aliases,
+                "Active": ep.active,
+            }),
+        );
+    }
+    let mut options: BTreeMap<String, String> = n.options.clone();
+    options.insert("com.docker.network.bridge.name".into(), n.bridge.clone());
+    Ok(json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": rfc3339(n.created),
+        "Scope": "local",
+        "Driver": n.driver,
+        "EnableIPv6": false,
+        "IPAM": {
+            "Driver": "default",
+            "Config": [{
+                "Subnet": n.subnet.to_string(),
+                "Gateway": n.gateway.to_string(),
+                "IPRange": n.ip_range.map(|r| r.to_string()).unwrap_or_default(),
+            }],
+        },
+        "Internal": n.internal,
+        "DNSEnabled": n.dns,
+        "Containers": containers,
+        "Options": options,
+        "Labels": n.labels,
+    }))
+}
+
+/// The PORTS column of `ps`: `0.0.0.0:8080->80/tcp, 443/tcp`.
+pub fn ports_text(e: &Engine, c: &ContainerRow) -> String {
+    let bound = e.published_ports(&c.id).unwrap_or_default();
+    let mut parts: Vec<String> =
+        bound.iter().map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.proto)).collect();
+    for x in &c.config.exposed {
+        let published = bound.iter().any(|p| format!("{}/{}", p.container_port, p.proto) == *x);
+        if !published {
+            parts.push(x.clone());
+        }
+    }
+    parts.join(", ")
+}
+
+/// The networks a container is on, for `ps`.
+pub fn networks_text(e: &Engine, c: &ContainerRow) -> String {
+    match e.endpoints_of_container(&c.id) {
+        Ok(eps) if !eps.is_empty() => eps.iter().map(|(_, n)| n.name.clone()).collect::<Vec<_>>().join(","),
+        _ => c.config.network.clone(),
+    }
+}
+
+/// `NetworkSettings` of `inspect`, in Docker's shape.
+pub fn network_settings(e: &Engine, c: &ContainerRow) -> Value {
+    let eps = e.endpoints_of_container(&c.id).unwrap_or_default();
+    let mut networks = serde_json::Map::new();
+    for (ep, n) in &eps {
+        networks.insert(
+            n.name.clone(),
+            json!({
+                "NetworkID": n.id,
+                "EndpointID": if ep.active { format!("{}{}", &c.id[..32], &n.id[..32]) } else { String::new() },
+                "Gateway": n.gateway.to_string(),
+                "IPAddress": ep.ip.to_string(),
+                "IPPrefixLen": n.subnet.prefix,
+                "MacAddress": ipam::format_mac(&ep.mac),
+                "Aliases": ep.aliases,
+            }),
+        );
+    }
+    let mut ports = serde_json::Map::new();
+    for x in &c.config.exposed {
+        ports.insert(x.clone(), Value::Null);
+    }
+    for p in e.published_ports(&c.id).unwrap_or_default() {
+        let key = format!("{}/{}", p.container_port, p.proto);
+        let entry = json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()});
+        match ports.get_mut(&key) {
+            Some(Value::Array(a)) => a.push(entry),
+            _ => {
+                ports.insert(key, json!([entry]));
+            }
+        }
+    }
+    let primary = eps.first();
+    json!({
+        "IPAddress": primary.map(|(ep, _)| ep.ip.to_string()).unwrap_or_default(),
+        "IPPrefixLen": primary.map(|(_, n)| n.subnet.prefix).unwrap_or(0),
+        "Gateway": primary.map(|(_, n)| n.gateway.to_string()).unwrap_or_default(),
+        "MacAddress": primary.map(|(ep, _)| ipam::format_mac(&ep.mac)).unwrap_or_default(),
+        "Ports": ports,
+        "Networks": networks,
+    })
+}
+
+/// `berth port CONTAINER [PRIVATE_PORT[/PROTO]]`.
+pub fn port(e: &Engine, container: &str, which: Option<&str>) -> Result<i32> {
+    let c = e.container(container)?;
+    let want = which.map(|w| if w.contains('/') { w.to_string() } else { format!("{w}/tcp") });
+    let mut found = false;
+    for p in e.published_ports(&c.id)? {
+        let key = format!("{}/{}", p.container_port, p.proto);
+        match &want {
+            Some(w) if *w == key => println!("{}:{}", p.host_ip, p.host_port),
+            Some(_) => continue,
+            None => println!("{key} -> {}:{}", p.host_ip, p.host_port),
+        }
+        found = true;
+    }
+    if !found && let Some(w) = want {
+        return Err(
+            berth_engine::ExitError { code: 1, msg: format!("No public port '{w}' published for {}", c.name) }.into()
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,286 @@
+//! Networking end to end: bridge networks, names, published ports, isolation, connect and
+//! disconnect, concurrency and teardown. Each test runs the engine inside its own network
+//! namespace (the containers' "host"); traffic goes only to that namespace's loopback and to
+//! the test's containers.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+mod common;
+
+use common::{Berth, in_netns};
+
+/// A shell loop that retries `cmd` for a few seconds (servers need a moment to listen).
+fn retry(cmd: &str) -> String {
+    format!("(for i in $(seq 50); do {cmd} && exit 0; sleep 0.1; done; exit 1)")
+}
+
+/// An HTTP GET of `/` through busybox nc (busybox-static's wget crashes): prints the body's
+/// last line, fails when there is none.
+fn get(host: &str, port: &str) -> String {
+    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {host} {port} | tail -n 1 | grep .")
+}
+
+/// A UDP server inside a container's namespace that answers each datagram with `reply`.
+fn udp_server(pid: &str, port: u16, reply: &'static str) -> std::thread::JoinHandle<()> {
+    let path = format!("/proc/{pid}/ns/net");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        in_netns(path, move || {
+            let s = UdpSocket::bind(("0.0.0.0", port)).expect("binding the UDP server");
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 64];
+            // Two clients: the host's loopback and another container.
+            for _ in 0..2 {
+                let Ok((_, from)) = s.recv_from(&mut buf) else { return };
+                let _ = s.send_to(reply.as_bytes(), from);
+            }
+        })
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("the UDP server is listening");
+    h
+}
+
+/// Sends one datagram to `to` from inside the namespace at `ns`, returns the answer.
+fn udp_ask(ns: String, to: String) -> String {
+    in_netns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..5 {
+            s.send_to(b"ping", &to).unwrap();
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                return String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+        }
+        String::new()
+    })
+}
+
+const WEB: &str = "mkdir -p /w && echo hi-from-$HOSTNAME > /w/index.html && exec httpd -f -p 80 -h /w";
+
+#[test]
+fn user_networks_resolve_names_and_aliases_and_are_isolated() {
+    let b = Berth::new("net-dns");
+    b.ok(&["network", "create", "--subnet", "10.123.0.0/24", "front"]);
+    b.ok(&["network", "create", "back"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-h",
+        "web",
+        "--network",
+        "front",
+        "--network-alias",
+        "www",
+        "busybox",
+        "sh",
+        "-c",
+        WEB,
+    ]);
+    let ip = b.inspect("web", "{{.NetworkSettings.Networks.front.IPAddress}}");
+    assert!(ip.starts_with("10.123.0."), "{ip}");
+    // By name and by alias, from a container on the same network; names resolve to the address.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "front",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("{} && {} && nslookup web | grep -c {ip}", retry(&get("web", "80")), get("www", "80")),
+    ]);
+    assert_eq!(out, "hi-from-web\nhi-from-web\n1\n");
+    // The resolver is the network's gateway, with berth's search domain.
+    let resolv = b.ok(&["run", "--rm", "--network", "front", "busybox", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 10.123.0.1"), "{resolv}");
+    // Another network can neither resolve the name nor reach the address.
+    let (code, _, _) = b.run(&["run", "--rm", "--network", "back", "busybox", "nslookup", "web"]);
+    assert_ne!(code, 0, "a container on another network resolved web");
+    let (code, out, _) = b.run(&["run", "--rm", "--network", "back", "busybox", "sh", "-c", &get(&ip, "80")]);
+    assert_ne!(code, 0, "a container on another network reached web: {out}");
+    // The default bridge has no names, as Docker's.
+    let (code, _, _) = b.run(&["run", "--rm", "busybox", "nslookup", "web"]);
+    assert_ne!(code, 0);
+    b.ok(&["rm", "-f", "web"]);
+    let (code, _, err) = b.run(&["network", "rm", "front", "back"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(b.network_leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn published_ports_answer_from_loopback_and_other_containers() {
+    let b = Berth::new("net-ports");
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "-h",
+        "srv",
+        "-p",
+        "18080:80",
+        "-p",
+        "127.0.0.1:18082:80",
+        "-p",
+        "18081:81/udp",
+        "busybox",
+        "sh",
+        "-c",
+        WEB,
+    ]);
+    let id = id.trim();
+    let pid = b.inspect(id, "{{.State.Pid}}");
+    let udp = udp_server(&pid, 81, "udp-ok");
+    // TCP from the host's loopback, on both bindings.
+    for port in ["18080", "18082"] {
+        let (code, out, err) = b.host("sh", &["-c", &retry(&get("127.0.0.1", port))]);
+        assert_eq!((code, out.as_str()), (0, "hi-from-srv\n"), "port {port}: {err}");
+    }
+    // And from another container, through the host's address on the bridge (hairpin NAT).
+    let gw = b.inspect(id, "{{.NetworkSettings.Gateway}}");
+    let out = b.ok(&["run", "--rm", "busybox", "sh", "-c", &retry(&get(&gw, "18080"))]);
+    assert_eq!(out, "hi-from-srv\n");
+    // UDP from the host's loopback and from another container's namespace.
+    assert_eq!(udp_ask(b.ns.path(), "127.0.0.1:18081".into()), "udp-ok");
+    let other = b.ok(&["run", "-d", "busybox", "sleep", "60"]);
+    let other_pid = b.inspect(other.trim(), "{{.State.Pid}}");
+    assert_eq!(udp_ask(format!("/proc/{other_pid}/ns/net"), format!("{gw}:18081")), "udp-ok");
+    udp.join().unwrap();
+    // port, ps and inspect show the bindings.
+    let port = b.ok(&["port", id]);
+    assert!(port.contains("80/tcp -> 0.0.0.0:18080") && port.contains("81/udp -> 0.0.0.0:18081"), "{port}");
+    assert!(port.contains("80/tcp -> 127.0.0.1:18082"), "{port}");
+    assert_eq!(b.ok(&["port", id, "81/udp"]), "0.0.0.0:18081\n");
+    let ps = b.ok(&["ps", "--format", "{{.Ports}}", "-f", "name=srv"]);
+    assert!(ps.contains("0.0.0.0:18080->80/tcp"), "{ps}");
+    // A port that is taken: a clear error, and the container is not left running.
+    let (code, _, err) = b.run(&["run", "-d", "--name", "dup", "-p", "18080:80", "busybox", "sleep", "60"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("port is already allocated"), "{err}");
+    assert_eq!(b.inspect("dup", "{{.State.Status}}"), "created");
+    // -P: every exposed port to a free host port.
+    let p = b.ok(&["run", "-d", "--expose", "80", "-P", "-h", "auto", "busybox", "sh", "-c", WEB]);
+    let hp = b.ok(&["port", p.trim(), "80"]);
+    let hp = hp.trim().rsplit(':').next().unwrap().to_string();
+    assert!(hp.parse::<u16>().unwrap() > 1024, "{hp}");
+    let (code, out, _) = b.host("sh", &["-c", &retry(&get("127.0.0.1", &hp))]);
+    assert_eq!((code, out.as_str()), (0, "hi-from-auto\n"));
+    for c in [id, other.trim(), p.trim(), "dup"] {
+        b.ok(&["rm", "-f", c]);
+    }
+    assert_eq!(b.network_leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn internal_networks_and_connect_disconnect() {
+    let b = Berth::new("net-conn");
+    b.ok(&["network", "create", "--internal", "--subnet", "10.124.0.0/24", "inner"]);
+    b.ok(&["run", "-d", "--name", "outside", "-h", "outside", "busybox", "sh", "-c", WEB]);
+    let outside = b.inspect("outside", "{{.NetworkSettings.IPAddress}}");
+    // An internal network has no route out: no default route, the bridge network is unreachable.
+    let out = b.ok(&["run", "--rm", "--network", "inner", "busybox", "ip", "route"]);
+    assert!(!out.contains("default"), "{out}");
+    let (code, _, _) = b.run(&["run", "--rm", "--network", "inner", "busybox", "sh", "-c", &get(&outside, "80")]);
+    assert_ne!(code, 0, "an internal container got out");
+    // Connect a running container to a second network, then disconnect it.
+    b.ok(&["network", "create", "extra"]);
+    b.ok(&["run", "-d", "--name", "hub", "busybox", "sleep", "60"]);
+    b.ok(&["network", "connect", "--alias", "hubby", "extra", "hub"]);
+    let ip2 = b.inspect("hub", "{{.NetworkSettings.Networks.extra.IPAddress}}");
+    let addrs = b.ok(&["exec", "hub", "ip", "-o", "-4", "addr", "show", "eth1"]);
+    assert!(addrs.contains(&ip2), "{addrs} / {ip2}");
+    let out = b.ok(&["run", "--rm", "--network", "extra", "busybox", "sh", "-c", &retry("nslookup hubby >/dev/null")]);
+    assert_eq!(out, "");
+    let (code, _, err) = b.run(&["network", "connect", "extra", "hub"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("already connected"), "{err}");
+    b.ok(&["network", "disconnect", "extra", "hub"]);
+    let (code, _, _) = b.run(&["exec", "hub", "ip", "link", "show", "eth1"]);
+    assert_ne!(code, 0, "eth1 is still there after disconnect");
+    // A network with containers cannot be removed; names them.
+    b.ok(&["network", "connect", "extra", "hub"]);
+    let (code, _, err) = b.run(&["network", "rm", "extra"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("hub"), "{err}");
+    for c in ["outside", "hub"] {
+        b.ok(&["rm", "-f", c]);
+    }
+    b.ok(&["network", "rm", "extra", "inner"]);
+    assert_eq!(b.network_leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn concurrent_runs_get_distinct_addresses_and_teardown_survives_kill() {
+    let b = std::sync::Arc::new(Berth::new("net-conc"));
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let b = b.clone();
+            std::thread::spawn(move || b.ok(&["run", "-d", "busybox", "sleep", "60"]).trim().to_string())
+        })
+        .collect();
+    let ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut ips: Vec<String> = ids.iter().map(|id| b.inspect(id, "{{.NetworkSettings.IPAddress}}")).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 6, "{ips:?}");
+    // Containers on the default bridge reach each other by address.
+    let out = b.ok(&["exec", &ids[0], "ping", "-c", "1", "-W", "3", &ips[5]]);
+    assert!(out.contains("1 packets received"), "{out}");
+    // kill -9 of a monitor: the next command repairs, ports and interfaces go.
+    let id = b.ok(&["run", "-d", "-p", "18090:80", "busybox", "sleep", "60"]);
+    let id = id.trim();
+    let (_, pids, _) = b.host("pgrep", &["-f", &format!("container-monitor {id}")]);
+    let monitor: i32 = pids.trim().parse().expect("the monitor's pid");
+    // SAFETY: kill(2) of the test's own monitor process.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(b.inspect(id, "{{.State.Status}}"), "exited");
+    assert_eq!(b.ok(&["port", id]), "");
+    let (_, table, _) = b.host("nft", &["list", "table", "ip", "berth"]);
+    assert!(!table.contains("18090"), "{table}");
+    for id in ids.iter().map(String::as_str).chain([id]) {
+        b.ok(&["rm", "-f", id]);
+    }
+    assert_eq!(b.network_leftovers(), Vec::<String>::new());
+    let leases: serde_json::Value = serde_json::from_str(&b.ok(&["network", "inspect", "bridge"])).unwrap();
+    assert_eq!(leases[0]["Containers"], serde_json::json!({}), "leases left");
+}
+
+#[test]
+fn bad_network_input_fails_clearly() {
+    let b = Berth::new("net-bad");
+    b.ok(&["network", "create", "--subnet", "10.125.0.0/16", "a"]);
+    let cases: &[(&[&str], &str)] = &[
+        (&["network", "create", "--subnet", "10.125.3.0/24", "b"], "overlaps with network a"),
+        (&["network", "create", "--subnet", "10.88.1.0/24", "b"], "overlaps with network bridge"),
+        (&["network", "create", "--subnet", "10.126.0.0/33", "b"], "prefix length"),
+        (&["network", "create", "--subnet", "banana", "b"], "invalid subnet"),
+        (&["network", "create", "--subnet", "10.126.0.1/24", "b"], "it should be 10.126.0.0/24"),
+        (&["network", "create", "a"], "already exists"),
+        (&["network", "create", "--ipv6", "b"], "IPv6"),
+        (&["network", "rm", "bridge"], "pre-defined"),
+        (&["network", "rm", "nope"], "network nope not found"),
+        (&["run", "--rm", "--network", "nope", "busybox", "true"], "network nope not found"),
+        (&["run", "--rm", "-p", "8000-8001:80-82", "busybox", "true"], "port range mismatch"),
+        (&["run", "--rm", "-p", "99999:80", "busybox", "true"], "invalid port"),
+        (&["run", "--rm", "--network", "none", "-p", "80:80", "busybox", "true"], "conflicting options"),
+        (&["run", "--rm", "--network", "a", "--ip", "10.99.0.5", "busybox", "true"], "does not belong"),
+        (&["run", "--rm", "--ip", "10.88.0.9", "busybox", "true"], "user defined networks only"),
+    ];
+    for (args, want) in cases {
+        let (code, _, err) = b.run(args);
+        assert_ne!(code, 0, "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // Nothing half-made: only `a` exists (and the default), no container was left.
+    let nets = b.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert_eq!(nets, "bridge\na\n");
+    assert!(b.ids().is_empty(), "{:?}", b.ids());
+    b.ok(&["network", "rm", "a"]);
+    assert_eq!(b.network_leftovers(), Vec::<String>::new());
+}

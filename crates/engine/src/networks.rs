@@ -1,0 +1,815 @@
+//! Networks: the `networks`, `endpoints` and `ports` tables; network create/ls/rm/prune,
+//! connect/disconnect; and what a container's monitor does to bring its interfaces, published
+//! ports, firewall rules and name resolution up and down (berth_network does the kernel work).
+//!
+//! Addresses are leased when a container is created (or connected) and kept until it is
+//! removed; an endpoint is `active` while the container's namespace has the interface. The
+//! nftables table is rebuilt from the active endpoints and the `ports` rows whenever a network
+//! gains its first or loses its last active endpoint, or ports change. All of that happens
+//! under one lock (`<runroot>/network.lock`), so concurrent starts and stops see one another.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use berth_network::firewall::{self, NetworkRules, PortRule, Proto};
+use berth_network::ipam::{self, Subnet};
+use berth_network::netlink::{self, Attachment};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use crate::containers::ContainerRow;
+use crate::{Engine, ExitError, FileLock, db, names};
+
+/// The network containers join when no `--network` is given, as Docker's `bridge`.
+pub const DEFAULT_NETWORK: &str = "bridge";
+/// Its Linux bridge and subnet (made in migration 4 of the database).
+pub const DEFAULT_BRIDGE: &str = "berth0";
+pub const DEFAULT_SUBNET: &str = "10.88.0.0/16";
+
+/// One `--network NAME` of a container, with the `--ip`, `--mac-address` and
+/// `--network-alias` that go with it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct NetRequest {
+    pub name: String,
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<String>,
+    pub aliases: Vec<String>,
+}
+
+/// One `-p`: a host port (or a range to choose from; 0 for any free port) for a container port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PortSpec {
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_lo: u16,
+    pub host_hi: u16,
+    pub container_port: u16,
+    pub proto: String,
+}
+
+/// A published port as it is bound while the container runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub proto: String,
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub bridge: String,
+    pub subnet: Subnet,
+    pub gateway: Ipv4Addr,
+    pub ip_range: Option<Subnet>,
+    pub internal: bool,
+    /// Name resolution between containers (user-defined networks; not the default bridge).
+    pub dns: bool,
+    pub mtu: Option<u32>,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub container: String,
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub aliases: Vec<String>,
+    pub ifname: String,
+    pub active: bool,
+}
+
+/// `berth network create`.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkCreate {
+    pub name: String,
+    pub driver: Option<String>,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub internal: bool,
+    pub ipv6: bool,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+}
+
+const NET_COLUMNS: &str =
+    "id, name, driver, bridge, subnet, gateway, ip_range, internal, dns, mtu, labels, options, created";
+
+fn net_row(r: &rusqlite::Row) -> rusqlite::Result<Network> {
+    let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
+    let bad = |i: usize, e: anyhow::Error| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into_boxed_dyn_error())
+    };
+    let range = text(6)?;
+    Ok(Network {
+        id: text(0)?,
+        name: text(1)?,
+        driver: text(2)?,
+        bridge: text(3)?,
+        subnet: text(4)?.parse().map_err(|e| bad(4, e))?,
+        gateway: text(5)?.parse().map_err(|e: std::net::AddrParseError| bad(5, e.into()))?,
+        ip_range: if range.is_empty() { None } else { Some(range.parse().map_err(|e| bad(6, e))?) },
+        internal: r.get::<_, i64>(7)? != 0,
+        dns: r.get::<_, i64>(8)? != 0,
+        mtu: Some(r.get::<_, i64>(9)? as u32).filter(|m| *m != 0),
+        labels: serde_json::from_str(&text(10)?).unwrap_or_default(),
+        options: serde_json::from_str(&text(11)?).unwrap_or_default(),
+        created: r.get(12)?,
+    })
+}
+
+const EP_COLUMNS: &str = "container, network, ip, mac, aliases, ifname, active";
+
+fn ep_row(r: &rusqlite::Row) -> rusqlite::Result<Endpoint> {
+    let ip: String = r.get(2)?;
+    let mac: String = r.get(3)?;
+    let aliases: String = r.get(4)?;
+    Ok(Endpoint {
+        container: r.get(0)?,
+        network: r.get(1)?,
+        ip: ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        mac: ipam::parse_mac(&mac).unwrap_or_default(),
+        aliases: serde_json::from_str(&aliases).unwrap_or_default(),
+        ifname: r.get(5)?,
+        active: r.get::<_, i64>(6)? != 0,
+    })
+}
+
+impl Network {
+    pub fn is_default(&self) -> bool {
+        self.name == DEFAULT_NETWORK
+    }
+}
+
+/// Whether a container's network mode is made of endpoints on bridge networks (not none,
+/// host, another container's or a namespace path).
+pub fn uses_endpoints(mode: &str) -> bool {
+    !(matches!(mode, "none" | "host" | "") || mode.starts_with("container:") || mode.starts_with("ns:"))
+}
+
+/// Parses one `-p` value: `[ip:][hostPort[-end]:]containerPort[-end][/tcp|udp]`.
+pub fn parse_publish(s: &str) -> Result<Vec<PortSpec>> {
+    let bad = |why: &str| anyhow::anyhow!("invalid publish spec {s:?}: {why}");
+    let (rest, proto) = match s.rsplit_once('/') {
+        Some((r, p)) => (r, p.to_ascii_lowercase()),
+        None => (s, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp") {
+        return Err(bad("the protocol must be tcp or udp (sctp is not supported)"));
+    }
+    if rest.starts_with('[') {
+        return Err(bad("IPv6 host addresses are not supported yet"));
+    }
+    let parts: Vec<&str> = rest.split(':').collect();
+    let (ip, host, container) = match parts.as_slice() {
+        [c] => ("", "", *c),
+        [h, c] => ("", *h, *c),
+        [i, h, c] => (*i, *h, *c),
+        _ => return Err(bad("expected [ip:][hostPort:]containerPort[/protocol]")),
+    };
+    let host_ip = match ip {
+        "" | "0.0.0.0" => None,
+        i => Some(i.parse::<Ipv4Addr>().map_err(|_| bad(&format!("{i:?} is not an IPv4 address")))?),
+    };
+    let range = |v: &str| -> Result<(u16, u16)> {
+        let (a, b) = v.split_once('-').unwrap_or((v, v));
+        let p = |x: &str| x.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad(&format!("invalid port {x:?}")));
+        let (a, b) = (p(a)?, p(b)?);
+        if b < a {
+            return Err(bad(&format!("invalid port range {v}")));
+        }
+        Ok((a, b))
+    };
+    let (clo, chi) = range(container)?;
+    let (hlo, hhi) = if host.is_empty() { (0, 0) } else { range(host)? };
+    let mut out = Vec::new();
+    if chi > clo {
+        // A range of container ports maps one to one onto a host range of the same length.
+        if host.is_empty() {
+            out.extend((clo..=chi).map(|c| (0, 0, c)));
+        } else if hhi - hlo == chi - clo {
+            out.extend((clo..=chi).zip(hlo..=hhi).map(|(c, h)| (h, h, c)));
+        } else {
+            return Err(bad("port range mismatch: the host and container ranges must have the same length"));
+        }
+    } else {
+        out.push((hlo, hhi, clo));
+    }
+    Ok(out
+        .into_iter()
+        .map(|(host_lo, host_hi, container_port)| PortSpec {
+            host_ip,
+            host_lo,
+            host_hi,
+            container_port,
+            proto: proto.clone(),
+        })
+        .collect())
+}
+
+/// The host end of a container's veth on a network (at most 15 bytes).
+fn host_veth(container: &str, network: &str) -> String {
+    format!("vb{}{}", &container[..9.min(container.len())], &network[..4.min(network.len())])
+}
+
+/// Docker's rule for network names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, here at most 64 bytes.
+fn valid_network_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && n.len() <= 64
+}
+
+fn in_use(code: i32, msg: String) -> anyhow::Error {
+    ExitError { code, msg }.into()
+}
+
+impl Engine {
+    fn net_dir(&self, id: &str) -> PathBuf {
+        self.runroot.join("networks").join(id)
+    }
+
+    fn network_lock(&self) -> Result<FileLock> {
+        FileLock::take(&self.runroot.join("network.lock"), true)
+    }
+
+    /// A network by name, id or unique id prefix.
+    pub fn network(&self, key: &str) -> Result<Network> {
+        let q = format!("SELECT {NET_COLUMNS} FROM networks WHERE name = ?1 OR id = ?1");
+        if let Some(n) = self.db.query_row(&q, [key], net_row).optional()? {
+            return Ok(n);
+        }
+        if !key.is_empty() && key.chars().all(|c| c.is_ascii_hexdigit()) {
+            let q = format!("SELECT {NET_COLUMNS} FROM networks WHERE id LIKE ?1 || '%'");
+            let mut st = self.db.prepare(&q)?;
+            let found: Vec<Network> = st.query_map([key], net_row)?.collect::<rusqlite::Result<_>>()?;
+            if found.len() > 1 {
+                bail!("network {key} is ambiguous ({} matches): give more of its id", found.len());
+            }
+            if let Some(n) = found.into_iter().next() {
+                return Ok(n);
+            }
+        }
+        Err(in_use(1, format!("network {key} not found")))
+    }
+
+    pub fn networks(&self) -> Result<Vec<Network>> {
+        let mut st = self.db.prepare(&format!("SELECT {NET_COLUMNS} FROM networks ORDER BY created, name"))?;
+        Ok(st.query_map([], net_row)?.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// `berth network create`.
+    pub fn create_network(&self, req: &NetworkCreate) -> Result<Network> {
+        if !valid_network_name(&req.name) {
+            bail!("invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", req.name);
+        }
+        if matches!(req.name.as_str(), "none" | "host" | "default") || req.name.contains(':') {
+            bail!("network name {:?} is reserved for a network mode", req.name);
+        }
+        match req.driver.as_deref() {
+            None | Some("bridge") => {}
+            Some(d) => bail!("network driver {d:?} is not supported: berth has the bridge driver"),
+        }
+        if req.ipv6 {
+            bail!("--ipv6: IPv6 networks are not supported yet");
+        }
+        let mut mtu = 0u32;
+        for (k, v) in &req.options {
+            match k.as_str() {
+                "mtu" | "com.docker.network.driver.mtu" => {
+                    mtu = v
+                        .parse()
+                        .ok()
+                        .filter(|m| (68..=65535).contains(m))
+                        .with_context(|| format!("invalid mtu {v:?}: expected a number from 68 to 65535"))?;
+                }
+                _ => bail!("unknown network option {k:?}: berth's bridge driver knows mtu"),
+            }
+        }
+        let tx = Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate)?;
+        if tx.query_row("SELECT 1 FROM networks WHERE name = ?1", [&req.name], |_| Ok(())).optional()?.is_some() {
+            return Err(in_use(1, format!("network with name {} already exists", req.name)));
+        }
+        let existing: Vec<Network> = {
+            let mut st = tx.prepare(&format!("SELECT {NET_COLUMNS} FROM networks"))?;
+            st.query_map([], net_row)?.collect::<rusqlite::Result<_>>()?
+        };
+        let subnet = match &req.subnet {
+            Some(s) => {
+                let s: Subnet = s.parse()?;
+                if s.prefix > 30 {
+                    bail!("invalid subnet {s}: it leaves no room for containers (use /30 or larger)");
+                }
+                if let Some(o) = existing.iter().find(|n| n.subnet.overlaps(&s)) {
+                    bail!("invalid subnet {s}: it overlaps with network {} ({})", o.name, o.subnet);
+                }
+                s
+            }
+            None => {
+                let used: Vec<Subnet> = existing.iter().map(|n| n.subnet).collect();
+                ipam::free_subnet(&used).with_context(|| {
+                    format!("no free subnet left in berth's pool {}: give one with --subnet", ipam::POOL)
+                })?
+            }
+        };
+        let gateway = match &req.gateway {
+            Some(g) => {
+                let g: Ipv4Addr = g.parse().with_context(|| format!("invalid gateway {g:?}: not an IPv4 address"))?;
+                if !subnet.contains(g) || g == subnet.addr {
+                    bail!("invalid gateway {g}: it is not a host address of the subnet {subnet}");
+                }
+                g
+            }
+            None => subnet.first_host(),
+        };
+        let ip_range = match &req.ip_range {
+            Some(r) => {
+                let r: Subnet = r.parse()?;
+                if !subnet.covers(&r) {
+                    bail!("invalid ip range {r}: it is not inside the subnet {subnet}");
+                }
+                Some(r)
+            }
+            None => None,
+        };
+        let id = names::new_id();
+        let bridge = format!("br-{}", &id[..12]);
+        tx.execute(
+            &format!("INSERT INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, 'bridge', ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?10, ?11)"),
+            params![
+                id,
+                req.name,
+                bridge,
+                subnet.to_string(),
+                gateway.to_string(),
+                ip_range.map(|r| r.to_string()).unwrap_or_default(),
+                req.internal as i64,
+                mtu,
+                serde_json::to_string(&req.labels)?,
+                serde_json::to_string(&req.options)?,
+                db::now_nanos()
+            ],
+        )?;
+        tx.commit()?;
+        self.network(&id)
+    }
+
+    /// `berth network rm`: refused for the default network and for networks with containers.
+    pub fn remove_network(&self, key: &str) -> Result<String> {
+        let n = self.network(key)?;
+        if n.is_default() {
+            return Err(in_use(1, format!("{} is a pre-defined network and cannot be removed", n.name)));
+        }
+        let tx = Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate)?;
+        let users: Vec<String> = {
+            let mut st = tx.prepare(
+                "SELECT c.name FROM endpoints e JOIN containers c ON c.id = e.container WHERE e.network = ?1 ORDER BY c.name",
+            )?;
+            st.query_map([&n.id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        if !users.is_empty() {
+            return Err(in_use(
+                1,
+                format!(
+                    "error while removing network: network {} has containers attached ({}): remove them or disconnect them first",
+                    n.name,
+                    users.join(", ")
+                ),
+            ));
+        }
+        tx.execute("DELETE FROM networks WHERE id = ?1", [&n.id])?;
+        tx.commit()?;
+        // Nothing of it should be left in the kernel (no endpoints), but a crash could have.
+        let _lock = self.network_lock()?;
+        let _ = netlink::remove_bridge_if_unused(&n.bridge);
+        let _ = fs::remove_dir_all(self.net_dir(&n.id));
+        Ok(n.name)
+    }
+
+    /// `berth network prune`: removes the user-defined networks no container uses.
+    pub fn prune_networks(&self) -> Result<Vec<String>> {
+        let mut gone = Vec::new();
+        for n in self.networks()? {
+            if !n.is_default() && self.endpoints_of_network(&n.id)?.is_empty() && self.remove_network(&n.id).is_ok() {
+                gone.push(n.name);
+            }
+        }
+        Ok(gone)
+    }
+
+    pub fn endpoints_of_network(&self, network: &str) -> Result<Vec<Endpoint>> {
+        let mut st = self.db.prepare(&format!("SELECT {EP_COLUMNS} FROM endpoints WHERE network = ?1 ORDER BY ip"))?;
+        Ok(st.query_map([network], ep_row)?.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A container's endpoints with their networks, eth0 first.
+    pub fn endpoints_of_container(&self, container: &str) -> Result<Vec<(Endpoint, Network)>> {
+        let mut st = self.db.prepare(&format!("SELECT {EP_COLUMNS} FROM endpoints WHERE container = ?1"))?;
+        let eps: Vec<Endpoint> = st.query_map([container], ep_row)?.collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::new();
+        for e in eps {
+            let n = self.network(&e.network)?;
+            out.push((e, n));
+        }
+        out.sort_by_key(|(e, _)| e.ifname.trim_start_matches("eth").parse::<u32>().unwrap_or(u32::MAX));
+        Ok(out)
+    }
+
+    /// The ports a container has bound now.
+    pub fn published_ports(&self, container: &str) -> Result<Vec<Published>> {
+        let mut st = self.db.prepare(
+            "SELECT proto, host_ip, host_port, container_port FROM ports WHERE container = ?1 ORDER BY container_port, proto, host_port",
+        )?;
+        let rows = st.query_map([container], |r| {
+            Ok(Published {
+                proto: r.get(0)?,
+                host_ip: r.get::<_, String>(1)?.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+                host_port: r.get::<_, i64>(2)? as u16,
+                container_port: r.get::<_, i64>(3)? as u16,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Leases addresses for a new container (or a `network connect`): one transaction, so
+    /// concurrent creates never get the same address.
+    pub(crate) fn add_endpoints(&self, container: &str, reqs: &[NetRequest]) -> Result<()> {
+        let tx = Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate)?;
+        let mut names: BTreeSet<String> = {
+            let mut st = tx.prepare("SELECT ifname FROM endpoints WHERE container = ?1")?;
+            st.query_map([container], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        for req in reqs {
+            // The lowest free ethN: a disconnect can leave a gap.
+            let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !names.contains(n)).unwrap_or_default();
+            add_endpoint(&tx, container, req, &ifname)?;
+            names.insert(ifname);
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// `berth network connect`: a lease, and the interface now if the container runs.
+    pub fn connect(&self, network: &str, container: &str, req: NetRequest) -> Result<()> {
+        let c = self.container(container)?;
+        let n = self.network(network)?;
+        if !uses_endpoints(&c.config.network) {
+            bail!("container {} uses network mode {}: it cannot be connected to networks", c.name, c.config.network);
+        }
+        if self.endpoints_of_container(&c.id)?.iter().any(|(_, x)| x.id == n.id) {
+            return Err(in_use(1, format!("container {} is already connected to network {}", c.name, n.name)));
+        }
+        self.add_endpoints(&c.id, &[NetRequest { name: n.id.clone(), ..req }])?;
+        if c.state == "running" || c.state == "paused" {
+            let up = self.endpoint_up(&c, c.pid, Some(&n.id)).map(|_| ());
+            if let Err(e) = up {
+                self.drop_endpoint(&c, &n);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// `berth network disconnect`.
+    pub fn disconnect(&self, network: &str, container: &str) -> Result<()> {
+        let c = self.container(container)?;
+        let n = self.network(network)?;
+        if !self.endpoints_of_container(&c.id)?.iter().any(|(_, x)| x.id == n.id) {
+            return Err(in_use(1, format!("container {} is not connected to network {}", c.name, n.name)));
+        }
+        self.drop_endpoint(&c, &n);
+        Ok(())
+    }
+
+    fn drop_endpoint(&self, c: &ContainerRow, n: &Network) {
+        let _ = self.endpoints_down(c, Some(&n.id));
+        let _ = self.db.execute("DELETE FROM endpoints WHERE container = ?1 AND network = ?2", params![c.id, n.id]);
+    }
+
+    /// The monitor, after the runtime made the container (its namespaces exist) and before it
+    /// starts: interfaces, published ports (the returned sockets hold the host ports), firewall
+    /// and name resolution. On error the caller calls [`Engine::network_down`].
+    pub(crate) fn network_up(&self, c: &ContainerRow, pid: i32) -> Result<Vec<OwnedFd>> {
+        self.endpoint_up(c, pid, None)
+    }
+
+    fn endpoint_up(&self, c: &ContainerRow, pid: i32, only: Option<&str>) -> Result<Vec<OwnedFd>> {
+        let eps = self.endpoints_of_container(&c.id)?;
+        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).context("opening the container's network namespace")?;
+        let _lock = self.network_lock()?;
+        let mut firewall_changed = false;
+        for (i, (ep, net)) in eps.iter().enumerate() {
+            if only.is_some_and(|o| o != net.id) || ep.active {
+                continue;
+            }
+            let first = self.active_endpoints(&net.id)? == 0;
+            netlink::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix, net.mtu, !net.internal)
+                .with_context(|| format!("setting up the bridge {} of network {}", net.bridge, net.name))?;
+            let veth = host_veth(&c.id, &net.id);
+            let a = Attachment {
+                bridge: &net.bridge,
+                gateway: net.gateway,
+                prefix: net.subnet.prefix,
+                mtu: net.mtu,
+                host_veth: &veth,
+                ifname: &ep.ifname,
+                ip: ep.ip,
+                mac: ep.mac,
+                default_route: i == 0 && !net.internal,
+            };
+            netlink::attach(ns.as_fd(), &a).with_context(|| format!("connecting to network {}", net.name))?;
+            self.db.execute(
+                "UPDATE endpoints SET active = 1 WHERE container = ?1 AND network = ?2",
+                params![c.id, net.id],
+            )?;
+            firewall_changed |= first;
+        }
+        let held = if only.is_none() { self.bind_ports(c, eps.first())? } else { Vec::new() };
+        if firewall_changed || !held.is_empty() {
+            self.sync_firewall()?;
+        }
+        for (_, net) in &eps {
+            if net.dns && only.is_none_or(|o| o == net.id) {
+                self.sync_dns(net)?;
+            }
+        }
+        Ok(held)
+    }
+
+    /// Undoes [`Engine::network_up`]; safe to call when nothing or part of it was done, and
+    /// again (crash repair). The ports' sockets are the caller's to close.
+    pub(crate) fn network_down(&self, c: &ContainerRow) -> Result<()> {
+        self.endpoints_down(c, None)
+    }
+
+    fn endpoints_down(&self, c: &ContainerRow, only: Option<&str>) -> Result<()> {
+        let eps = self.endpoints_of_container(&c.id)?;
+        let _lock = self.network_lock()?;
+        let mut firewall_changed = false;
+        for (ep, net) in &eps {
+            if only.is_some_and(|o| o != net.id) || !ep.active {
+                continue;
+            }
+            // The kernel removes the pair with the namespace, but that can lag behind.
+            let _ = netlink::detach(&host_veth(&c.id, &net.id));
+            self.db.execute(
+                "UPDATE endpoints SET active = 0 WHERE container = ?1 AND network = ?2",
+                params![c.id, net.id],
+            )?;
+            if self.active_endpoints(&net.id)? == 0 {
+                let _ = netlink::remove_bridge_if_unused(&net.bridge);
+                firewall_changed = true;
+            }
+        }
+        if only.is_none() && self.db.execute("DELETE FROM ports WHERE container = ?1", [&c.id])? > 0 {
+            firewall_changed = true;
+        }
+        if firewall_changed {
+            self.sync_firewall()?;
+        }
+        for (ep, net) in &eps {
+            if net.dns && ep.active && only.is_none_or(|o| o == net.id) {
+                self.sync_dns(net)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn active_endpoints(&self, network: &str) -> Result<i64> {
+        Ok(self
+            .db
+            .query_row("SELECT COUNT(*) FROM endpoints WHERE network = ?1 AND active = 1", [network], |r| r.get(0))?)
+    }
+
+    /// Binds every published host port (the sockets reserve them while the container runs)
+    /// and records them.
+    fn bind_ports(&self, c: &ContainerRow, primary: Option<&(Endpoint, Network)>) -> Result<Vec<OwnedFd>> {
+        if c.config.ports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some((_, net)) = primary else {
+            bail!("published ports need a bridge network; this container has network mode {}", c.config.network)
+        };
+        if net.internal {
+            bail!("network {} is internal: ports of its containers cannot be published", net.name);
+        }
+        let mut held = Vec::new();
+        for p in &c.config.ports {
+            let ip = p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let candidates: Vec<u16> = if p.host_lo == 0 { vec![0] } else { (p.host_lo..=p.host_hi).collect() };
+            let mut bound = None;
+            for port in candidates {
+                let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
+                let got: std::io::Result<(OwnedFd, u16)> = if p.proto == "udp" {
+                    UdpSocket::bind(addr).and_then(|s| Ok((s.local_addr()?.port(), s))).map(|(n, s)| (s.into(), n))
+                } else {
+                    TcpListener::bind(addr).and_then(|s| Ok((s.local_addr()?.port(), s))).map(|(n, s)| (s.into(), n))
+                };
+                if let Ok(b) = got {
+                    bound = Some(b);
+                    break;
+                }
+            }
+            let Some((fd, port)) = bound else {
+                let want =
+                    if p.host_lo == p.host_hi { p.host_lo.to_string() } else { format!("{}-{}", p.host_lo, p.host_hi) };
+                return Err(in_use(
+                    125,
+                    format!(
+                        "Bind for {ip}:{want} failed: port is already allocated (another process or container uses it)"
+                    ),
+                ));
+            };
+            self.db.execute(
+                "INSERT OR REPLACE INTO ports (container, proto, host_ip, host_port, container_port) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![c.id, p.proto, ip.to_string(), port, p.container_port],
+            )?;
+            held.push(fd);
+        }
+        Ok(held)
+    }
+
+    /// Rebuilds berth's nftables table from the active endpoints and the published ports.
+    fn sync_firewall(&self) -> Result<()> {
+        let nets: Vec<Network> = {
+            let q = format!(
+                "SELECT {} FROM networks n WHERE EXISTS (SELECT 1 FROM endpoints e WHERE e.network = n.id AND e.active = 1)",
+                NET_COLUMNS.split(", ").map(|c| format!("n.{c}")).collect::<Vec<_>>().join(", ")
+            );
+            let mut st = self.db.prepare(&q)?;
+            st.query_map([], net_row)?.collect::<rusqlite::Result<_>>()?
+        };
+        let rules: Vec<NetworkRules> = nets
+            .iter()
+            .map(|n| NetworkRules { bridge: n.bridge.clone(), subnet: n.subnet, internal: n.internal })
+            .collect();
+        let ports: Vec<PortRule> = {
+            let mut st = self.db.prepare(
+                "SELECT p.proto, p.host_ip, p.host_port, p.container_port, e.ip, n.bridge FROM ports p
+                 JOIN endpoints e ON e.container = p.container AND e.ifname = 'eth0'
+                 JOIN networks n ON n.id = e.network",
+            )?;
+            let rows = st.query_map([], |r| {
+                let host_ip: String = r.get(1)?;
+                let ip: String = r.get(4)?;
+                Ok(PortRule {
+                    proto: if r.get::<_, String>(0)? == "udp" { Proto::Udp } else { Proto::Tcp },
+                    host_ip: host_ip.parse().ok().filter(|a: &Ipv4Addr| !a.is_unspecified()),
+                    host_port: r.get::<_, i64>(2)? as u16,
+                    bridge: r.get(5)?,
+                    container_ip: ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    container_port: r.get::<_, i64>(3)? as u16,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        firewall::apply(&rules, &ports).context("updating berth's nftables table")
+    }
+
+    /// Writes a user network's name records and makes sure its DNS server runs while the
+    /// network has active endpoints; stops the server when it has none.
+    fn sync_dns(&self, net: &Network) -> Result<()> {
+        let dir = self.net_dir(&net.id);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let records = dir.join("records");
+        let mut text = String::new();
+        let mut st = self.db.prepare(
+            "SELECT e.ip, c.name, c.id, e.aliases FROM endpoints e JOIN containers c ON c.id = e.container
+             WHERE e.network = ?1 AND e.active = 1 ORDER BY e.ip",
+        )?;
+        let rows = st.query_map([&net.id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?;
+        for row in rows {
+            let (ip, name, id, aliases) = row?;
+            let aliases: Vec<String> = serde_json::from_str(&aliases).unwrap_or_default();
+            text.push_str(&format!("{ip} {name} {} {}\n", &id[..12], aliases.join(" ")));
+        }
+        if text.is_empty() {
+            let _ = fs::remove_file(&records);
+            stop_dns(&dir);
+            return Ok(());
+        }
+        let tmp = dir.join("records.tmp");
+        fs::write(&tmp, text)?;
+        fs::rename(&tmp, &records)?;
+        if FileLock::try_take(&dir.join("dns.lock"))?.is_some() {
+            // Nobody serves this network yet. The server daemonizes; we wait for its parent.
+            let exe = std::env::current_exe().context("finding the berth binary for the DNS server")?;
+            let st = Command::new(exe)
+                .arg("network-dns")
+                .arg("--listen")
+                .arg(SocketAddrV4::new(net.gateway, 53).to_string())
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .status()
+                .context("starting the network's DNS server")?;
+            if !st.success() {
+                bail!("the DNS server of network {} did not start", net.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn add_endpoint(tx: &Transaction, container: &str, req: &NetRequest, ifname: &str) -> Result<()> {
+    let n: Network = {
+        let q = format!("SELECT {NET_COLUMNS} FROM networks WHERE name = ?1 OR id = ?1");
+        tx.query_row(&q, [&req.name], net_row)
+            .optional()?
+            .ok_or_else(|| in_use(125, format!("network {} not found", req.name)))?
+    };
+    if n.is_default() && (req.ip.is_some() || !req.aliases.is_empty()) {
+        bail!("user specified IP address and network aliases are supported on user defined networks only");
+    }
+    let taken: BTreeSet<Ipv4Addr> = {
+        let mut st = tx.prepare("SELECT ip FROM endpoints WHERE network = ?1")?;
+        let ips: Vec<String> = st.query_map([&n.id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        ips.iter().filter_map(|i| i.parse().ok()).chain([n.gateway]).collect()
+    };
+    let ip = match req.ip {
+        Some(ip) => {
+            if !n.subnet.contains(ip) || ip == n.subnet.addr {
+                bail!("invalid address {ip}: it does not belong to the subnet {} of network {}", n.subnet, n.name);
+            }
+            if taken.contains(&ip) {
+                return Err(in_use(125, format!("address {ip} is already in use on network {}", n.name)));
+            }
+            ip
+        }
+        None => ipam::allocate(&n.subnet, n.ip_range.as_ref(), &taken)
+            .ok_or_else(|| in_use(125, format!("no available IP addresses on network {} ({})", n.name, n.subnet)))?,
+    };
+    let mac = match &req.mac {
+        Some(m) => ipam::parse_mac(m)?,
+        None => ipam::mac_for(ip),
+    };
+    tx.execute(
+        &format!("INSERT INTO endpoints ({EP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)"),
+        params![container, n.id, ip.to_string(), ipam::format_mac(&mac), serde_json::to_string(&req.aliases)?, ifname],
+    )
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            in_use(125, format!("container is already connected to network {}", n.name))
+        }
+        e => e.into(),
+    })?;
+    Ok(())
+}
+
+/// Stops a network's DNS server (its records are gone) and waits until it has let go.
+fn stop_dns(dir: &Path) {
+    let lock = dir.join("dns.lock");
+    if let Ok(pid) = fs::read_to_string(dir.join("dns.pid"))
+        && let Ok(pid) = pid.trim().parse::<i32>()
+        && pid > 1
+        && FileLock::try_take(&lock).ok().flatten().is_none()
+    {
+        // SAFETY: kill(2) of the process that holds the network's DNS lock.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        for _ in 0..200 {
+            if FileLock::try_take(&lock).ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// The body of `berth network-dns --listen ADDR DIR`: detaches, takes the network's DNS lock
+/// (another server has it: nothing to do) and serves the records in DIR until they are removed.
+pub fn serve_dns(listen: SocketAddr, dir: &Path) -> i32 {
+    // The lock first, so that it is held (by the child, through the shared open file) by the
+    // time the caller, who waits for this parent only, goes on.
+    let Ok(Some(_lock)) = FileLock::try_take(&dir.join("dns.lock")) else { return 0 };
+    // SAFETY: fork in a single-threaded process; the parent exits at once.
+    match unsafe { libc::fork() } {
+        0 => {}
+        n if n > 0 => return 0,
+        _ => return 1,
+    }
+    // SAFETY: setsid in the new child.
+    unsafe { libc::setsid() };
+    let pid_file = dir.join("dns.pid");
+    let _ = fs::write(&pid_file, std::process::id().to_string());
+    let upstreams = berth_network::dns::upstreams(&fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let served = berth_network::dns::serve(listen, &dir.join("records"), upstreams);
+    let _ = fs::remove_file(&pid_file);
+    if served.is_ok() { 0 } else { 1 }
+}
