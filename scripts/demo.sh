@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # berth's main job on a fresh Debian 12 machine (as root): install packages, build, make a
 # busybox image locally from busybox-static (no internet), and run containers from it with the
-# engine (`berth`) and with the OCI runtime alone (`berth-runtime`).
+# engine (`berth`: a greeting, then a web server with a published port) and with the OCI
+# runtime alone (`berth-runtime`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -21,7 +22,20 @@ tar -C "$work/rootfs" -czf "$work/busybox.tar.gz" .
 # The engine: import the tarball as an image, run a container from it.
 "$bin/berth" import "$work/busybox.tar.gz" berth-demo/busybox:latest >/dev/null
 "$bin/berth" images
-"$bin/berth" run --rm --memory 64m berth-demo/busybox sh -c 'echo "Hello from a berth container: $(hostname), pid $$, memory limit $(($(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max) / 1048576)) MiB"'
+"$bin/berth" run --rm --network none --memory 64m berth-demo/busybox sh -c 'echo "Hello from a berth container: $(hostname), pid $$, memory limit $(($(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max) / 1048576)) MiB"'
+
+# Networking: a web server container on the default bridge network with a published port,
+# fetched from the host. It runs in a throwaway network namespace, so that the demo leaves the
+# machine's own network (interfaces, firewall) exactly as it was; berth makes its bridge there.
+unshare --net env bin="$bin" bash -euo pipefail -c '
+  ip link set lo up
+  "$bin/berth" run -d --name berth-demo-web -p 8080:80 berth-demo/busybox \
+    sh -c "echo \"<h1>Hello from a berth web server</h1>\" > /index.html && exec httpd -f -p 80 -h /" >/dev/null
+  trap "\"\$bin/berth\" rm -f berth-demo-web >/dev/null" EXIT
+  "$bin/berth" ps --format "{{.Names}}  {{.Status}}  {{.Ports}}"
+  for i in $(seq 50); do curl -fsS http://127.0.0.1:8080/ && exit 0; sleep 0.1; done
+  echo "the web server did not answer" >&2; exit 1
+'
 
 # The runtime on its own, as runc would be used: a bundle and `berth-runtime run`.
 mkdir -p "$work/bundle"
