@@ -120,6 +120,8 @@ pub struct Stats {
 pub struct Cgroup {
     layout: Layout,
     path: PathBuf,
+    /// v1: the hierarchies mounted under the root, listed once (every operation needs them).
+    controllers: std::sync::OnceLock<Vec<String>>,
 }
 
 /// Turns an OCI `cgroupsPath` (absolute or relative; both taken from the hierarchy root as runc
@@ -141,7 +143,15 @@ pub fn normalize_path(p: &Path) -> Result<PathBuf> {
 
 impl Cgroup {
     pub fn new(layout: Layout, path: &Path) -> Result<Cgroup> {
-        Ok(Cgroup { layout, path: normalize_path(path)? })
+        Ok(Cgroup { layout, path: normalize_path(path)?, controllers: std::sync::OnceLock::new() })
+    }
+
+    /// The v1 hierarchies under the root (empty on v2).
+    fn controllers(&self) -> &[String] {
+        self.controllers.get_or_init(|| match &self.layout {
+            Layout::V1 { root, .. } => v1::mounted_controllers(root),
+            Layout::V2 { .. } => Vec::new(),
+        })
     }
 
     pub fn layout(&self) -> &Layout {
@@ -153,23 +163,81 @@ impl Cgroup {
     }
 
     /// Creates the cgroup in every hierarchy (enabling controllers on the way for v2).
+    ///
+    /// On a hybrid host the cgroup2 half only tracks the processes: its controllers (typically
+    /// just hugetlb) are enabled by [`Cgroup::apply`] when the resources ask for them, so that a
+    /// container without such limits leaves the host's `cgroup.subtree_control` files alone.
     pub fn create(&self) -> Result<()> {
+        self.create_v2()?;
+        self.create_v1()
+    }
+
+    /// The first part of [`Cgroup::create`]: the cgroup2 directory ([`Cgroup::v2_dir`]), so
+    /// that a child can be cloned into it while the rest is made.
+    pub fn create_v2(&self) -> Result<()> {
         match &self.layout {
-            Layout::V1 { root, unified } => {
-                v1::create(root, &self.path)?;
-                if let Some(u) = unified {
-                    v2::create(u, &self.path)?;
-                }
-                Ok(())
-            }
-            Layout::V2 { root } => v2::create(root, &self.path),
+            Layout::V1 { unified: Some(u), .. } => retry_vanished(|| v2::create_dirs(u, &self.path)),
+            Layout::V1 { unified: None, .. } => Ok(()),
+            Layout::V2 { root } => retry_vanished(|| v2::create(root, &self.path)),
+        }
+    }
+
+    /// The rest of [`Cgroup::create`]: the v1 hierarchies.
+    pub fn create_v1(&self) -> Result<()> {
+        match &self.layout {
+            Layout::V1 { root, .. } => retry_vanished(|| v1::create(root, self.controllers(), &self.path)),
+            Layout::V2 { .. } => Ok(()),
         }
     }
 
     /// Moves `pid` (and so its future children) into this cgroup.
+    ///
+    /// Moving another process takes the kernel's global threadgroup lock for writing, which
+    /// waits for an RCU grace period (several milliseconds) unless another move happened just
+    /// before. A process about to be created is better cloned straight into the cgroup2 half
+    /// ([`Cgroup::v2_dir`] with `CLONE_INTO_CGROUP`) and moved into the v1 hierarchies by itself
+    /// ([`Cgroup::join_self`]), which needs no such lock.
     pub fn add_pid(&self, pid: i32) -> Result<()> {
         for dir in self.dirs() {
             write_file(&dir, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The cgroup2 directory of this cgroup: the whole cgroup on v2, the unified half on a
+    /// hybrid host, none on plain v1. A child cloned with `CLONE_INTO_CGROUP` and an fd of this
+    /// directory starts inside it.
+    pub fn v2_dir(&self) -> Option<PathBuf> {
+        match &self.layout {
+            Layout::V1 { unified, .. } => unified.as_ref().map(|u| u.join(&self.path)),
+            Layout::V2 { root } => Some(root.join(&self.path)),
+        }
+    }
+
+    /// Moves the calling process into this cgroup. The caller must be single threaded: on v1 it
+    /// writes "0" to each hierarchy's `tasks` file, which moves the calling thread (here, the
+    /// whole process) without the kernel's global threadgroup lock that a write to
+    /// `cgroup.procs` takes. `v2_joined` says the process already sits in the cgroup2 half
+    /// (cloned there with `CLONE_INTO_CGROUP`); otherwise it is moved there through
+    /// `cgroup.procs` (v2 has no per-thread move for a domain cgroup).
+    pub fn join_self(&self, v2_joined: bool) -> Result<()> {
+        if let Layout::V1 { root, .. } = &self.layout {
+            for c in self.controllers() {
+                let dir = root.join(c).join(&self.path);
+                match fs::OpenOptions::new().write(true).open(dir.join("tasks")) {
+                    Ok(mut f) => {
+                        use std::io::Write;
+                        f.write_all(b"0").map_err(|e| err(format!("joining {}", dir.display()), e))?;
+                    }
+                    // A hierarchy mounted after the cgroup was made has no such dir: skip it,
+                    // as add_pid does.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(err(format!("joining {}", dir.display()), e)),
+                }
+            }
+        }
+        if !v2_joined && let Some(dir) = self.v2_dir() {
+            write_file(&dir, "cgroup.procs", "0")?;
         }
         Ok(())
     }
@@ -178,8 +246,13 @@ impl Cgroup {
     pub fn apply(&self, res: &LinuxResources) -> Result<()> {
         match &self.layout {
             Layout::V1 { root, unified } => {
-                v1::apply(root, &self.path, res, unified.is_some())?;
-                if let Some(u) = unified {
+                v1::apply(root, self.controllers(), &self.path, res, unified.is_some())?;
+                if let Some(u) = unified
+                    && res.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
+                    && !self.controllers().iter().any(|c| c.split(',').any(|x| x == "hugetlb"))
+                {
+                    // hugetlb lives on the cgroup2 half of this host: enable it down to us.
+                    v2::enable_down(u, &self.path)?;
                     v2::apply_hugetlb(&u.join(&self.path), res)?;
                 }
                 Ok(())
@@ -280,9 +353,23 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Removes this cgroup's parent from every hierarchy where it is empty: for a shared parent
+    /// such as the runtime's `berth/`, called after [`Cgroup::remove`]. Another container may
+    /// still live there or be made there at the same moment: rmdir then fails (EBUSY,
+    /// ENOTEMPTY) or finds nothing (ENOENT), which is fine, and a creator that loses the parent
+    /// between its mkdirs makes it again ([`Cgroup::create`] retries).
+    pub fn remove_parent_if_empty(&self) -> Result<()> {
+        let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+            return Ok(());
+        };
+        let parent =
+            Cgroup { layout: self.layout.clone(), path: parent.to_path_buf(), controllers: self.controllers.clone() };
+        parent.remove_if_empty()
+    }
+
     pub fn stats(&self) -> Result<Stats> {
         match &self.layout {
-            Layout::V1 { root, .. } => v1::stats(root, &self.path),
+            Layout::V1 { root, .. } => v1::stats(root, self.controllers(), &self.path),
             Layout::V2 { root } => v2::stats(&root.join(&self.path)),
         }
     }
@@ -295,8 +382,7 @@ impl Cgroup {
     fn all_dirs(&self) -> Vec<PathBuf> {
         match &self.layout {
             Layout::V1 { root, unified } => {
-                let mut v: Vec<PathBuf> =
-                    v1::mounted_controllers(root).into_iter().map(|c| root.join(c).join(&self.path)).collect();
+                let mut v: Vec<PathBuf> = self.controllers().iter().map(|c| root.join(c).join(&self.path)).collect();
                 if let Some(u) = unified {
                     v.push(u.join(&self.path));
                 }
@@ -324,8 +410,27 @@ fn collect_pids(dir: &Path, out: &mut Vec<i32>) -> Result<()> {
     Ok(())
 }
 
+/// Runs a cgroup creation again when a directory vanished under it (ENOENT): another runtime
+/// process removed a shared parent, found empty, between our mkdirs. A few rounds are plenty;
+/// a path that is really missing (no such hierarchy) still fails.
+fn retry_vanished(mut f: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut left = 8;
+    loop {
+        match f() {
+            Err(e) if e.source.kind() == io::ErrorKind::NotFound && left > 0 => left -= 1,
+            r => return r,
+        }
+    }
+}
+
 /// rmdir children first, then the dir; retries on EBUSY while the last processes exit.
 fn remove_dir_tree(dir: &Path) -> Result<()> {
+    // Usually an empty leaf: one rmdir, no listing.
+    match fs::remove_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -394,6 +499,56 @@ mod tests {
         assert_eq!(normalize_path(Path::new("a/./b")).unwrap(), PathBuf::from("a/b"));
         assert!(normalize_path(Path::new("/a/../../etc")).is_err());
         assert!(normalize_path(Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn shared_parent_goes_with_its_last_child() {
+        let t = tempfile::tempdir().unwrap();
+        for c in ["memory", "pids", "unified"] {
+            fs::create_dir(t.path().join(c)).unwrap();
+        }
+        let layout = Layout::V1 { root: t.path().into(), unified: Some(t.path().join("unified")) };
+        let a = Cgroup::new(layout.clone(), Path::new("berth/a")).unwrap();
+        let b = Cgroup::new(layout, Path::new("berth/b")).unwrap();
+        a.create().unwrap();
+        b.create().unwrap();
+        a.remove().unwrap();
+        a.remove_parent_if_empty().unwrap();
+        for c in ["memory", "pids", "unified"] {
+            assert!(t.path().join(c).join("berth/b").is_dir(), "{c}");
+        }
+        b.remove().unwrap();
+        b.remove_parent_if_empty().unwrap();
+        for c in ["memory", "pids", "unified"] {
+            assert!(!t.path().join(c).join("berth").exists(), "{c}");
+        }
+        // Nothing left to remove: still fine.
+        b.remove_parent_if_empty().unwrap();
+    }
+
+    #[test]
+    fn creation_retries_when_a_parent_vanishes() {
+        let mut calls = 0;
+        retry_vanished(|| {
+            calls += 1;
+            if calls < 3 { Err(err("x", io::Error::from(io::ErrorKind::NotFound))) } else { Ok(()) }
+        })
+        .unwrap();
+        assert_eq!(calls, 3);
+        let mut calls = 0;
+        let e = retry_vanished(|| {
+            calls += 1;
+            Err(err("x", io::Error::from(io::ErrorKind::NotFound)))
+        });
+        assert!(e.is_err());
+        assert_eq!(calls, 9);
+        let mut calls = 0;
+        let e = retry_vanished(|| {
+            calls += 1;
+            Err(err("x", io::Error::from(io::ErrorKind::PermissionDenied)))
+        });
+        assert!(e.is_err());
+        assert_eq!(calls, 1);
     }
 
     #[test]

@@ -26,35 +26,35 @@ pub(crate) fn mounted_controllers(root: &Path) -> Vec<String> {
 
 /// The directory of `controller` for `path`, if that controller is mounted (also when it is
 /// co-mounted, e.g. `cpu,cpuacct`).
-fn controller_dir(root: &Path, controller: &str, path: &Path) -> Option<PathBuf> {
-    mounted_controllers(root)
-        .into_iter()
-        .find(|m| m.split(',').any(|c| c == controller))
-        .map(|m| root.join(m).join(path))
+fn controller_dir(root: &Path, ctrls: &[String], controller: &str, path: &Path) -> Option<PathBuf> {
+    ctrls.iter().find(|m| m.split(',').any(|c| c == controller)).map(|m| root.join(m).join(path))
 }
 
-pub(crate) fn create(root: &Path, path: &Path) -> Result<()> {
-    for c in mounted_controllers(root) {
-        let dir = root.join(&c).join(path);
+/// `ctrls`: the hierarchies of [`mounted_controllers`].
+pub(crate) fn create(root: &Path, ctrls: &[String], path: &Path) -> Result<()> {
+    for c in ctrls {
+        let dir = root.join(c).join(path);
         fs::create_dir_all(&dir).map_err(|e| err(format!("creating {}", dir.display()), e))?;
         if c.split(',').any(|x| x == "cpuset") {
-            init_cpuset(&root.join(&c), path)?;
+            init_cpuset(&root.join(c), path)?;
         }
     }
     Ok(())
 }
 
-/// A new v1 cpuset has empty cpus/mems and refuses tasks; copy them down from the parents.
+/// A new v1 cpuset has empty cpus/mems and refuses tasks; copy them down from the parents
+/// (the value of the nearest level that has one, read once per level).
 fn init_cpuset(base: &Path, path: &Path) -> Result<()> {
-    let mut dir = base.to_path_buf();
-    for comp in path.components() {
-        let parent = dir.clone();
-        dir.push(comp);
-        for f in ["cpuset.cpus", "cpuset.mems"] {
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        let mut val = read_file(base, f)?.trim().to_string();
+        let mut dir = base.to_path_buf();
+        for comp in path.components() {
+            dir.push(comp);
             let cur = fs::read_to_string(dir.join(f)).unwrap_or_default();
             if cur.trim().is_empty() {
-                let p = read_file(&parent, f)?;
-                write_file(&dir, f, p.trim())?;
+                write_file(&dir, f, &val)?;
+            } else {
+                val = cur.trim().to_string();
             }
         }
     }
@@ -69,8 +69,8 @@ fn write_opt<T: ToString>(dir: &Path, file: &str, v: Option<T>) -> Result<()> {
 }
 
 /// Dir of a controller the spec needs; a clear error if the host lacks it.
-fn need(root: &Path, controller: &str, path: &Path, field: &str) -> Result<PathBuf> {
-    controller_dir(root, controller, path).ok_or_else(|| {
+fn need(root: &Path, ctrls: &[String], controller: &str, path: &Path, field: &str) -> Result<PathBuf> {
+    controller_dir(root, ctrls, controller, path).ok_or_else(|| {
         err(
             format!("{field} needs the {controller} controller, which is not mounted on this host"),
             io::Error::from(io::ErrorKind::Unsupported),
@@ -78,9 +78,9 @@ fn need(root: &Path, controller: &str, path: &Path, field: &str) -> Result<PathB
     })
 }
 
-pub(crate) fn apply(root: &Path, path: &Path, res: &LinuxResources, hybrid: bool) -> Result<()> {
+pub(crate) fn apply(root: &Path, ctrls: &[String], path: &Path, res: &LinuxResources, hybrid: bool) -> Result<()> {
     if let Some(m) = res.memory() {
-        let dir = need(root, "memory", path, "linux.resources.memory")?;
+        let dir = need(root, ctrls, "memory", path, "linux.resources.memory")?;
         let limit = m.limit();
         let swap = m.swap();
         if let (Some(l), Some(s)) = (limit, swap)
@@ -116,7 +116,7 @@ pub(crate) fn apply(root: &Path, path: &Path, res: &LinuxResources, hybrid: bool
     }
     if let Some(c) = res.cpu() {
         if c.shares().is_some() || c.quota().is_some() || c.period().is_some() || c.realtime_runtime().is_some() {
-            let dir = need(root, "cpu", path, "linux.resources.cpu")?;
+            let dir = need(root, ctrls, "cpu", path, "linux.resources.cpu")?;
             write_opt(&dir, "cpu.shares", c.shares())?;
             write_opt(&dir, "cpu.cfs_period_us", c.period())?;
             write_opt(&dir, "cpu.cfs_quota_us", c.quota())?;
@@ -127,18 +127,18 @@ pub(crate) fn apply(root: &Path, path: &Path, res: &LinuxResources, hybrid: bool
             return Err(invalid("linux.resources.cpu.idle needs cgroup v2"));
         }
         if c.cpus().is_some() || c.mems().is_some() {
-            let dir = need(root, "cpuset", path, "linux.resources.cpu.cpus")?;
+            let dir = need(root, ctrls, "cpuset", path, "linux.resources.cpu.cpus")?;
             write_opt(&dir, "cpuset.cpus", c.cpus().as_ref())?;
             write_opt(&dir, "cpuset.mems", c.mems().as_ref())?;
         }
     }
     if let Some(p) = res.pids() {
-        let dir = need(root, "pids", path, "linux.resources.pids")?;
+        let dir = need(root, ctrls, "pids", path, "linux.resources.pids")?;
         let v = if p.limit() > 0 { p.limit().to_string() } else { "max".to_string() };
         write_file(&dir, "pids.max", &v)?;
     }
     if let Some(b) = res.block_io() {
-        let dir = need(root, "blkio", path, "linux.resources.blockIO")?;
+        let dir = need(root, ctrls, "blkio", path, "linux.resources.blockIO")?;
         write_opt(&dir, "blkio.weight", b.weight())?;
         write_opt(&dir, "blkio.leaf_weight", b.leaf_weight())?;
         for d in b.weight_device().iter().flatten() {
@@ -164,7 +164,7 @@ pub(crate) fn apply(root: &Path, path: &Path, res: &LinuxResources, hybrid: bool
         && !h.is_empty()
     {
         // On a hybrid host hugetlb may live on the cgroup2 mount instead (handled by the caller).
-        if let Some(dir) = controller_dir(root, "hugetlb", path) {
+        if let Some(dir) = controller_dir(root, ctrls, "hugetlb", path) {
             for l in h {
                 write_file(&dir, &format!("hugetlb.{}.limit_in_bytes", l.page_size()), &l.limit().to_string())?;
             }
@@ -174,16 +174,16 @@ pub(crate) fn apply(root: &Path, path: &Path, res: &LinuxResources, hybrid: bool
     }
     if let Some(n) = res.network() {
         if let Some(id) = n.class_id() {
-            let dir = need(root, "net_cls", path, "linux.resources.network.classID")?;
+            let dir = need(root, ctrls, "net_cls", path, "linux.resources.network.classID")?;
             write_file(&dir, "net_cls.classid", &id.to_string())?;
         }
         for p in n.priorities().iter().flatten() {
-            let dir = need(root, "net_prio", path, "linux.resources.network.priorities")?;
+            let dir = need(root, ctrls, "net_prio", path, "linux.resources.network.priorities")?;
             write_file(&dir, "net_prio.ifpriomap", &format!("{} {}", p.name(), p.priority()))?;
         }
     }
     if let Some(devs) = res.devices()
-        && let Some(dir) = controller_dir(root, "devices", path)
+        && let Some(dir) = controller_dir(root, ctrls, "devices", path)
     {
         for d in devs {
             let (file, rule) = device_rule(d);
@@ -238,11 +238,11 @@ fn read_u64(dir: &Option<PathBuf>, file: &str) -> u64 {
     dir.as_ref().and_then(|d| read_file(d, file).ok()).and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
-pub(crate) fn stats(root: &Path, path: &Path) -> Result<Stats> {
-    let mem = controller_dir(root, "memory", path);
-    let pids = controller_dir(root, "pids", path);
-    let cpuacct = controller_dir(root, "cpuacct", path);
-    let blkio = controller_dir(root, "blkio", path);
+pub(crate) fn stats(root: &Path, ctrls: &[String], path: &Path) -> Result<Stats> {
+    let mem = controller_dir(root, ctrls, "memory", path);
+    let pids = controller_dir(root, ctrls, "pids", path);
+    let cpuacct = controller_dir(root, ctrls, "cpuacct", path);
+    let blkio = controller_dir(root, ctrls, "blkio", path);
     let mut s = Stats {
         memory_usage: read_u64(&mem, "memory.usage_in_bytes"),
         memory_max_usage: read_u64(&mem, "memory.max_usage_in_bytes"),

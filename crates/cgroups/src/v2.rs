@@ -24,6 +24,24 @@ pub(crate) fn create(root: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates `root/path` and its missing parents, leaving `cgroup.subtree_control` alone (the
+/// cgroup2 half of a hybrid host, where the dirs only track processes).
+pub(crate) fn create_dirs(root: &Path, path: &Path) -> Result<()> {
+    let dir = root.join(path);
+    fs::create_dir_all(&dir).map_err(|e| err(format!("creating {}", dir.display()), e))
+}
+
+/// Enables every available controller from `root` down to `root/path`'s parent (for limits
+/// applied after a [`create_dirs`]).
+pub(crate) fn enable_down(root: &Path, path: &Path) -> Result<()> {
+    let mut dir = root.to_path_buf();
+    for comp in path.components() {
+        enable_controllers(&dir)?;
+        dir.push(comp);
+    }
+    Ok(())
+}
+
 fn enable_controllers(dir: &Path) -> Result<()> {
     let avail = read_file(dir, "cgroup.controllers").unwrap_or_default();
     let enabled = read_file(dir, "cgroup.subtree_control").unwrap_or_default();
