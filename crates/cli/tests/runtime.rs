@@ -153,6 +153,132 @@ fn lifecycle_create_start_pause_resume_kill_delete() {
     no_state_left(&g);
 }
 
+/// runc's command line as callers write it: global options after the command, options
+/// before or after the id, `--opt=value`, short options, and usage errors with status 2.
+#[test]
+fn options_stand_before_or_after_the_id() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-cli");
+    let b = Bundle::busybox(&Config::default().args(&["sleep", "1000"]));
+    let id = g.id("c");
+    let root = g.path("state");
+    let pidfile = g.path("pid");
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(RT);
+        c.args(args);
+        c
+    };
+    let r = root.to_str().unwrap();
+    let mut c = cmd(&["create", &id, "--root", r]);
+    c.arg(format!("--bundle={}", b.path().display())).arg("--pid-file").arg(&pidfile);
+    let o = out_detached(&g, c);
+    assert!(o.status.success(), "create: {}", err(&o));
+    assert_eq!(state(&g, &id)["status"], "created");
+    let o = out(cmd(&["start", &id, &format!("--root={r}")]));
+    assert!(o.status.success(), "start: {}", err(&o));
+    let o =
+        out(cmd(&["exec", "--root", r, &id, "-e", "A=1", "--env=B=2", "--cwd", "/tmp", "sh", "-c", "echo $A$B; pwd"]));
+    assert!(o.status.success(), "exec: {}", err(&o));
+    assert_eq!(text(&o), "12\n/tmp\n");
+    let o = out(cmd(&["update", &id, "--pids-limit", "10", "--root", r]));
+    assert!(o.status.success(), "update: {}", err(&o));
+    let show = "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max";
+    let o = out(cmd(&["--root", r, "exec", &id, "sh", "-c", show]));
+    assert_eq!(text(&o), "10\n", "{}", err(&o));
+    let o = out(cmd(&["kill", &id, "--all", "KILL", "--root", r]));
+    assert!(o.status.success(), "kill: {}", err(&o));
+    for _ in 0..200 {
+        if state(&g, &id)["status"] == "stopped" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let o = out(cmd(&["delete", &id, "-f", "--root", r]));
+    assert!(o.status.success(), "delete: {}", err(&o));
+    no_state_left(&g);
+
+    let o = out(cmd(&["delete", "--nope", &id]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("--nope"), "{}", err(&o));
+    let o = out(cmd(&["create", "--root", r]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("<ID>"), "{}", err(&o));
+    let o = out(cmd(&["--version"]));
+    assert!(o.status.success() && text(&o).starts_with("berth-runtime "), "{}", text(&o));
+    let o = out(cmd(&["create", "--help"]));
+    assert!(o.status.success() && text(&o).contains("--console-socket"), "{}", text(&o));
+}
+
+/// The default cgroups live in a shared `berth` parent, which goes with its last container
+/// (after a delete and after a failed create alike). Other containers (other tests, the
+/// engine's) may hold it meanwhile, so only a `berth` that stays childless counts as a leak.
+#[test]
+fn the_shared_parent_cgroup_goes_when_empty() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-parent");
+    let (code, _, e) = run(&g, Config::default().args(&["true"]));
+    assert_eq!(code, 0, "{e}");
+    let (code, _, e) = run(&g, Config::default().args(&["no-such-program"]));
+    assert_ne!(code, 0, "{e}");
+    let childless = || -> Vec<std::path::PathBuf> {
+        let mut v = Vec::new();
+        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let p = h.path().join("berth");
+            let Ok(rd) = std::fs::read_dir(&p) else { continue };
+            if !rd.flatten().any(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+                v.push(p);
+            }
+        }
+        v
+    };
+    let mut left = childless();
+    for _ in 0..20 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left = childless();
+    }
+    assert!(left.is_empty(), "empty berth parents left: {left:?}");
+}
+
+/// `run` starts the init straight away unless poststart hooks need the separate start; either
+/// way process.oomScoreAdj is set before the user's program runs and the hooks run in order.
+#[test]
+fn run_with_and_without_poststart_hooks() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-hooks");
+    let cfg = Config::default().sh("cat /proc/self/oom_score_adj").set("/process/oomScoreAdj", json!(500));
+    let (code, o, e) = run(&g, cfg.clone());
+    assert_eq!((code, o.as_str()), (0, "500\n"), "{e}");
+    let log = g.path("hooks.log");
+    let script = g.path("hook.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$1 $(grep -o '\"status\":\"[a-z]*\"')\" >> {}\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let hook = |name: &str| json!([{"path": script, "args": ["hook", name]}]);
+    let cfg = cfg
+        .set("/hooks/prestart", hook("prestart"))
+        .set("/hooks/poststart", hook("poststart"))
+        .set("/hooks/poststop", hook("poststop"));
+    let (code, o, e) = run(&g, cfg);
+    assert_eq!((code, o.as_str()), (0, "500\n"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "prestart \"status\":\"creating\"\npoststart \"status\":\"running\"\npoststop \"status\":\"stopped\"\n"
+    );
+    no_state_left(&g);
+}
+
 #[test]
 fn exec_runs_inside_the_container() {
     if berth_testkit::need_root() {

@@ -24,6 +24,10 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// Start the container as part of create (`run`): the init execs the user's program as soon
+    /// as it is ready, with no exec socket to wait on. Ignored when the spec has poststart
+    /// hooks, which must run after the start point: the container is then left created.
+    pub start: bool,
 }
 
 pub const DEFAULT_ROOT: &str = "/run/berth-runtime";
@@ -55,8 +59,9 @@ impl Drop for Undo {
         }
         if let Some(cg) = &self.cgroup {
             let _ = cg.kill_all(libc::SIGKILL);
-            let _ = cg.remove();
-            remove_default_parent(cg);
+            if cg.remove().is_ok() {
+                remove_default_parent(cg);
+            }
         }
         if let Some(d) = &self.dir {
             let _ = fs::remove_dir_all(d);
@@ -64,13 +69,16 @@ impl Drop for Undo {
     }
 }
 
+/// The parent of the default cgroups (`berth/<id>` under each hierarchy).
+const DEFAULT_CGROUP_PARENT: &str = "berth";
+
 /// The cgroup a spec asks for: its cgroupsPath, or `berth/<id>`.
 fn cgroup_for(spec: &Spec, id: &str) -> Result<Cgroup> {
     let p = spec
         .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().clone())
-        .unwrap_or_else(|| PathBuf::from(format!("/berth/{id}")));
+        .unwrap_or_else(|| PathBuf::from(format!("/{DEFAULT_CGROUP_PARENT}/{id}")));
     if p.to_string_lossy().contains(':') {
         bail!(
             "linux.cgroupsPath {:?} looks like a systemd slice:prefix:name path; berth-runtime drives cgroupfs directly (drop --systemd-cgroup)",
@@ -80,13 +88,12 @@ fn cgroup_for(spec: &Spec, id: &str) -> Result<Cgroup> {
     Ok(Cgroup::new(Layout::detect(), &p)?)
 }
 
-/// The shared default parent `berth/` is removed once empty.
+/// The shared default parent `berth/` goes once empty (after its container's cgroup), race-safely
+/// (see [`Cgroup::remove_parent_if_empty`]). The parents of any other cgroupsPath belong to
+/// whoever chose it and are left alone.
 fn remove_default_parent(cg: &Cgroup) {
-    if cg.path().parent() == Some(Path::new("berth")) {
-        let parent = Cgroup::new(cg.layout().clone(), Path::new("berth"));
-        if let Ok(p) = parent {
-            let _ = p.remove_if_empty();
-        }
+    if cg.path().parent() == Some(Path::new(DEFAULT_CGROUP_PARENT)) {
+        let _ = cg.remove_parent_if_empty();
     }
 }
 
@@ -94,7 +101,7 @@ fn remove_default_parent(cg: &Cgroup) {
 pub fn create(o: &CreateOptions) -> Result<State> {
     state::validate_id(&o.id)?;
     let bundle = fs::canonicalize(&o.bundle).with_context(|| format!("bundle {}", o.bundle.display()))?;
-    let spec = spec::load(&bundle)?;
+    let (spec, spec_bytes) = spec::load_bytes(&bundle)?;
     let rootfs = spec::rootfs_path(&spec, &bundle)?;
     let proc_ = spec.process().as_ref().context("config.json: process is required to create a container")?;
     let terminal = proc_.terminal() == Some(true);
@@ -113,16 +120,30 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
     }
     let mut undo = Undo { dir: Some(dir.clone()), cgroup: None, pids: Vec::new() };
-    fs::write(dir.join(SPEC_COPY), serde_json::to_vec(&spec)?).context("saving the spec")?;
+    // The bytes as read (they parsed to `spec`): no serialization on the way.
+    fs::write(dir.join(SPEC_COPY), &spec_bytes).context("saving the spec")?;
+    drop(spec_bytes);
 
     let cg = cgroup_for(&spec, &o.id)?;
-    cg.create()?;
+    let resources = effective_resources(&spec)?;
+    // The direct path (init::direct) clones the init as soon as the cgroup2 directory exists
+    // and makes the rest of the cgroup while the init creates its namespaces.
+    let direct = init::direct(&plan);
     undo.cgroup = Some(cg.clone());
-    if let Some(r) = effective_resources(&spec)? {
-        cg.apply(&r).context("linux.resources")?;
+    cg.create_v2()?;
+    let limits = || -> Result<()> {
+        if let Some(r) = &resources {
+            cg.apply(r).context("linux.resources")?;
+        }
+        Ok(())
+    };
+    if !direct {
+        cg.create_v1()?;
+        limits()?;
     }
 
-    let listener = bind_exec_socket(&dir)?;
+    let start_now = o.start && spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()).is_none_or(|v| v.is_empty());
+    let listener = if start_now { None } else { Some(bind_exec_socket(&dir)?) };
     let console = match &o.console_socket {
         Some(p) => {
             Some(UnixStream::connect(p).with_context(|| format!("connecting to --console-socket {}", p.display()))?)
@@ -150,7 +171,7 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         rootfs: &rootfs,
         plan: &plan,
         sync: child_sock.as_raw_fd(),
-        exec_listener: listener.as_raw_fd(),
+        exec_listener: listener.as_ref().map_or(-1, |l| l.as_raw_fd()),
         console: console.as_ref().map(|c| c.as_raw_fd()),
         no_pivot: o.no_pivot,
         no_new_keyring: o.no_new_keyring,
@@ -158,11 +179,21 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         cgroup: Some(&cg),
         hook_stop,
         seccomp: seccomp.as_ref(),
+        parent: std::process::id() as libc::pid_t,
     };
-    let stage = init::raw_clone(0)?;
+    // The child puts itself into the cgroup (see init::fork_into): moving it from here would
+    // wait for an RCU grace period, often the largest part of `create`.
+    let (stage, v2_joined) = if direct {
+        init::fork_into_with(init::direct_clone_flags(&plan), Some(&cg))?
+    } else {
+        init::fork_into(Some(&cg))?
+    };
     if stage == 0 {
         drop(parent_sock);
-        init::stage(&args);
+        if direct {
+            init::init_direct(&args, v2_joined);
+        }
+        init::stage(&args, v2_joined);
     }
     undo.pids.push(stage);
     drop(child_sock);
@@ -170,9 +201,26 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     drop(console);
     let sock = parent_sock.as_raw_fd();
 
-    cg.add_pid(stage)?;
-    send(sock, b"go");
+    // Written as soon as the init's pid is known: before anything of the user's runs, and
+    // while the process surely exists (with `start` it may have run and exited by "ready").
+    let oom_score_adj = |pid: i32| -> Result<()> {
+        if let Some(adj) = proc_.oom_score_adj() {
+            fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()).context("process.oomScoreAdj")?;
+        }
+        Ok(())
+    };
     let mut init_pid = 0;
+    if direct {
+        oom_score_adj(stage)?;
+        // The child is the init: it creates its namespaces while we finish the cgroup, and
+        // mounts the container's root while we apply the limits.
+        send(sock, b"go");
+        cg.create_v1()?;
+        send(sock, b"cg");
+        limits()?;
+        send(sock, b"res");
+        init_pid = stage;
+    }
     let mut st = State {
         oci_version: spec.version().clone(),
         id: o.id.clone(),
@@ -185,6 +233,10 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         cgroup_path: Some(cg.path().to_path_buf()),
         owner: String::new(),
     };
+    if direct {
+        st.pid = init_pid;
+        st.pid_start = state::proc_start(init_pid).map(|s| s.0).unwrap_or(0);
+    }
     loop {
         let m = recv(sock)?;
         if m.is_empty() {
@@ -200,6 +252,7 @@ pub fn create(o: &CreateOptions) -> Result<State> {
             undo.pids.retain(|p| *p != stage);
             st.pid = init_pid;
             st.pid_start = state::proc_start(init_pid).map(|s| s.0).unwrap_or(0);
+            oom_score_adj(init_pid)?;
         } else if m == b"hooks" {
             let json = serde_json::to_vec(&st.to_oci_json(Status::Creating))?;
             hooks::run_all("prestart", hooks.and_then(|h| h.prestart().as_ref()), &json)?;
@@ -217,9 +270,6 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     }
     if init_pid == 0 {
         bail!("the container's init did not report its pid");
-    }
-    if let Some(adj) = proc_.oom_score_adj() {
-        fs::write(format!("/proc/{init_pid}/oom_score_adj"), adj.to_string()).context("process.oomScoreAdj")?;
     }
     st.save(&o.root)?;
     if let Some(pf) = &o.pid_file {
@@ -348,6 +398,19 @@ impl Container {
         Ok(serde_json::from_slice(&fs::read(&p).with_context(|| format!("reading {}", p.display()))?)?)
     }
 
+    /// The spec, parsed only if its text mentions `key` (a hook list): `start` and `delete`
+    /// need it for their hooks alone, and most specs have none.
+    fn spec_with(&self, key: &str) -> Result<Option<Spec>> {
+        let p = state::dir(&self.root, &self.state.id).join(SPEC_COPY);
+        let data = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        let has = |pat: &[u8]| data.windows(pat.len()).any(|w| w == pat);
+        // A key spelled with \u escapes parses to the same name: parse whenever one appears.
+        if !has(format!("\"{key}\"").as_bytes()) && !has(b"\\u") {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::from_slice(&data)?))
+    }
+
     fn dir(&self) -> PathBuf {
         state::dir(&self.root, &self.state.id)
     }
@@ -372,8 +435,9 @@ impl Container {
         if n != 1 {
             bail!("the container's init died before it could start");
         }
-        let spec = self.spec()?;
-        if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()) {
+        if let Some(spec) = self.spec_with("poststart")?
+            && let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().as_ref())
+        {
             let json = serde_json::to_vec(&self.state.to_oci_json(Status::Running))?;
             // A failed poststart hook is reported but the container keeps running (spec).
             if let Err(e) = hooks::run_all("poststart", Some(h), &json) {
@@ -408,7 +472,7 @@ impl Container {
             cg.remove()?;
             remove_default_parent(&cg);
         }
-        if let Ok(spec) = self.spec()
+        if let Ok(Some(spec)) = self.spec_with("poststop")
             && let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststop().as_ref())
         {
             let json = serde_json::to_vec(&self.state.to_oci_json(Status::Stopped))?;
@@ -526,16 +590,13 @@ impl Container {
         let cg = self.cgroup();
         let child_sock = sock.as_raw_fd();
         let console_fd = console.as_ref().map(|c| c.as_raw_fd());
-        let stage = init::raw_clone(0)?;
+        let (stage, v2_joined) = init::fork_into(cg.as_ref())?;
         if stage == 0 {
-            exec_stage(p, &join, child_sock, console_fd, preserve_fds, seccomp.as_ref());
+            exec_stage(p, &join, child_sock, console_fd, preserve_fds, seccomp.as_ref(), cg.as_ref(), v2_joined);
         }
         drop(sock);
         drop(console);
         let undo = Undo { dir: None, cgroup: None, pids: vec![stage] };
-        if let Some(cg) = &cg {
-            cg.add_pid(stage)?;
-        }
         send(lst.as_raw_fd(), b"go");
         let mut pid = 0;
         loop {
@@ -562,8 +623,10 @@ impl Container {
     }
 }
 
-/// The child of `exec`: join the container, then fork the process (pid namespaces apply to
-/// children), which sets itself up and execs. Never returns.
+/// The child of `exec`: join the container (its cgroup first, see init::fork_into), then fork
+/// the process (pid namespaces apply to children), which sets itself up and execs. Never
+/// returns.
+#[allow(clippy::too_many_arguments)]
 fn exec_stage(
     p: &Process,
     join: &[(LinuxNamespaceType, OwnedFd)],
@@ -571,9 +634,14 @@ fn exec_stage(
     console: Option<RawFd>,
     preserve: u32,
     seccomp: Option<&seccomp::Filter>,
+    cg: Option<&Cgroup>,
+    v2_joined: bool,
 ) -> ! {
     let r = (|| -> Result<()> {
         init::expect_go(sock)?;
+        if let Some(cg) = cg {
+            cg.join_self(v2_joined).context("joining the container's cgroup")?;
+        }
         for (t, fd) in join {
             ns::setns(fd, *t)?;
         }

@@ -1,12 +1,16 @@
 //! The child side of create and exec. Everything here runs in forked copies of the (single
 //! threaded) runtime process and ends in execve or `_exit`.
 //!
-//! create: runtime --fork--> stage --clone(CLONE_PARENT)--> init
+//! create, the usual case: runtime --clone3(CLONE_NEWPID)--> init ([`direct`], [`init_direct`]).
+//! create with namespaces to join by path, or a new user or time namespace:
+//! runtime --fork--> stage --clone(CLONE_PARENT)--> init
 //!  - stage joins namespaces by path, creates the user namespace (the runtime writes the id
 //!    maps), unshares the rest, then clones init so that init is pid 1 of a new pid namespace
 //!    and still a child of the runtime (so `run` can wait for it);
-//!  - init sets up the root, reports "ready", blocks on the exec socket until `start`, then
-//!    becomes the user's process.
+//!  - init sets up the root, reports "ready", blocks on the exec socket until `start` (or, for
+//!    `run`, goes straight on), then becomes the user's process.
+//!
+//! Either child puts itself into the container's cgroup (see [`fork_into`]).
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -26,12 +30,20 @@ pub fn send(fd: RawFd, msg: &[u8]) {
 
 pub fn recv(fd: RawFd) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut resets = 0;
     loop {
         // SAFETY: recv into a buffer we own.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The peer closed with a message of ours unread (e.g. a child that failed before
+            // reading "res"). The kernel reports that once, ahead of what the peer sent before
+            // it closed (its "error:..."): read on, up to the end of the stream.
+            if e.raw_os_error() == Some(libc::ECONNRESET) && resets < 4 {
+                resets += 1;
                 continue;
             }
             return Err(e).context("reading from the container's setup channel");
@@ -62,6 +74,65 @@ pub fn raw_clone(flags: libc::c_int) -> Result<libc::pid_t> {
     Ok(pid as libc::pid_t)
 }
 
+/// clone3 of a fork-like child with `flags` (e.g. CLONE_NEWPID), into the cgroup2 directory
+/// `cgroup` (an fd of it) when given, so that nobody has to move it there afterwards. Fails on
+/// kernels before 5.7 and where the directory refuses processes; [`fork_into_with`] then falls
+/// back to [`raw_clone`].
+fn clone3(flags: libc::c_int, cgroup: Option<RawFd>) -> std::io::Result<libc::pid_t> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let args = CloneArgs {
+        flags: flags as u32 as u64 | if cgroup.is_some() { CLONE_INTO_CGROUP } else { 0 },
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.unwrap_or(0) as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3(2) without a stack behaves as fork; the caller is single threaded.
+    let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(pid as libc::pid_t)
+}
+
+/// Forks a child that is to live in `cg`: cloned straight into the cgroup2 half where the
+/// kernel can. Returns the pid (0 in the child) and whether the child already sits in the
+/// cgroup2 half; the child then calls `cg.join_self(that)` for the rest (see
+/// [`Cgroup::join_self`]: neither step waits for the kernel's global threadgroup lock the way
+/// moving a process from outside does).
+pub fn fork_into(cg: Option<&Cgroup>) -> Result<(libc::pid_t, bool)> {
+    fork_into_with(0, cg)
+}
+
+/// [`fork_into`] with clone `flags` (only CLONE_NEWPID is used).
+pub fn fork_into_with(flags: libc::c_int, cg: Option<&Cgroup>) -> Result<(libc::pid_t, bool)> {
+    if let Some(dir) = cg.and_then(|c| c.v2_dir())
+        && let Ok(fd) = nix::fcntl::open(
+            &dir,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        && let Ok(pid) = clone3(flags, Some(fd.as_raw_fd()))
+    {
+        return Ok((pid, true));
+    }
+    Ok((raw_clone(flags)?, false))
+}
+
 fn die_with_parent(on: bool) {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, if on { libc::SIGKILL } else { 0 } as libc::c_ulong, 0, 0, 0) };
@@ -74,6 +145,7 @@ pub struct InitArgs<'a> {
     pub rootfs: &'a Path,
     pub plan: &'a ns::Plan,
     pub sync: RawFd,
+    /// The exec socket `start` connects to; -1 when create also starts (`run`).
     pub exec_listener: RawFd,
     pub console: Option<RawFd>,
     pub no_pivot: bool,
@@ -84,20 +156,31 @@ pub struct InitArgs<'a> {
     pub hook_stop: bool,
     /// linux.seccomp, compiled before the fork.
     pub seccomp: Option<&'a seccomp::Filter>,
+    /// The runtime's pid: the stage checks it still has that parent once it asked to die with it.
+    pub parent: libc::pid_t,
 }
 
-/// Entry of the stage child. Never returns.
-pub fn stage(a: &InitArgs) -> ! {
-    if let Err(e) = stage_inner(a) {
+/// Entry of the stage child (forked by [`fork_into`] with `a.cgroup`; `v2_joined` is what
+/// that returned). Never returns.
+pub fn stage(a: &InitArgs, v2_joined: bool) -> ! {
+    if let Err(e) = stage_inner(a, v2_joined) {
         send(a.sync, format!("error:{e:#}").as_bytes());
     }
     // SAFETY: leave without running the runtime's destructors or atexit handlers.
     unsafe { libc::_exit(1) }
 }
 
-fn stage_inner(a: &InitArgs) -> Result<()> {
+fn stage_inner(a: &InitArgs, v2_joined: bool) -> Result<()> {
     die_with_parent(true);
-    expect_go(a.sync)?;
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } != a.parent {
+        bail!("the runtime went away during setup");
+    }
+    // Into the container's cgroup before anything else, so that every process of the
+    // container starts in it (from the host's mount namespace, where the paths resolve).
+    if let Some(cg) = a.cgroup {
+        cg.join_self(v2_joined).context("joining the container's cgroup")?;
+    }
     for (t, fd) in &a.plan.join {
         ns::setns(fd, *t)?;
     }
@@ -121,11 +204,63 @@ fn stage_inner(a: &InitArgs) -> Result<()> {
     }
     let pid = raw_clone(libc::CLONE_PARENT)?;
     if pid == 0 {
-        container_init(a);
+        container_init(a, false);
     }
     send(a.sync, format!("pid:{pid}").as_bytes());
     // SAFETY: as in stage().
     unsafe { libc::_exit(0) }
+}
+
+/// Whether `create` can clone the init itself, without the stage: nothing to join by path and
+/// no new user namespace (its id maps and the cgroup join need the stage's order) or time
+/// namespace (its offsets must be written before a process enters it).
+pub fn direct(plan: &ns::Plan) -> bool {
+    plan.join.is_empty() && !plan.has_new(LinuxNamespaceType::User) && !plan.has_new(LinuxNamespaceType::Time)
+}
+
+/// Flags of the clone that starts a [`direct`] init.
+pub fn direct_clone_flags(plan: &ns::Plan) -> libc::c_int {
+    plan.new_flags & libc::CLONE_NEWPID
+}
+
+/// Entry of the init when `create` cloned it directly ([`direct`]; already in its new pid
+/// namespace and, when `v2_joined`, in the cgroup2 half of its cgroup). It creates the other
+/// namespaces while the runtime makes the v1 cgroups ("cg"), then joins those and, after
+/// that, unshares the cgroup namespace (whose root is the cgroup at that moment). The runtime
+/// applies the limits meanwhile ("res", awaited before hooks or the user's program). Never
+/// returns.
+pub fn init_direct(a: &InitArgs, v2_joined: bool) -> ! {
+    let r = (|| -> Result<()> {
+        die_with_parent(true);
+        // EOF here: the runtime died before the death signal was armed.
+        expect_go(a.sync)?;
+        let rest = a.plan.new_flags & !(libc::CLONE_NEWPID | libc::CLONE_NEWCGROUP);
+        if rest != 0 {
+            // SAFETY: unshare(2) with namespace flags.
+            if unsafe { libc::unshare(rest) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("creating namespaces");
+            }
+        }
+        if recv(a.sync)? != b"cg" {
+            bail!("the runtime went away during setup");
+        }
+        if let Some(cg) = a.cgroup {
+            cg.join_self(v2_joined).context("joining the container's cgroup")?;
+        }
+        if a.plan.has_new(LinuxNamespaceType::Cgroup) {
+            // SAFETY: unshare(2) with a namespace flag.
+            if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("creating the cgroup namespace");
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = r {
+        send(a.sync, format!("error:{e:#}").as_bytes());
+        // SAFETY: as in stage().
+        unsafe { libc::_exit(1) }
+    }
+    container_init(a, true)
 }
 
 fn become_root() -> Result<()> {
@@ -152,14 +287,24 @@ fn write_time_offsets(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-fn container_init(a: &InitArgs) -> ! {
-    let Err(e) = init_inner(a);
+/// `wait_limits`: the runtime applies linux.resources while this runs (direct path) and says
+/// "res" when done; the init waits for it before anything of the user's runs (hooks, its
+/// program).
+fn container_init(a: &InitArgs, wait_limits: bool) -> ! {
+    let Err(e) = init_inner(a, wait_limits);
     send(a.sync, format!("error:{e:#}").as_bytes());
     // SAFETY: as in stage().
     unsafe { libc::_exit(1) }
 }
 
-fn init_inner(a: &InitArgs) -> Result<std::convert::Infallible> {
+fn expect_limits(sync: RawFd) -> Result<()> {
+    if recv(sync)? != b"res" {
+        bail!("the runtime went away during setup");
+    }
+    Ok(())
+}
+
+fn init_inner(a: &InitArgs, wait_limits: bool) -> Result<std::convert::Infallible> {
     die_with_parent(true);
     let spec = a.spec;
     let proc_ = spec.process().as_ref().context("process is required")?;
@@ -187,6 +332,9 @@ fn init_inner(a: &InitArgs) -> Result<std::convert::Infallible> {
     }
     let mut hook_state = Vec::new();
     if a.hook_stop {
+        if wait_limits {
+            expect_limits(a.sync)?;
+        }
         // prestart and createRuntime run in the runtime; wait for them.
         send(a.sync, b"hooks");
         hook_state = expect_go(a.sync)?;
@@ -218,11 +366,16 @@ fn init_inner(a: &InitArgs) -> Result<std::convert::Infallible> {
     let env = proc_.env().clone().unwrap_or_default();
     let exe = process::find_executable(args.first().context("process.args is empty")?, &env)?;
 
+    if wait_limits && !a.hook_stop {
+        expect_limits(a.sync)?;
+    }
     die_with_parent(false);
     send(a.sync, b"ready");
     // SAFETY: the fd numbers are ours and stay open until exec.
     unsafe { libc::close(a.sync) };
-    wait_for_start(a.exec_listener)?;
+    if a.exec_listener >= 0 {
+        wait_for_start(a.exec_listener)?;
+    }
     if let Some(h) = spec.hooks().as_ref().and_then(|h| h.start_container().as_ref()) {
         hooks::run_all("startContainer", Some(h), &hook_state)?;
     }

@@ -171,6 +171,23 @@ fn finish(root: &OwnedFd, dest: &Path, opts: &Parsed) -> Result<()> {
     Ok(())
 }
 
+/// MOUNT_ATTR_* bits of the per-mount MS_* flags among `f` (ro, nosuid, nodev, noexec).
+fn attr_bits(f: MsFlags) -> u64 {
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+    [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+    ]
+    .iter()
+    .filter(|(m, _)| f.contains(*m))
+    .fold(0, |acc, (_, a)| acc | a)
+}
+
 fn mount_setattr_rec(fd: &OwnedFd, set: u64, clr: u64) -> Result<()> {
     #[repr(C)]
     struct MountAttr {
@@ -194,7 +211,9 @@ fn mount_setattr_rec(fd: &OwnedFd, set: u64, clr: u64) -> Result<()> {
         )
     };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("mount_setattr (recursive mount options)");
+        return Err(
+            anyhow::Error::new(std::io::Error::last_os_error()).context("mount_setattr (recursive mount options)")
+        );
     }
     Ok(())
 }
@@ -253,6 +272,9 @@ fn mount_cgroup(ctx: &RootfsCtx, root: &OwnedFd, dest: &Path, opts: &Parsed) -> 
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 Some("mode=755"),
             )?;
+            // The tmpfs we just mounted, in a mount namespace no other process has: plain *at
+            // calls relative to it cannot be redirected.
+            let tmp = mkdir_all_in_root(root.as_raw_fd(), dest, Kind::Dir)?;
             let mut dirs: Vec<(String, PathBuf)> = Vec::new();
             for e in std::fs::read_dir(host).context("listing the cgroup hierarchies")?.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -262,11 +284,10 @@ fn mount_cgroup(ctx: &RootfsCtx, root: &OwnedFd, dest: &Path, opts: &Parsed) -> 
                 }
                 if ft.is_symlink() {
                     let to = std::fs::read_link(e.path())?;
-                    let t = mkdir_all_in_root(root.as_raw_fd(), dest, Kind::Dir)?;
                     let c = CString::new(name.as_bytes())?;
                     let to = CString::new(to.as_os_str().as_encoded_bytes())?;
                     // SAFETY: symlinkat relative to a dir fd we hold (tmpfs we just mounted).
-                    unsafe { libc::symlinkat(to.as_ptr(), t.as_raw_fd(), c.as_ptr()) };
+                    unsafe { libc::symlinkat(to.as_ptr(), tmp.as_raw_fd(), c.as_ptr()) };
                     continue;
                 }
                 if ft.is_dir() {
@@ -276,17 +297,42 @@ fn mount_cgroup(ctx: &RootfsCtx, root: &OwnedFd, dest: &Path, opts: &Parsed) -> 
             if let Some(u) = unified {
                 dirs.push(("unified".into(), u.join(cg.path())));
             }
+            let attrs = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | (flags & MsFlags::MS_RDONLY);
+            let mut bound = Vec::new();
             for (name, src) in dirs {
                 if !src.exists() {
                     continue;
                 }
-                let t = mkdir_all_in_root(root.as_raw_fd(), &dest.join(&name), Kind::Dir)?;
-                mnt(Some(&src), &fd_path(&t), None, MsFlags::MS_BIND, None)?;
-                let t = mkdir_all_in_root(root.as_raw_fd(), &dest.join(&name), Kind::Dir)?;
-                remount(
-                    &fd_path(&t),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | (flags & MsFlags::MS_RDONLY),
+                let c = CString::new(name.as_bytes())?;
+                // SAFETY: mkdirat relative to the fresh tmpfs.
+                if unsafe { libc::mkdirat(tmp.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
+                    return Err(std::io::Error::last_os_error()).with_context(|| format!("mkdir {name}"));
+                }
+                let t = nix::fcntl::openat(
+                    &tmp,
+                    name.as_str(),
+                    nix::fcntl::OFlag::O_PATH
+                        | nix::fcntl::OFlag::O_DIRECTORY
+                        | nix::fcntl::OFlag::O_NOFOLLOW
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
                 )?;
+                mnt(Some(&src), &fd_path(&t), None, MsFlags::MS_BIND, None)?;
+                bound.push(name);
+            }
+            // One recursive mount_setattr for the tmpfs and every bind in it (one syscall
+            // instead of a remount per hierarchy); remounts where the kernel lacks it (< 5.12).
+            let tmp = mkdir_all_in_root(root.as_raw_fd(), dest, Kind::Dir)?;
+            match mount_setattr_rec(&tmp, attr_bits(attrs), 0) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error()) != Some(libc::ENOSYS) => {
+                    return Err(e);
+                }
+                Err(_) => {}
+            }
+            for name in bound {
+                let t = mkdir_all_in_root(root.as_raw_fd(), &dest.join(&name), Kind::Dir)?;
+                remount(&fd_path(&t), attrs)?;
             }
             if ro {
                 let t = mkdir_all_in_root(root.as_raw_fd(), dest, Kind::Dir)?;

@@ -7,6 +7,11 @@ use oci_spec::runtime::Spec;
 
 /// Reads `bundle/config.json`, naming the file, line and column of a parse error.
 pub fn load(bundle: &Path) -> Result<Spec> {
+    Ok(load_bytes(bundle)?.0)
+}
+
+/// [`load`], and the file's bytes.
+pub fn load_bytes(bundle: &Path) -> Result<(Spec, Vec<u8>)> {
     let p = bundle.join("config.json");
     let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
     let spec: Spec = serde_json::from_slice(&data).map_err(|e| {
@@ -15,7 +20,7 @@ pub fn load(bundle: &Path) -> Result<Spec> {
         anyhow::anyhow!("{}: {}", p.display(), why.unwrap_or_else(|| e.to_string()))
     })?;
     validate(&spec)?;
-    Ok(spec)
+    Ok((spec, data))
 }
 
 pub fn validate(spec: &Spec) -> Result<()> {

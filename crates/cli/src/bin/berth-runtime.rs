@@ -178,8 +178,36 @@ enum Cmd {
     },
 }
 
+/// The CVE-2019-5736 re-exec (berth_runtime::sealed) as the first thing the process does: an
+/// ELF constructor, which glibc calls with argc, argv and envp once the libraries are loaded,
+/// before std's initialisation and `main`; none of that work is then done twice. `main` still
+/// calls `ensure_sealed`, which finds the mark (or, if the early attempt failed, tries again and
+/// reports why).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static SEAL_EARLY: extern "C" fn(libc::c_int, *const *const libc::c_char, *const *const libc::c_char) = seal_early;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+extern "C" fn seal_early(argc: libc::c_int, argv: *const *const libc::c_char, envp: *const *const libc::c_char) {
+    // SAFETY: glibc passes the process's own argument and environment arrays; the process is
+    // single threaded this early.
+    unsafe {
+        if argv.is_null() || envp.is_null() {
+            return;
+        }
+        let wants = (1..argc.max(0) as usize).any(|i| {
+            let a = std::ffi::CStr::from_ptr(*argv.add(i)).to_bytes();
+            matches!(a, b"create" | b"run" | b"exec")
+        });
+        if wants {
+            berth_runtime::sealed::reexec_sealed_raw(argv, envp);
+        }
+    }
+}
+
 fn main() {
-    let wants_seal = std::env::args().skip(1).any(|a| matches!(a.as_str(), "create" | "run" | "exec"));
+    let wants_seal = std::env::args_os().skip(1).any(|a| a == "create" || a == "run" || a == "exec");
     if wants_seal && let Err(e) = berth_runtime::sealed::ensure_sealed() {
         eprintln!("berth-runtime: {e:#}");
         std::process::exit(1);
@@ -222,6 +250,7 @@ fn create_opts(cli: &Cli, a: &CreateArgs) -> CreateOptions {
         no_pivot: a.no_pivot,
         no_new_keyring: a.no_new_keyring,
         preserve_fds: a.preserve_fds,
+        start: false,
     }
 }
 
@@ -440,9 +469,13 @@ fn which(cmd: &str) -> Option<PathBuf> {
 /// `run`: create and start; unless detached, forward signals, wait, delete, and exit with the
 /// container's code.
 fn run_container(cli: &Cli, a: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
-    let st = container::create(&create_opts(cli, a))?;
+    // Started by create itself (no exec socket round trip) unless poststart hooks need the
+    // separate start: then the container is left created and started here.
+    let st = container::create(&CreateOptions { start: true, ..create_opts(cli, a) })?;
     let c = Container { root: cli.root.clone(), state: st };
-    if let Err(e) = c.start() {
+    if c.status() == Status::Created
+        && let Err(e) = c.start()
+    {
         let _ = c.delete(true);
         return Err(e);
     }
