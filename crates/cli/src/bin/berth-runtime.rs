@@ -6,177 +6,740 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use berth_runtime::{Container, CreateOptions, Status, container, state};
-use clap::{Parser, Subcommand};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 
-#[derive(Parser)]
-#[command(name = "berth-runtime", version, about = "berth's OCI runtime (runc-compatible command line)")]
-struct Cli {
-    /// Directory for container state.
-    #[arg(long, global = true, default_value = berth_runtime::DEFAULT_ROOT)]
-    root: PathBuf,
-    /// Also write errors to this file.
-    #[arg(long, global = true)]
-    log: Option<PathBuf>,
-    /// Format of --log: text or json.
-    #[arg(long = "log-format", global = true, default_value = "text")]
-    log_format: String,
-    #[arg(long, global = true)]
-    debug: bool,
-    /// Accepted for compatibility; systemd cgroup management is not supported.
-    #[arg(long = "systemd-cgroup", global = true)]
-    systemd_cgroup: bool,
-    #[command(subcommand)]
-    cmd: Cmd,
+/// runc's command line, parsed by hand: clap's command tree cost about 0.3 ms and 200 KB of
+/// heap on every invocation (and its code a tenth of the binary that `create`, `run` and `exec`
+/// copy into a sealed memfd). Global options go anywhere, options before or after the id,
+/// `--opt value` and `--opt=value`, `-o value` and `-ovalue`, and `--` ends the options.
+mod cli {
+    use std::path::PathBuf;
+
+    pub struct Cli {
+        pub root: PathBuf,
+        pub log: Option<PathBuf>,
+        pub log_format: String,
+        #[allow(dead_code)]
+        pub debug: bool,
+        pub systemd_cgroup: bool,
+        pub cmd: Cmd,
+    }
+
+    pub struct CreateArgs {
+        pub bundle: PathBuf,
+        pub console_socket: Option<PathBuf>,
+        pub pid_file: Option<PathBuf>,
+        pub no_pivot: bool,
+        pub no_new_keyring: bool,
+        pub preserve_fds: u32,
+        pub id: String,
+    }
+
+    pub enum Cmd {
+        Create(CreateArgs),
+        Start {
+            id: String,
+        },
+        State {
+            id: String,
+        },
+        Kill {
+            all: bool,
+            id: String,
+            signal: String,
+        },
+        Delete {
+            force: bool,
+            id: String,
+        },
+        Run {
+            create: CreateArgs,
+            detach: bool,
+            keep: bool,
+        },
+        Exec {
+            process: Option<PathBuf>,
+            tty: bool,
+            console_socket: Option<PathBuf>,
+            env: Vec<String>,
+            cwd: Option<PathBuf>,
+            user: Option<String>,
+            additional_gids: Vec<u32>,
+            cap: Vec<String>,
+            no_new_privs: bool,
+            detach: bool,
+            pid_file: Option<PathBuf>,
+            preserve_fds: u32,
+            id: String,
+            args: Vec<String>,
+        },
+        Ps {
+            format: String,
+            id: String,
+        },
+        List {
+            format: String,
+            quiet: bool,
+        },
+        Pause {
+            id: String,
+        },
+        Resume {
+            id: String,
+        },
+        Update {
+            resources: Option<PathBuf>,
+            memory: Option<String>,
+            memory_reservation: Option<String>,
+            memory_swap: Option<String>,
+            cpu_quota: Option<i64>,
+            cpu_period: Option<u64>,
+            cpu_shares: Option<u64>,
+            cpuset_cpus: Option<String>,
+            cpuset_mems: Option<String>,
+            pids_limit: Option<i64>,
+            id: String,
+        },
+        Events {
+            stats: bool,
+            interval: String,
+            id: String,
+        },
+        Features,
+        Spec {
+            bundle: PathBuf,
+            rootless: bool,
+        },
+        Checkpoint {
+            #[allow(dead_code)]
+            rest: Vec<String>,
+        },
+        Restore {
+            #[allow(dead_code)]
+            rest: Vec<String>,
+        },
+    }
+
+    /// (long, short, takes a value, help)
+    type Opt = (&'static str, Option<char>, bool, &'static str);
+
+    const GLOBAL: &[Opt] = &[
+        ("root", None, true, "Directory for container state [default: /run/berth-runtime]"),
+        ("log", None, true, "Also write errors to this file"),
+        ("log-format", None, true, "Format of --log: text or json [default: text]"),
+        ("debug", None, false, "Accepted for compatibility"),
+        ("systemd-cgroup", None, false, "Accepted for compatibility; systemd cgroup management is not supported"),
+    ];
+
+    const CREATE: &[Opt] = &[
+        ("bundle", Some('b'), true, "Path of the bundle [default: .]"),
+        ("console-socket", None, true, "Unix socket that receives the pty master"),
+        ("pid-file", None, true, "File to write the init's pid to"),
+        ("no-pivot", None, false, "Use chroot (MS_MOVE) instead of pivot_root"),
+        ("no-new-keyring", None, false, "Keep the caller's session keyring"),
+        ("preserve-fds", None, true, "Pass this many fds after stdio to the container"),
+    ];
+    const RUN: &[Opt] = &[
+        ("bundle", Some('b'), true, "Path of the bundle [default: .]"),
+        ("console-socket", None, true, "Unix socket that receives the pty master"),
+        ("pid-file", None, true, "File to write the init's pid to"),
+        ("no-pivot", None, false, "Use chroot (MS_MOVE) instead of pivot_root"),
+        ("no-new-keyring", None, false, "Keep the caller's session keyring"),
+        ("preserve-fds", None, true, "Pass this many fds after stdio to the container"),
+        ("detach", Some('d'), false, "Return once the container is started"),
+        ("keep", None, false, "Do not delete the container after it exits"),
+    ];
+    const EXEC: &[Opt] = &[
+        ("process", Some('p'), true, "process.json to run instead of ARGS"),
+        ("tty", Some('t'), false, "Allocate a pty"),
+        ("console-socket", None, true, "Unix socket that receives the pty master"),
+        ("env", Some('e'), true, "Add an environment variable (repeatable)"),
+        ("cwd", None, true, "Working directory"),
+        ("user", Some('u'), true, "uid[:gid]"),
+        ("additional-gids", Some('g'), true, "Additional gid (repeatable)"),
+        ("cap", Some('c'), true, "Add a capability (repeatable)"),
+        ("no-new-privs", None, false, "Set no_new_privs"),
+        ("detach", Some('d'), false, "Return once the process is started"),
+        ("pid-file", None, true, "File to write the process's pid to"),
+        ("preserve-fds", None, true, "Pass this many fds after stdio to the process"),
+    ];
+    const KILL: &[Opt] = &[("all", Some('a'), false, "Signal every process of the container")];
+    const DELETE: &[Opt] = &[("force", Some('f'), false, "Kill the container first if it runs")];
+    const PS: &[Opt] = &[("format", Some('f'), true, "table or json [default: table]")];
+    const LIST: &[Opt] = &[
+        ("format", Some('f'), true, "table or json [default: table]"),
+        ("quiet", Some('q'), false, "Print the ids only"),
+    ];
+    const UPDATE: &[Opt] = &[
+        ("resources", Some('r'), true, "LinuxResources JSON file (- for stdin)"),
+        ("memory", None, true, "Memory limit"),
+        ("memory-reservation", None, true, "Memory soft limit"),
+        ("memory-swap", None, true, "Memory plus swap limit"),
+        ("cpu-quota", None, true, "CFS quota (us)"),
+        ("cpu-period", None, true, "CFS period (us)"),
+        ("cpu-shares", None, true, "CPU shares"),
+        ("cpuset-cpus", None, true, "CPUs allowed"),
+        ("cpuset-mems", None, true, "Memory nodes allowed"),
+        ("pids-limit", None, true, "Maximum number of processes"),
+    ];
+    const EVENTS: &[Opt] = &[
+        ("stats", None, false, "Print the stats once"),
+        ("interval", None, true, "Interval between stats [default: 5s]"),
+    ];
+    const SPEC: &[Opt] = &[
+        ("bundle", Some('b'), true, "Bundle to write config.json into [default: .]"),
+        ("rootless", None, false, "A spec for an unprivileged user"),
+    ];
+    const NONE: &[Opt] = &[];
+
+    /// (name, options, positionals for the usage line, about)
+    const COMMANDS: &[(&str, &[Opt], &str, &str)] = &[
+        ("create", CREATE, "<ID>", "Create a container; its process waits for `start`"),
+        ("start", NONE, "<ID>", "Start a created container"),
+        ("state", NONE, "<ID>", "Print the state of a container as JSON"),
+        ("kill", KILL, "<ID> [SIGNAL]", "Send a signal to the container's init (or all its processes)"),
+        ("delete", DELETE, "<ID>", "Delete a container and everything it had"),
+        ("run", RUN, "<ID>", "Create, start and wait for a container; then delete it"),
+        ("exec", EXEC, "<ID> [ARGS]...", "Run a process in a running container"),
+        ("ps", PS, "<ID>", "List the processes of a container"),
+        ("list", LIST, "", "List containers"),
+        ("pause", NONE, "<ID>", "Freeze every process of a container"),
+        ("resume", NONE, "<ID>", "Thaw a paused container"),
+        ("update", UPDATE, "<ID>", "Change the resource limits of a running container"),
+        ("events", EVENTS, "<ID>", "Print resource usage (once with --stats, else every --interval)"),
+        ("features", NONE, "", "Print what this runtime supports, as the OCI features JSON"),
+        ("spec", SPEC, "", "Write a default config.json into the bundle"),
+        ("checkpoint", NONE, "[ARGS]...", "Checkpoint a running container (needs CRIU)"),
+        ("restore", NONE, "[ARGS]...", "Restore a container from a checkpoint (needs CRIU)"),
+    ];
+
+    /// A usage error: the message, and the command whose usage to show.
+    pub struct Usage(pub String, pub Option<&'static str>);
+
+    pub enum Parsed {
+        Run(Box<Cli>),
+        /// --help or --version: print this on stdout and exit 0.
+        Print(String),
+    }
+
+    #[derive(Default)]
+    struct Matches {
+        values: Vec<(&'static str, String)>,
+        flags: Vec<&'static str>,
+        pos: Vec<String>,
+    }
+
+    impl Matches {
+        fn flag(&self, name: &str) -> bool {
+            self.flags.contains(&name)
+        }
+        fn last(&self, name: &str) -> Option<String> {
+            self.values.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+        }
+        fn all(&self, name: &str) -> Vec<String> {
+            self.values.iter().filter(|(n, _)| *n == name).map(|(_, v)| v.clone()).collect()
+        }
+        fn path(&self, name: &str) -> Option<PathBuf> {
+            self.last(name).map(PathBuf::from)
+        }
+        fn num<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, Usage>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match self.last(name) {
+                None => Ok(None),
+                Some(v) => v.parse().map(Some).map_err(|e| {
+                    Usage(format!("invalid value '{v}' for '--{name} <{}>': {e}", name.to_uppercase()), None)
+                }),
+            }
+        }
+    }
+
+    pub fn help(cmd: Option<&str>) -> String {
+        let opts = |list: &[Opt], out: &mut String| {
+            for (long, short, value, about) in list.iter().chain(GLOBAL) {
+                let s = short.map(|c| format!("-{c}, ")).unwrap_or_else(|| "    ".into());
+                let v = if *value { format!(" <{}>", long.to_uppercase().replace('-', "_")) } else { String::new() };
+                out.push_str(&format!("  {s}--{long}{v}\n          {about}\n"));
+            }
+            out.push_str("  -h, --help\n          Print help\n");
+        };
+        let mut out = String::new();
+        match cmd.and_then(|c| COMMANDS.iter().find(|(n, ..)| *n == c)) {
+            Some((name, list, pos, about)) => {
+                out.push_str(&format!("{about}\n\nUsage: berth-runtime {name} [OPTIONS] {pos}\n\nOptions:\n"));
+                opts(list, &mut out);
+            }
+            None => {
+                out.push_str(
+                    "berth's OCI runtime (runc-compatible command line)\n\nUsage: berth-runtime [OPTIONS] <COMMAND>\n\nCommands:\n",
+                );
+                for (name, _, _, about) in COMMANDS {
+                    out.push_str(&format!("  {name:<11} {about}\n"));
+                }
+                out.push_str("  help        Print this message or the help of the given command\n\nOptions:\n");
+                opts(&[], &mut out);
+                out.push_str("  -V, --version\n          Print version\n");
+            }
+        }
+        out
+    }
+
+    pub fn parse(args: &[String]) -> Result<Parsed, Usage> {
+        let mut root = PathBuf::from(berth_runtime::DEFAULT_ROOT);
+        let (mut log, mut log_format, mut debug, mut systemd) = (None, "text".to_string(), false, false);
+        let mut sub: Option<(&'static str, &'static [Opt])> = None;
+        let mut m = Matches::default();
+        let mut verbatim = false;
+        let mut i = 0;
+        while i < args.len() {
+            let arg = &args[i];
+            i += 1;
+            let name = sub.map(|s| s.0);
+            // exec's ARGS start at the first word after the id; checkpoint/restore take all.
+            if !verbatim
+                && match name {
+                    Some("exec") => m.pos.len() >= 2,
+                    Some("checkpoint" | "restore") => !arg.starts_with("--") || !is_global(arg),
+                    _ => false,
+                }
+            {
+                verbatim = true;
+            }
+            if verbatim {
+                m.pos.push(arg.clone());
+                continue;
+            }
+            if arg == "--" {
+                verbatim = true;
+                continue;
+            }
+            let table = sub.map(|s| s.1).unwrap_or(NONE);
+            let (opt, inline): (Opt, Option<String>) = if let Some(long) = arg.strip_prefix("--") {
+                let (n, v) = match long.split_once('=') {
+                    Some((n, v)) => (n, Some(v.to_string())),
+                    None => (long, None),
+                };
+                match n {
+                    "help" => return Ok(Parsed::Print(help(name))),
+                    "version" => return Ok(Parsed::Print(version())),
+                    _ => {}
+                }
+                match table.iter().chain(GLOBAL).find(|o| o.0 == n) {
+                    Some(o) => (*o, v),
+                    None => return Err(Usage(format!("unexpected argument '--{n}' found"), name)),
+                }
+            } else if arg.len() > 1 && arg.starts_with('-') {
+                let mut chars = arg[1..].chars();
+                let c = chars.next().unwrap_or('-');
+                let rest: String = chars.collect();
+                match c {
+                    'h' if rest.is_empty() => return Ok(Parsed::Print(help(name))),
+                    'V' if rest.is_empty() && sub.is_none() => return Ok(Parsed::Print(version())),
+                    _ => {}
+                }
+                match table.iter().find(|o| o.1 == Some(c)) {
+                    // -ovalue, or a cluster of flags such as -dt
+                    Some(o) if o.2 => (*o, (!rest.is_empty()).then_some(rest)),
+                    Some(o) => {
+                        for c2 in rest.chars() {
+                            match table.iter().find(|o| o.1 == Some(c2) && !o.2) {
+                                Some(o2) => m.flags.push(o2.0),
+                                None => return Err(Usage(format!("unexpected argument '-{c2}' found"), name)),
+                            }
+                        }
+                        (*o, None)
+                    }
+                    None => return Err(Usage(format!("unexpected argument '-{c}' found"), name)),
+                }
+            } else {
+                match sub {
+                    None if arg == "help" => {
+                        let on = args.get(i).and_then(|a| COMMANDS.iter().find(|c| c.0 == a).map(|c| c.0));
+                        return Ok(Parsed::Print(help(on)));
+                    }
+                    None => match COMMANDS.iter().find(|c| c.0 == arg) {
+                        Some(c) => sub = Some((c.0, c.1)),
+                        None => return Err(Usage(format!("unrecognized subcommand '{arg}'"), None)),
+                    },
+                    Some(_) => m.pos.push(arg.clone()),
+                }
+                continue;
+            };
+            let (long, _, takes, _) = opt;
+            if !takes {
+                // Go's flag package (runc's) also takes `--flag=true` and `--flag=false`.
+                match inline.as_deref() {
+                    None | Some("true") => {}
+                    Some("false") => continue,
+                    Some(v) => return Err(Usage(format!("invalid value '{v}' for '--{long}'"), name)),
+                }
+                match long {
+                    "debug" => debug = true,
+                    "systemd-cgroup" => systemd = true,
+                    _ => m.flags.push(long),
+                }
+                continue;
+            }
+            let value = match inline {
+                Some(v) => v,
+                None if i < args.len() => {
+                    i += 1;
+                    args[i - 1].clone()
+                }
+                None => return Err(Usage(format!("a value is required for '--{long}' but none was supplied"), name)),
+            };
+            match long {
+                "root" => root = PathBuf::from(value),
+                "log" => log = Some(PathBuf::from(value)),
+                "log-format" => log_format = value,
+                _ => m.values.push((long, value)),
+            }
+        }
+        let Some((name, _)) = sub else {
+            return Err(Usage("a subcommand is required".into(), None));
+        };
+        let cmd = build(name, m)?;
+        Ok(Parsed::Run(Box::new(Cli { root, log, log_format, debug, systemd_cgroup: systemd, cmd })))
+    }
+
+    fn is_global(arg: &str) -> bool {
+        let n = arg.trim_start_matches('-');
+        let n = n.split_once('=').map(|(n, _)| n).unwrap_or(n);
+        GLOBAL.iter().any(|o| o.0 == n)
+    }
+
+    fn version() -> String {
+        format!("berth-runtime {}\n", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn build(name: &'static str, mut m: Matches) -> Result<Cmd, Usage> {
+        let wanted: &[&str] = match name {
+            "list" | "features" | "spec" => &[],
+            "kill" => &["<ID>", "[SIGNAL]"],
+            "exec" | "checkpoint" | "restore" => &[],
+            _ => &["<ID>"],
+        };
+        let required = wanted.iter().filter(|w| w.starts_with('<')).count();
+        if !matches!(name, "exec" | "checkpoint" | "restore") {
+            if m.pos.len() < required {
+                return Err(Usage(
+                    format!("the following required arguments were not provided:\n  {}", wanted[m.pos.len()]),
+                    Some(name),
+                ));
+            }
+            if m.pos.len() > wanted.len() {
+                return Err(Usage(format!("unexpected argument '{}' found", m.pos[wanted.len()]), Some(name)));
+            }
+        }
+        let mut pos = std::mem::take(&mut m.pos).into_iter();
+        let mut id = || pos.next().unwrap_or_default();
+        let create = |m: &Matches, id: String| -> Result<CreateArgs, Usage> {
+            Ok(CreateArgs {
+                bundle: m.path("bundle").unwrap_or_else(|| PathBuf::from(".")),
+                console_socket: m.path("console-socket"),
+                pid_file: m.path("pid-file"),
+                no_pivot: m.flag("no-pivot"),
+                no_new_keyring: m.flag("no-new-keyring"),
+                preserve_fds: m.num("preserve-fds")?.unwrap_or(0),
+                id,
+            })
+        };
+        Ok(match name {
+            "create" => Cmd::Create(create(&m, id())?),
+            "start" => Cmd::Start { id: id() },
+            "state" => Cmd::State { id: id() },
+            "kill" => {
+                let i = id();
+                let signal = pos.next().unwrap_or_else(|| "SIGTERM".into());
+                Cmd::Kill { all: m.flag("all"), id: i, signal }
+            }
+            "delete" => Cmd::Delete { force: m.flag("force"), id: id() },
+            "run" => Cmd::Run { create: create(&m, id())?, detach: m.flag("detach"), keep: m.flag("keep") },
+            "exec" => {
+                let Some(i) = pos.next() else {
+                    return Err(Usage(
+                        "the following required arguments were not provided:\n  <ID>".into(),
+                        Some(name),
+                    ));
+                };
+                let mut gids = Vec::new();
+                for g in m.all("additional-gids") {
+                    gids.push(g.parse().map_err(|e| {
+                        Usage(format!("invalid value '{g}' for '--additional-gids <ADDITIONAL_GIDS>': {e}"), None)
+                    })?);
+                }
+                Cmd::Exec {
+                    process: m.path("process"),
+                    tty: m.flag("tty"),
+                    console_socket: m.path("console-socket"),
+                    env: m.all("env"),
+                    cwd: m.path("cwd"),
+                    user: m.last("user"),
+                    additional_gids: gids,
+                    cap: m.all("cap"),
+                    no_new_privs: m.flag("no-new-privs"),
+                    detach: m.flag("detach"),
+                    pid_file: m.path("pid-file"),
+                    preserve_fds: m.num("preserve-fds")?.unwrap_or(0),
+                    id: i,
+                    args: pos.collect(),
+                }
+            }
+            "ps" => Cmd::Ps { format: m.last("format").unwrap_or_else(|| "table".into()), id: id() },
+            "list" => Cmd::List { format: m.last("format").unwrap_or_else(|| "table".into()), quiet: m.flag("quiet") },
+            "pause" => Cmd::Pause { id: id() },
+            "resume" => Cmd::Resume { id: id() },
+            "update" => Cmd::Update {
+                resources: m.path("resources"),
+                memory: m.last("memory"),
+                memory_reservation: m.last("memory-reservation"),
+                memory_swap: m.last("memory-swap"),
+                cpu_quota: m.num("cpu-quota")?,
+                cpu_period: m.num("cpu-period")?,
+                cpu_shares: m.num("cpu-shares")?,
+                cpuset_cpus: m.last("cpuset-cpus"),
+                cpuset_mems: m.last("cpuset-mems"),
+                pids_limit: m.num("pids-limit")?,
+                id: id(),
+            },
+            "events" => Cmd::Events {
+                stats: m.flag("stats"),
+                interval: m.last("interval").unwrap_or_else(|| "5s".into()),
+                id: id(),
+            },
+            "features" => Cmd::Features,
+            "spec" => Cmd::Spec {
+                bundle: m.path("bundle").unwrap_or_else(|| PathBuf::from(".")),
+                rootless: m.flag("rootless"),
+            },
+            "checkpoint" => Cmd::Checkpoint { rest: pos.collect() },
+            _ => Cmd::Restore { rest: pos.collect() },
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn p(a: &[&str]) -> Cli {
+            match parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>()) {
+                Ok(Parsed::Run(c)) => *c,
+                _ => panic!("{a:?} did not parse"),
+            }
+        }
+
+        #[test]
+        fn options_anywhere() {
+            let c = p(&["create", "x", "--bundle", "/b", "--root=/r", "--pid-file", "/p"]);
+            assert_eq!(c.root, PathBuf::from("/r"));
+            let Cmd::Create(a) = c.cmd else { panic!() };
+            assert_eq!((a.id.as_str(), a.bundle.as_path()), ("x", std::path::Path::new("/b")));
+            let c = p(&["--root", "/r", "run", "-d", "-b/b", "y"]);
+            let Cmd::Run { create, detach, .. } = c.cmd else { panic!() };
+            assert!(detach);
+            assert_eq!((create.id.as_str(), create.bundle.to_str()), ("y", Some("/b")));
+        }
+
+        #[test]
+        fn exec_args_are_verbatim() {
+            let c = p(&["exec", "-t", "-e", "A=1", "--env=B=2", "id", "sh", "-c", "echo --root"]);
+            let Cmd::Exec { tty, env, id, args, .. } = c.cmd else { panic!() };
+            assert!(tty);
+            assert_eq!(env, ["A=1", "B=2"]);
+            assert_eq!(id, "id");
+            assert_eq!(args, ["sh", "-c", "echo --root"]);
+            let Cmd::Exec { args, .. } = p(&["exec", "id", "--", "ls", "-l"]).cmd else { panic!() };
+            assert_eq!(args, ["ls", "-l"]);
+        }
+
+        /// Every command and option of runc's command line that issue 3 lists, options after
+        /// the id as well as before.
+        #[test]
+        fn every_runc_option_parses() {
+            let c = p(&[
+                "--log",
+                "/l",
+                "--log-format",
+                "json",
+                "--debug",
+                "--systemd-cgroup",
+                "create",
+                "id",
+                "--console-socket",
+                "/s",
+                "--no-pivot",
+                "--no-new-keyring",
+                "--preserve-fds",
+                "2",
+                "-b",
+                "/b",
+            ]);
+            assert_eq!((c.log.as_deref(), c.log_format.as_str()), (Some(std::path::Path::new("/l")), "json"));
+            assert!(c.debug && c.systemd_cgroup);
+            let Cmd::Create(a) = c.cmd else { panic!() };
+            assert_eq!(a.console_socket.as_deref(), Some(std::path::Path::new("/s")));
+            assert!(a.no_pivot && a.no_new_keyring);
+            assert_eq!(a.preserve_fds, 2);
+            let Cmd::Start { id } = p(&["start", "id"]).cmd else { panic!() };
+            assert_eq!(id, "id");
+            let Cmd::State { id } = p(&["state", "id"]).cmd else { panic!() };
+            assert_eq!(id, "id");
+            let Cmd::Kill { all, signal, .. } = p(&["kill", "id", "9", "-a"]).cmd else { panic!() };
+            assert!(all);
+            assert_eq!(signal, "9");
+            let Cmd::Delete { force, .. } = p(&["delete", "id", "--force"]).cmd else { panic!() };
+            assert!(force);
+            let Cmd::Run { create, detach, keep } = p(&["run", "id", "--detach", "--keep", "--pid-file=/p"]).cmd else {
+                panic!()
+            };
+            assert!(detach && keep);
+            assert_eq!(create.pid_file.as_deref(), Some(std::path::Path::new("/p")));
+            let Cmd::Exec {
+                process,
+                tty,
+                console_socket,
+                cwd,
+                user,
+                additional_gids,
+                cap,
+                no_new_privs,
+                detach,
+                pid_file,
+                preserve_fds,
+                ..
+            } = p(&[
+                "exec",
+                "-p",
+                "/proc.json",
+                "-t",
+                "--console-socket",
+                "/s",
+                "--cwd",
+                "/w",
+                "-u",
+                "1:2",
+                "-g",
+                "3",
+                "--cap",
+                "CAP_KILL",
+                "-c",
+                "CAP_CHOWN",
+                "--no-new-privs",
+                "-d",
+                "--pid-file",
+                "/p",
+                "--preserve-fds",
+                "1",
+                "id",
+            ])
+            .cmd
+            else {
+                panic!()
+            };
+            assert_eq!(process.as_deref(), Some(std::path::Path::new("/proc.json")));
+            assert!(tty && no_new_privs && detach);
+            assert_eq!(console_socket.as_deref(), Some(std::path::Path::new("/s")));
+            assert_eq!(cwd.as_deref(), Some(std::path::Path::new("/w")));
+            assert_eq!(user.as_deref(), Some("1:2"));
+            assert_eq!(additional_gids, [3]);
+            assert_eq!(cap, ["CAP_KILL", "CAP_CHOWN"]);
+            assert_eq!(pid_file.as_deref(), Some(std::path::Path::new("/p")));
+            assert_eq!(preserve_fds, 1);
+            let Cmd::Ps { format, .. } = p(&["ps", "id", "--format", "json"]).cmd else { panic!() };
+            assert_eq!(format, "json");
+            let Cmd::List { format, quiet } = p(&["list", "-f", "json", "-q"]).cmd else { panic!() };
+            assert_eq!(format, "json");
+            assert!(quiet);
+            let Cmd::Pause { .. } = p(&["pause", "id"]).cmd else { panic!() };
+            let Cmd::Resume { .. } = p(&["resume", "id"]).cmd else { panic!() };
+            let Cmd::Update {
+                resources,
+                memory,
+                memory_reservation,
+                memory_swap,
+                cpu_quota,
+                cpu_period,
+                cpu_shares,
+                cpuset_cpus,
+                cpuset_mems,
+                pids_limit,
+                id,
+            } = p(&[
+                "update",
+                "id",
+                "-r",
+                "-",
+                "--memory",
+                "1m",
+                "--memory-reservation",
+                "2m",
+                "--memory-swap",
+                "3m",
+                "--cpu-quota",
+                "-1",
+                "--cpu-period",
+                "100000",
+                "--cpu-shares",
+                "512",
+                "--cpuset-cpus",
+                "0",
+                "--cpuset-mems",
+                "0",
+                "--pids-limit",
+                "10",
+            ])
+            .cmd
+            else {
+                panic!()
+            };
+            assert_eq!(resources.as_deref(), Some(std::path::Path::new("-")));
+            assert_eq!(
+                (memory.as_deref(), memory_reservation.as_deref(), memory_swap.as_deref()),
+                (Some("1m"), Some("2m"), Some("3m"))
+            );
+            assert_eq!((cpu_quota, cpu_period, cpu_shares, pids_limit), (Some(-1), Some(100_000), Some(512), Some(10)));
+            assert_eq!((cpuset_cpus.as_deref(), cpuset_mems.as_deref(), id.as_str()), (Some("0"), Some("0"), "id"));
+            let Cmd::Events { stats, interval, .. } = p(&["events", "--stats", "--interval=1s", "id"]).cmd else {
+                panic!()
+            };
+            assert!(stats);
+            assert_eq!(interval, "1s");
+            let Cmd::Features = p(&["features"]).cmd else { panic!() };
+            let Cmd::Spec { bundle, rootless } = p(&["spec", "--rootless", "-b", "/b"]).cmd else { panic!() };
+            assert!(rootless);
+            assert_eq!(bundle, PathBuf::from("/b"));
+            let Cmd::Checkpoint { rest } = p(&["checkpoint", "--image-path", "/i", "id"]).cmd else { panic!() };
+            assert_eq!(rest, ["--image-path", "/i", "id"]);
+            let Cmd::Restore { rest } = p(&["restore", "id"]).cmd else { panic!() };
+            assert_eq!(rest, ["id"]);
+        }
+
+        #[test]
+        fn boolean_options_take_true_or_false() {
+            let Cmd::Run { detach, .. } = p(&["run", "--detach=true", "x"]).cmd else { panic!() };
+            assert!(detach);
+            let Cmd::Run { detach, .. } = p(&["run", "--detach=false", "x"]).cmd else { panic!() };
+            assert!(!detach);
+            assert!(parse(&["run".to_string(), "--detach=maybe".to_string(), "x".to_string()]).is_err());
+        }
+
+        #[test]
+        fn kill_defaults_and_errors() {
+            let Cmd::Kill { all, signal, .. } = p(&["kill", "--all", "id"]).cmd else { panic!() };
+            assert!(all);
+            assert_eq!(signal, "SIGTERM");
+            let bad = |a: &[&str]| parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>()).is_err();
+            assert!(bad(&["start"]));
+            assert!(bad(&["frob"]));
+            assert!(bad(&["delete", "--nope", "x"]));
+            assert!(bad(&["create", "--preserve-fds", "x", "id"]));
+            assert!(bad(&["state", "a", "b"]));
+        }
+    }
 }
 
-#[derive(clap::Args)]
-struct CreateArgs {
-    #[arg(short = 'b', long, default_value = ".")]
-    bundle: PathBuf,
-    #[arg(long = "console-socket")]
-    console_socket: Option<PathBuf>,
-    #[arg(long = "pid-file")]
-    pid_file: Option<PathBuf>,
-    #[arg(long = "no-pivot")]
-    no_pivot: bool,
-    #[arg(long = "no-new-keyring")]
-    no_new_keyring: bool,
-    #[arg(long = "preserve-fds", default_value_t = 0)]
-    preserve_fds: u32,
-    id: String,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Create a container; its process waits for `start`.
-    Create(CreateArgs),
-    /// Start a created container.
-    Start { id: String },
-    /// Print the state of a container as JSON.
-    State { id: String },
-    /// Send a signal to the container's init (or all its processes).
-    Kill {
-        #[arg(short, long)]
-        all: bool,
-        id: String,
-        #[arg(default_value = "SIGTERM")]
-        signal: String,
-    },
-    /// Delete a container and everything it had.
-    Delete {
-        #[arg(short, long)]
-        force: bool,
-        id: String,
-    },
-    /// Create, start and wait for a container; then delete it.
-    Run {
-        #[command(flatten)]
-        create: CreateArgs,
-        #[arg(short, long)]
-        detach: bool,
-        #[arg(long = "keep")]
-        keep: bool,
-    },
-    /// Run a process in a running container.
-    Exec {
-        #[arg(short, long)]
-        process: Option<PathBuf>,
-        #[arg(short = 't', long)]
-        tty: bool,
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
-        #[arg(short = 'e', long = "env")]
-        env: Vec<String>,
-        #[arg(long)]
-        cwd: Option<PathBuf>,
-        #[arg(short = 'u', long)]
-        user: Option<String>,
-        #[arg(long = "additional-gids", short = 'g')]
-        additional_gids: Vec<u32>,
-        #[arg(short = 'c', long = "cap")]
-        cap: Vec<String>,
-        #[arg(long = "no-new-privs")]
-        no_new_privs: bool,
-        #[arg(short, long)]
-        detach: bool,
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        #[arg(long = "preserve-fds", default_value_t = 0)]
-        preserve_fds: u32,
-        id: String,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
-    /// List the processes of a container.
-    Ps {
-        #[arg(short, long, default_value = "table")]
-        format: String,
-        id: String,
-    },
-    /// List containers.
-    List {
-        #[arg(short, long, default_value = "table")]
-        format: String,
-        #[arg(short, long)]
-        quiet: bool,
-    },
-    /// Freeze every process of a container.
-    Pause { id: String },
-    /// Thaw a paused container.
-    Resume { id: String },
-    /// Change the resource limits of a running container.
-    Update {
-        #[arg(short = 'r', long)]
-        resources: Option<PathBuf>,
-        #[arg(long)]
-        memory: Option<String>,
-        #[arg(long = "memory-reservation")]
-        memory_reservation: Option<String>,
-        #[arg(long = "memory-swap")]
-        memory_swap: Option<String>,
-        #[arg(long = "cpu-quota")]
-        cpu_quota: Option<i64>,
-        #[arg(long = "cpu-period")]
-        cpu_period: Option<u64>,
-        #[arg(long = "cpu-shares")]
-        cpu_shares: Option<u64>,
-        #[arg(long = "cpuset-cpus")]
-        cpuset_cpus: Option<String>,
-        #[arg(long = "cpuset-mems")]
-        cpuset_mems: Option<String>,
-        #[arg(long = "pids-limit")]
-        pids_limit: Option<i64>,
-        id: String,
-    },
-    /// Print resource usage (once with --stats, else every --interval).
-    Events {
-        #[arg(long)]
-        stats: bool,
-        #[arg(long, default_value = "5s")]
-        interval: String,
-        id: String,
-    },
-    /// Print what this runtime supports, as the OCI features JSON.
-    Features,
-    /// Write a default config.json into the bundle.
-    Spec {
-        #[arg(short, long, default_value = ".")]
-        bundle: PathBuf,
-        #[arg(long = "rootless")]
-        rootless: bool,
-    },
-    /// Checkpoint a running container (needs CRIU).
-    Checkpoint {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        rest: Vec<String>,
-    },
-    /// Restore a container from a checkpoint (needs CRIU).
-    Restore {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        rest: Vec<String>,
-    },
-}
+use cli::{Cli, Cmd, CreateArgs};
 
 /// The CVE-2019-5736 re-exec (berth_runtime::sealed) as the first thing the process does: an
 /// ELF constructor, which glibc calls with argc, argv and envp once the libraries are loaded,
@@ -212,7 +775,25 @@ fn main() {
         eprintln!("berth-runtime: {e:#}");
         std::process::exit(1);
     }
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string().unwrap_or_else(|a| a.to_string_lossy().into_owned()))
+        .collect();
+    let cli = match cli::parse(&args) {
+        Ok(cli::Parsed::Run(c)) => *c,
+        Ok(cli::Parsed::Print(text)) => {
+            print!("{text}");
+            std::process::exit(0);
+        }
+        Err(cli::Usage(msg, on)) => {
+            let usage = match on {
+                Some(c) => format!("berth-runtime {c} [OPTIONS]"),
+                None => "berth-runtime [OPTIONS] <COMMAND>".into(),
+            };
+            eprintln!("error: {msg}\n\nUsage: {usage}\n\nFor more information, try '--help'.");
+            std::process::exit(2);
+        }
+    };
     let code = match run(&cli) {
         Ok(code) => code,
         Err(e) => {
