@@ -284,3 +284,39 @@ fn bad_network_input_fails_clearly() {
     b.ok(&["network", "rm", "a"]);
     assert_eq!(b.network_leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn network_modes_container_host_and_namespace_path() {
+    let b = Berth::new("net-modes");
+    b.ok(&["run", "-d", "--name", "web", "-h", "web", "busybox", "sh", "-c", WEB]);
+    let ip = b.inspect("web", "{{.NetworkSettings.IPAddress}}");
+    // container:NAME shares web's interfaces: its server is on localhost.
+    let out =
+        b.ok(&["run", "--rm", "--network", "container:web", "busybox", "sh", "-c", &retry(&get("127.0.0.1", "80"))]);
+    assert_eq!(out, "hi-from-web\n");
+    // ns:PATH joins a namespace by path: here web's again.
+    let pid = b.inspect("web", "{{.State.Pid}}");
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        &format!("ns:/proc/{pid}/ns/net"),
+        "busybox",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(out.contains(&format!("{ip}/16")), "{out}");
+    // host: the host's interfaces, among them the default network's bridge with its gateway.
+    let out = b.ok(&["run", "--rm", "--network", "host", "busybox", "ip", "-o", "-4", "addr", "show", "berth0"]);
+    assert!(out.contains("10.88.0.1/16"), "{out}");
+    // Publishing needs a bridge network.
+    let (code, _, err) = b.run(&["run", "--rm", "--network", "container:web", "-p", "80:80", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("conflicting options"), "{err}");
+    b.ok(&["rm", "-f", "web"]);
+    assert_eq!(b.network_leftovers(), Vec::<String>::new());
+}

@@ -3,10 +3,12 @@
 //! ports, firewall rules and name resolution up and down (berth_network does the kernel work).
 //!
 //! Addresses are leased when a container is created (or connected) and kept until it is
-//! removed; an endpoint is `active` while the container's namespace has the interface. The
-//! nftables table is rebuilt from the active endpoints and the `ports` rows whenever a network
-//! gains its first or loses its last active endpoint, or ports change. All of that happens
-//! under one lock (`<runroot>/network.lock`), so concurrent starts and stops see one another.
+//! removed; an endpoint is `active` while the container's namespace has the interface. A
+//! network's bridge is made when its first container starts and stays, with its firewall
+//! rules, until the network is removed (as Docker's docker0 and br-*). The nftables table is
+//! rebuilt from those networks and the `ports` rows when a bridge is made or removed or ports
+//! change. All of that happens under one lock (`<runroot>/network.lock`), so concurrent starts
+//! and stops see one another.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -392,10 +394,17 @@ impl Engine {
         }
         tx.execute("DELETE FROM networks WHERE id = ?1", [&n.id])?;
         tx.commit()?;
-        // Nothing of it should be left in the kernel (no endpoints), but a crash could have.
+        // Its bridge (ports of dead containers' namespaces may still hang on it for a moment:
+        // deleting the bridge releases them) and its firewall rules.
         let _lock = self.network_lock()?;
-        let _ = netlink::remove_bridge_if_unused(&n.bridge);
+        if let Ok(mut nl) = netlink::Netlink::open() {
+            let _ = nl.delete_link(&n.bridge);
+        }
+        let had_rules = self.net_dir(&n.id).join("up").exists();
         let _ = fs::remove_dir_all(self.net_dir(&n.id));
+        if had_rules {
+            self.sync_firewall()?;
+        }
         Ok(n.name)
     }
 
@@ -515,9 +524,7 @@ impl Engine {
             if only.is_some_and(|o| o != net.id) || ep.active {
                 continue;
             }
-            let first = self.active_endpoints(&net.id)? == 0;
-            netlink::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix, net.mtu, !net.internal)
-                .with_context(|| format!("setting up the bridge {} of network {}", net.bridge, net.name))?;
+            firewall_changed |= self.bridge_up(net, false)?;
             let veth = host_veth(&c.id, &net.id);
             let a = Attachment {
                 bridge: &net.bridge,
@@ -530,12 +537,19 @@ impl Engine {
                 mac: ep.mac,
                 default_route: i == 0 && !net.internal,
             };
-            netlink::attach(ns.as_fd(), &a).with_context(|| format!("connecting to network {}", net.name))?;
+            let mut attached = netlink::attach(ns.as_fd(), &a);
+            if attached.is_err() {
+                // A restart can find its old veth still being destroyed with the old namespace,
+                // and someone may have deleted the bridge: clear both and try once more.
+                let _ = netlink::detach(&veth);
+                firewall_changed |= self.bridge_up(net, true)?;
+                attached = netlink::attach(ns.as_fd(), &a);
+            }
+            attached.with_context(|| format!("connecting to network {}", net.name))?;
             self.db.execute(
                 "UPDATE endpoints SET active = 1 WHERE container = ?1 AND network = ?2",
                 params![c.id, net.id],
             )?;
-            firewall_changed |= first;
         }
         let held = if only.is_none() { self.bind_ports(c, eps.first())? } else { Vec::new() };
         if firewall_changed || !held.is_empty() {
@@ -549,6 +563,22 @@ impl Engine {
         Ok(held)
     }
 
+    /// Makes a network's bridge (once per boot: a marker in the runroot remembers it). It and
+    /// its firewall rules then stay, as Docker's, until the network is removed, so that a
+    /// container's start and stop cost no bridge or firewall work. Returns whether the firewall
+    /// needs rebuilding.
+    fn bridge_up(&self, net: &Network, again: bool) -> Result<bool> {
+        let marker = self.net_dir(&net.id).join("up");
+        if !again && marker.exists() {
+            return Ok(false);
+        }
+        netlink::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix, net.mtu, !net.internal)
+            .with_context(|| format!("setting up the bridge {} of network {}", net.bridge, net.name))?;
+        fs::create_dir_all(self.net_dir(&net.id))?;
+        fs::write(&marker, &net.bridge)?;
+        Ok(true)
+    }
+
     /// Undoes [`Engine::network_up`]; safe to call when nothing or part of it was done, and
     /// again (crash repair). The ports' sockets are the caller's to close.
     pub(crate) fn network_down(&self, c: &ContainerRow) -> Result<()> {
@@ -558,26 +588,22 @@ impl Engine {
     fn endpoints_down(&self, c: &ContainerRow, only: Option<&str>) -> Result<()> {
         let eps = self.endpoints_of_container(&c.id)?;
         let _lock = self.network_lock()?;
-        let mut firewall_changed = false;
         for (ep, net) in &eps {
             if only.is_some_and(|o| o != net.id) || !ep.active {
                 continue;
             }
-            // The kernel removes the pair with the namespace, but that can lag behind.
-            let _ = netlink::detach(&host_veth(&c.id, &net.id));
+            if only.is_some() {
+                // A disconnect: the container lives on, so its interface must go now. After
+                // an exit the kernel removes the pair with the namespace, without making us
+                // wait for it (a deletion waits for an RCU grace period, 10-20 ms here).
+                let _ = netlink::detach(&host_veth(&c.id, &net.id));
+            }
             self.db.execute(
                 "UPDATE endpoints SET active = 0 WHERE container = ?1 AND network = ?2",
                 params![c.id, net.id],
             )?;
-            if self.active_endpoints(&net.id)? == 0 {
-                let _ = netlink::remove_bridge_if_unused(&net.bridge);
-                firewall_changed = true;
-            }
         }
         if only.is_none() && self.db.execute("DELETE FROM ports WHERE container = ?1", [&c.id])? > 0 {
-            firewall_changed = true;
-        }
-        if firewall_changed {
             self.sync_firewall()?;
         }
         for (ep, net) in &eps {
@@ -586,12 +612,6 @@ impl Engine {
             }
         }
         Ok(())
-    }
-
-    fn active_endpoints(&self, network: &str) -> Result<i64> {
-        Ok(self
-            .db
-            .query_row("SELECT COUNT(*) FROM endpoints WHERE network = ?1 AND active = 1", [network], |r| r.get(0))?)
     }
 
     /// Binds every published host port (the sockets reserve them while the container runs)
@@ -644,14 +664,9 @@ impl Engine {
 
     /// Rebuilds berth's nftables table from the active endpoints and the published ports.
     fn sync_firewall(&self) -> Result<()> {
-        let nets: Vec<Network> = {
-            let q = format!(
-                "SELECT {} FROM networks n WHERE EXISTS (SELECT 1 FROM endpoints e WHERE e.network = n.id AND e.active = 1)",
-                NET_COLUMNS.split(", ").map(|c| format!("n.{c}")).collect::<Vec<_>>().join(", ")
-            );
-            let mut st = self.db.prepare(&q)?;
-            st.query_map([], net_row)?.collect::<rusqlite::Result<_>>()?
-        };
+        // The networks whose bridge was made since boot.
+        let nets: Vec<Network> =
+            self.networks()?.into_iter().filter(|n| self.net_dir(&n.id).join("up").exists()).collect();
         let rules: Vec<NetworkRules> = nets
             .iter()
             .map(|n| NetworkRules { bridge: n.bridge.clone(), subnet: n.subnet, internal: n.internal })

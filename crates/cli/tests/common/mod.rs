@@ -74,18 +74,36 @@ impl Berth {
         )
     }
 
-    /// What berth's networking left in the namespace: links, its nftables table, DNS servers.
+    /// What berth's networking left in the namespace once every container and user network
+    /// is gone: links but lo and the default network's bridge berth0 (which stays, as docker0),
+    /// firewall rules for anything else, DNS servers.
     pub fn network_leftovers(&self) -> Vec<String> {
+        // The kernel removes a stopped container's veth pair with its namespace, in the
+        // background: give it a moment.
+        let mut found = self.leftovers_now();
+        for _ in 0..50 {
+            if found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            found = self.leftovers_now();
+        }
+        found
+    }
+
+    fn leftovers_now(&self) -> Vec<String> {
         let mut found = Vec::new();
         let (_, links, _) = self.host("ip", &["-o", "link", "show"]);
         for l in links.lines() {
             let name = l.split(':').nth(1).unwrap_or("").trim().split('@').next().unwrap_or("").to_string();
-            if name != "lo" {
+            if name != "lo" && name != "berth0" {
                 found.push(format!("link {name}"));
             }
         }
-        let (_, tables, _) = self.host("nft", &["list", "tables"]);
-        found.extend(tables.lines().filter(|l| l.contains("berth")).map(|l| format!("nft {l}")));
+        let (_, table, _) = self.host("nft", &["list", "table", "ip", "berth"]);
+        found.extend(
+            table.lines().filter(|l| l.contains("br-") || l.contains("dnat to")).map(|l| format!("nft {}", l.trim())),
+        );
         let run = self.g.path("run");
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
