@@ -46,7 +46,28 @@ cleanup() {
   # hierarchy with children left would stay alive, invisibly, after the umount below).
   find /sys/fs/cgroup -mindepth 2 -depth -type d -name "$prefix-*" -exec rmdir {} \; 2>/dev/null
   if [ "$mounted_hugetlb" = 1 ]; then
-    umount "$HUGETLB" || echo "benches/runtime.sh: warning: could not unmount $HUGETLB" >&2
+    # berth-runtime removes its shared `berth` parent cgroup when empty; should a run have been
+    # interrupted, it must not stay in the hierarchy mounted for this run (rmdir: only if empty).
+    rmdir "$HUGETLB/berth" 2>/dev/null
+    # A cgroup removed just before is still dying for a moment, and a hierarchy unmounted with
+    # a child left stays bound (hugetlb then missing from the cgroup2 side): unmount, and if
+    # hugetlb did not go back to the default hierarchy (id 0 in /proc/cgroups), remount and retry.
+    local back=0
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      if ! umount "$HUGETLB"; then
+        echo "benches/runtime.sh: warning: could not unmount $HUGETLB" >&2
+        break
+      fi
+      sleep 0.2
+      if awk '$1 == "hugetlb" { found = ($2 == 0) } END { exit !found }' /proc/cgroups; then
+        back=1
+        break
+      fi
+      mount -t cgroup -o hugetlb cgroup "$HUGETLB" || break
+    done
+    # Cgroups that someone else made in it meanwhile (other containers) keep it: left mounted
+    # and visible, to be unmounted by hand once they are gone.
+    [ "$back" = 1 ] || echo "benches/runtime.sh: warning: hugetlb is still a v1 hierarchy at $HUGETLB (cgroups left in it: $(find "$HUGETLB" -mindepth 1 -type d 2>/dev/null | head -3 | tr '\n' ' ')); unmount it when they are gone" >&2
   fi
   if [ "$made_hugetlb_dir" = 1 ]; then
     rmdir "$HUGETLB" || echo "benches/runtime.sh: warning: could not remove $HUGETLB" >&2
@@ -78,7 +99,10 @@ if command -v crun >/dev/null && is_mounted /sys/fs/cgroup/unified && ! is_mount
     mkdir "$HUGETLB"
     made_hugetlb_dir=1
   fi
-  mount -t cgroup -o hugetlb cgroup "$HUGETLB"
+  # The kernel refuses (EBUSY) while cgroups with hugetlb enabled live on the cgroup2 side,
+  # e.g. other containers made by a runtime that enables it there.
+  mount -t cgroup -o hugetlb cgroup "$HUGETLB" ||
+    die "cannot mount hugetlb as a v1 hierarchy for crun (in use under /sys/fs/cgroup/unified?); retry when those cgroups are gone"
   mounted_hugetlb=1
 fi
 
