@@ -23,6 +23,7 @@ cleanup() {
   ids=$("$BERTH" ps -aq 2>/dev/null)
   [ -n "$ids" ] && "$BERTH" rm -f $ids >/dev/null 2>&1
   if command -v podman >/dev/null; then podman rmi -f berth-bench/busybox >/dev/null 2>&1; fi
+  if [ -n "${hugetlb_mounted:-}" ] && mountpoint -q /sys/fs/cgroup/hugetlb; then umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb; hugetlb_mounted=; fi
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -35,9 +36,14 @@ ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 
 echo "== run --rm IMAGE true on the default bridge ($RUNS runs)"
 cmds=("$BERTH run --rm berth-bench/busybox true")
+# podman's crun refuses this machine's hybrid cgroup layout unless hugetlb is also mounted as
+# a v1 hierarchy (shared/design/peers.md); mounted for the run, removed after.
+if [ -d /sys/fs/cgroup/unified ] && [ ! -e /sys/fs/cgroup/hugetlb ] && command -v podman >/dev/null; then
+  mkdir /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb && hugetlb_mounted=1
+fi
 if command -v podman >/dev/null && podman import "$work/busybox.tar" berth-bench/busybox >/dev/null 2>&1 \
-   && podman run --rm --ulimit nofile=20000:20000 berth-bench/busybox true >/dev/null 2>&1; then
-  cmds+=("podman run --rm --ulimit nofile=20000:20000 berth-bench/busybox true")
+   && podman run --rm --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 berth-bench/busybox true >/dev/null 2>&1; then
+  cmds+=("podman run --rm --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 berth-bench/busybox true")
 fi
 hyperfine -N -w 3 -r "$RUNS" --export-json "$work/run.json" "${cmds[@]}" 2>&1 | grep -E "Time|^Benchmark" || true
 b_run=$(json_median "$work/run.json" 0)
@@ -49,7 +55,7 @@ else
   echo "(podman did not run here: no ratio)"
 fi
 
-gbits() { python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9))' "$1"; }
+gbits() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9) if "sum_received" in d.get("end", {}) else "failed: " + d.get("error", "?"))' "$1"; }
 
 echo "== TCP throughput (iperf3, 5 s each)"
 # Bare veth pair between two namespaces (held by two sleeping processes): the ceiling for one hop.
@@ -60,7 +66,7 @@ ip link add bva netns "$a" type veth peer name bvb netns "$b"
 nsenter --net=/proc/"$a"/ns/net sh -c 'ip addr add 192.168.250.1/24 dev bva && ip link set bva up'
 nsenter --net=/proc/"$b"/ns/net sh -c 'ip addr add 192.168.250.2/24 dev bvb && ip link set bvb up'
 nsenter --net=/proc/"$a"/ns/net iperf3 -s -1 -D -p 5201 >/dev/null
-sleep 0.3
+sleep 1
 nsenter --net=/proc/"$b"/ns/net iperf3 -c 192.168.250.1 -p 5201 -t 5 -J > "$work/veth.json"
 veth=$(gbits "$work/veth.json")
 # Two containers on the default bridge; iperf3 runs in their network namespaces.
@@ -69,14 +75,14 @@ c=$("$BERTH" run -d berth-bench/busybox sleep 600)
 spid=$("$BERTH" inspect -f '{{.State.Pid}}' "$s"); cpid=$("$BERTH" inspect -f '{{.State.Pid}}' "$c")
 sip=$("$BERTH" inspect -f '{{.NetworkSettings.IPAddress}}' "$s")
 nsenter --net=/proc/"$spid"/ns/net iperf3 -s -1 -D -p 5201 >/dev/null
-sleep 0.3
+sleep 1
 nsenter --net=/proc/"$cpid"/ns/net iperf3 -c "$sip" -p 5201 -t 5 -J > "$work/bridge.json"
 bridge=$(gbits "$work/bridge.json")
 # A published port, reached from the host's loopback.
 p=$("$BERTH" run -d -p 15201:5201 berth-bench/busybox sleep 600)
 ppid=$("$BERTH" inspect -f '{{.State.Pid}}' "$p")
 nsenter --net=/proc/"$ppid"/ns/net iperf3 -s -1 -D -p 5201 >/dev/null
-sleep 0.3
+sleep 1
 iperf3 -c 127.0.0.1 -p 15201 -t 5 -J > "$work/published.json"
 published=$(gbits "$work/published.json")
 printf '%-44s %10s Gbit/s\n' "bare veth pair" "$veth"

@@ -257,7 +257,7 @@ fn bad_network_input_fails_clearly() {
     b.ok(&["network", "create", "--subnet", "10.125.0.0/16", "a"]);
     let cases: &[(&[&str], &str)] = &[
         (&["network", "create", "--subnet", "10.125.3.0/24", "b"], "overlaps with network a"),
-        (&["network", "create", "--subnet", "10.88.1.0/24", "b"], "overlaps with network bridge"),
+        (&["network", "create", "--subnet", "10.77.1.0/24", "b"], "overlaps with network bridge"),
         (&["network", "create", "--subnet", "10.126.0.0/33", "b"], "prefix length"),
         (&["network", "create", "--subnet", "banana", "b"], "invalid subnet"),
         (&["network", "create", "--subnet", "10.126.0.1/24", "b"], "it should be 10.126.0.0/24"),
@@ -270,7 +270,7 @@ fn bad_network_input_fails_clearly() {
         (&["run", "--rm", "-p", "99999:80", "busybox", "true"], "invalid port"),
         (&["run", "--rm", "--network", "none", "-p", "80:80", "busybox", "true"], "conflicting options"),
         (&["run", "--rm", "--network", "a", "--ip", "10.99.0.5", "busybox", "true"], "does not belong"),
-        (&["run", "--rm", "--ip", "10.88.0.9", "busybox", "true"], "user defined networks only"),
+        (&["run", "--rm", "--ip", "10.77.0.9", "busybox", "true"], "user defined networks only"),
     ];
     for (args, want) in cases {
         let (code, _, err) = b.run(args);
@@ -312,7 +312,7 @@ fn network_modes_container_host_and_namespace_path() {
     assert!(out.contains(&format!("{ip}/16")), "{out}");
     // host: the host's interfaces, among them the default network's bridge with its gateway.
     let out = b.ok(&["run", "--rm", "--network", "host", "busybox", "ip", "-o", "-4", "addr", "show", "berth0"]);
-    assert!(out.contains("10.88.0.1/16"), "{out}");
+    assert!(out.contains("10.77.0.1/16"), "{out}");
     // Publishing needs a bridge network.
     let (code, _, err) = b.run(&["run", "--rm", "--network", "container:web", "-p", "80:80", "busybox", "true"]);
     assert_eq!(code, 125);

@@ -54,7 +54,7 @@ const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL UNIQUE,
         driver TEXT NOT NULL,
         bridge TEXT NOT NULL UNIQUE,  -- the Linux bridge's name
-        subnet TEXT NOT NULL,         -- 10.88.0.0/16
+        subnet TEXT NOT NULL,         -- 10.77.0.0/16
         gateway TEXT NOT NULL,        -- the bridge's address
         ip_range TEXT NOT NULL DEFAULT '',
         internal INTEGER NOT NULL DEFAULT 0,
@@ -66,7 +66,7 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO networks (id, name, driver, bridge, subnet, gateway, dns, created) VALUES
         ('3b1d0a3e2f6c4d7b8a9e0f1c2d3b4a5e6f708192a3b4c5d6e7f8091a2b3c4d5e', 'bridge', 'bridge', 'berth0',
-         '10.88.0.0/16', '10.88.0.1', 0, CAST(strftime('%s', 'now') AS INTEGER) * 1000000000);
+         '10.77.0.0/16', '10.77.0.1', 0, CAST(strftime('%s', 'now') AS INTEGER) * 1000000000);
     CREATE TABLE endpoints (
         container TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
         network TEXT NOT NULL REFERENCES networks(id),

@@ -32,7 +32,7 @@ use crate::{Engine, ExitError, FileLock, db, names};
 pub const DEFAULT_NETWORK: &str = "bridge";
 /// Its Linux bridge and subnet (made in migration 4 of the database).
 pub const DEFAULT_BRIDGE: &str = "berth0";
-pub const DEFAULT_SUBNET: &str = "10.88.0.0/16";
+pub const DEFAULT_SUBNET: &str = "10.77.0.0/16";
 
 /// One `--network NAME` of a container, with the `--ip`, `--mac-address` and
 /// `--network-alias` that go with it.

@@ -125,8 +125,9 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
 }
 
 /// The pool that networks made without `--subnet` take /24s from (the default `bridge` network
-/// has 10.88.0.0/16, outside it).
-pub const POOL: &str = "10.89.0.0/16";
+/// has 10.77.0.0/16, outside it). Both keep clear of Docker's (172.17.0.0/16 and up) and
+/// podman's (10.88.0.0/16, 10.89.x.0/24) defaults, so the engines can share a host.
+pub const POOL: &str = "10.78.0.0/16";
 
 /// The first /24 of the pool that overlaps none of `used`.
 pub fn free_subnet(used: &[Subnet]) -> Option<Subnet> {
@@ -198,9 +199,9 @@ mod tests {
 
     #[test]
     fn free_subnets_avoid_used_ones() {
-        let used: Vec<Subnet> = vec!["10.89.0.0/24".parse().unwrap(), "10.89.1.0/25".parse().unwrap()];
-        assert_eq!(free_subnet(&used).unwrap().to_string(), "10.89.2.0/24");
-        let all: Vec<Subnet> = vec!["10.89.0.0/16".parse().unwrap()];
+        let used: Vec<Subnet> = vec!["10.78.0.0/24".parse().unwrap(), "10.78.1.0/25".parse().unwrap()];
+        assert_eq!(free_subnet(&used).unwrap().to_string(), "10.78.2.0/24");
+        let all: Vec<Subnet> = vec!["10.78.0.0/16".parse().unwrap()];
         assert_eq!(free_subnet(&all), None);
     }
 }
