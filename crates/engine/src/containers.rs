@@ -23,6 +23,16 @@ pub struct Bind {
     pub readonly: bool,
     #[serde(default)]
     pub propagation: Option<String>,
+    /// A volume's name (the source is then its `_data`); empty at request time for an
+    /// anonymous volume.
+    #[serde(default)]
+    pub volume: Option<String>,
+    /// `volume-nocopy`: an empty volume does not get the image's files.
+    #[serde(default)]
+    pub nocopy: bool,
+    /// `volume-opt`s for a volume that `--mount` creates.
+    #[serde(default)]
+    pub volume_options: BTreeMap<String, String>,
 }
 
 /// What a container was created with, after the image's defaults were applied.
@@ -77,6 +87,8 @@ pub struct ContainerConfig {
     /// Exposed ports as `80/tcp`.
     pub exposed: Vec<String>,
     pub publish_all: bool,
+    /// `--volumes-from C[:ro|rw]` (resolved into `binds` at create).
+    pub volumes_from: Vec<String>,
 }
 
 /// What `create` is asked for: the image and the user's overrides of its defaults.
@@ -357,8 +369,10 @@ impl Engine {
             bail!("unknown log driver {:?}: berth supports json-file, k8s-file and none", c.log_driver);
         }
         self.plan_network(&mut c, icfg.exposed_ports.iter().flatten().map(|(k, _)| k.clone()).collect())?;
+        let image_volumes: Vec<String> = icfg.volumes.iter().flatten().map(|(k, _)| k.clone()).collect();
+        let anonymous = self.plan_volumes(&mut c, &image_volumes)?;
         for b in &c.binds {
-            if !b.source.exists() {
+            if b.volume.is_none() && !b.source.exists() {
                 std::fs::create_dir_all(&b.source)
                     .with_context(|| format!("creating the bind source {}", b.source.display()))?;
             }
@@ -408,10 +422,14 @@ impl Engine {
                 }
                 Err(e) => Err(e.into()),
             }?;
-            self.add_endpoints(&id, &c.networks)
+            self.add_endpoints(&id, &c.networks)?;
+            self.record_volumes(&id, &c)
         })();
         if let Err(e) = made {
             let _ = self.db.execute("DELETE FROM containers WHERE id = ?1", [&id]);
+            for v in &anonymous {
+                let _ = self.remove_volume(v);
+            }
             let _ = rootfs.remove();
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
@@ -768,9 +786,11 @@ impl Engine {
             }
             let _ = self.network_down(&c);
             let _ = RootFs::path(&self.layers, &c.id).unmount();
+            self.volumes_down(&c);
             if c.config.auto_remove {
                 let _ = self.delete_container_files(&c.id);
                 self.db.execute("DELETE FROM containers WHERE id = ?1", [&c.id])?;
+                self.remove_anonymous_volumes(&c);
                 continue;
             }
             let was_running = c.is_running() || c.state == "restarting";

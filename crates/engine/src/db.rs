@@ -86,6 +86,21 @@ const MIGRATIONS: &[&str] = &[
         container_port INTEGER NOT NULL,
         PRIMARY KEY (proto, host_ip, host_port)
     );",
+    // 5: volumes and which containers use them.
+    "CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        driver TEXT NOT NULL,         -- local
+        options TEXT NOT NULL DEFAULT '{}',  -- type, device, o
+        labels TEXT NOT NULL DEFAULT '{}',
+        anonymous INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE container_volumes (
+        container TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        volume TEXT NOT NULL REFERENCES volumes(name),
+        destination TEXT NOT NULL,
+        PRIMARY KEY (container, destination)
+    );",
 ];
 
 pub fn open(path: &Path) -> Result<Connection> {

@@ -18,6 +18,7 @@ pub mod networks;
 pub mod pull;
 pub mod seccomp;
 pub mod spec;
+pub mod volumes;
 
 use std::fs;
 use std::os::fd::AsRawFd;

@@ -78,8 +78,10 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
                 "UPDATE containers SET monitor_pid = 0, exit_code = ?2, error = ?3 WHERE id = ?1",
                 params![c.id, code, msg],
             );
+            engine.volumes_down(&c);
             if c.config.auto_remove {
                 let _ = engine.remove_container(&c.id, true);
+                engine.remove_anonymous_volumes(&c);
             }
             let _ = writeln!(
                 status,
@@ -164,6 +166,7 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
     let image = engine.resolve_image(&c.image)?;
     let cfg = engine.config_of(&image)?;
     rootfs.mount(&engine.layers, &chain_ids(&cfg.rootfs.diff_ids))?;
+    engine.volumes_up(c, &rootfs.merged())?;
     let dir = engine.container_dir(&c.id);
     let (hosts, hostname, resolv) = (dir.join("hosts"), dir.join("hostname"), dir.join("resolv.conf"));
     let bridged = uses_endpoints(&c.config.network);
@@ -376,6 +379,7 @@ fn teardown_run(engine: &Engine, c: &ContainerRow) -> bool {
         let _ = rc.delete(true);
     }
     let _ = engine.network_down(c);
+    engine.volumes_down(c);
     oom
 }
 
@@ -388,6 +392,7 @@ fn finish(engine: &Engine, c: &ContainerRow, code: i32, oom: bool, status: Optio
     );
     if c.config.auto_remove {
         let _ = engine.remove_container(&c.id, true);
+        engine.remove_anonymous_volumes(c);
     }
     if let Some(mut s) = status {
         let _ = writeln!(s, "exit {code}");

@@ -3,13 +3,14 @@
 mod network_cmds;
 mod registry_cmds;
 mod template;
+mod volume_cmds;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use berth_engine::containers::{Attach, Bind, ContainerConfig, CreateRequest};
+use berth_engine::containers::{Attach, ContainerConfig, CreateRequest};
 use berth_engine::{ContainerRow, Engine, ExitError};
 use berth_runtime::units::{parse_signal, parse_size};
 use clap::{Args, Parser, Subcommand};
@@ -219,6 +220,9 @@ enum Cmd {
         stdin: bool,
         id: String,
     },
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume_cmds::VolumeCmd),
     /// Manage networks.
     #[command(subcommand)]
     Network(network_cmds::NetworkCmd),
@@ -346,6 +350,10 @@ struct RunArgs {
     #[arg(short, long = "volume")]
     volume: Vec<String>,
     #[arg(long)]
+    mount: Vec<String>,
+    #[arg(long)]
+    volumes_from: Vec<String>,
+    #[arg(long)]
     tmpfs: Vec<String>,
     #[arg(long)]
     stop_signal: Option<String>,
@@ -460,7 +468,14 @@ fn run(cli: Cli) -> Result<i32> {
             let sig = parse_signal(&signal)?;
             each(&containers, |c| e.kill_container(c, sig).map(|_| ()))
         }
-        Cmd::Rm { force, volumes: _, containers } => each(&containers, |c| e.remove_container(c, force).map(|_| ())),
+        Cmd::Rm { force, volumes, containers } => each(&containers, |c| {
+            let row = e.container(c)?;
+            e.remove_container(c, force)?;
+            if volumes {
+                e.remove_anonymous_volumes(&row);
+            }
+            Ok(())
+        }),
         Cmd::Ps(a) | Cmd::Container(ContainerCmd::Ls(a)) => cmd_ps(&e, &a),
         Cmd::Logs { follow, timestamps, tail, container } => {
             cmd_logs(&e, &container, follow, timestamps, tail.as_deref())
@@ -598,6 +613,7 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Network(n) => network_cmds::network(&e, n),
+        Cmd::Volume(v) => volume_cmds::volume(&e, v),
         Cmd::Port { container, private_port } => network_cmds::port(&e, &container, private_port.as_deref()),
         Cmd::Monitor { .. } | Cmd::NetworkDns { .. } => unreachable!("handled before the engine opens"),
     }
@@ -767,8 +783,21 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
         c.tmpfs.push((p.into(), o.into()));
     }
     for v in &a.volume {
-        c.binds.push(parse_volume(v)?);
+        c.binds.push(volume_cmds::parse_volume(v)?);
     }
+    for m in &a.mount {
+        match volume_cmds::parse_mount(m)? {
+            volume_cmds::Mount::Bind(b) => c.binds.push(b),
+            volume_cmds::Mount::Tmpfs(d, o) => c.tmpfs.push((d, o)),
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for d in c.binds.iter().map(|b| b.destination.as_str()).chain(c.tmpfs.iter().map(|(d, _)| d.as_str())) {
+        if !seen.insert(d.trim_end_matches('/')) {
+            bail!("Duplicate mount point: {d}");
+        }
+    }
+    c.volumes_from = a.volumes_from.clone();
     let req = CreateRequest {
         image: a.image.clone(),
         name: a.name.clone(),
@@ -797,32 +826,6 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
 /// `-e NAME` takes NAME's value from our environment, as Docker does.
 fn expand_env(v: &str) -> String {
     if v.contains('=') { v.to_string() } else { format!("{v}={}", std::env::var(v).unwrap_or_default()) }
-}
-
-/// `-v /host:/ctr[:ro|rw|…]`. Named volumes come later.
-fn parse_volume(v: &str) -> Result<Bind> {
-    let parts: Vec<&str> = v.split(':').collect();
-    let (src, dst, opts) = match parts.as_slice() {
-        [s, d] => (*s, *d, ""),
-        [s, d, o] => (*s, *d, *o),
-        _ => bail!("invalid volume specification: '{v}'"),
-    };
-    if !src.starts_with('/') {
-        bail!("invalid volume specification: '{v}': named volumes are not implemented yet; use an absolute host path");
-    }
-    if !dst.starts_with('/') {
-        bail!("invalid volume specification: '{v}': the container path must be absolute");
-    }
-    let mut b = Bind { source: src.into(), destination: dst.into(), readonly: false, propagation: None };
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o {
-            "ro" => b.readonly = true,
-            "rw" | "z" | "Z" => {}
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => b.propagation = Some(o.into()),
-            other => bail!("invalid volume specification: '{v}': unknown option {other:?}"),
-        }
-    }
-    Ok(b)
 }
 
 fn ago(nanos: i64) -> String {
@@ -1238,6 +1241,7 @@ fn inspect_container(e: &Engine, c: &ContainerRow) -> Value {
             "PublishAllPorts": c.config.publish_all,
         },
         "NetworkSettings": network_cmds::network_settings(e, c),
+        "Mounts": volume_cmds::mounts_json(c),
     })
 }
 
