@@ -40,10 +40,17 @@ impl Engine {
         let mut out = Vec::new();
         for pid in rc.pids()? {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = cmd.split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect::<Vec<_>>().join(" ");
+            let cmd = cmd
+                .split(|&b| b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
             let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .ok()
-                .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+                .and_then(|s| {
+                    s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                })
                 .unwrap_or(0);
             out.push(Proc { pid, uid, cmd });
         }
@@ -72,7 +79,15 @@ impl Engine {
     }
 
     /// `berth update`: new limits applied to the running container's cgroup and recorded.
-    pub fn update(&self, key: &str, memory: Option<i64>, cpus: Option<f64>, pids: Option<i64>, shares: Option<u64>, cpuset: Option<String>) -> Result<()> {
+    pub fn update(
+        &self,
+        key: &str,
+        memory: Option<i64>,
+        cpus: Option<f64>,
+        pids: Option<i64>,
+        shares: Option<u64>,
+        cpuset: Option<String>,
+    ) -> Result<()> {
         let mut c = self.container(key)?;
         let mut res = serde_json::json!({});
         if let Some(m) = memory {
@@ -105,7 +120,10 @@ impl Engine {
             let rc = Container::load(&self.runtime_root(), &c.id)?;
             rc.update(&serde_json::from_value(res)?)?;
         }
-        self.db.execute("UPDATE containers SET config = ?2 WHERE id = ?1", params![c.id, serde_json::to_string(&c.config)?])?;
+        self.db.execute(
+            "UPDATE containers SET config = ?2 WHERE id = ?1",
+            params![c.id, serde_json::to_string(&c.config)?],
+        )?;
         Ok(())
     }
 
@@ -113,7 +131,8 @@ impl Engine {
     pub fn diff(&self, key: &str) -> Result<Vec<Change>> {
         let c = self.container(key)?;
         let image = self.resolve_image(&c.image)?;
-        let lowers: Vec<PathBuf> = chain_ids(&self.config_of(&image)?.rootfs.diff_ids).iter().map(|ch| self.layers.diff_path(ch)).collect();
+        let lowers: Vec<PathBuf> =
+            chain_ids(&self.config_of(&image)?.rootfs.diff_ids).iter().map(|ch| self.layers.diff_path(ch)).collect();
         let upper = RootFs::path(&self.layers, &c.id).upper();
         let lower_fds: Vec<std::fs::File> = lowers.iter().filter_map(|l| std::fs::File::open(l).ok()).collect();
         let mut out = Vec::new();
@@ -136,7 +155,9 @@ fn walk(upper: &Path, rel: &Path, lowers: &[std::fs::File], out: &mut Vec<Change
             continue;
         }
         // Looked up inside each lower layer, never through a symlink out of it.
-        let in_lower = lowers.iter().any(|l| berth_runtime::safepath::openat_in_root(l.as_raw_fd(), &r, libc::O_PATH | libc::O_NOFOLLOW, 0).is_ok());
+        let in_lower = lowers.iter().any(|l| {
+            berth_runtime::safepath::openat_in_root(l.as_raw_fd(), &r, libc::O_PATH | libc::O_NOFOLLOW, 0).is_ok()
+        });
         out.push(Change { kind: if in_lower { 'C' } else { 'A' }, path: shown });
         if m.is_dir() {
             walk(upper, &r, lowers, out)?;
