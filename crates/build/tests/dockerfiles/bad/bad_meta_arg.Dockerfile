@@ -1,0 +1,2 @@
+ARG A=${B:?required}
+FROM alpine

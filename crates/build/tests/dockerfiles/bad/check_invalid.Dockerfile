@@ -1,0 +1,2 @@
+# check=warn=all
+FROM alpine

@@ -1,0 +1,3 @@
+FROM alpine
+FROM busybox
+COPY --from=2 /x /x

@@ -1,0 +1,3 @@
+ARG S=builder
+FROM alpine
+COPY --from=${S} /x /x

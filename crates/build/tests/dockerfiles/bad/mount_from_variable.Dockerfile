@@ -1,0 +1,2 @@
+FROM alpine
+RUN --mount=from=$STAGE,target=/s true

@@ -1,0 +1,2 @@
+FROM alpine
+RUN --mount=target=/x,mode=0600 true

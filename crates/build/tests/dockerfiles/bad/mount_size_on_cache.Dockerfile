@@ -1,0 +1,2 @@
+FROM alpine
+RUN --mount=type=cache,target=/c,size=1g true

@@ -1,0 +1,2 @@
+# nothing to start from
+RUN true

@@ -1,0 +1,2 @@
+FROM alpine
+RUN ["nested", [1, {"a": null}]]

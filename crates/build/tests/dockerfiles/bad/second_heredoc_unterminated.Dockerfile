@@ -1,0 +1,5 @@
+FROM alpine
+COPY <<A <<B /
+a
+A
+b

@@ -1,0 +1,2 @@
+FROM alpine
+SHELL ["bash", 1]

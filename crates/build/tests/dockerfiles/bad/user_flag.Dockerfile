@@ -1,0 +1,2 @@
+FROM alpine
+USER --uid=1 app
