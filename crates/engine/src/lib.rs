@@ -7,10 +7,13 @@
 //! <runroot>  (/run/berth)      runtime/ (berth-runtime state), locks
 //! ```
 
+pub mod commit;
 pub mod containers;
+pub mod copy;
 pub mod db;
 pub mod images;
 pub mod inspect;
+pub mod layer;
 pub mod logs;
 pub mod monitor;
 pub mod names;

@@ -205,6 +205,30 @@ enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Make an image from a container's changes.
+    Commit {
+        #[arg(short, long)]
+        author: Option<String>,
+        #[arg(short, long)]
+        change: Vec<String>,
+        #[arg(short, long)]
+        message: Option<String>,
+        #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set)]
+        pause: bool,
+        container: String,
+        reference: Option<String>,
+    },
+    /// Copy files between a container and the host (CONTAINER:PATH on one side).
+    Cp {
+        /// Keep owners (archive mode).
+        #[arg(short, long)]
+        archive: bool,
+        /// Accepted for Docker compatibility (the source's own symlinks are copied as links).
+        #[arg(short = 'L', long)]
+        follow_link: bool,
+        src: String,
+        dst: String,
+    },
     /// Show what a container changed in its root filesystem.
     Diff { container: String },
     /// Show the engine's version.
@@ -610,6 +634,25 @@ fn run(cli: Cli) -> Result<i32> {
                     println!("{}", c.id);
                 }
             }
+            Ok(0)
+        }
+        Cmd::Commit { author, change, message, pause, container, reference } => {
+            let id = e.commit(
+                &container,
+                &berth_engine::commit::CommitOptions {
+                    reference,
+                    message: message.unwrap_or_default(),
+                    author: author.unwrap_or_default(),
+                    changes: change,
+                    pause,
+                },
+            )?;
+            println!("{id}");
+            Ok(0)
+        }
+        Cmd::Cp { archive, follow_link: _, src, dst } => {
+            use berth_engine::copy::parse_location;
+            e.copy(&parse_location(&src), &parse_location(&dst), archive)?;
             Ok(0)
         }
         Cmd::Network(n) => network_cmds::network(&e, n),

@@ -1,0 +1,104 @@
+//! `commit` (a container's changes as a new image) and `cp` (both ways, through symlinks that a
+//! container plants, for running and stopped containers).
+
+mod common;
+
+use common::Berth;
+
+#[test]
+fn commit_makes_an_image_of_the_changes() {
+    let b = Berth::new("commit");
+    b.ok(&[
+        "run",
+        "--name",
+        "src",
+        "--network",
+        "none",
+        "-e",
+        "FROM_RUN=1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo made > /made.txt && rm /bin/vi && mkdir -p /d && touch /d/x",
+    ]);
+    let id = b.ok(&[
+        "commit",
+        "-m",
+        "a note",
+        "-a",
+        "me",
+        "-c",
+        "CMD cat /made.txt",
+        "-c",
+        "ENV K=V",
+        "src",
+        "committed:v1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "committed:v1"]), "made\n");
+    // Deletions, the container's environment and -c changes are in the image.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "committed:v1",
+        "sh",
+        "-c",
+        "echo $K $FROM_RUN; test -e /bin/vi || echo vi-gone; ls /d",
+    ]);
+    assert_eq!(out, "V 1\nvi-gone\nx\n");
+    let author = b.ok(&["inspect", "-f", "{{.Config.Cmd}}", "committed:v1"]);
+    assert!(author.contains("cat /made.txt"), "{author}");
+    // The source container can go; the image stays usable, and a commit of a commit stacks.
+    b.ok(&["rm", "src"]);
+    b.ok(&["run", "--name", "second", "--network", "none", "committed:v1", "sh", "-c", "echo more >> /made.txt"]);
+    b.ok(&["commit", "second", "committed:v2"]);
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "committed:v2", "cat", "/made.txt"]), "made\nmore\n");
+    let (code, _, err) = b.run(&["commit", "-c", "RUN rm -rf /", "second", "bad:v1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot be changed"), "{err}");
+}
+
+#[test]
+fn cp_copies_both_ways_without_leaving_the_container() {
+    let b = Berth::new("cp");
+    let id = b.ok(&["run", "-d", "--network", "none", "busybox", "sleep", "60"]);
+    let id = id.trim();
+    let host = b.g.path("host");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("f.txt"), "hello\n").unwrap();
+    // Host to container, into a directory.
+    b.ok(&["cp", host.join("f.txt").to_str().unwrap(), &format!("{id}:/tmp/")]);
+    assert_eq!(b.ok(&["exec", id, "cat", "/tmp/f.txt"]), "hello\n");
+    // Container to host: a directory, its symlinks copied as links (not followed).
+    b.ok(&["exec", id, "sh", "-c", "mkdir -p /srv/d && echo a > /srv/d/a && ln -s /etc/passwd /srv/d/link"]);
+    b.ok(&["cp", &format!("{id}:/srv/d"), host.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(host.join("d/a")).unwrap(), "a\n");
+    assert_eq!(std::fs::read_link(host.join("d/link")).unwrap(), std::path::Path::new("/etc/passwd"));
+    // Symlinks planted in the container resolve inside it, in both directions.
+    let outside = b.g.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    b.ok(&["exec", id, "sh", "-c", &format!("ln -s {} /pwn && mkdir -p {}", outside.display(), outside.display())]);
+    b.ok(&["cp", host.join("f.txt").to_str().unwrap(), &format!("{id}:/pwn/")]);
+    assert!(!outside.join("f.txt").exists(), "cp followed a container's symlink out to the host");
+    assert_eq!(b.ok(&["exec", id, "cat", &format!("{}/f.txt", outside.display())]), "hello\n");
+    b.ok(&["exec", id, "sh", "-c", "ln -s / /up"]);
+    std::fs::write(b.g.path("secret"), "host secret\n").unwrap();
+    let rel = b.g.path("secret");
+    let (code, _, err) = b.run(&["cp", &format!("{id}:/up{}", rel.display()), host.join("stolen").to_str().unwrap()]);
+    assert_ne!(code, 0, "read a host file through the container's symlink");
+    assert!(err.contains("Could not find"), "{err}");
+    // A stopped container: its root is mounted for the copy and unmounted after.
+    b.ok(&["rm", "-f", id]);
+    let c2 = b.ok(&["create", "--network", "none", "busybox", "true"]);
+    let c2 = c2.trim();
+    b.ok(&["cp", host.join("f.txt").to_str().unwrap(), &format!("{c2}:/f.txt")]);
+    b.ok(&["cp", &format!("{c2}:/f.txt"), host.join("back.txt").to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(host.join("back.txt")).unwrap(), "hello\n");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(c2), "the stopped container's root stayed mounted");
+    let (code, _, err) = b.run(&["cp", &format!("{c2}:/nope"), host.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Could not find"), "{err}");
+}

@@ -1,0 +1,255 @@
+//! `berth cp`: files between a container and the host, in both directions, for running and
+//! stopped containers. The container's side is never trusted: its path is resolved inside its
+//! root (openat2 RESOLVE_IN_ROOT), and the walk below it goes from directory fd to directory fd
+//! with O_NOFOLLOW, so no symlink, not even one swapped in by a running container, leads out.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use berth_image::manifest::chain_ids;
+use berth_runtime::safepath;
+use berth_storage::RootFs;
+
+use crate::Engine;
+
+/// One side of a copy: a host path, or a path in a container.
+pub enum Location {
+    Host(PathBuf),
+    Container(String, String),
+}
+
+/// `NAME:PATH` is in a container, anything else (incl. `./a:b`) on the host, as Docker reads it.
+pub fn parse_location(s: &str) -> Location {
+    if !s.starts_with('/')
+        && !s.starts_with('.')
+        && let Some((c, p)) = s.split_once(':')
+        && !c.is_empty()
+    {
+        return Location::Container(c.into(), p.into());
+    }
+    Location::Host(s.into())
+}
+
+fn err(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> anyhow::Error {
+    let msg = format!("{what} {}", p.display());
+    move |e| anyhow::Error::from(e).context(msg)
+}
+
+fn cstr(name: &OsStr) -> Result<CString> {
+    CString::new(name.as_bytes()).context("a file name with a NUL byte")
+}
+
+fn openat(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> std::io::Result<OwnedFd> {
+    // SAFETY: openat with a valid dir fd and a NUL-terminated name; the fd is ours.
+    let fd =
+        unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOFOLLOW, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn lstat_at(dir: RawFd, name: &CStr) -> std::io::Result<libc::stat> {
+    // SAFETY: fstatat into a zeroed stat.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(st)
+    }
+}
+
+/// Copies the entry `name` of directory `from` into directory `to` as `as_name`. With
+/// `keep_owner` the owners go along (archive mode); without, new files belong to `owner`.
+fn copy_entry(from: RawFd, name: &CStr, to: RawFd, as_name: &CStr, keep_owner: bool, owner: (u32, u32)) -> Result<()> {
+    let st = lstat_at(from, name)?;
+    let (uid, gid) = if keep_owner { (st.st_uid, st.st_gid) } else { owner };
+    let mode = st.st_mode & 0o7777;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => {
+            // An existing directory is entered (never through a symlink), else made.
+            // SAFETY: mkdirat with a valid dir fd.
+            if unsafe { libc::mkdirat(to, as_name.as_ptr(), 0o700) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(e.into());
+                }
+            }
+            let src = openat(from, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            let dst = openat(to, as_name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            let mut names = Vec::new();
+            for e in fs::read_dir(format!("/proc/self/fd/{}", src.as_raw_fd()))? {
+                names.push(e?.file_name());
+            }
+            names.sort();
+            for n in names {
+                let n = cstr(&n)?;
+                copy_entry(src.as_raw_fd(), &n, dst.as_raw_fd(), &n, keep_owner, owner)?;
+            }
+            // SAFETY: fchown/fchmod of our fd.
+            unsafe {
+                libc::fchown(dst.as_raw_fd(), uid, gid);
+                libc::fchmod(dst.as_raw_fd(), mode);
+            }
+        }
+        libc::S_IFREG => {
+            let src = openat(from, name, libc::O_RDONLY, 0)?;
+            // SAFETY: unlinkat of whatever was there (a file or a symlink: never followed).
+            unsafe { libc::unlinkat(to, as_name.as_ptr(), 0) };
+            let dst = openat(to, as_name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+            let (mut r, mut w) = (fs::File::from(src), fs::File::from(dst));
+            std::io::copy(&mut r, &mut w)?;
+            // SAFETY: fchown/fchmod of our fd.
+            unsafe {
+                libc::fchown(w.as_raw_fd(), uid, gid);
+                libc::fchmod(w.as_raw_fd(), mode);
+            }
+        }
+        libc::S_IFLNK => {
+            let mut buf = vec![0u8; libc::PATH_MAX as usize];
+            // SAFETY: readlinkat into our buffer.
+            let n = unsafe { libc::readlinkat(from, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            buf.truncate(n as usize);
+            let target = CString::new(buf)?;
+            // SAFETY: as above; the link is made, never followed.
+            unsafe {
+                libc::unlinkat(to, as_name.as_ptr(), 0);
+                if libc::symlinkat(target.as_ptr(), to, as_name.as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error().into());
+                }
+                libc::fchownat(to, as_name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW);
+            }
+        }
+        // Devices, fifos and sockets are not copied, as `docker cp` skips them too.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A container's root for copying: its mount namespace's root while it runs, else its
+/// overlay root, mounted for the copy (and unmounted after by the guard).
+struct Root {
+    fd: OwnedFd,
+    unmount: Option<RootFs>,
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        if let Some(r) = &self.unmount {
+            let _ = r.unmount();
+        }
+    }
+}
+
+impl Engine {
+    fn copy_root(&self, key: &str) -> Result<Root> {
+        let c = self.container(key)?;
+        if c.is_running() && c.pid > 0 {
+            return Ok(Root { fd: safepath::open_root(Path::new(&format!("/proc/{}/root", c.pid)))?, unmount: None });
+        }
+        let rootfs = RootFs::path(&self.layers, &c.id);
+        let mounted_here = if rootfs.is_mounted() {
+            false
+        } else {
+            let image = self.resolve_image(&c.image)?;
+            rootfs.mount(&self.layers, &chain_ids(&self.config_of(&image)?.rootfs.diff_ids))?;
+            true
+        };
+        let fd = safepath::open_root(&rootfs.merged());
+        let root = Root { fd: fd?, unmount: mounted_here.then_some(rootfs) };
+        Ok(root)
+    }
+
+    /// `berth cp SRC DST`; one side must be in a container.
+    pub fn copy(&self, src: &Location, dst: &Location, archive: bool) -> Result<()> {
+        match (src, dst) {
+            (Location::Container(c, p), Location::Host(h)) => {
+                let root = self.copy_root(c)?;
+                let (parent, name) = split(p)?;
+                let dir = safepath::openat_in_root(
+                    root.fd.as_raw_fd(),
+                    &inside(parent),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    0,
+                )
+                .map_err(|e| anyhow::Error::from(e).context(format!("Could not find the file {p} in container {c}")))?;
+                lstat_at(dir.as_raw_fd(), &name).map_err(|e| {
+                    anyhow::Error::from(e).context(format!("Could not find the file {p} in container {c}"))
+                })?;
+                // SAFETY: getuid/getgid.
+                let me = unsafe { (libc::getuid(), libc::getgid()) };
+                let (hdir, hname) = host_target(h, &name)?;
+                let hfd = fs::File::open(&hdir).map_err(err("opening", &hdir))?;
+                copy_entry(dir.as_raw_fd(), &name, hfd.as_raw_fd(), &hname, archive, me)
+            }
+            (Location::Host(h), Location::Container(c, p)) => {
+                let root = self.copy_root(c)?;
+                let hp = fs::canonicalize(h).map_err(err("no such file or directory:", h))?;
+                let (hparent, hname) = split_host(&hp)?;
+                let hdir = fs::File::open(&hparent).map_err(err("opening", &hparent))?;
+                // The destination: an existing directory receives the source by its name; else
+                // the last component is the new name inside an existing parent.
+                let rel = inside(Path::new(p));
+                let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+                let (dir, name) = match safepath::openat_in_root(root.fd.as_raw_fd(), &rel, flags, 0) {
+                    Ok(d) => (d, hname.clone()),
+                    Err(_) => {
+                        let (parent, name) = split(p)?;
+                        let d = safepath::openat_in_root(root.fd.as_raw_fd(), &inside(parent), flags, 0)
+                            .map_err(|e| {
+                                anyhow::Error::from(e).context(format!(
+                                    "Could not find the directory {} in container {c}",
+                                    parent.display()
+                                ))
+                            })?;
+                        (d, name)
+                    }
+                };
+                copy_entry(hdir.as_raw_fd(), &hname, dir.as_raw_fd(), &name, archive, (0, 0))
+            }
+            _ => bail!(
+                "copying between two containers or two host paths is not supported: one side must be CONTAINER:PATH"
+            ),
+        }
+    }
+}
+
+/// A container path relative to its root (`.` for the root itself).
+fn inside(p: &Path) -> PathBuf {
+    let r = safepath::relative(p);
+    if r.as_os_str().is_empty() { PathBuf::from(".") } else { r }
+}
+
+/// `a/b/c` -> (`a/b`, `c`); `/` and paths ending in `.` or `..` are refused.
+fn split(p: &str) -> Result<(&Path, CString)> {
+    let path = Path::new(p.trim_end_matches('/'));
+    let name = path.file_name().with_context(|| format!("invalid path {p:?}: name a file or directory"))?;
+    Ok((path.parent().unwrap_or(Path::new("/")), cstr(name)?))
+}
+
+fn split_host(p: &Path) -> Result<(PathBuf, CString)> {
+    let name = p.file_name().with_context(|| format!("cannot copy {}", p.display()))?;
+    Ok((p.parent().unwrap_or(Path::new("/")).to_path_buf(), cstr(name)?))
+}
+
+/// Where a copy to host path `h` goes: into `h` when it is a directory, else `h` itself.
+fn host_target(h: &Path, name: &CStr) -> Result<(PathBuf, CString)> {
+    if h.is_dir() {
+        return Ok((h.to_path_buf(), name.to_owned()));
+    }
+    let n = h.file_name().with_context(|| format!("invalid destination {}", h.display()))?;
+    let parent = h.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("destination directory {} does not exist", parent.display());
+    }
+    Ok((parent.to_path_buf(), cstr(n)?))
+}
