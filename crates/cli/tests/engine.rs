@@ -381,3 +381,123 @@ fn parallel_runs_and_removes() {
     }
     assert!(b.ids().is_empty());
 }
+
+#[test]
+fn init_forwards_signals_reaps_zombies_and_passes_the_exit_code() {
+    let b = Berth::new("eng-init");
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "tr '\\0' ' ' < /proc/1/cmdline; echo; echo $$",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("/dev/init -- sh -c tr '\\0' ' ' < /proc/1/cmdline; echo; echo $$ "), "{out}");
+    assert_ne!(lines.next(), Some("1"), "the command should not be PID 1: {out}");
+    let (code, _, _) = b.run(&["run", "--rm", "--network", "none", "--init", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(code, 3);
+    // An orphan is reparented to PID 1 and reaped: no zombie stays.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "sh -c 'sleep 0.1 & exit 0'; sleep 0.5; ps -o stat | grep -c Z || true",
+    ]);
+    assert_eq!(out.trim(), "0", "zombies: {out}");
+    // SIGTERM reaches the command (a shell as PID 1 would ignore it and be killed after -t).
+    let id = b.ok(&["run", "-d", "--network", "none", "--init", "busybox", "sleep", "60"]);
+    b.ok(&["stop", "-t", "20", id.trim()]);
+    assert_eq!(b.inspect(id.trim(), "{{.State.ExitCode}}"), "143");
+    // Nothing was added to the container's files: /dev/init lives on the /dev tmpfs.
+    let diff = b.ok(&["diff", id.trim()]);
+    assert!(!diff.contains("init"), "{diff}");
+    b.ok(&["rm", id.trim()]);
+}
+
+#[test]
+fn healthchecks_run_on_schedule_and_report() {
+    let b = Berth::new("eng-health");
+    let ok = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--health-cmd",
+        "test -e /tmp/ready && echo fine",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /tmp/ready; sleep 60",
+    ]);
+    let bad = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--health-cmd",
+        "echo broken; exit 1",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let slow = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--health-cmd",
+        "sleep 5",
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "300ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let (ok, bad, slow) = (ok.trim(), bad.trim(), slow.trim());
+    let wait_for = |id: &str, want: &str| {
+        for _ in 0..100 {
+            if b.inspect(id, "{{.State.Health.Status}}") == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{id} never became {want}: {}", b.ok(&["inspect", id]));
+    };
+    wait_for(ok, "healthy");
+    wait_for(bad, "unhealthy");
+    wait_for(slow, "unhealthy");
+    let log = b.inspect(ok, "{{json .State.Health.Log}}");
+    assert!(log.contains("fine"), "{log}");
+    assert!(b.inspect(bad, "{{.State.Health.FailingStreak}}").parse::<u32>().unwrap() >= 2);
+    assert!(b.inspect(slow, "{{json .State.Health.Log}}").contains("exceeded timeout"));
+    let ps = b.ok(&["ps", "--filter", "health=healthy", "--format", "{{.ID}} {{.Status}}"]);
+    assert!(ps.contains(&ok[..12]) && ps.contains("(healthy)") && !ps.contains(&bad[..12]), "{ps}");
+    // --no-healthcheck: none at all.
+    let none = b.ok(&["run", "-d", "--network", "none", "--no-healthcheck", "busybox", "sleep", "60"]);
+    assert_eq!(b.inspect(none.trim(), "{{.State.Health}}"), "<no value>");
+    for id in [ok, bad, slow, none.trim()] {
+        b.ok(&["rm", "-f", id]);
+    }
+}

@@ -89,6 +89,11 @@ pub struct ContainerConfig {
     pub publish_all: bool,
     /// `--volumes-from C[:ro|rw]` (resolved into `binds` at create).
     pub volumes_from: Vec<String>,
+    /// `--init`: berth-init runs as PID 1 and starts the command.
+    pub init: bool,
+    /// The image's HEALTHCHECK with the `--health-*` flags over it; `Test: ["NONE"]` for
+    /// `--no-healthcheck`.
+    pub healthcheck: Option<crate::health::Healthcheck>,
 }
 
 /// What `create` is asked for: the image and the user's overrides of its defaults.
@@ -369,6 +374,29 @@ impl Engine {
             bail!("unknown log driver {:?}: berth supports json-file, k8s-file and none", c.log_driver);
         }
         self.plan_network(&mut c, icfg.exposed_ports.iter().flatten().map(|(k, _)| k.clone()).collect())?;
+        // The image's healthcheck, under the flags given (each flag replaces one field).
+        let raw: serde_json::Value = serde_json::from_slice(&self.store.read(&image.id)?).unwrap_or_default();
+        let mut hc: crate::health::Healthcheck =
+            serde_json::from_value(raw["config"]["Healthcheck"].clone()).unwrap_or_default();
+        if let Some(f) = c.healthcheck.take() {
+            if !f.test.is_empty() {
+                hc.test = f.test;
+            }
+            for (dst, src) in [
+                (&mut hc.interval, f.interval),
+                (&mut hc.timeout, f.timeout),
+                (&mut hc.start_period, f.start_period),
+                (&mut hc.start_interval, f.start_interval),
+            ] {
+                if src > 0 {
+                    *dst = src;
+                }
+            }
+            if f.retries > 0 {
+                hc.retries = f.retries;
+            }
+        }
+        c.healthcheck = (!hc.test.is_empty()).then_some(hc);
         let image_volumes: Vec<String> = icfg.volumes.iter().flatten().map(|(k, _)| k.clone()).collect();
         let anonymous = self.plan_volumes(&mut c, &image_volumes)?;
         for b in &c.binds {

@@ -204,8 +204,8 @@ impl Engine {
                     Ok(d) => (d, hname.clone()),
                     Err(_) => {
                         let (parent, name) = split(p)?;
-                        let d = safepath::openat_in_root(root.fd.as_raw_fd(), &inside(parent), flags, 0)
-                            .map_err(|e| {
+                        let d =
+                            safepath::openat_in_root(root.fd.as_raw_fd(), &inside(parent), flags, 0).map_err(|e| {
                                 anyhow::Error::from(e).context(format!(
                                     "Could not find the directory {} in container {c}",
                                     parent.display()

@@ -11,6 +11,7 @@ pub mod commit;
 pub mod containers;
 pub mod copy;
 pub mod db;
+pub mod health;
 pub mod images;
 pub mod inspect;
 pub mod layer;
@@ -63,6 +64,20 @@ impl Engine {
 
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join("containers").join(id)
+    }
+
+    /// berth-init (for `--init`) written out once into the runroot; it is built into berth.
+    pub fn init_binary(&self) -> Result<PathBuf> {
+        const INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-init"));
+        let path = self.runroot.join("berth-init");
+        if fs::metadata(&path).map(|m| m.len() == INIT.len() as u64).unwrap_or(false) {
+            return Ok(path);
+        }
+        let tmp = self.runroot.join(format!("berth-init.{}", std::process::id()));
+        fs::write(&tmp, INIT).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        fs::rename(&tmp, &path)?;
+        Ok(path)
     }
 
     /// A lock over the image and layer stores: shared while something adds or uses images,

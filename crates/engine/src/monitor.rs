@@ -102,7 +102,13 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         // SAFETY: malloc_trim only returns free heap pages.
         unsafe { libc::malloc_trim(0) };
         let began = std::time::Instant::now();
-        let code = pump(&c, &started, attach, stdin, &mut status);
+        let mut health = crate::health::Checker::new(
+            c.config.healthcheck.as_ref().unwrap_or(&Default::default()),
+            &runroot.join("runtime"),
+            &c.id,
+            &c.dir,
+        );
+        let code = pump(&c, &started, attach, stdin, &mut status, &mut health);
         // The published ports go with the run: a restart binds them again.
         started.held.clear();
         let Ok(e) = Engine::open(root, runroot) else { return 1 };
@@ -186,7 +192,8 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
     } else {
         write_etc(c, &eps, &hosts, &hostname, &resolv)?;
     }
-    let etc = EtcFiles { hosts: &hosts, hostname: &hostname, resolv: &resolv };
+    let init = if c.config.init { Some(engine.init_binary()?) } else { None };
+    let etc = EtcFiles { hosts: &hosts, hostname: &hostname, resolv: &resolv, init: init.as_deref() };
     let v2 = matches!(berth_cgroups::Layout::detect(), berth_cgroups::Layout::V2 { .. });
     let spec = spec::build(&config, &rootfs.merged(), &etc, v2)?;
     fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
@@ -239,7 +246,14 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
 /// Copies the container's output to the log (and the caller's terminal) until its init exits.
 /// With a pty and `stdin`, also copies the caller's input to the container, watching for the
 /// detach keys (ctrl-p ctrl-q).
-fn pump(c: &ContainerRow, r: &Running, attach: bool, stdin: bool, status: &mut Option<fs::File>) -> i32 {
+fn pump(
+    c: &ContainerRow,
+    r: &Running,
+    attach: bool,
+    stdin: bool,
+    status: &mut Option<fs::File>,
+    health: &mut Option<crate::health::Checker>,
+) -> i32 {
     let mut log = if c.config.log_driver == "none" {
         None
     } else {
@@ -269,11 +283,18 @@ fn pump(c: &ContainerRow, r: &Running, attach: bool, stdin: bool, status: &mut O
                 revents: 0,
             },
         ];
-        let timeout = if exited { 100 } else { -1 };
+        let checks = if exited { None } else { health.as_ref() };
+        let (probe, probe_out) = checks.map(|h| h.fds()).unwrap_or((-1, -1));
+        fds.push(libc::pollfd { fd: probe, events: libc::POLLIN, revents: 0 });
+        fds.push(libc::pollfd { fd: probe_out, events: libc::POLLIN, revents: 0 });
+        let timeout = if exited { 100 } else { checks.map(|h| h.timeout_ms()).unwrap_or(-1) };
         // SAFETY: poll over fds we hold.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, timeout) };
         if n < 0 {
             continue;
+        }
+        if !exited && let Some(h) = health.as_mut() {
+            h.tick();
         }
         if fds[2].revents != 0 {
             exited = true;

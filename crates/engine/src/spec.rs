@@ -159,6 +159,8 @@ pub struct EtcFiles<'a> {
     pub hosts: &'a Path,
     pub hostname: &'a Path,
     pub resolv: &'a Path,
+    /// berth-init on the host, for `--init` (mounted at /dev/init, the command under it).
+    pub init: Option<&'a Path>,
 }
 
 /// The OCI runtime spec for a container.
@@ -201,6 +203,12 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
     ];
     for (src, dst) in [(etc.resolv, "/etc/resolv.conf"), (etc.hostname, "/etc/hostname"), (etc.hosts, "/etc/hosts")] {
         mounts.push(json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
+    }
+    let mut args = c.args.clone();
+    if let Some(init) = etc.init {
+        // On /dev (a tmpfs of the runtime's): nothing is added to the container's own files.
+        mounts.push(json!({"destination": "/dev/init", "type": "bind", "source": init, "options": ["bind", "ro", "nosuid", "nodev"]}));
+        args.splice(0..0, ["/dev/init".to_string(), "--".to_string()]);
     }
     if c.read_only {
         for d in ["/tmp", "/run"] {
@@ -260,7 +268,7 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
     let mut process = json!({
         "terminal": c.tty,
         "user": {"uid": uid, "gid": gid, "additionalGids": groups},
-        "args": c.args,
+        "args": args,
         "env": c.env,
         "cwd": if c.workdir.is_empty() { "/" } else { c.workdir.as_str() },
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},

@@ -401,6 +401,20 @@ struct RunArgs {
     restart: Option<String>,
     #[arg(long)]
     init: bool,
+    #[arg(long)]
+    health_cmd: Option<String>,
+    #[arg(long)]
+    health_interval: Option<String>,
+    #[arg(long)]
+    health_timeout: Option<String>,
+    #[arg(long)]
+    health_start_period: Option<String>,
+    #[arg(long)]
+    health_start_interval: Option<String>,
+    #[arg(long)]
+    health_retries: Option<u32>,
+    #[arg(long)]
+    no_healthcheck: bool,
     #[arg(long, default_value = "missing")]
     pull: String,
     #[arg(long)]
@@ -682,9 +696,6 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> 
 }
 
 fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
-    if a.init {
-        bail!("--init is not supported by berth yet");
-    }
     if let Some(r) = &a.runtime
         && r != "berth-runtime"
     {
@@ -841,6 +852,8 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
         }
     }
     c.volumes_from = a.volumes_from.clone();
+    c.init = a.init;
+    c.healthcheck = health_flags(&a)?;
     let req = CreateRequest {
         image: a.image.clone(),
         name: a.name.clone(),
@@ -864,6 +877,68 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
         return Ok(0);
     }
     s.wait(a.sig_proxy)
+}
+
+/// The `--health-*` flags (each replaces one field of the image's healthcheck).
+fn health_flags(a: &RunArgs) -> Result<Option<berth_engine::health::Healthcheck>> {
+    let dur = |flag: &str, v: &Option<String>| -> Result<i64> {
+        v.as_deref()
+            .map(|s| {
+                parse_duration(s).map_err(|_| {
+                    anyhow::anyhow!("invalid argument {s:?} for \"--{flag}\" flag: time: invalid duration {s:?}")
+                })
+            })
+            .transpose()
+            .map(|d| d.unwrap_or(0))
+    };
+    if a.no_healthcheck {
+        if a.health_cmd.is_some() {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        return Ok(Some(berth_engine::health::Healthcheck { test: vec!["NONE".into()], ..Default::default() }));
+    }
+    let h = berth_engine::health::Healthcheck {
+        test: a
+            .health_cmd
+            .iter()
+            .map(|c| ["CMD-SHELL".to_string(), c.clone()])
+            .next()
+            .map(Vec::from)
+            .unwrap_or_default(),
+        interval: dur("health-interval", &a.health_interval)?,
+        timeout: dur("health-timeout", &a.health_timeout)?,
+        start_period: dur("health-start-period", &a.health_start_period)?,
+        start_interval: dur("health-start-interval", &a.health_start_interval)?,
+        retries: a.health_retries.unwrap_or(0),
+    };
+    Ok((h != Default::default()).then_some(h))
+}
+
+/// Go's durations: `1m30s`, `500ms`, `2h`, `1.5s` -> nanoseconds.
+fn parse_duration(s: &str) -> Result<i64> {
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        bail!("empty duration");
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n: f64 = rest[..num_end].parse()?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            u => bail!("unknown unit {u:?}"),
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    Ok(total as i64)
 }
 
 /// `-e NAME` takes NAME's value from our environment, as Docker does.
@@ -892,7 +967,16 @@ fn human(secs: i64) -> String {
 fn status_text(c: &ContainerRow) -> String {
     let now = berth_engine::db::now_nanos();
     match c.state.as_str() {
-        "running" => format!("Up {}", human((now - c.started) / 1_000_000_000)),
+        "running" => {
+            let up = format!("Up {}", human((now - c.started) / 1_000_000_000));
+            match berth_engine::health::read(&c.dir) {
+                Some(h) if c.config.healthcheck.as_ref().is_some_and(|x| x.enabled()) => {
+                    let h = if h.status == "starting" { "health: starting".into() } else { h.status };
+                    format!("{up} ({h})")
+                }
+                _ => up,
+            }
+        }
         "paused" => format!("Up {} (Paused)", human((now - c.started) / 1_000_000_000)),
         "exited" => format!("Exited ({}) {}", c.exit_code, ago(c.finished)),
         "restarting" => format!("Restarting ({}) {}", c.exit_code, ago(c.finished)),
@@ -934,6 +1018,14 @@ fn matches_filter(c: &ContainerRow, f: &str) -> Result<bool> {
         },
         "ancestor" => c.config.image_ref == v || c.image.contains(v),
         "exited" => c.state == "exited" && c.exit_code.to_string() == v,
+        "health" => {
+            let enabled = c.config.healthcheck.as_ref().is_some_and(|h| h.enabled());
+            let now = berth_engine::health::read(&c.dir).map(|h| h.status);
+            match v {
+                "none" => !enabled,
+                other => enabled && c.is_running() && now.as_deref() == Some(other),
+            }
+        }
         other => bail!("invalid filter '{other}'"),
     })
 }
@@ -1248,6 +1340,7 @@ fn inspect_container(e: &Engine, c: &ContainerRow) -> Value {
             "ExitCode": c.exit_code,
             "Error": if c.error == "stopped" { "" } else { c.error.as_str() },
             "RestartCount": c.restart_count,
+            "Health": berth_engine::health::read(&c.dir).filter(|_| c.config.healthcheck.as_ref().is_some_and(|h| h.enabled())),
             "StartedAt": t(c.started),
             "FinishedAt": t(c.finished),
         },
@@ -1266,6 +1359,7 @@ fn inspect_container(e: &Engine, c: &ContainerRow) -> Value {
             "WorkingDir": c.config.workdir,
             "Labels": c.config.labels,
             "StopSignal": c.config.stop_signal,
+            "Healthcheck": c.config.healthcheck,
         },
         "HostConfig": {
             "NetworkMode": c.config.network,
