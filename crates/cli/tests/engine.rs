@@ -501,3 +501,35 @@ fn healthchecks_run_on_schedule_and_report() {
         b.ok(&["rm", "-f", id]);
     }
 }
+
+#[test]
+fn exec_with_a_pseudo_terminal() {
+    let b = Berth::new("eng-exec-t");
+    let id = b.ok(&["run", "-d", "--network", "none", "busybox", "sleep", "60"]);
+    let id = id.trim();
+    // -t: the command runs on its own pty (CRLF output), its exit code comes back.
+    let (code, out, err) = b.run(&["exec", "-t", id, "sh", "-c", "tty; test -t 1 && echo isatty; exit 5"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(out.starts_with("/dev/pts/") && out.ends_with("\r\nisatty\r\n"), "{out:?}");
+    assert_eq!(b.ok(&["exec", "-t", id, "sh", "-c", "echo $TERM"]), "xterm\r\n");
+    // -it through a real terminal (script(1)): input reaches the command.
+    let cmd = format!(
+        "{BERTH} --root {} --runroot {} exec -it {id} sh",
+        b.g.path("root").display(),
+        b.g.path("run").display()
+    );
+    let mut child =
+        b.ns.command("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script(1) from bsdutils");
+    use std::io::Write;
+    child.stdin.as_mut().unwrap().write_all(b"echo typed-$((6*7))\nexit 6\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("typed-42"));
+    b.ok(&["rm", "-f", id]);
+}

@@ -758,6 +758,35 @@ impl Engine {
         workdir: Option<&str>,
         privileged: bool,
     ) -> Result<i32> {
+        self.exec_in(key, args, env, user, workdir, privileged, false).map(|(pid, _)| pid)
+    }
+
+    /// `exec -t`: the command runs on a new pty; returns its pid and the pty's master, for
+    /// [`attach_pty`].
+    pub fn exec_tty(
+        &self,
+        key: &str,
+        args: &[String],
+        env: &[String],
+        user: Option<&str>,
+        workdir: Option<&str>,
+        privileged: bool,
+    ) -> Result<(i32, OwnedFd)> {
+        let (pid, master) = self.exec_in(key, args, env, user, workdir, privileged, true)?;
+        Ok((pid, master.context("the runtime sent no pty")?))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn exec_in(
+        &self,
+        key: &str,
+        args: &[String],
+        env: &[String],
+        user: Option<&str>,
+        workdir: Option<&str>,
+        privileged: bool,
+        tty: bool,
+    ) -> Result<(i32, Option<OwnedFd>)> {
         let c = self.container(key)?;
         if c.state != "running" {
             return Err(ExitError { code: 1, msg: format!("container {} is not running", c.id) }.into());
@@ -766,8 +795,11 @@ impl Engine {
         let spec = rc.spec()?;
         let mut p = spec.process().clone().context("the container has no process")?;
         p.set_args(Some(args.to_vec()));
-        p.set_terminal(Some(false));
+        p.set_terminal(Some(tty));
         let mut e = p.env().clone().unwrap_or_default();
+        if tty && !e.iter().any(|x| x.starts_with("TERM=")) {
+            e.push("TERM=xterm".into());
+        }
         for x in env {
             let key = x.split('=').next().unwrap_or("");
             e.retain(|y| y.split('=').next() != Some(key));
@@ -790,10 +822,23 @@ impl Engine {
             let v: serde_json::Value = serde_json::json!({"bounding": all, "effective": all, "permitted": all});
             p.set_capabilities(Some(serde_json::from_value(v)?));
         }
-        rc.exec(&p, None, 0).map_err(|e| {
+        let failed = |e: anyhow::Error| -> anyhow::Error {
             let m = format!("{e:#}");
             ExitError { code: crate::start_failure_code(&m), msg: m }.into()
-        })
+        };
+        if !tty {
+            return rc.exec(&p, None, 0).map(|pid| (pid, None)).map_err(failed);
+        }
+        // The runtime sends the pty's master through a console socket (a short path: < 108 bytes).
+        let sock = self.runroot.join(format!("tty-exec-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock).context("creating the console socket")?;
+        let made = rc.exec(&p, Some(&sock), 0);
+        let _ = std::fs::remove_file(&sock);
+        let pid = made.map_err(failed)?;
+        let (conn, _) = listener.accept().context("accepting the console socket")?;
+        let master = crate::monitor::recv_fd(conn.as_raw_fd())?;
+        Ok((pid, Some(master)))
     }
 
     /// Finds containers whose monitor died (kill -9, a crash) and cleans up after them: no
@@ -835,4 +880,60 @@ impl Engine {
 pub(crate) fn owned(fd: i32) -> OwnedFd {
     // SAFETY: the caller hands over an fd it owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Connects our terminal to a pty master until process `pid` (our child) exits: raw mode,
+/// window size (and its changes), input when `stdin`; returns the exit code.
+pub fn attach_pty(master: OwnedFd, pid: i32, stdin: bool) -> Result<i32> {
+    let _raw = RawMode::enter();
+    crate::monitor::copy_winsize(0, master.as_raw_fd());
+    let winch = SignalPipe::install(&[libc::SIGWINCH]).ok();
+    // SAFETY: pidfd_open of our child.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    let mut input = stdin;
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: master.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if input { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: winch.as_ref().map(|w| w.read.as_raw_fd()).unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: poll over fds we hold.
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, -1) } < 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            // SAFETY: read into our buffer.
+            let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            crate::monitor::write_all(1, &buf[..n as usize]);
+        }
+        if fds[1].revents != 0 {
+            // SAFETY: read into our buffer.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                input = false;
+            } else {
+                crate::monitor::write_all(master.as_raw_fd(), &buf[..n as usize]);
+            }
+        }
+        if fds[2].revents != 0
+            && let Some(w) = &winch
+        {
+            w.drain();
+            crate::monitor::copy_winsize(0, master.as_raw_fd());
+        }
+        if fds[3].revents != 0 && fds[0].revents == 0 {
+            // The process is gone and its output drained.
+            break;
+        }
+    }
+    berth_runtime::container::wait_exit_code(pid)
 }

@@ -364,7 +364,7 @@ fn pump(
 }
 
 /// Receives one fd sent with SCM_RIGHTS.
-fn recv_fd(sock: RawFd) -> Result<OwnedFd> {
+pub(crate) fn recv_fd(sock: RawFd) -> Result<OwnedFd> {
     let mut buf = [0u8; 64];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!(RawFd);
@@ -382,7 +382,7 @@ fn recv_fd(sock: RawFd) -> Result<OwnedFd> {
 }
 
 /// Gives the pty `to` the window size of the terminal `from` (nothing if it is not a tty).
-fn copy_winsize(from: RawFd, to: RawFd) {
+pub(crate) fn copy_winsize(from: RawFd, to: RawFd) {
     // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a zeroed winsize.
     unsafe {
         let mut ws: libc::winsize = std::mem::zeroed();
@@ -527,7 +527,7 @@ fn dup2(from: RawFd, to: RawFd) -> Result<()> {
     Ok(())
 }
 
-fn write_all(fd: RawFd, mut data: &[u8]) {
+pub(crate) fn write_all(fd: RawFd, mut data: &[u8]) {
     while !data.is_empty() {
         // SAFETY: write from our buffer.
         let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };

@@ -524,9 +524,14 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Exec { detach, interactive: _, tty, env, user, workdir, privileged, container, command } => {
+        Cmd::Exec { detach, interactive, tty, env, user, workdir, privileged, container, command } => {
             if tty {
-                bail!("exec -t: pseudo-terminals are not supported by berth yet; run without -t");
+                let (pid, master) =
+                    e.exec_tty(&container, &command, &env, user.as_deref(), workdir.as_deref(), privileged)?;
+                if detach {
+                    return Ok(0);
+                }
+                return berth_engine::containers::attach_pty(master, pid, interactive);
             }
             let pid = e.exec(&container, &command, &env, user.as_deref(), workdir.as_deref(), privileged)?;
             if detach {
