@@ -533,3 +533,58 @@ fn exec_with_a_pseudo_terminal() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("typed-42"));
     b.ok(&["rm", "-f", id]);
 }
+
+#[test]
+fn events_record_what_happened_and_follow() {
+    let b = Berth::new("eng-events");
+    // Following: the first matching event arrives while we wait.
+    let mut follow = b
+        .cmd(&[
+            "events",
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=start",
+            "--format",
+            "{{.Actor.Attributes.name}} {{.Action}}",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let first = std::thread::spawn(move || {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut l).map(|_| l)
+    });
+    b.ok(&["run", "-d", "--name", "ev", "--network", "none", "busybox", "sleep", "60"]);
+    b.ok(&["pause", "ev"]);
+    b.ok(&["unpause", "ev"]);
+    b.ok(&["stop", "-t", "1", "ev"]);
+    b.ok(&["rename", "ev", "ev2"]);
+    b.ok(&["rm", "ev2"]);
+    let until =
+        format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !first.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(first.join().unwrap().unwrap(), "ev start\n");
+    // The record, in order, between two times.
+    let out =
+        b.ok(&["events", "--since", "0", "--until", &until, "--filter", "type=container", "--format", "{{.Action}}"]);
+    let actions: Vec<&str> = out.lines().collect();
+    // sleep as PID 1 ignores SIGTERM: stop sends SIGKILL after the timeout, as Docker does.
+    assert_eq!(
+        actions,
+        ["create", "start", "pause", "unpause", "kill", "kill", "die", "stop", "rename", "destroy"],
+        "{out}"
+    );
+    let json = b.ok(&["events", "--since", "0", "--until", &until, "--filter", "event=die", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!((v["Type"].as_str(), v["Actor"]["Attributes"]["exitCode"].as_str()), (Some("container"), Some("137")));
+    let (code, _, err) = b.run(&["events", "--until", "1", "--filter", "bogus=1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("invalid filter"), "{err}");
+}

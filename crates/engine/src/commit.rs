@@ -100,6 +100,7 @@ impl Engine {
             let id = self.register(&m, reference.as_ref())?;
             let row = self.resolve_image(&id.to_string())?;
             self.prepare_layers(&row)?;
+            self.container_event(&c, "commit", &[("comment", &o.message)]);
             Ok(id)
         })();
         if paused {

@@ -462,7 +462,18 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
+        if let Ok(row) = self.container(&id) {
+            self.container_event(&row, "create", &[]);
+        }
         Ok(id)
+    }
+
+    /// Records a container event with Docker's attributes (image, name, labels).
+    pub(crate) fn container_event(&self, c: &ContainerRow, action: &str, extra: &[(&str, &str)]) {
+        let mut attrs: Vec<(&str, &str)> = vec![("image", &c.config.image_ref), ("name", &c.name)];
+        attrs.extend(c.config.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        attrs.extend_from_slice(extra);
+        crate::events::emit(&self.runroot, "container", action, &c.id, &attrs);
     }
 
     /// Settles a new container's network mode, the networks it joins and its ports.
@@ -635,6 +646,7 @@ impl Engine {
             let _ = rc.resume();
         }
         rc.kill(sig, false)?;
+        self.container_event(&c, "kill", &[("signal", &sig.to_string())]);
         Ok(c)
     }
 
@@ -681,10 +693,12 @@ impl Engine {
             && self.kill_container(&c.id, sig).is_ok()
             && self.wait_stopped(&c.id, Some(Duration::from_secs(t as u64)))?
         {
+            self.container_event(&c, "stop", &[]);
             return Ok(());
         }
         let _ = self.kill_container(&c.id, libc::SIGKILL);
         self.wait_stopped(&c.id, None)?;
+        self.container_event(&c, "stop", &[]);
         Ok(())
     }
 
@@ -708,6 +722,7 @@ impl Engine {
         }
         self.delete_container_files(&c.id)?;
         self.db.execute("DELETE FROM containers WHERE id = ?1", [&c.id])?;
+        self.container_event(&c, "destroy", &[]);
         Ok(c.id)
     }
 
@@ -738,6 +753,7 @@ impl Engine {
             "UPDATE containers SET state = ?2 WHERE id = ?1",
             params![c.id, if pause { "paused" } else { "running" }],
         )?;
+        self.container_event(&c, if pause { "pause" } else { "unpause" }, &[]);
         Ok(())
     }
 
@@ -822,6 +838,9 @@ impl Engine {
             let v: serde_json::Value = serde_json::json!({"bounding": all, "effective": all, "permitted": all});
             p.set_capabilities(Some(serde_json::from_value(v)?));
         }
+        let cmdline = args.join(" ");
+        self.container_event(&c, &format!("exec_create: {cmdline}"), &[]);
+        self.container_event(&c, &format!("exec_start: {cmdline}"), &[]);
         let failed = |e: anyhow::Error| -> anyhow::Error {
             let m = format!("{e:#}");
             ExitError { code: crate::start_failure_code(&m), msg: m }.into()

@@ -197,6 +197,7 @@ impl Checker {
     }
 
     fn record(&mut self, r: Result_) {
+        let before = self.state.status.clone();
         let ok = r.exit_code == 0;
         self.state.log.push(r);
         if self.state.log.len() > 5 {
@@ -214,6 +215,12 @@ impl Checker {
             }
         }
         self.save();
+        if self.state.status != before
+            && let Some(runroot) = self.runtime_root.parent()
+        {
+            let action = format!("health_status: {}", self.state.status);
+            crate::events::emit(runroot, "container", &action, &self.id, &[]);
+        }
     }
 
     fn save(&self) {

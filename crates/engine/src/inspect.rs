@@ -10,6 +10,7 @@ use berth_runtime::container::Container;
 use berth_storage::RootFs;
 use rusqlite::params;
 
+use crate::containers::ContainerRow;
 use crate::{Engine, ExitError, names};
 
 /// One process of a container, as `top` shows it.
@@ -70,7 +71,11 @@ impl Engine {
             bail!("Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
         }
         match self.db.execute("UPDATE containers SET name = ?2 WHERE id = ?1", params![c.id, new]) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                let renamed = ContainerRow { name: new.to_string(), ..c.clone() };
+                self.container_event(&renamed, "rename", &[("oldName", &format!("/{}", c.name))]);
+                Ok(())
+            }
             Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
                 bail!("Error when allocating new name: Conflict. The container name \"/{new}\" is already in use")
             }

@@ -11,6 +11,7 @@ pub mod commit;
 pub mod containers;
 pub mod copy;
 pub mod db;
+pub mod events;
 pub mod health;
 pub mod images;
 pub mod inspect;

@@ -91,6 +91,7 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
             return 1;
         }
     };
+    engine.container_event(&c, "start", &[]);
     let _ = writeln!(status, "started {}", started.pid);
     let mut status = Some(status);
     let mut started = started;
@@ -126,6 +127,7 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
             "UPDATE containers SET state = 'restarting', exit_code = ?2, finished = ?3, pid = 0, oom_killed = ?4, restart_count = restart_count + 1 WHERE id = ?1",
             params![c.id, code, db::now_nanos(), oom as i64],
         );
+        engine.container_event(&c, "die", &[("exitCode", &code.to_string())]);
         if let Some(mut s) = status.take() {
             let _ = writeln!(s, "exit {code}");
         }
@@ -139,7 +141,10 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
             }
         }
         started = match setup_and_start(&engine, &c, &rootfs) {
-            Ok(s) => s,
+            Ok(s) => {
+                engine.container_event(&c, "start", &[]);
+                s
+            }
             Err(_) => {
                 teardown_run(&engine, &c);
                 return finish(&engine, &c, 127, false, None);
@@ -406,6 +411,10 @@ fn teardown_run(engine: &Engine, c: &ContainerRow) -> bool {
 
 /// Records the exit and removes what the container had; reports `exit CODE`.
 fn finish(engine: &Engine, c: &ContainerRow, code: i32, oom: bool, status: Option<fs::File>) -> i32 {
+    if oom {
+        engine.container_event(c, "oom", &[]);
+    }
+    engine.container_event(c, "die", &[("exitCode", &code.to_string())]);
     let _ = RootFs::path(&engine.layers, &c.id).unmount();
     let _ = engine.db.execute(
         "UPDATE containers SET state = 'exited', exit_code = ?2, finished = ?3, pid = 0, monitor_pid = 0, oom_killed = ?4 WHERE id = ?1",

@@ -366,6 +366,7 @@ impl Engine {
             ],
         )?;
         tx.commit()?;
+        crate::events::emit(&self.runroot, "network", "create", &id, &[("name", &req.name), ("type", "bridge")]);
         self.network(&id)
     }
 
@@ -405,6 +406,7 @@ impl Engine {
         if had_rules {
             self.sync_firewall()?;
         }
+        crate::events::emit(&self.runroot, "network", "destroy", &n.id, &[("name", &n.name), ("type", "bridge")]);
         Ok(n.name)
     }
 
@@ -489,6 +491,7 @@ impl Engine {
                 return Err(e);
             }
         }
+        crate::events::emit(&self.runroot, "network", "connect", &n.id, &[("container", &c.id), ("name", &n.name)]);
         Ok(())
     }
 
@@ -500,6 +503,7 @@ impl Engine {
             return Err(in_use(1, format!("container {} is not connected to network {}", c.name, n.name)));
         }
         self.drop_endpoint(&c, &n);
+        crate::events::emit(&self.runroot, "network", "disconnect", &n.id, &[("container", &c.id), ("name", &n.name)]);
         Ok(())
     }
 

@@ -117,6 +117,7 @@ impl Engine {
             let _ = fs::remove_dir_all(self.volume_dir(&name));
             return Err(e.into());
         }
+        crate::events::emit(&self.runroot, "volume", "create", &name, &[("driver", "local")]);
         self.volume(&name)
     }
 
@@ -158,6 +159,7 @@ impl Engine {
         self.db.execute("DELETE FROM volumes WHERE name = ?1", [&v.name])?;
         let dir = self.volume_dir(&v.name);
         fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        crate::events::emit(&self.runroot, "volume", "destroy", &v.name, &[("driver", "local")]);
         Ok(())
     }
 

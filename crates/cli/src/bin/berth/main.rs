@@ -229,6 +229,19 @@ enum Cmd {
         src: String,
         dst: String,
     },
+    /// Show what happens: container, image, network and volume events.
+    Events {
+        /// Only events at or after this time (RFC 3339, a unix time, or a duration like 10m).
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop at this time instead of following.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(short, long = "filter")]
+        filter: Vec<String>,
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// Show what a container changed in its root filesystem.
     Diff { container: String },
     /// Show the engine's version.
@@ -674,11 +687,90 @@ fn run(cli: Cli) -> Result<i32> {
             e.copy(&parse_location(&src), &parse_location(&dst), archive)?;
             Ok(0)
         }
+        Cmd::Events { since, until, filter, format } => cmd_events(&e, since, until, &filter, format),
         Cmd::Network(n) => network_cmds::network(&e, n),
         Cmd::Volume(v) => volume_cmds::volume(&e, v),
         Cmd::Port { container, private_port } => network_cmds::port(&e, &container, private_port.as_deref()),
         Cmd::Monitor { .. } | Cmd::NetworkDns { .. } => unreachable!("handled before the engine opens"),
     }
+}
+
+fn cmd_events(
+    e: &Engine,
+    since: Option<String>,
+    until: Option<String>,
+    filters: &[String],
+    format: Option<String>,
+) -> Result<i32> {
+    let mut q = berth_engine::events::Query {
+        since: since.as_deref().map(|s| parse_time(s, "--since")).transpose()?,
+        until: until.as_deref().map(|s| parse_time(s, "--until")).transpose()?,
+        ..Default::default()
+    };
+    for f in filters {
+        let (k, v) = f.split_once('=').with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
+        if !matches!(k, "type" | "event" | "action" | "container" | "image" | "network" | "volume" | "label") {
+            bail!("invalid filter '{k}'");
+        }
+        q.filters.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    let t = format.as_deref().filter(|f| *f != "json").map(Template::parse);
+    let json = format.as_deref() == Some("json");
+    let mut out = std::io::stdout();
+    berth_engine::events::read(&e.runroot, &q, |ev| {
+        let v = serde_json::to_value(ev).unwrap_or_default();
+        let line = match (&t, json) {
+            (Some(t), _) => t.render(&v),
+            (None, true) => v.to_string(),
+            (None, false) => berth_engine::events::text(ev),
+        };
+        writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+    })?;
+    Ok(0)
+}
+
+/// Docker's times for --since/--until: RFC 3339, unix seconds (with a fraction), or a
+/// duration before now (`10m`, `1h30m`). Returns unix nanoseconds.
+fn parse_time(s: &str, flag: &str) -> Result<i64> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Ok((secs * 1e9) as i64);
+    }
+    if let Ok(d) = parse_duration(s) {
+        return Ok(berth_engine::db::now_nanos() - d);
+    }
+    parse_rfc3339(s)
+        .with_context(|| format!("invalid value {s:?} for {flag}: use RFC 3339, a unix time or a duration such as 10m"))
+}
+
+/// `2006-01-02T15:04:05[.999999999](Z|+07:00)` (or a date alone) -> unix nanoseconds.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let (date, rest) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (time, offset) = match rest.find(['Z', '+', '-']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "Z"),
+    };
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next().unwrap_or(Some(0))?);
+    let nanos: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}")[..9].parse().ok()? };
+    let off = match offset {
+        "Z" | "" => 0,
+        o => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = o[1..].split_once(':').unwrap_or((&o[1..], "0"));
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(((days * 86400 + hh * 3600 + mm * 60 + ss - off) * 1_000_000_000) + nanos)
 }
 
 /// Runs `f` for each name, printing the name on success as Docker does; the exit code is 1 if
