@@ -588,3 +588,40 @@ fn events_record_what_happened_and_follow() {
     assert_ne!(code, 0);
     assert!(err.contains("invalid filter"), "{err}");
 }
+
+#[test]
+fn stats_stream_and_logs_select_a_time_window() {
+    let b = Berth::new("eng-stats");
+    let id =
+        b.ok(&["run", "-d", "--network", "none", "busybox", "sh", "-c", "echo first; sleep 3; echo second; sleep 60"]);
+    let id = id.trim();
+    let logs_have = |word: &str| {
+        for _ in 0..100 {
+            if b.ok(&["logs", id]).contains(word) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no {word} in the logs");
+    };
+    logs_have("first");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mid = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    // Without --no-stream, stats prints a new table every second until stopped.
+    let mut stats =
+        b.cmd(&["stats", "--format", "{{.Name}} pids={{.PIDs}}", id]).stdout(Stdio::piped()).spawn().unwrap();
+    logs_have("second");
+    std::thread::sleep(Duration::from_millis(1000));
+    let _ = stats.kill();
+    let out = stats.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = out.lines().collect();
+    assert!(rows.len() >= 2, "one table only: {out}");
+    // sh and sleep, then sleep alone once the shell execs its last command.
+    assert!(rows.iter().all(|r| r.ends_with("pids=2") || r.ends_with("pids=1")), "{out}");
+    let mid = format!("{mid:.3}");
+    assert_eq!(b.ok(&["logs", "--until", &mid, id]), "first\n");
+    assert_eq!(b.ok(&["logs", "--since", &mid, id]), "second\n");
+    assert_eq!(b.ok(&["logs", "--since", "10m", id]), "first\nsecond\n");
+    b.ok(&["rm", "-f", id]);
+}

@@ -90,6 +90,12 @@ enum Cmd {
         timestamps: bool,
         #[arg(short = 'n', long)]
         tail: Option<String>,
+        /// Only entries at or after this time (RFC 3339, unix time, or a duration like 10m).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries before this time.
+        #[arg(long)]
+        until: Option<String>,
         container: String,
     },
     /// Block until containers stop, then print their exit codes.
@@ -528,8 +534,10 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(())
         }),
         Cmd::Ps(a) | Cmd::Container(ContainerCmd::Ls(a)) => cmd_ps(&e, &a),
-        Cmd::Logs { follow, timestamps, tail, container } => {
-            cmd_logs(&e, &container, follow, timestamps, tail.as_deref())
+        Cmd::Logs { follow, timestamps, tail, since, until, container } => {
+            let since = since.as_deref().map(|s| parse_time(s, "--since")).transpose()?;
+            let until = until.as_deref().map(|s| parse_time(s, "--until")).transpose()?;
+            cmd_logs(&e, &container, follow, timestamps, tail.as_deref(), (since, until))
         }
         Cmd::Wait { containers } => {
             for c in &containers {
@@ -1198,16 +1206,7 @@ fn cmd_ps(e: &Engine, a: &PsArgs) -> Result<i32> {
 }
 
 fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>) -> Result<i32> {
-    if !no_stream {
-        bail!("stats: streaming is not implemented yet; use --no-stream");
-    }
-    let names: Vec<String> =
-        if names.is_empty() { e.containers(false)?.into_iter().map(|c| c.id).collect() } else { names.to_vec() };
-    // Two samples 200 ms apart give the CPU share.
-    let first: Vec<u64> = names.iter().map(|n| e.stats(n).map(|(_, s)| s.cpu_usage_ns).unwrap_or(0)).collect();
-    let t0 = std::time::Instant::now();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let mut lines = vec![];
+    let all = names.is_empty();
     let t = Template::parse(
         format
             .unwrap_or("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.BlockIO}}\t{{.PIDs}}"),
@@ -1223,35 +1222,70 @@ fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>
     ]
     .into_iter()
     .collect();
-    if t.table {
-        lines.push(t.header(&|f| header.get(f).map(|s| s.to_string()).unwrap_or_else(|| f.to_uppercase())));
-    }
     let total_mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse::<u64>().ok())
         .unwrap_or(0)
         * 1024;
-    for (n, before) in names.iter().zip(first) {
-        let (c, s) = e.stats(n)?;
-        let cpu = (s.cpu_usage_ns.saturating_sub(before)) as f64 / t0.elapsed().as_nanos() as f64 * 100.0;
-        let limit = s.memory_limit.filter(|&l| l < total_mem).unwrap_or(total_mem);
-        let v = json!({
-            "ID": &c.id[..12],
-            "Name": c.name,
-            "CPUPerc": format!("{cpu:.2}%"),
-            "MemUsage": format!("{} / {}", bytes_binary(s.memory_usage), bytes_binary(limit)),
-            "MemPerc": format!("{:.2}%", s.memory_usage as f64 / limit.max(1) as f64 * 100.0),
-            "BlockIO": format!("{} / {}", human_size(s.io_read_bytes as i64), human_size(s.io_write_bytes as i64)),
-            "PIDs": s.pids_current.to_string(),
-        });
-        lines.push(t.render(&v));
+    let list = |e: &Engine| -> Result<Vec<String>> {
+        Ok(if all { e.containers(false)?.into_iter().map(|c| c.id).collect() } else { names.to_vec() })
+    };
+    // CPU % is the share of one sample interval: 200 ms for one table, 1 s when streaming.
+    let mut before: BTreeMap<String, u64> =
+        list(e)?.iter().filter_map(|n| e.stats(n).ok().map(|(c, s)| (c.id, s.cpu_usage_ns))).collect();
+    let mut t0 = std::time::Instant::now();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(if no_stream { 200 } else { 1000 }));
+        let mut lines = vec![];
+        if t.table {
+            lines.push(t.header(&|f| header.get(f).map(|s| s.to_string()).unwrap_or_else(|| f.to_uppercase())));
+        }
+        let elapsed = t0.elapsed().as_nanos().max(1) as f64;
+        t0 = std::time::Instant::now();
+        let mut now = BTreeMap::new();
+        for n in list(e)? {
+            let (c, s) = match e.stats(&n) {
+                Ok(x) => x,
+                Err(err) if all => {
+                    let _ = err;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let cpu = match before.get(&c.id) {
+                Some(b) => s.cpu_usage_ns.saturating_sub(*b) as f64 / elapsed * 100.0,
+                None => 0.0,
+            };
+            now.insert(c.id.clone(), s.cpu_usage_ns);
+            let limit = s.memory_limit.filter(|&l| l < total_mem).unwrap_or(total_mem);
+            let v = json!({
+                "ID": &c.id[..12],
+                "Container": &c.id[..12],
+                "Name": c.name,
+                "CPUPerc": format!("{cpu:.2}%"),
+                "MemUsage": format!("{} / {}", bytes_binary(s.memory_usage), bytes_binary(limit)),
+                "MemPerc": format!("{:.2}%", s.memory_usage as f64 / limit.max(1) as f64 * 100.0),
+                "BlockIO": format!("{} / {}", human_size(s.io_read_bytes as i64), human_size(s.io_write_bytes as i64)),
+                "PIDs": s.pids_current.to_string(),
+            });
+            lines.push(t.render(&v));
+        }
+        before = now;
+        let mut out = std::io::stdout().lock();
+        if !no_stream && tty {
+            // Redraw in place, as Docker does on a terminal.
+            let _ = write!(out, "\x1b[2J\x1b[H");
+        }
+        if t.table {
+            print_tabbed(&lines);
+        } else {
+            lines.iter().for_each(|l| println!("{l}"));
+        }
+        if out.flush().is_err() || no_stream {
+            return Ok(0);
+        }
     }
-    if t.table {
-        print_tabbed(&lines);
-    } else {
-        lines.iter().for_each(|l| println!("{l}"));
-    }
-    Ok(0)
 }
 
 /// Docker's binary sizes with four significant digits: `344KiB`, `1.512MiB`, `32MiB`.
@@ -1358,13 +1392,27 @@ fn human_size(b: i64) -> String {
     .replace(".000", "")
 }
 
-fn cmd_logs(e: &Engine, key: &str, follow: bool, timestamps: bool, tail: Option<&str>) -> Result<i32> {
+fn cmd_logs(
+    e: &Engine,
+    key: &str,
+    follow: bool,
+    timestamps: bool,
+    tail: Option<&str>,
+    (since, until): (Option<i64>, Option<i64>),
+) -> Result<i32> {
     let c = e.container(key)?;
     if c.config.log_driver == "none" {
         bail!("configured logging driver does not support reading");
     }
     let path = c.log_path();
+    let in_window = |en: &berth_engine::logs::Entry| {
+        let t = parse_rfc3339(&en.time).unwrap_or(0);
+        since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u)
+    };
     let print = |en: &berth_engine::logs::Entry| {
+        if !in_window(en) {
+            return;
+        }
         let line = if timestamps { format!("{} {}", en.time, en.log) } else { en.log.clone() };
         if en.stream == "stderr" {
             eprint!("{line}");
@@ -1372,7 +1420,8 @@ fn cmd_logs(e: &Engine, key: &str, follow: bool, timestamps: bool, tail: Option<
             print!("{line}");
         }
     };
-    let all = berth_engine::logs::read_all(&path)?;
+    let mut all = berth_engine::logs::read_all(&path)?;
+    all.retain(in_window);
     let skip = match tail {
         None | Some("all") => 0,
         Some(n) => all.len().saturating_sub(n.parse::<usize>().with_context(|| format!("invalid --tail {n:?}"))?),
@@ -1380,7 +1429,7 @@ fn cmd_logs(e: &Engine, key: &str, follow: bool, timestamps: bool, tail: Option<
     for en in &all[skip..] {
         print(en);
     }
-    if !follow {
+    if !follow || until.is_some() {
         return Ok(0);
     }
     let mut off = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
