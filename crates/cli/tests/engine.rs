@@ -625,3 +625,25 @@ fn stats_stream_and_logs_select_a_time_window() {
     assert_eq!(b.ok(&["logs", "--since", "10m", id]), "first\nsecond\n");
     b.ok(&["rm", "-f", id]);
 }
+
+#[test]
+fn attach_follows_a_running_container() {
+    let b = Berth::new("eng-attach");
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; echo out-line; echo err-line >&2; sleep 1; exit 9",
+    ]);
+    let (code, out, err) = b.run(&["attach", id.trim()]);
+    assert_eq!((code, out.as_str()), (9, "out-line\n"), "{err}");
+    assert!(err.contains("err-line"), "{err}");
+    let (code, _, err) = b.run(&["attach", id.trim()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot attach to a stopped container"), "{err}");
+    b.ok(&["rm", id.trim()]);
+}

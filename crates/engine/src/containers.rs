@@ -757,6 +757,75 @@ impl Engine {
         Ok(())
     }
 
+    /// `berth attach`: the running container's output (and, with a pty, our input) through its
+    /// monitor, until it exits (its exit code) or ctrl-p ctrl-q detaches us (0).
+    pub fn attach(&self, key: &str, stdin: bool) -> Result<i32> {
+        let c = self.container(key)?;
+        if !c.is_running() {
+            return Err(
+                ExitError { code: 1, msg: "You cannot attach to a stopped container, start it first".into() }.into()
+            );
+        }
+        let path = crate::monitor::attach_path(&self.runroot, &c.id);
+        let sock = std::os::unix::net::UnixStream::connect(&path)
+            .with_context(|| format!("connecting to the monitor of container {}", c.name))?;
+        let _raw = if c.config.tty { Some(RawMode::enter()) } else { None };
+        let mut input = stdin && c.config.tty;
+        let mut buf = vec![0u8; 64 << 10];
+        let mut pending: Vec<u8> = Vec::new();
+        let mut saw_ctrl_p = false;
+        loop {
+            let mut fds = [
+                libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: if input { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
+            ];
+            // SAFETY: poll over fds we hold.
+            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+                continue;
+            }
+            if fds[1].revents != 0 {
+                // SAFETY: read into our buffer.
+                let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    input = false;
+                } else {
+                    let data = &buf[..n as usize];
+                    let mut detach = false;
+                    for &b in data {
+                        detach |= saw_ctrl_p && b == 0x11;
+                        saw_ctrl_p = b == 0x10;
+                    }
+                    if detach {
+                        return Ok(0);
+                    }
+                    crate::monitor::write_all(sock.as_raw_fd(), data);
+                }
+            }
+            if fds[0].revents != 0 {
+                // SAFETY: read into our buffer.
+                let n = unsafe { libc::read(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    break;
+                }
+                if c.config.tty {
+                    crate::monitor::write_all(1, &buf[..n as usize]);
+                    continue;
+                }
+                // Frames: [stream, 0, 0, 0, length (big endian u32)] then the bytes.
+                pending.extend_from_slice(&buf[..n as usize]);
+                while pending.len() >= 8 {
+                    let len = u32::from_be_bytes([pending[4], pending[5], pending[6], pending[7]]) as usize;
+                    if pending.len() < 8 + len {
+                        break;
+                    }
+                    crate::monitor::write_all(if pending[0] == 2 { 2 } else { 1 }, &pending[8..8 + len]);
+                    pending.drain(..8 + len);
+                }
+            }
+        }
+        self.wait_container(&c.id)
+    }
+
     /// `berth wait`: the exit code once the container stopped.
     pub fn wait_container(&self, key: &str) -> Result<i32> {
         let c = self.container(key)?;

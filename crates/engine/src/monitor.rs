@@ -96,6 +96,8 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
     let mut status = Some(status);
     let mut started = started;
     let mut failures = 0u32;
+    // `berth attach` connects here while the container runs.
+    let attach_sock = AttachSocket::bind(&attach_path(runroot, &c.id));
     loop {
         // Nothing to do with the database until the exit: let its memory go, back to the
         // system (a monitor per container must stay small).
@@ -109,7 +111,7 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
             &c.id,
             &c.dir,
         );
-        let code = pump(&c, &started, attach, stdin, &mut status, &mut health);
+        let code = pump(&c, &started, attach, stdin, &mut status, &mut health, attach_sock.as_ref());
         // The published ports go with the run: a restart binds them again.
         started.held.clear();
         let Ok(e) = Engine::open(root, runroot) else { return 1 };
@@ -258,7 +260,9 @@ fn pump(
     stdin: bool,
     status: &mut Option<fs::File>,
     health: &mut Option<crate::health::Checker>,
+    attach_sock: Option<&AttachSocket>,
 ) -> i32 {
+    let mut clients: Vec<std::os::unix::net::UnixStream> = Vec::new();
     let mut log = if c.config.log_driver == "none" {
         None
     } else {
@@ -292,6 +296,12 @@ fn pump(
         let (probe, probe_out) = checks.map(|h| h.fds()).unwrap_or((-1, -1));
         fds.push(libc::pollfd { fd: probe, events: libc::POLLIN, revents: 0 });
         fds.push(libc::pollfd { fd: probe_out, events: libc::POLLIN, revents: 0 });
+        let listen_fd = if exited { -1 } else { attach_sock.map(|a| a.listener.as_raw_fd()).unwrap_or(-1) };
+        fds.push(libc::pollfd { fd: listen_fd, events: libc::POLLIN, revents: 0 });
+        let first_client = fds.len();
+        for cl in &clients {
+            fds.push(libc::pollfd { fd: cl.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        }
         let timeout = if exited { 100 } else { checks.map(|h| h.timeout_ms()).unwrap_or(-1) };
         // SAFETY: poll over fds we hold.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, timeout) };
@@ -300,6 +310,33 @@ fn pump(
         }
         if !exited && let Some(h) = health.as_mut() {
             h.tick();
+        }
+        let polled = clients.len();
+        if fds[first_client - 1].revents != 0
+            && let Some(a) = attach_sock
+            && let Ok((cl, _)) = a.listener.accept()
+        {
+            let _ = cl.set_nonblocking(true);
+            clients.push(cl);
+        }
+        // Input from attached clients goes to the pty (a container without one has no stdin to
+        // give them); a client that hangs up is dropped.
+        let mut gone = Vec::new();
+        for (i, cl) in clients.iter().enumerate().take(polled) {
+            let re = fds[first_client + i].revents;
+            if re == 0 {
+                continue;
+            }
+            // SAFETY: read into our buffer.
+            let k = unsafe { libc::read(cl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if k <= 0 {
+                gone.push(i);
+            } else if r.tty {
+                write_all(r.out.as_raw_fd(), &buf[..k as usize]);
+            }
+        }
+        for i in gone.into_iter().rev() {
+            clients.remove(i);
         }
         if fds[2].revents != 0 {
             exited = true;
@@ -356,6 +393,19 @@ fn pump(
             if let Some((o, e)) = term {
                 write_all(if s == 0 { o } else { e }, data);
             }
+            // Attached clients: raw bytes with a pty, else Docker's frames (stream, length).
+            // A client that cannot keep up loses output rather than stall the container.
+            clients.retain(|cl| {
+                let mut frame = Vec::with_capacity(data.len() + 8);
+                if !r.tty {
+                    frame.extend_from_slice(&[s as u8 + 1, 0, 0, 0]);
+                    frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+                }
+                frame.extend_from_slice(data);
+                // SAFETY: a non-blocking write from our buffer.
+                let n = unsafe { libc::write(cl.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+                n >= 0 || std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+            });
         }
         // Background processes that escaped the pid namespace could hold the pipes forever.
         if exited && n == 0 && drain_deadline.is_some_and(|d| std::time::Instant::now() > d) {
@@ -366,6 +416,32 @@ fn pump(
         let _ = l.flush();
     }
     berth_runtime::container::wait_exit_code(r.pid).unwrap_or(255)
+}
+
+/// Where `berth attach` finds a container's monitor (a short path: < 108 bytes).
+pub(crate) fn attach_path(runroot: &Path, id: &str) -> std::path::PathBuf {
+    runroot.join(format!("attach-{}.sock", &id[..16.min(id.len())]))
+}
+
+/// The monitor's attach socket; the file goes when the monitor ends.
+pub(crate) struct AttachSocket {
+    listener: std::os::unix::net::UnixListener,
+    path: std::path::PathBuf,
+}
+
+impl AttachSocket {
+    fn bind(path: &Path) -> Option<AttachSocket> {
+        let _ = fs::remove_file(path);
+        let listener = std::os::unix::net::UnixListener::bind(path).ok()?;
+        listener.set_nonblocking(true).ok()?;
+        Some(AttachSocket { listener, path: path.to_path_buf() })
+    }
+}
+
+impl Drop for AttachSocket {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// Receives one fd sent with SCM_RIGHTS.

@@ -98,6 +98,14 @@ enum Cmd {
         until: Option<String>,
         container: String,
     },
+    /// Attach to a running container's output (and input, with a pty).
+    Attach {
+        #[arg(long)]
+        no_stdin: bool,
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        sig_proxy: bool,
+        container: String,
+    },
     /// Block until containers stop, then print their exit codes.
     Wait {
         #[arg(required = true)]
@@ -539,6 +547,7 @@ fn run(cli: Cli) -> Result<i32> {
             let until = until.as_deref().map(|s| parse_time(s, "--until")).transpose()?;
             cmd_logs(&e, &container, follow, timestamps, tail.as_deref(), (since, until))
         }
+        Cmd::Attach { no_stdin, sig_proxy: _, container } => e.attach(&container, !no_stdin),
         Cmd::Wait { containers } => {
             for c in &containers {
                 println!("{}", e.wait_container(c)?);
