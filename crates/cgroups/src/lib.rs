@@ -8,6 +8,7 @@
 //! list and kill processes, read stats, remove. The cgroup root is a parameter so that every
 //! file write can be unit-tested against a fake tree in a temp dir.
 
+pub mod devfilter;
 mod v1;
 mod v2;
 

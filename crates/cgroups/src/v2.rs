@@ -135,6 +135,14 @@ pub(crate) fn apply(dir: &Path, res: &LinuxResources) -> Result<()> {
         }
     }
     apply_hugetlb(dir, res)?;
+    // The device rules as an eBPF program on the cgroup. Only on a real cgroup2 directory: the
+    // fake trees of the unit tests cannot hold one (the program is unit-tested on its own).
+    if let Some(devs) = res.devices()
+        && !devs.is_empty()
+        && crate::is_cgroup2(dir)
+    {
+        crate::devfilter::apply(dir, devs)?;
+    }
     if let Some(n) = res.network()
         && (n.class_id().is_some() || n.priorities().as_ref().is_some_and(|p| !p.is_empty()))
     {
