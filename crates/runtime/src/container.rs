@@ -12,7 +12,7 @@ use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
 
 use crate::init::{self, InitArgs, recv, send};
 use crate::state::{self, EXEC_SOCK, State, Status};
-use crate::{hooks, ns, seccomp, spec};
+use crate::{hooks, ns, procattr, rootfs, seccomp, spec};
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -111,6 +111,7 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     let plan = ns::plan(spec.linux().as_ref().and_then(|l| l.namespaces().as_deref()).unwrap_or(&[]))?;
     // Compiled here so that the child only installs it.
     let seccomp = seccomp::for_spec(&spec)?;
+    let attrs = procattr::Attrs::new(spec.linux().as_ref(), proc_, false)?;
 
     fs::create_dir_all(&o.root).with_context(|| format!("creating the state root {}", o.root.display()))?;
     let dir = state::dir(&o.root, &o.id);
@@ -157,6 +158,9 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
     )
     .context("socketpair")?;
+    // Made here, in the host's namespaces with the runtime's privileges; the init moves them
+    // into place.
+    let idmapped = rootfs::idmapped_mounts(&spec, &bundle)?;
 
     let hooks = spec.hooks().as_ref();
     let hook_stop = hooks.is_some_and(|h| {
@@ -180,6 +184,8 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         hook_stop,
         seccomp: seccomp.as_ref(),
         parent: std::process::id() as libc::pid_t,
+        attrs: &attrs,
+        idmapped: &idmapped,
     };
     // The child puts itself into the cgroup (see init::fork_into): moving it from here would
     // wait for an RCU grace period, often the largest part of `create`.
@@ -199,6 +205,7 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     drop(child_sock);
     drop(listener);
     drop(console);
+    drop(idmapped);
     let sock = parent_sock.as_raw_fd();
 
     // Written as soon as the init's pid is known: before anything of the user's runs, and
@@ -395,7 +402,7 @@ impl Container {
 
     pub fn spec(&self) -> Result<Spec> {
         let p = state::dir(&self.root, &self.state.id).join(SPEC_COPY);
-        Ok(serde_json::from_slice(&fs::read(&p).with_context(|| format!("reading {}", p.display()))?)?)
+        Ok(crate::spec::parse(&fs::read(&p).with_context(|| format!("reading {}", p.display()))?)?)
     }
 
     /// The spec, parsed only if its text mentions `key` (a hook list): `start` and `delete`
@@ -408,7 +415,7 @@ impl Container {
         if !has(format!("\"{key}\"").as_bytes()) && !has(b"\\u") {
             return Ok(None);
         }
-        Ok(Some(serde_json::from_slice(&data)?))
+        Ok(Some(crate::spec::parse(&data)?))
     }
 
     fn dir(&self) -> PathBuf {
@@ -543,6 +550,8 @@ impl Container {
         let spec = self.spec()?;
         // The container's filter applies to every process in it; compiled before the fork.
         let seccomp = seccomp::for_spec(&spec)?;
+        let attrs = procattr::Attrs::new(spec.linux().as_ref(), p, true)?;
+        let initial = procattr::initial_affinity(p)?;
         let (lst, sock) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::SeqPacket,
@@ -590,9 +599,26 @@ impl Container {
         let cg = self.cgroup();
         let child_sock = sock.as_raw_fd();
         let console_fd = console.as_ref().map(|c| c.as_raw_fd());
-        let (stage, v2_joined) = init::fork_into(cg.as_ref())?;
+        let (stage, v2_joined) = match &initial {
+            None => init::fork_into(cg.as_ref())?,
+            // execCPUAffinity.initial: the stage runs on those CPUs until it joins the cgroup,
+            // so it is forked outside the cgroup (not cloned into it) with that affinity, which
+            // the runtime takes for the fork and gives back right after.
+            Some(m) => {
+                let mine = procattr::get_affinity().context("sched_getaffinity")?;
+                procattr::set_affinity(m).map_err(|e| {
+                    anyhow::anyhow!("process.execCPUAffinity.initial: {}", procattr::affinity_error(&e))
+                })?;
+                let r = init::fork_into(None);
+                if !matches!(r, Ok((0, _))) {
+                    let _ = procattr::set_affinity(&mine);
+                }
+                r?
+            }
+        };
         if stage == 0 {
-            exec_stage(p, &join, child_sock, console_fd, preserve_fds, seccomp.as_ref(), cg.as_ref(), v2_joined);
+            let a = StageArgs { p, join: &join, sock: child_sock, console: console_fd, preserve: preserve_fds };
+            exec_stage(&a, seccomp.as_ref(), &attrs, cg.as_ref(), v2_joined);
         }
         drop(sock);
         drop(console);
@@ -623,20 +649,25 @@ impl Container {
     }
 }
 
-/// The child of `exec`: join the container (its cgroup first, see init::fork_into), then fork
-/// the process (pid namespaces apply to children), which sets itself up and execs. Never
-/// returns.
-#[allow(clippy::too_many_arguments)]
-fn exec_stage(
-    p: &Process,
-    join: &[(LinuxNamespaceType, OwnedFd)],
+struct StageArgs<'a> {
+    p: &'a Process,
+    join: &'a [(LinuxNamespaceType, OwnedFd)],
     sock: RawFd,
     console: Option<RawFd>,
     preserve: u32,
+}
+
+/// The child of `exec`: join the container (its cgroup first, see init::fork_into), then fork
+/// the process (pid namespaces apply to children), which sets itself up and execs. Never
+/// returns.
+fn exec_stage(
+    a: &StageArgs,
     seccomp: Option<&seccomp::Filter>,
+    attrs: &procattr::Attrs,
     cg: Option<&Cgroup>,
     v2_joined: bool,
 ) -> ! {
+    let StageArgs { p, join, sock, console, preserve } = *a;
     let r = (|| -> Result<()> {
         init::expect_go(sock)?;
         if let Some(cg) = cg {
@@ -655,7 +686,7 @@ fn exec_stage(
                 let args = p.args().clone().unwrap_or_default();
                 let env = p.env().clone().unwrap_or_default();
                 let exe = crate::process::find_executable(args.first().context("process.args is empty")?, &env)?;
-                init::finish_and_exec(p, &exe, preserve, seccomp)
+                init::finish_and_exec(p, &exe, preserve, seccomp, Some(attrs))
             })();
             send(sock, format!("error:{e:#}").as_bytes());
             // SAFETY: leave the failed child without running destructors.

@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use berth_cgroups::Cgroup;
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
-use crate::{caps, hooks, ns, process, rootfs, seccomp};
+use crate::{caps, hooks, ns, procattr, process, rootfs, seccomp};
 
 /// Messages on the SEQPACKET socket between the runtime and its children.
 pub fn send(fd: RawFd, msg: &[u8]) {
@@ -158,6 +158,11 @@ pub struct InitArgs<'a> {
     pub seccomp: Option<&'a seccomp::Filter>,
     /// The runtime's pid: the stage checks it still has that parent once it asked to die with it.
     pub parent: libc::pid_t,
+    /// ioPriority, scheduler, personality, memoryPolicy, checked before the fork.
+    pub attrs: &'a procattr::Attrs,
+    /// Idmapped mounts made by the runtime (see [`rootfs::idmapped_mounts`]), by the index of
+    /// their entry in `mounts`.
+    pub idmapped: &'a [(usize, OwnedFd)],
 }
 
 /// Entry of the stage child (forked by [`fork_into`] with `a.cgroup`; `v2_joined` is what
@@ -292,10 +297,20 @@ fn write_time_offsets(spec: &Spec) -> Result<()> {
 /// program).
 fn container_init(a: &InitArgs, wait_limits: bool) -> ! {
     let Err(e) = init_inner(a, wait_limits);
+    if AFTER_READY.load(std::sync::atomic::Ordering::Relaxed) {
+        // Nobody reads the setup channel any more: the container's stderr is where the caller
+        // of `start` (or `run`) sees it, as runc's late errors.
+        let msg = format!("berth-runtime: {e:#}\n");
+        // SAFETY: write(2) of a buffer we own to fd 2.
+        unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+    }
     send(a.sync, format!("error:{e:#}").as_bytes());
     // SAFETY: as in stage().
     unsafe { libc::_exit(1) }
 }
+
+/// Set once the init told the runtime it is ready (and closed the setup channel).
+static AFTER_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn expect_limits(sync: RawFd) -> Result<()> {
     if recv(sync)? != b"res" {
@@ -346,6 +361,7 @@ fn init_inner(a: &InitArgs, wait_limits: bool) -> Result<std::convert::Infallibl
         cgroup: a.cgroup,
         in_userns: a.plan.has(LinuxNamespaceType::User),
         new_cgroupns: a.plan.has_new(LinuxNamespaceType::Cgroup),
+        idmapped: a.idmapped,
     };
     rootfs::prepare(&ctx, a.no_pivot)?;
     if a.hook_stop {
@@ -369,7 +385,15 @@ fn init_inner(a: &InitArgs, wait_limits: bool) -> Result<std::convert::Infallibl
     if wait_limits && !a.hook_stop {
         expect_limits(a.sync)?;
     }
+    // The scheduler and the rest now, in the cgroup with its limits (a realtime policy needs the
+    // cgroup's realtime time), so that a refusal fails `create` with its message. With
+    // startContainer hooks to fork first, just before the user's program instead.
+    let start_hooks = spec.hooks().as_ref().and_then(|h| h.start_container().as_ref()).is_some_and(|h| !h.is_empty());
+    if !start_hooks {
+        a.attrs.apply()?;
+    }
     die_with_parent(false);
+    AFTER_READY.store(true, std::sync::atomic::Ordering::Relaxed);
     send(a.sync, b"ready");
     // SAFETY: the fd numbers are ours and stay open until exec.
     unsafe { libc::close(a.sync) };
@@ -380,7 +404,7 @@ fn init_inner(a: &InitArgs, wait_limits: bool) -> Result<std::convert::Infallibl
         hooks::run_all("startContainer", Some(h), &hook_state)?;
     }
     drop(console);
-    finish_and_exec(proc_, &exe, a.preserve_fds, a.seccomp)
+    finish_and_exec(proc_, &exe, a.preserve_fds, a.seccomp, start_hooks.then_some(a.attrs))
 }
 
 fn join_session_keyring(id: &str) {
@@ -419,8 +443,10 @@ fn wait_for_start(listener: RawFd) -> Result<()> {
     }
 }
 
-/// The last steps, in the order the kernel needs: LSM labels, bounding set (needs
-/// CAP_SETPCAP), user, the other capability sets, no_new_privs, fds, seccomp, exec.
+/// The last steps, in the order the kernel needs: CPU affinity, I/O priority, scheduler, memory
+/// policy and personality (`attrs`, unless already applied; while every privilege is still
+/// there), LSM labels, bounding set
+/// (needs CAP_SETPCAP), user, the other capability sets, no_new_privs, fds, seccomp, exec.
 ///
 /// The seccomp filter (compiled by the runtime before it forked) goes in as late as possible,
 /// so that it applies to as little of our own work as possible: right before execve, with
@@ -431,8 +457,12 @@ pub fn finish_and_exec(
     exe: &Path,
     preserve_fds: u32,
     seccomp: Option<&seccomp::Filter>,
+    attrs: Option<&procattr::Attrs>,
 ) -> Result<std::convert::Infallible> {
     let no_new_privs = p.no_new_privileges() == Some(true);
+    if let Some(a) = attrs {
+        a.apply()?;
+    }
     process::set_lsm_labels(p)?;
     if let Some(f) = seccomp.filter(|_| !no_new_privs) {
         f.install()?;

@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod init;
 pub mod mountopts;
 pub mod ns;
+pub mod procattr;
 pub mod process;
 pub mod rootfs;
 pub mod safepath;

@@ -12,7 +12,9 @@ pub struct Parsed {
     pub rec_set: u64,
     pub rec_clr: u64,
     pub data: Vec<String>,
+    /// `idmap` or `ridmap`: an idmapped mount; `idmap_rec` for `ridmap` (the mounts below too).
     pub idmap: bool,
+    pub idmap_rec: bool,
 }
 
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
@@ -79,6 +81,8 @@ pub const KNOWN: &[&str] = &[
     "rstrictatime",
     "rnodiratime",
     "rdiratime",
+    "idmap",
+    "ridmap",
 ];
 
 pub fn parse(opts: &[String]) -> Result<Parsed> {
@@ -89,6 +93,7 @@ pub fn parse(opts: &[String]) -> Result<Parsed> {
         rec_clr: 0,
         data: Vec::new(),
         idmap: false,
+        idmap_rec: false,
     };
     for o in opts {
         let (set, clr): (MsFlags, MsFlags) = match o.as_str() {
@@ -135,6 +140,7 @@ pub fn parse(opts: &[String]) -> Result<Parsed> {
             }
             "idmap" | "ridmap" => {
                 p.idmap = true;
+                p.idmap_rec = o == "ridmap";
                 continue;
             }
             r if r.starts_with('r') && rec_attr(&r[1..]).is_some() => {

@@ -32,11 +32,21 @@ fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
     }
 }
 
+/// The spec's name of a limit (`RLIMIT_NOFILE`), for messages.
+fn rlimit_name(t: PosixRlimitType) -> String {
+    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_else(|| format!("{t:?}"))
+}
+
 pub fn set_rlimits(p: &Process) -> Result<()> {
     for r in p.rlimits().iter().flatten() {
         let res = rlimit_resource(r.typ());
         if r.soft() > r.hard() {
-            bail!("process.rlimits: {:?} soft limit {} is above its hard limit {}", r.typ(), r.soft(), r.hard());
+            bail!(
+                "process.rlimits: {} soft limit {} is above its hard limit {}",
+                rlimit_name(r.typ()),
+                r.soft(),
+                r.hard()
+            );
         }
         let lim = libc::rlimit { rlim_cur: r.soft(), rlim_max: r.hard() };
         // SAFETY: setrlimit with a valid struct.
@@ -47,14 +57,14 @@ pub fn set_rlimits(p: &Process) -> Result<()> {
             unsafe { libc::getrlimit(res, &mut cur) };
             if e.raw_os_error() == Some(libc::EPERM) && r.hard() > cur.rlim_max {
                 bail!(
-                    "process.rlimits: cannot raise the hard limit of {:?} to {} (it is {} and the runtime lacks CAP_SYS_RESOURCE); ask for at most {}",
-                    r.typ(),
+                    "process.rlimits: cannot raise the hard limit of {} to {} (it is {} and the runtime lacks CAP_SYS_RESOURCE); ask for at most {}",
+                    rlimit_name(r.typ()),
                     r.hard(),
                     cur.rlim_max,
                     cur.rlim_max
                 );
             }
-            return Err(e).with_context(|| format!("process.rlimits: setting {:?}", r.typ()));
+            return Err(e).with_context(|| format!("process.rlimits: setting {}", rlimit_name(r.typ())));
         }
     }
     Ok(())

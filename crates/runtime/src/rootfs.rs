@@ -2,7 +2,7 @@
 //! Runs in the container's init, inside its new mount namespace.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -20,6 +20,8 @@ pub struct RootfsCtx<'a> {
     pub cgroup: Option<&'a Cgroup>,
     pub in_userns: bool,
     pub new_cgroupns: bool,
+    /// Idmapped mounts the runtime made ([`idmapped_mounts`]), by index in `mounts`.
+    pub idmapped: &'a [(usize, OwnedFd)],
 }
 
 fn mnt(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<()> {
@@ -62,8 +64,8 @@ pub fn prepare(ctx: &RootfsCtx, no_pivot: bool) -> Result<()> {
     let root = safepath::open_root(ctx.rootfs)?;
 
     let mut dev_is_fresh = false;
-    for m in ctx.spec.mounts().iter().flatten() {
-        mount_one(ctx, &root, m).with_context(|| format!("mounts: {}", m.destination().display()))?;
+    for (i, m) in ctx.spec.mounts().iter().flatten().enumerate() {
+        mount_one(ctx, &root, i, m).with_context(|| format!("mounts: {}", m.destination().display()))?;
         if m.destination() == Path::new("/dev") && m.typ().as_deref() != Some("bind") {
             dev_is_fresh = true;
         }
@@ -97,15 +99,26 @@ pub fn prepare(ctx: &RootfsCtx, no_pivot: bool) -> Result<()> {
     Ok(())
 }
 
-fn mount_one(ctx: &RootfsCtx, root: &OwnedFd, m: &Mount) -> Result<()> {
+fn mount_one(ctx: &RootfsCtx, root: &OwnedFd, index: usize, m: &Mount) -> Result<()> {
     let dest = m.destination();
     if !dest.is_absolute() {
         bail!("destination must be an absolute path");
     }
     safepath::check_clean("mounts.destination", dest)?;
     let opts = mountopts::parse(m.options().as_deref().unwrap_or(&[]))?;
-    if opts.idmap || m.uid_mappings().is_some() {
-        bail!("idmapped mounts are not supported by berth-runtime yet");
+    if let Some((_, tree)) = ctx.idmapped.iter().find(|(i, _)| *i == index) {
+        let kind = if safepath::is_dir(tree) { Kind::Dir } else { Kind::File };
+        let target = mkdir_all_in_root(root.as_raw_fd(), dest, kind)?;
+        move_mount(tree, &target).context("attaching the idmapped mount")?;
+        let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        if !extra.is_empty() {
+            let t = mkdir_all_in_root(root.as_raw_fd(), dest, kind)?;
+            remount(&fd_path(&t), extra)?;
+        }
+        return finish(root, dest, &opts);
+    }
+    if opts.idmap || m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+        bail!("an idmapped mount the runtime did not prepare");
     }
     let typ = m.typ().as_deref().unwrap_or(if opts.flags.contains(MsFlags::MS_BIND) { "bind" } else { "" });
     let is_bind = typ == "bind" || opts.flags.contains(MsFlags::MS_BIND);
@@ -169,6 +182,214 @@ fn finish(root: &OwnedFd, dest: &Path, opts: &Parsed) -> Result<()> {
         mount_setattr_rec(&t, opts.rec_set, opts.rec_clr)?;
     }
     Ok(())
+}
+
+/// Attaches a detached mount tree (from open_tree) onto the directory or file `target`.
+fn move_mount(tree: &OwnedFd, target: &OwnedFd) -> Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    let empty = c"";
+    // SAFETY: move_mount(2) between two fds we hold, with empty paths.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("move_mount");
+    }
+    Ok(())
+}
+
+/// Idmapped bind mounts: an entry of `mounts` with uidMappings/gidMappings, or with the `idmap`
+/// / `ridmap` option and no mappings of its own (then the container's user namespace mappings,
+/// as the spec allows). Made by the runtime before it forks, in the host's mount namespace and
+/// with its privileges: setting MOUNT_ATTR_IDMAP needs CAP_SYS_ADMIN over the filesystem, which
+/// an init in a user namespace lacks. Each is a detached copy of the source (open_tree), with
+/// the idmapping of a user namespace made for it; the init attaches it at the destination.
+///
+/// `ridmap` (or `rbind` without `idmap`) idmaps the mounts below the source too.
+pub fn idmapped_mounts(spec: &Spec, bundle: &Path) -> Result<Vec<(usize, OwnedFd)>> {
+    let mut out = Vec::new();
+    // One user namespace per distinct mapping.
+    let mut userns: Vec<(String, OwnedFd)> = Vec::new();
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        let opts = mountopts::parse(m.options().as_deref().unwrap_or(&[]))?;
+        if !opts.idmap && m.uid_mappings().is_none() && m.gid_mappings().is_none() {
+            continue;
+        }
+        let field = format!("mounts[{i}] ({})", m.destination().display());
+        let typ = m.typ().as_deref().unwrap_or("");
+        if !(typ == "bind" || opts.flags.contains(MsFlags::MS_BIND)) {
+            bail!("{field}: idmapped mounts are supported for bind mounts only (type {typ:?})");
+        }
+        let linux = spec.linux().as_ref();
+        let (u, g) = match (m.uid_mappings(), m.gid_mappings()) {
+            (Some(u), Some(g)) => (u, g),
+            (None, None) => {
+                let has_userns = linux
+                    .and_then(|l| l.namespaces().as_ref())
+                    .is_some_and(|n| n.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User));
+                match (linux.and_then(|l| l.uid_mappings().as_ref()), linux.and_then(|l| l.gid_mappings().as_ref())) {
+                    (Some(u), Some(g)) if has_userns => (u, g),
+                    _ => bail!(
+                        "{field}: the idmap option needs uidMappings and gidMappings on the mount, or a user namespace with linux.uidMappings/gidMappings"
+                    ),
+                }
+            }
+            _ => bail!("{field}: uidMappings and gidMappings must be given together"),
+        };
+        let text = |v: &[oci_spec::runtime::LinuxIdMapping]| {
+            v.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect::<String>()
+        };
+        let (ut, gt) = (text(u), text(g));
+        if ut.is_empty() || gt.is_empty() {
+            bail!("{field}: uidMappings and gidMappings must not be empty");
+        }
+        let key = format!("{ut}|{gt}");
+        let ns = match userns.iter().position(|(k, _)| *k == key) {
+            Some(p) => p,
+            None => {
+                userns.push((key, userns_with_maps(&ut, &gt).with_context(|| format!("{field}: the idmapping"))?));
+                userns.len() - 1
+            }
+        };
+        let src = m.source().as_ref().with_context(|| format!("{field}: a bind mount needs a source"))?;
+        let src = if src.is_relative() { bundle.join(src) } else { src.clone() };
+        let rec_bind = opts.flags.contains(MsFlags::MS_REC);
+        let tree =
+            open_tree_clone(&src, rec_bind).with_context(|| format!("{field}: bind source {}", src.display()))?;
+        let rec_idmap = opts.idmap_rec || (rec_bind && !opts.idmap);
+        set_idmap(&tree, &userns[ns].1, rec_idmap).map_err(|e| {
+            let why = match e.raw_os_error() {
+                Some(libc::ENOSYS) => "this kernel has no mount_setattr (idmapped mounts need Linux 5.12)".to_string(),
+                Some(libc::EINVAL) => format!(
+                    "the filesystem of {} ({}{}) does not support idmapped mounts on this kernel",
+                    src.display(),
+                    fs_name(&tree),
+                    if rec_idmap { ", or one of the mounts below it" } else { "" }
+                ),
+                Some(libc::EPERM) => format!("{e} (idmapping needs CAP_SYS_ADMIN in the filesystem's user namespace)"),
+                _ => e.to_string(),
+            };
+            anyhow::anyhow!("{field}: cannot idmap the mount: {why}")
+        })?;
+        out.push((i, tree));
+    }
+    Ok(out)
+}
+
+/// A detached copy of the mount at `src` (recursively for rbind).
+fn open_tree_clone(src: &Path, recursive: bool) -> Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let c = CString::new(src.as_os_str().as_encoded_bytes())?;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: open_tree(2) with a valid path; a new fd on success.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("open_tree");
+    }
+    // SAFETY: a new fd from the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn set_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) -> std::io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        set: u64,
+        clr: u64,
+        propagation: u64,
+        userns: u64,
+    }
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let attr = MountAttr { set: MOUNT_ATTR_IDMAP, clr: 0, propagation: 0, userns: userns.as_raw_fd() as u64 };
+    let flags = libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: mount_setattr(2) on an fd we hold with a properly sized attr struct.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether this kernel has mount_setattr(2), which idmapped mounts need (for `features`).
+pub fn idmap_supported() -> bool {
+    // SAFETY: mount_setattr(2) with invalid arguments only reports an error.
+    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, -1, std::ptr::null::<libc::c_char>(), 0, 0, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
+}
+
+/// The filesystem type of an fd, for messages.
+fn fs_name(fd: &OwnedFd) -> String {
+    let Ok(st) = nix::sys::statfs::fstatfs(fd) else { return "unknown filesystem".into() };
+    let magic = st.filesystem_type().0 as u64;
+    let name = match magic {
+        0xEF53 => "ext4",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x0102_1994 => "tmpfs",
+        0x794C_7630 => "overlay",
+        0x6969 => "nfs",
+        0x6573_5546 => "fuse",
+        0x0102_1997 => "9p",
+        0x4d44 => "vfat",
+        0x2FC1_2FC1 => "zfs",
+        0x5346_544e => "ntfs",
+        0xF2F5_2010 => "f2fs",
+        0x9fa0 => "proc",
+        0x6265_6572 => "sysfs",
+        0x6367_7270 => "cgroup2",
+        0x1cd1 => "devpts",
+        _ => return format!("filesystem magic {magic:#x}"),
+    };
+    name.to_string()
+}
+
+/// A user namespace with these uid_map and gid_map lines, as an fd: a child is cloned into a new
+/// user namespace, the maps are written from here, its namespace is opened, and the child goes.
+fn userns_with_maps(uid_map: &str, gid_map: &str) -> Result<OwnedFd> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let pid = crate::init::raw_clone(libc::CLONE_NEWUSER)?;
+    if pid == 0 {
+        // The child waits for EOF: when we are done, or when we die.
+        drop(w);
+        let mut b = [0u8; 1];
+        // SAFETY: read(2) into a buffer we own, then leave without running destructors.
+        unsafe {
+            libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    drop(r);
+    let res = (|| -> Result<OwnedFd> {
+        std::fs::write(format!("/proc/{pid}/uid_map"), uid_map).context("writing uid_map")?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), gid_map).context("writing gid_map")?;
+        Ok(nix::fcntl::open(
+            format!("/proc/{pid}/ns/user").as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?)
+    })();
+    drop(w);
+    // SAFETY: reap the child, which exits on EOF.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    res
 }
 
 /// MOUNT_ATTR_* bits of the per-mount MS_* flags among `f` (ro, nosuid, nodev, noexec).

@@ -10,10 +10,22 @@ pub fn load(bundle: &Path) -> Result<Spec> {
     Ok(load_bytes(bundle)?.0)
 }
 
+/// Parses config.json (or, with `T` = Process, an `exec --process` file) as this runtime
+/// reads it (see [`crate::procattr::normalize_spec_json`]).
+pub fn parse<T: serde::de::DeserializeOwned>(data: &[u8]) -> serde_json::Result<T> {
+    match crate::procattr::normalize_spec_json(data) {
+        Some(fixed) => serde_json::from_slice(&fixed),
+        None => serde_json::from_slice(data),
+    }
+}
+
 /// [`load`], and the file's bytes.
 pub fn load_bytes(bundle: &Path) -> Result<(Spec, Vec<u8>)> {
     let p = bundle.join("config.json");
-    let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+    let mut data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+    if let Some(fixed) = crate::procattr::normalize_spec_json(&data) {
+        data = fixed;
+    }
     let spec: Spec = serde_json::from_slice(&data).map_err(|e| {
         // serde names only a line and column; name the seccomp field when that is the cause.
         let why = serde_json::from_slice(&data).ok().and_then(|v| crate::seccomp::explain_json(&v));
@@ -47,20 +59,12 @@ pub fn validate(spec: &Spec) -> Result<()> {
         if l.intel_rdt().is_some() {
             bail!("linux.intelRdt: Intel RDT (resctrl) is not available on this host");
         }
-        if l.memory_policy().is_some() {
-            bail!("linux.memoryPolicy is not supported by berth-runtime yet");
-        }
-        if l.personality().is_some() {
-            bail!("linux.personality is not supported by berth-runtime yet");
-        }
         if l.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
             bail!("linux.netDevices is not supported by berth-runtime yet");
         }
     }
-    if let Some(p) = spec.process()
-        && (p.io_priority().is_some() || p.scheduler().is_some() || p.exec_cpu_affinity().is_some())
-    {
-        bail!("process.ioPriority / scheduler / execCPUAffinity are not supported by berth-runtime yet");
+    if let Some(p) = spec.process() {
+        crate::procattr::Attrs::new(spec.linux().as_ref(), p, false)?;
     }
     Ok(())
 }

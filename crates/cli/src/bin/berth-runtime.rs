@@ -880,7 +880,7 @@ fn run(cli: &Cli) -> Result<i32> {
             let p = match process {
                 Some(f) => {
                     let data = std::fs::read(f).with_context(|| format!("reading --process {}", f.display()))?;
-                    serde_json::from_slice::<Process>(&data)
+                    berth_runtime::spec::parse::<Process>(&data)
                         .with_context(|| format!("parsing --process {}", f.display()))?
                 }
                 None => exec_process(&spec, args, env, cwd, user, additional_gids, cap, *no_new_privs, *tty)?,
@@ -1235,11 +1235,20 @@ fn features() -> serde_json::Value {
             "apparmor": {"enabled": std::path::Path::new("/sys/module/apparmor/parameters/enabled").exists()},
             "selinux": {"enabled": std::path::Path::new("/sys/fs/selinux/enforce").exists()},
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}}
+            "memoryPolicy": {
+                "modes": berth_runtime::procattr::MEMPOLICY_MODES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                "flags": berth_runtime::procattr::MEMPOLICY_FLAGS
+            },
+            "mountExtensions": {"idmap": {"enabled": berth_runtime::rootfs::idmap_supported()}},
+            "netDevices": {"enabled": false}
         },
         "annotations": {
             "org.opencontainers.runc.version": "berth-runtime",
-            "io.github.berth.runtime.version": env!("CARGO_PKG_VERSION")
+            "io.github.berth.runtime.version": env!("CARGO_PKG_VERSION"),
+            // Fields the features schema has no place for: what this runtime does with them.
+            "io.github.berth.runtime.process": "ioPriority,scheduler,execCPUAffinity",
+            "io.github.berth.runtime.personality": format!("LINUX,LINUX32;flags:{}", berth_runtime::procattr::personality_flag_names().join(",")),
+            "io.github.berth.runtime.cgroup.v2.devices": "ebpf"
         }
     })
 }
