@@ -1373,20 +1373,6 @@ fn cmd_images(e: &Engine, quiet: bool, no_trunc: bool, format: Option<&str>) -> 
     Ok(0)
 }
 
-/// Seconds-precision parse of `YYYY-MM-DDTHH:MM:SS…Z` into unix nanoseconds.
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let d = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
-    let (y, mo, da, h, mi, se) = (d(0, 4)?, d(5, 7)?, d(8, 10)?, d(11, 13)?, d(14, 16)?, d(17, 19)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + da - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some((days * 86400 + h * 3600 + mi * 60 + se) * 1_000_000_000)
-}
-
 fn human_size(b: i64) -> String {
     let b = b as f64;
     if b >= 1e9 {
