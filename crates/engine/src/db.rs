@@ -101,6 +101,15 @@ const MIGRATIONS: &[&str] = &[
         destination TEXT NOT NULL,
         PRIMARY KEY (container, destination)
     );",
+    // 6: the digests repositories gave an image (what the tag pointed to when pulled: for a
+    // multi-platform image the index's digest), for `images --digests`, `RepoDigests` and
+    // `NAME@DIGEST` lookups.
+    "CREATE TABLE repo_digests (
+        repository TEXT NOT NULL,     -- docker.io/library/busybox
+        digest TEXT NOT NULL,
+        image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        PRIMARY KEY (repository, digest)
+    );",
 ];
 
 pub fn open(path: &Path) -> Result<Connection> {

@@ -19,6 +19,32 @@ pub struct ImageRow {
     pub manifest: Digest,
     pub size: i64,
     pub tags: Vec<String>,
+    /// `registry/repository@digest` for each digest a registry gave the image.
+    pub repo_digests: Vec<String>,
+    /// Unix nanoseconds when the image entered this store.
+    pub added: i64,
+}
+
+/// One line of `berth history`, newest first.
+#[derive(Debug, Clone)]
+pub struct HistoryRow {
+    /// The image id on the top line, none below (Docker's `<missing>`).
+    pub id: Option<Digest>,
+    pub created: Option<String>,
+    pub created_by: String,
+    pub size: u64,
+    pub comment: String,
+    pub empty_layer: bool,
+}
+
+/// How `save` writes images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveFormat {
+    /// What `docker save` writes since Docker 25: a `manifest.json` for `docker load` and, in
+    /// the same tar, an OCI layout; layers as uncompressed tars named by their diff ids.
+    DockerArchive,
+    /// An OCI layout tar of the images as stored: the manifests and compressed blobs as pulled.
+    OciArchive,
 }
 
 impl Engine {
@@ -76,14 +102,20 @@ impl Engine {
 
     pub fn images(&self) -> Result<Vec<ImageRow>> {
         let mut st = self.db.prepare(
-            "SELECT i.id, i.manifest, i.size, t.name FROM images i LEFT JOIN tags t ON t.image = i.id ORDER BY i.created DESC, t.name",
+            "SELECT i.id, i.manifest, i.size, t.name, i.created FROM images i LEFT JOIN tags t ON t.image = i.id ORDER BY i.created DESC, i.id, t.name",
         )?;
         let mut out: Vec<ImageRow> = Vec::new();
         let rows = st.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<String>>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
         })?;
         for row in rows {
-            let (id, m, size, tag) = row?;
+            let (id, m, size, tag, added) = row?;
             match out.last_mut() {
                 Some(last) if last.id.to_string() == id => last.tags.extend(tag),
                 _ => out.push(ImageRow {
@@ -91,10 +123,31 @@ impl Engine {
                     manifest: Digest::parse(&m)?,
                     size,
                     tags: tag.into_iter().collect(),
+                    repo_digests: Vec::new(),
+                    added,
                 }),
             }
         }
+        let mut st =
+            self.db.prepare("SELECT image, repository, digest FROM repo_digests ORDER BY repository, digest")?;
+        let rows =
+            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        for row in rows {
+            let (image, repo, digest) = row?;
+            if let Some(i) = out.iter_mut().find(|i| i.id.to_string() == image) {
+                i.repo_digests.push(format!("{repo}@{digest}"));
+            }
+        }
         Ok(out)
+    }
+
+    /// Records that `repository` (`registry/path`) gave `image` under `digest`.
+    pub fn add_repo_digest(&self, repository: &str, digest: &Digest, image: &Digest) -> Result<()> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO repo_digests (repository, digest, image) VALUES (?1, ?2, ?3)",
+            params![repository, digest.to_string(), image.to_string()],
+        )?;
+        Ok(())
     }
 
     /// An image by name (`busybox`, `busybox:1.36`, `host:5000/app@sha256:…`) or id (prefix).
@@ -105,10 +158,14 @@ impl Engine {
             if let Some(i) = images.iter().find(|i| i.tags.contains(&full)) {
                 return Ok(i.clone());
             }
-            if let Some(d) = &r.digest
-                && let Some(i) = images.iter().find(|i| i.manifest == *d || i.id == *d)
-            {
-                return Ok(i.clone());
+            if let Some(d) = &r.digest {
+                let by_repo = format!("{}/{}@{d}", r.registry, r.repository);
+                if let Some(i) = images.iter().find(|i| i.repo_digests.contains(&by_repo)) {
+                    return Ok(i.clone());
+                }
+                if let Some(i) = images.iter().find(|i| i.manifest == *d || i.id == *d) {
+                    return Ok(i.clone());
+                }
             }
         }
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
@@ -241,6 +298,181 @@ impl Engine {
 
     pub fn image_exists(&self, id: &Digest) -> Result<bool> {
         Ok(self.db.query_row("SELECT 1 FROM images WHERE id = ?1", [id.to_string()], |_| Ok(())).optional()?.is_some())
+    }
+}
+
+impl Engine {
+    /// The size of each layer of `image`, bottom first: what it unpacked to when it is
+    /// unpacked (Docker's layer size), else its blob's size.
+    pub fn layer_sizes(&self, image: &ImageRow) -> Result<Vec<u64>> {
+        let m = self.manifest_of(image)?;
+        let cfg = self.config_of(image)?;
+        let chains = chain_ids(&cfg.rootfs.diff_ids);
+        Ok(m.layers
+            .iter()
+            .zip(chains.iter().map(Some).chain(std::iter::repeat(None)))
+            .map(|(l, c)| c.and_then(|c| self.layers.meta(c).ok()).map(|m| m.size).unwrap_or(l.size.max(0) as u64))
+            .collect())
+    }
+
+    /// `berth history`: the config's history, newest first, each entry that made a layer with
+    /// that layer's size.
+    pub fn history(&self, image: &ImageRow) -> Result<Vec<HistoryRow>> {
+        let cfg = self.config_of(image)?;
+        let sizes = self.layer_sizes(image)?;
+        let mut rows = Vec::new();
+        let mut layer = 0;
+        for h in &cfg.history {
+            let size = if h.empty_layer {
+                0
+            } else {
+                layer += 1;
+                sizes.get(layer - 1).copied().unwrap_or(0)
+            };
+            rows.push(HistoryRow {
+                id: None,
+                created: h.created.clone(),
+                created_by: h.created_by.clone().unwrap_or_default(),
+                size,
+                comment: h.comment.clone().unwrap_or_default(),
+                empty_layer: h.empty_layer,
+            });
+        }
+        // Layers the history does not account for (an image without history) get a line each.
+        for &size in sizes.iter().skip(layer) {
+            rows.push(HistoryRow {
+                id: None,
+                created: cfg.created.clone(),
+                created_by: String::new(),
+                size,
+                comment: String::new(),
+                empty_layer: false,
+            });
+        }
+        rows.reverse();
+        if let Some(top) = rows.first_mut() {
+            top.id = Some(image.id.clone());
+        }
+        Ok(rows)
+    }
+
+    /// `image inspect`, in the shape of Docker's `docker image inspect`.
+    pub fn inspect_image(&self, image: &ImageRow) -> Result<serde_json::Value> {
+        use serde_json::{Value, json};
+        let raw: Value = serde_json::from_slice(&self.store.read(&image.id)?).context("the image config")?;
+        let cfg = self.config_of(image)?;
+        let mut config = json!({
+            "Hostname": "", "Domainname": "", "User": "", "AttachStdin": false, "AttachStdout": false,
+            "AttachStderr": false, "Tty": false, "OpenStdin": false, "StdinOnce": false, "Env": null,
+            "Cmd": null, "Image": "", "Volumes": null, "WorkingDir": "", "Entrypoint": null,
+            "OnBuild": null, "Labels": null,
+        });
+        if let (Some(c), Some(o)) = (config.as_object_mut(), raw["config"].as_object()) {
+            for (k, v) in o {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        let names = |v: &[String]| -> Vec<String> {
+            v.iter().filter_map(|t| Reference::parse(t).ok()).map(|r| display_name(&r)).collect()
+        };
+        let chains = chain_ids(&cfg.rootfs.diff_ids);
+        let mut lowers: Vec<String> =
+            chains.iter().rev().map(|c| self.layers.diff_path(c).display().to_string()).collect();
+        let upper = lowers.first().cloned().unwrap_or_default();
+        if !lowers.is_empty() {
+            lowers.remove(0);
+        }
+        let mut graph = json!({"MergedDir": "", "UpperDir": upper, "WorkDir": ""});
+        if !lowers.is_empty() {
+            graph["LowerDir"] = json!(lowers.join(":"));
+        }
+        let size: u64 = self.layer_sizes(image).map(|v| v.iter().sum()).unwrap_or(image.size.max(0) as u64);
+        let mut v = json!({
+            "Id": image.id.to_string(),
+            "RepoTags": names(&image.tags),
+            "RepoDigests": names(&image.repo_digests),
+            "Parent": "",
+            "Comment": raw["comment"].as_str().unwrap_or(""),
+            "Created": raw["created"].as_str().unwrap_or("0001-01-01T00:00:00Z"),
+            "DockerVersion": raw["docker_version"].as_str().unwrap_or(""),
+            "Author": raw["author"].as_str().unwrap_or(""),
+            "Config": config,
+            "Architecture": cfg.architecture,
+            "Os": cfg.os,
+            "Size": size,
+            "GraphDriver": {"Data": graph, "Name": "overlay"},
+            "RootFS": {"Type": "layers", "Layers": cfg.rootfs.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
+            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        });
+        if let Some(variant) = &cfg.variant {
+            v["Variant"] = json!(variant);
+        }
+        if let Some(osv) = raw["os.version"].as_str() {
+            v["OsVersion"] = json!(osv);
+        }
+        Ok(v)
+    }
+
+    /// The images `berth save NAME...` writes, with the names each is saved under: a name
+    /// with a tag saves that tag, a repository without one all its tags, an id the image alone.
+    pub fn save_list(&self, names: &[String]) -> Result<Vec<(ImageRow, Vec<Reference>)>> {
+        let images = self.images()?;
+        let mut out: Vec<(ImageRow, Vec<Reference>)> = Vec::new();
+        let mut add = |img: &ImageRow, name: Option<Reference>| {
+            let i = match out.iter().position(|(o, _)| o.id == img.id) {
+                Some(i) => i,
+                None => {
+                    out.push((img.clone(), Vec::new()));
+                    out.len() - 1
+                }
+            };
+            if let Some(n) = name
+                && !out[i].1.contains(&n)
+            {
+                out[i].1.push(n);
+            }
+        };
+        for n in names {
+            let bare_repo = crate::pull::uses_default_tag(n) && Reference::parse(n).is_ok();
+            if bare_repo && let Ok(r) = Reference::parse(n) {
+                let prefix = format!("{}/{}:", r.registry, r.repository);
+                let tagged: Vec<(&ImageRow, &String)> = images
+                    .iter()
+                    .flat_map(|i| i.tags.iter().map(move |t| (i, t)))
+                    .filter(|(_, t)| t.starts_with(&prefix))
+                    .collect();
+                if !tagged.is_empty() {
+                    for (i, t) in tagged {
+                        add(i, Reference::parse(t).ok());
+                    }
+                    continue;
+                }
+            }
+            let img = self.resolve_image(n)?;
+            let by_tag = Reference::parse(n).ok().filter(|r| r.digest.is_none() && img.tags.contains(&r.full()));
+            add(&img, by_tag);
+        }
+        Ok(out)
+    }
+
+    /// `berth save`: writes the images of `names` to `w` as one tar archive.
+    pub fn save(&self, names: &[String], format: SaveFormat, w: impl std::io::Write) -> Result<()> {
+        let _l = self.store_lock(false)?;
+        let list = self.save_list(names)?;
+        let mut items = Vec::new();
+        for (img, refs) in &list {
+            let cfg = self.config_of(img)?;
+            let chains = chain_ids(&cfg.rootfs.diff_ids);
+            items.push(archive::SaveItem {
+                manifest: img.manifest.clone(),
+                names: refs.iter().map(|r| (r.full(), display_name(r), r.tag.clone().unwrap_or_default())).collect(),
+                tar_sizes: chains.iter().map(|c| self.layers.meta(c).ok().and_then(|m| m.tar_size)).collect(),
+            });
+        }
+        match format {
+            SaveFormat::DockerArchive => archive::save_docker(&self.store, &items, w),
+            SaveFormat::OciArchive => archive::save_oci(&self.store, &items, w),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod commit;
 pub mod containers;
 pub mod copy;
 pub mod db;
+pub mod export;
 pub mod events;
 pub mod health;
 pub mod images;
@@ -23,6 +24,7 @@ pub mod networks;
 pub mod pull;
 pub mod seccomp;
 pub mod spec;
+pub mod system;
 pub mod volumes;
 
 use std::fs;

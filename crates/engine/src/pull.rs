@@ -213,6 +213,7 @@ impl Engine {
         work.run(&jobs, client.config.downloads())?;
 
         let id = self.register(&manifest_digest, Some(r))?;
+        self.add_repo_digest(&format!("{}/{}", r.registry, r.repository), &top.digest, &id)?;
         for d in m.layers.iter().map(|l| &l.digest).chain([&m.config.digest]) {
             self.db.execute(
                 "INSERT OR IGNORE INTO blob_sources (digest, registry, repository) VALUES (?1, ?2, ?3)",
@@ -305,6 +306,7 @@ impl Engine {
                 params![d.digest.to_string(), r.registry, r.repository],
             )?;
         }
+        self.add_repo_digest(&format!("{}/{}", r.registry, r.repository), &digest, &img.id)?;
         progress(&format!("{tag}: digest: {digest} size: {}", bytes.len()));
         Ok(Pushed { reference: r, digest, size: bytes.len() })
     }
@@ -446,20 +448,30 @@ fn parallel(n: usize, workers: usize, f: &(dyn Fn(usize, &AtomicBool) -> Result<
 /// Removes temp files and dirs of `prefixes` in `dir` whose process (the first number in the
 /// name) is gone: what a killed pull or unpack left.
 fn clean_stale_tmp(dir: &Path, prefixes: &[&str]) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for p in stale_tmp(dir, prefixes) {
+        let _ = berth_storage::remove_tree(&p);
+    }
+}
+
+/// The temp files and dirs of `prefixes` (all when empty) in `dir` whose process is gone.
+pub(crate) fn stale_tmp(dir: &Path, prefixes: &[&str]) -> Vec<std::path::PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !prefixes.iter().any(|p| name.starts_with(p)) {
+        if !prefixes.is_empty() && !prefixes.iter().any(|p| name.starts_with(p)) {
             continue;
         }
-        let Some(pid) = name.split('-').find_map(|p| p.parse::<i32>().ok()) else { continue };
+        let Some(pid) = name.split(['-', '.']).find_map(|p| p.parse::<i32>().ok()) else { continue };
         // SAFETY: kill with signal 0 only checks the process exists.
-        let alive =
-            unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        let alive = pid > 0
+            && (unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
         if !alive {
-            let _ = berth_storage::remove_tree(&e.path());
+            out.push(e.path());
         }
     }
+    out
 }
 
 #[cfg(test)]

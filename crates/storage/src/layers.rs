@@ -30,6 +30,10 @@ pub struct LayerMeta {
     pub parent: Option<Digest>,
     pub size: u64,
     pub entries: u64,
+    /// The size of the layer's tar stream (uncompressed); missing in layers unpacked before
+    /// it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tar_size: Option<u64>,
 }
 
 /// The short link name of a chain id.
@@ -92,12 +96,17 @@ impl Layers {
         let stats = unpack::unpack(&mut hr, &diff, limits)?;
         // The tar may end before the stream does (padding): hash to the end.
         std::io::copy(&mut hr, &mut std::io::sink()).context("reading the end of the layer")?;
-        let (got, _) = hr.finish();
+        let (got, tar_size) = hr.finish();
         if got != *diff_id {
             bail!("layer content does not match its diff id: the image config says {diff_id}, the layer is {got}");
         }
-        let meta =
-            LayerMeta { diff_id: diff_id.clone(), parent: parent.cloned(), size: stats.bytes, entries: stats.entries };
+        let meta = LayerMeta {
+            diff_id: diff_id.clone(),
+            parent: parent.cloned(),
+            size: stats.bytes,
+            entries: stats.entries,
+            tar_size: Some(tar_size),
+        };
         fs::write(tmp.0.join("layer.json"), serde_json::to_vec(&meta)?)?;
         sync_dir(&tmp.0)?;
         let dest = self.dir(chain);
@@ -141,6 +150,50 @@ impl Layers {
                 && let Ok(d) = Digest::parse(&format!("{a}:{h}"))
             {
                 out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What is wrong with layer `chain` as stored (None: it looks whole). Its content is not
+    /// re-hashed: that would take a pass over every file.
+    pub fn verify(&self, chain: &Digest) -> Option<String> {
+        let dir = self.dir(chain);
+        let meta = match fs::read(dir.join("layer.json")) {
+            Err(e) => return Some(format!("its layer.json is unreadable ({e})")),
+            Ok(b) => b,
+        };
+        if let Err(e) = serde_json::from_slice::<LayerMeta>(&meta) {
+            return Some(format!("its layer.json is malformed ({e})"));
+        }
+        match fs::symlink_metadata(dir.join("diff")) {
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => Some("its diff is not a directory".into()),
+            Err(e) => Some(format!("its diff directory is missing ({e})")),
+        }
+    }
+
+    /// Whether the short link of `chain` points at its diff.
+    pub fn link_ok(&self, chain: &Digest) -> bool {
+        let name = self.dir(chain).file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        fs::read_link(self.lower_path(chain)).is_ok_and(|t| t == Path::new("../layers").join(name).join("diff"))
+    }
+
+    /// Makes the short link of `chain` again.
+    pub fn relink(&self, chain: &Digest) -> Result<()> {
+        let link = self.lower_path(chain);
+        let _ = fs::remove_file(&link);
+        let name = self.dir(chain).file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        std::os::unix::fs::symlink(Path::new("../layers").join(name).join("diff"), &link).context("linking the layer")
+    }
+
+    /// Short links whose layer is gone.
+    pub fn dangling_links(&self) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.root.join("l"))? {
+            let p = e?.path();
+            if fs::metadata(&p).is_err() {
+                out.push(p);
             }
         }
         Ok(out)

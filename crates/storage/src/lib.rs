@@ -3,6 +3,7 @@
 
 pub mod layers;
 pub mod rootfs;
+pub mod tarball;
 pub mod unpack;
 
 pub use layers::{Layers, remove_tree};

@@ -88,6 +88,61 @@ impl RootFs {
         Ok(())
     }
 
+    /// Runs `f` on a read-only view of the container's root: its upper dir as the top lower
+    /// layer over the image's `chains` (bottom first), mounted in a mount namespace of a thread
+    /// of its own. Nothing of it is visible outside that thread, the container's own mount (when
+    /// it runs) is not touched, and the view goes away with the thread whatever `f` does.
+    pub fn with_readonly_view<T: Send>(
+        &self,
+        layers: &Layers,
+        chains: &[Digest],
+        f: impl FnOnce(&Path) -> Result<T> + Send,
+    ) -> Result<T> {
+        let mut lowers: Vec<String> = vec![self.upper().display().to_string()];
+        lowers.extend(chains.iter().rev().map(|c| layers.lower_path(c).display().to_string()));
+        if lowers.len() < 2 {
+            // Overlay without an upper dir wants two lower dirs.
+            let empty = self.dir.join("empty");
+            fs::create_dir_all(&empty)?;
+            lowers.push(empty.display().to_string());
+        }
+        if let Some(l) = lowers.iter().find(|l| l.contains([',', ':'])) {
+            bail!("layer path {l} contains a character overlay cannot take");
+        }
+        let opts = format!("lowerdir={}", lowers.join(":"));
+        if opts.len() >= 4000 {
+            bail!("the image has too many layers ({}) for one overlay mount", chains.len());
+        }
+        let target = self.merged();
+        fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+        std::thread::scope(|s| {
+            s.spawn(move || -> Result<T> {
+                // A new mount namespace for this thread only (CLONE_NEWNS implies CLONE_FS,
+                // which a thread may unshare), private so that nothing propagates out.
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("a private mount namespace")?;
+                nix::mount::mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .context("making the private mount namespace private")?;
+                nix::mount::mount(
+                    Some("overlay"),
+                    &target,
+                    Some("overlay"),
+                    nix::mount::MsFlags::MS_RDONLY,
+                    Some(opts.as_str()),
+                )
+                .with_context(|| format!("mounting a read-only view of {}", self.dir.display()))?;
+                f(&target)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the thread reading the container's root panicked")))
+        })
+    }
+
     /// Unmounts and removes everything of the container's root.
     pub fn remove(&self) -> Result<()> {
         self.unmount()?;

@@ -1,5 +1,6 @@
 //! `berth`: a daemonless container engine with Docker's command line.
 
+mod image_cmds;
 mod network_cmds;
 mod registry_cmds;
 mod template;
@@ -151,16 +152,16 @@ enum Cmd {
         names: Vec<String>,
     },
     /// List images.
-    Images {
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(long)]
-        no_trunc: bool,
-        #[arg(short = 'a', long)]
-        all: bool,
-        #[arg(long)]
-        format: Option<String>,
-    },
+    Images(image_cmds::ImagesArgs),
+    /// Show the history of an image.
+    History(image_cmds::HistoryArgs),
+    /// Save images to a tar archive (docker-archive; --format oci-archive).
+    Save(image_cmds::SaveArgs),
+    /// Export a container's filesystem as a tar archive.
+    Export(image_cmds::ExportArgs),
+    /// Disk usage and the image store's integrity check.
+    #[command(subcommand)]
+    System(image_cmds::SystemCmd),
     /// Load images from a tar archive (oci-archive or `docker save` output).
     Load {
         #[arg(short, long)]
@@ -302,16 +303,17 @@ enum ContainerCmd {
         force: bool,
     },
     Ls(PsArgs),
+    Export(image_cmds::ExportArgs),
 }
 
 #[derive(Subcommand)]
 enum ImageCmd {
     Pull(registry_cmds::PullArgs),
     Push(registry_cmds::PushArgs),
-    Ls {
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Ls(image_cmds::ImagesArgs),
+    History(image_cmds::HistoryArgs),
+    Inspect(image_cmds::InspectArgs),
+    Save(image_cmds::SaveArgs),
     /// Remove unused images (dangling only, or all unused with -a).
     Prune {
         #[arg(short, long)]
@@ -572,8 +574,12 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Pause { containers } => each(&containers, |c| e.pause_container(c, true)),
         Cmd::Unpause { containers } => each(&containers, |c| e.pause_container(c, false)),
         Cmd::Inspect { format, kind, names } => cmd_inspect(&e, &names, format.as_deref(), kind.as_deref()),
-        Cmd::Images { quiet, no_trunc, all: _, format } => cmd_images(&e, quiet, no_trunc, format.as_deref()),
-        Cmd::Image(ImageCmd::Ls { quiet }) => cmd_images(&e, quiet, false, None),
+        Cmd::Images(a) | Cmd::Image(ImageCmd::Ls(a)) => image_cmds::images(&e, &a),
+        Cmd::History(a) | Cmd::Image(ImageCmd::History(a)) => image_cmds::history(&e, &a),
+        Cmd::Image(ImageCmd::Inspect(a)) => image_cmds::inspect(&e, &a),
+        Cmd::Save(a) | Cmd::Image(ImageCmd::Save(a)) => image_cmds::save(&e, &a),
+        Cmd::Export(a) | Cmd::Container(ContainerCmd::Export(a)) => image_cmds::export(&e, &a),
+        Cmd::System(s) => image_cmds::system(&e, s),
         Cmd::Image(ImageCmd::Prune { all, force: _ }) => {
             let used: Vec<String> = e.containers(true)?.into_iter().map(|c| c.image).collect();
             for img in e.images()? {
@@ -1320,59 +1326,6 @@ fn bytes_binary(b: u64) -> String {
     format!("{s}{}", units[i])
 }
 
-fn cmd_images(e: &Engine, quiet: bool, no_trunc: bool, format: Option<&str>) -> Result<i32> {
-    let mut rows = vec![];
-    for img in e.images()? {
-        let created = e.config_of(&img).ok().and_then(|c| c.created).unwrap_or_default();
-        let id = if no_trunc { img.id.to_string() } else { img.id.short().to_string() };
-        let names: Vec<(String, String)> = if img.tags.is_empty() {
-            vec![("<none>".into(), "<none>".into())]
-        } else {
-            img.tags
-                .iter()
-                .filter_map(|t| berth_image::Reference::parse(t).ok())
-                .map(|r| (r.familiar_name(), r.tag.clone().unwrap_or_else(|| "<none>".into())))
-                .collect()
-        };
-        for (repo, tag) in names {
-            rows.push(
-                json!({"Repository": repo, "Tag": tag, "ID": id, "CreatedAt": created, "Size": human_size(img.size)}),
-            );
-        }
-    }
-    if quiet {
-        let mut seen = Vec::new();
-        for r in &rows {
-            let id = r["ID"].as_str().unwrap_or("").to_string();
-            if !seen.contains(&id) {
-                println!("{id}");
-                seen.push(id);
-            }
-        }
-        return Ok(0);
-    }
-    if let Some(f) = format {
-        let t = Template::parse(f);
-        for r in &rows {
-            println!("{}", t.render(r));
-        }
-        return Ok(0);
-    }
-    let mut table = vec![vec!["REPOSITORY".into(), "TAG".into(), "IMAGE ID".into(), "CREATED".into(), "SIZE".into()]];
-    for r in &rows {
-        let created = r["CreatedAt"].as_str().and_then(parse_rfc3339).map(ago).unwrap_or_else(|| "N/A".into());
-        table.push(vec![
-            r["Repository"].as_str().unwrap_or("").into(),
-            r["Tag"].as_str().unwrap_or("").into(),
-            r["ID"].as_str().unwrap_or("").into(),
-            created,
-            r["Size"].as_str().unwrap_or("").into(),
-        ]);
-    }
-    print_table(&table);
-    Ok(0)
-}
-
 fn human_size(b: i64) -> String {
     let b = b as f64;
     if b >= 1e9 {
@@ -1533,18 +1486,7 @@ fn cmd_inspect(e: &Engine, names: &[String], format: Option<&str>, kind: Option<
         } else if kind != Some("container")
             && let Ok(img) = e.resolve_image(n)
         {
-            let cfg: Value = serde_json::from_slice(&e.store.read(&img.id)?)?;
-            json!({
-                "Id": img.id.to_string(),
-                "RepoTags": img.tags.iter().filter_map(|t| berth_image::Reference::parse(t).ok()).map(|r| berth_engine::images::display_name(&r)).collect::<Vec<_>>(),
-                "Created": cfg["created"],
-                "Architecture": cfg["architecture"],
-                "Os": cfg["os"],
-                "Size": img.size,
-                "Config": cfg["config"],
-                "RootFS": cfg["rootfs"],
-                "Manifest": img.manifest.to_string(),
-            })
+            e.inspect_image(&img)?
         } else {
             return Err(ExitError { code: 1, msg: format!("No such object: {n}") }.into());
         };

@@ -83,13 +83,14 @@ fn to_text(v: &Value) -> String {
     }
 }
 
-/// Prints rows as Docker's tabwriter does: columns padded to the widest cell plus 3 spaces.
+/// Prints rows as Docker's tabwriter does: columns padded to the widest cell plus 3 spaces,
+/// and at least 10 wide (`tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)`).
 pub fn print_table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let mut w = vec![0; cols];
     for r in rows {
         for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
+            w[i] = w[i].max(c.chars().count()).max(7);
         }
     }
     let mut out = String::new();
