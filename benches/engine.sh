@@ -14,17 +14,19 @@ cleanup() {
   ids=$("$BERTH" ps -aq 2>/dev/null)
   [ -n "$ids" ] && "$BERTH" rm -f $ids >/dev/null 2>&1
   if command -v podman >/dev/null; then podman rm -f --filter label=berth-bench=1 >/dev/null 2>&1; podman rmi -f berth-bench/busybox >/dev/null 2>&1; fi
+  podman_done
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
+. "$(dirname "$0")/podman.sh"
 
 # The test kit's busybox image, as an oci-archive.
 "$PWD/target/release/berth-bundle" "$work/bundle" >/dev/null
 tar -C "$work/bundle/rootfs" -cf "$work/busybox.tar" .
 "$BERTH" import "$work/busybox.tar" berth-bench/busybox >/dev/null
 peers=()
-if command -v podman >/dev/null; then
-  podman import "$work/busybox.tar" berth-bench/busybox >/dev/null
+if command -v podman >/dev/null && podman import "$work/busybox.tar" berth-bench/busybox >/dev/null \
+   && podman_ready berth-bench/busybox; then
   peers+=(podman)
 fi
 
@@ -33,7 +35,7 @@ json_median() { python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.
 
 echo "== run --rm --network none IMAGE true ($RUNS runs)"
 cmds=("$BERTH run --rm --network none berth-bench/busybox true")
-for p in "${peers[@]}"; do cmds+=("$p run --rm --network none berth-bench/busybox true"); done
+for p in "${peers[@]}"; do cmds+=("$p run --rm $PODMAN_RUN --network none berth-bench/busybox true"); done
 hyperfine -N -w 3 -r "$RUNS" --export-json "$work/run.json" "${cmds[@]}" 2>&1 | grep -E "Time|±|^Benchmark" || true
 declare -A run_ms
 i=0
@@ -47,15 +49,25 @@ start_many() { # $1 = tool
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   before=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
   t0=$(date +%s.%N)
-  for i in $(seq 1 "$N"); do "$1" run -d --network none --label berth-bench=1 berth-bench/busybox sleep 3600 >/dev/null; done
+  local extra=""
+  [ "$1" = podman ] && extra=$PODMAN_RUN
+  for i in $(seq 1 "$N"); do "$1" run -d $extra --network none --label berth-bench=1 berth-bench/busybox sleep 3600 >/dev/null; done
   t1=$(date +%s.%N)
   sleep 1
   after=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
-  echo "$(python3 -c "print('%.2f' % (($t1-$t0)))") $(python3 -c "print('%.3f' % (($before-$after)/1024/$N))")"
+  # Also the proportional set size of the per-container processes (berth's monitors, podman's
+  # conmons): steady under other load, unlike MemAvailable.
+  local pat="container-monitor"
+  [ "$1" = podman ] && pat="^/usr/bin/conmon"
+  local pss=0
+  for p in $(pgrep -f "$pat"); do
+    pss=$((pss + $(awk '/^Pss:/ {print $2}' /proc/"$p"/smaps_rollup 2>/dev/null || echo 0)))
+  done
+  echo "$(python3 -c "print('%.2f' % (($t1-$t0)))") $(python3 -c "print('%.3f' % (($before-$after)/1024/$N))") $(python3 -c "print('%.3f' % ($pss/1024/$N))")"
 }
 
 echo "== $N idle containers: start time (s), host memory each (MiB)"
-read -r b_start b_mem < <(start_many "$BERTH")
+read -r b_start b_mem b_pss < <(start_many "$BERTH")
 t_ps=$(hyperfine -N -w 2 -r 10 --export-json "$work/ps.json" "$BERTH ps -a" >/dev/null 2>&1; json_median "$work/ps.json")
 one=$("$BERTH" ps -q | head -1)
 t_exec=$(hyperfine -N -w 2 -r 10 --export-json "$work/exec.json" "$BERTH exec $one true" >/dev/null 2>&1; json_median "$work/exec.json")
@@ -64,16 +76,18 @@ b_rm=$(python3 -c "print('%.2f' % ($t1-$t0))")
 printf '%-34s %10s\n' "berth run --rm true (ms)" "${run_ms[0]}"
 printf '%-34s %10s\n' "berth start $N (s)" "$b_start"
 printf '%-34s %10s\n' "berth host MiB per container" "$b_mem"
+printf '%-34s %10s\n' "berth monitor PSS MiB each" "$b_pss"
 printf '%-34s %10s\n' "berth ps -a with $N (ms)" "$t_ps"
 printf '%-34s %10s\n' "berth exec true (ms)" "$t_exec"
 printf '%-34s %10s\n' "berth rm -f $N (s)" "$b_rm"
 if [ ${#peers[@]} -gt 0 ]; then
-  read -r p_start p_mem < <(start_many podman)
-  t0=$(date +%s.%N); podman rm -f --filter label=berth-bench=1 >/dev/null; t1=$(date +%s.%N)
+  read -r p_start p_mem p_pss < <(start_many podman)
+  t0=$(date +%s.%N); podman rm -f -t 0 --filter label=berth-bench=1 >/dev/null; t1=$(date +%s.%N)
   p_rm=$(python3 -c "print('%.2f' % ($t1-$t0))")
   printf '%-34s %10s  ratio %s\n' "podman run --rm true (ms)" "${run_ms[1]}" "$(python3 -c "print('%.2f' % (${run_ms[0]}/${run_ms[1]}))")"
   printf '%-34s %10s  ratio %s\n' "podman start $N (s)" "$p_start" "$(python3 -c "print('%.2f' % ($b_start/$p_start))")"
   printf '%-34s %10s  ratio %s\n' "podman host MiB per container" "$p_mem" "$(python3 -c "print('%.2f' % ($b_mem/max($p_mem,0.001)))")"
+  printf '%-34s %10s  ratio %s\n' "podman conmon PSS MiB each" "$p_pss" "$(python3 -c "print('%.2f' % ($b_pss/max($p_pss,0.001)))")"
   printf '%-34s %10s  ratio %s\n' "podman rm -f $N (s)" "$p_rm" "$(python3 -c "print('%.2f' % ($b_rm/$p_rm))")"
 else
   echo "(podman is not installed: apt-get install podman to compare)"

@@ -23,10 +23,11 @@ cleanup() {
   ids=$("$BERTH" ps -aq 2>/dev/null)
   [ -n "$ids" ] && "$BERTH" rm -f $ids >/dev/null 2>&1
   if command -v podman >/dev/null; then podman rmi -f berth-bench/busybox >/dev/null 2>&1; fi
-  if [ -n "${hugetlb_mounted:-}" ] && mountpoint -q /sys/fs/cgroup/hugetlb; then umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb; hugetlb_mounted=; fi
+  podman_done
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
+. "$(dirname "$0")/podman.sh"
 
 "$PWD/target/release/berth-bundle" "$work/bundle" >/dev/null
 tar -C "$work/bundle/rootfs" -cf "$work/busybox.tar" .
@@ -36,14 +37,9 @@ ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 
 echo "== run --rm IMAGE true on the default bridge ($RUNS runs)"
 cmds=("$BERTH run --rm berth-bench/busybox true")
-# podman's crun refuses this machine's hybrid cgroup layout unless hugetlb is also mounted as
-# a v1 hierarchy (shared/design/peers.md); mounted for the run, removed after.
-if [ -d /sys/fs/cgroup/unified ] && [ ! -e /sys/fs/cgroup/hugetlb ] && command -v podman >/dev/null; then
-  mkdir /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb && hugetlb_mounted=1
-fi
 if command -v podman >/dev/null && podman import "$work/busybox.tar" berth-bench/busybox >/dev/null 2>&1 \
-   && podman run --rm --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 berth-bench/busybox true >/dev/null 2>&1; then
-  cmds+=("podman run --rm --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 berth-bench/busybox true")
+   && podman_ready berth-bench/busybox; then
+  cmds+=("podman run --rm $PODMAN_RUN berth-bench/busybox true")
 fi
 hyperfine -N -w 3 -r "$RUNS" --export-json "$work/run.json" "${cmds[@]}" 2>&1 | grep -E "Time|^Benchmark" || true
 b_run=$(json_median "$work/run.json" 0)
