@@ -262,6 +262,13 @@ impl Cgroup {
         }
     }
 
+    /// Only the device rules of `res` (the v1 devices controller, or the v2 device filter).
+    pub fn apply_devices(&self, res: &LinuxResources) -> Result<()> {
+        let mut only = LinuxResources::default();
+        only.set_devices(res.devices().clone());
+        self.apply(&only)
+    }
+
     pub fn freeze(&self) -> Result<()> {
         self.set_frozen(true)
     }
@@ -550,6 +557,26 @@ mod tests {
         });
         assert!(e.is_err());
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn device_rules_alone() {
+        let t = tempfile::tempdir().unwrap();
+        for c in ["memory", "devices"] {
+            fs::create_dir(t.path().join(c)).unwrap();
+        }
+        let cg = Cgroup::new(Layout::V1 { root: t.path().into(), unified: None }, Path::new("berth/d")).unwrap();
+        cg.create().unwrap();
+        use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
+        let res = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().limit(1 << 20).build().unwrap())
+            .devices(vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().unwrap()])
+            .build()
+            .unwrap();
+        cg.apply_devices(&res).unwrap();
+        let dir = t.path().join("devices/berth/d");
+        assert_eq!(fs::read_to_string(dir.join("devices.deny")).unwrap(), "a *:* rwm");
+        assert!(!t.path().join("memory/berth/d/memory.limit_in_bytes").exists());
     }
 
     #[test]

@@ -132,15 +132,15 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     let direct = init::direct(&plan);
     undo.cgroup = Some(cg.clone());
     cg.create_v2()?;
-    let limits = || -> Result<()> {
-        if let Some(r) = &resources {
+    let limits = |r: Option<&LinuxResources>| -> Result<()> {
+        if let Some(r) = r {
             cg.apply(r).context("linux.resources")?;
         }
         Ok(())
     };
     if !direct {
         cg.create_v1()?;
-        limits()?;
+        limits(resources.as_ref())?;
     }
 
     let start_now = o.start && spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()).is_none_or(|v| v.is_empty());
@@ -223,8 +223,20 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         // mounts the container's root while we apply the limits.
         send(sock, b"go");
         cg.create_v1()?;
+        // The device rules go in before the init joins: it makes device nodes as soon as it is
+        // in, and on v1 the deny-all that starts the list would refuse them until the allow
+        // rules after it are written.
+        let rest = match &resources {
+            Some(r) if r.devices().as_ref().is_some_and(|d| !d.is_empty()) => {
+                cg.apply_devices(r).context("linux.resources.devices")?;
+                let mut rest = r.clone();
+                rest.set_devices(None);
+                Some(rest)
+            }
+            other => other.clone(),
+        };
         send(sock, b"cg");
-        limits()?;
+        limits(rest.as_ref())?;
         send(sock, b"res");
         init_pid = stage;
     }
