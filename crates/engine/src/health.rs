@@ -196,6 +196,18 @@ impl Checker {
         }
     }
 
+    /// The container is going: kill and reap a probe still running. (A probe lives in the
+    /// container's pid namespace: until we reap it, the container's init cannot finish.)
+    pub fn abort(&mut self) {
+        if let Some(p) = self.probe.take() {
+            // SAFETY: kill and reap our own child.
+            unsafe {
+                libc::kill(p.pid, libc::SIGKILL);
+                libc::waitpid(p.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+
     fn record(&mut self, r: Result_) {
         let before = self.state.status.clone();
         let ok = r.exit_code == 0;

@@ -30,6 +30,9 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        // Setup's big temporaries (the database's pages, JSON, the seccomp program) get their
+        // own mappings, gone when freed, instead of fragmenting the heap the monitor keeps.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 10);
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
     }
@@ -104,6 +107,7 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         drop(engine);
         // SAFETY: malloc_trim only returns free heap pages.
         unsafe { libc::malloc_trim(0) };
+        release_unused_stack();
         let began = std::time::Instant::now();
         let mut health = crate::health::Checker::new(
             c.config.healthcheck.as_ref().unwrap_or(&Default::default()),
@@ -276,7 +280,8 @@ fn pump(
     let streams = [Some(r.out.as_raw_fd()), r.err.as_ref().map(|e| e.as_raw_fd())];
     let mut open = [true, streams[1].is_some()];
     let mut exited = false;
-    let mut buf = vec![0u8; 64 << 10];
+    // Small: it is ours for as long as the container runs (a pipe read rarely brings more).
+    let mut buf = vec![0u8; 16 << 10];
     let mut drain_deadline: Option<std::time::Instant> = None;
     let mut saw_ctrl_p = false;
     while open[0] || open[1] {
@@ -339,6 +344,9 @@ fn pump(
             clients.remove(i);
         }
         if fds[2].revents != 0 {
+            if let Some(h) = health.as_mut() {
+                h.abort();
+            }
             exited = true;
             drain_deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
         }
@@ -415,7 +423,28 @@ fn pump(
     if let Some(l) = log.as_mut() {
         let _ = l.flush();
     }
+    if let Some(h) = health.as_mut() {
+        h.abort();
+    }
     berth_runtime::container::wait_exit_code(r.pid).unwrap_or(255)
+}
+
+/// Gives back the stack pages that setup dirtied deep below where the monitor now runs: the
+/// monitor then waits for days with a shallow stack, and those pages would stay its own.
+fn release_unused_stack() {
+    let here = 0u8;
+    let sp = std::hint::black_box(&here) as *const u8 as usize;
+    let Ok(maps) = fs::read_to_string("/proc/self/maps") else { return };
+    let Some(line) = maps.lines().find(|l| l.ends_with("[stack]")) else { return };
+    let Some((lo, _)) = line.split_whitespace().next().and_then(|r| r.split_once('-')) else { return };
+    let Ok(lo) = usize::from_str_radix(lo, 16) else { return };
+    // Keep a generous margin below the current frame for the calls still to come.
+    let keep_from = (sp.saturating_sub(32 << 10)) & !4095;
+    if keep_from > lo {
+        // SAFETY: the range lies below the stack pointer (minus the margin) of our only thread:
+        // no live frame uses it; pages come back zeroed if ever touched again.
+        unsafe { libc::madvise(lo as *mut libc::c_void, keep_from - lo, libc::MADV_DONTNEED) };
+    }
 }
 
 /// Where `berth attach` finds a container's monitor (a short path: < 108 bytes).
