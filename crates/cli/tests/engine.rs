@@ -647,3 +647,47 @@ fn attach_follows_a_running_container() {
     assert!(err.contains("cannot attach to a stopped container"), "{err}");
     b.ok(&["rm", id.trim()]);
 }
+
+#[test]
+fn dns_flags_and_label_files() {
+    let b = Berth::new("eng-dns");
+    let labels = b.g.path("labels");
+    std::fs::write(&labels, "# team labels\nteam=core\n\ntier=db\n").unwrap();
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--dns",
+        "192.0.2.53",
+        "--dns-search",
+        "corp.example",
+        "--dns-option",
+        "ndots:2",
+        "--label-file",
+        labels.to_str().unwrap(),
+        "-l",
+        "tier=web",
+        "--name",
+        "dnsy",
+        "busybox",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert_eq!(out, "nameserver 192.0.2.53\nsearch corp.example\noptions ndots:2\n");
+    let id = b.ok(&[
+        "create",
+        "--network",
+        "none",
+        "--label-file",
+        labels.to_str().unwrap(),
+        "-l",
+        "tier=web",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(b.inspect(id.trim(), "{{.Config.Labels.team}} {{.Config.Labels.tier}}"), "core web");
+    let (code, _, err) = b.run(&["create", "--label-file", "/nonexistent-labels", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("no such file"), "{err}");
+}

@@ -78,6 +78,8 @@ pub struct ContainerConfig {
     pub shm_size: Option<i64>,
     pub add_hosts: Vec<String>,
     pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
     pub restart: String,
     /// `--network NAME` (several allowed) with their `--ip`, `--mac-address`, `--network-alias`;
     /// `network` then holds the first one's name. Empty for none/host/container:/ns: modes.

@@ -587,6 +587,20 @@ fn write_etc(
         }
         r
     };
+    // --dns-search and --dns-option replace the search list and options of whatever came first.
+    let mut r: String = r;
+    if !c.config.dns_search.is_empty() {
+        r = r
+            .lines()
+            .filter(|l| !l.starts_with("search ") && !l.starts_with("domain "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        r.push_str(&format!("search {}\n", c.config.dns_search.join(" ")));
+    }
+    if !c.config.dns_options.is_empty() {
+        r = r.lines().filter(|l| !l.starts_with("options ")).map(|l| format!("{l}\n")).collect();
+        r.push_str(&format!("options {}\n", c.config.dns_options.join(" ")));
+    }
     fs::write(resolv, r)?;
     Ok(())
 }
