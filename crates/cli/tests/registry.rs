@@ -565,3 +565,180 @@ fn killed_pull_leaves_nothing_half_done_and_the_next_pull_finishes() {
         assert!(left.is_empty(), "{d} holds what killed pulls left: {left:?}");
     }
 }
+
+#[test]
+fn pull_all_tags_and_digests() {
+    let r = Registry::start(Variant::Plain).expect("starting docker-registry");
+    let b = Berth::new("reg-all-tags");
+    let l = b.skopeo_push(&r, "berth/busybox:latest");
+    let repo = format!("{}/berth/busybox", r.host());
+    for t in ["v1", "v2"] {
+        let o = b.skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{repo}:latest"),
+            &format!("docker://{repo}:{t}"),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let out = b.ok(&["pull", "-a", &repo]);
+    let ls = lines(&out);
+    for t in ["latest", "v1", "v2"] {
+        assert!(ls.contains(&format!("{t}: Pulling from berth/busybox").as_str()), "{out}");
+    }
+    assert!(!out.contains("Using default tag"), "{out}");
+    assert_eq!(ls.last().copied(), Some(repo.as_str()), "{out}");
+    let mut imgs = b.images();
+    imgs.sort();
+    assert_eq!(imgs, [format!("{repo}:latest"), format!("{repo}:v1"), format!("{repo}:v2")]);
+    assert_eq!(b.ok(&["pull", "-a", "-q", &repo]), format!("{repo}\n"));
+    b.fails(&["pull", "-a", &format!("{repo}:v1")], &["tag can't be used with --all-tags/-a"]);
+    b.fails(&["pull", "-a", &format!("{}/berth/nothing", r.host())], &["not found"]);
+    // The digest the registry gave, in images --digests, inspect and NAME@DIGEST.
+    let out = b.ok(&["images", "--digests", "--format", "{{.Tag}} {{.Digest}}", &repo]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.lines().all(|x| x.ends_with(&format!(" {}", l.manifest))), "{out}");
+    let rd = b.ok(&["image", "inspect", "-f", "{{json .RepoDigests}}", &format!("{repo}:v1")]);
+    assert_eq!(rd.trim(), format!("[\"{repo}@{}\"]", l.manifest));
+    assert_eq!(
+        b.ok(&["run", "--rm", "--network", "none", &format!("{repo}@{}", l.manifest), "echo", "by digest"]),
+        "by digest\n"
+    );
+}
+
+#[test]
+fn progress_bars_on_a_terminal() {
+    let r = Registry::start(Variant::Plain).expect("starting docker-registry");
+    let b = Berth::new("reg-bars");
+    let l = b.skopeo_push(&r, "berth/busybox:latest");
+    let name = format!("{}/berth/busybox", r.host());
+    // `script` gives berth a pseudo-terminal as its stdout.
+    let root = b.g.path("root");
+    let run = b.g.path("run");
+    let cmdline = format!("{BERTH} --root {} --runroot {} pull {name}", root.display(), run.display());
+    let mut c = Command::new("script");
+    c.args(["-qec", &cmdline, "/dev/null"]).env("TERM", "xterm");
+    for (k, v) in b.cmd(&[]).get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let o = c.stdin(Stdio::null()).output().expect("running script (util-linux)");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains('\u{1b}'), "drawn with terminal escapes: {out:?}");
+    let pos = |s: &str| out.find(s).unwrap_or_else(|| panic!("{s:?} missing in {out:?}"));
+    assert!(pos("latest: Pulling from berth/busybox") < pos(&format!("{}: Pull complete", short(&l.layer))));
+    assert!(pos(&format!("{}: Pull complete", short(&l.layer))) < pos("Status: Downloaded newer image"));
+    assert_eq!(b.images(), [format!("{name}:latest")]);
+}
+
+/// A `docker-credential-berthtest` in `dir`: keeps what `store` gets in files, one per server.
+fn fake_helper(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let script = r#"#!/bin/sh
+d="$(dirname "$0")/store"
+mkdir -p "$d"
+input=$(cat)
+echo "$1" >> "$(dirname "$0")/calls.log"
+key() { printf %s "$1" | tr -c 'A-Za-z0-9' _; }
+case "$1" in
+  get) if [ -f "$d/$(key "$input")" ]; then cat "$d/$(key "$input")"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+  store) url=$(printf %s "$input" | sed 's/.*"ServerURL":"\([^"]*\)".*/\1/'); printf %s "$input" > "$d/$(key "$url")" ;;
+  erase) if [ -f "$d/$(key "$input")" ]; then rm "$d/$(key "$input")"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+  *) exit 2 ;;
+esac
+"#;
+    let p = dir.join("docker-credential-berthtest");
+    std::fs::write(&p, script).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn credential_helpers_hold_the_secrets() {
+    let r = Registry::start(Variant::BasicAuth).expect("starting docker-registry with basic auth");
+    let b = Berth::new("reg-helper");
+    b.skopeo_push(&r, "berth/busybox:latest");
+    let host = r.host();
+    let name = format!("{host}/berth/busybox");
+    let bin = b.g.path("helper-bin");
+    fake_helper(&bin);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let with_path = |args: &[&str], stdin: Option<&str>| -> (i32, String, String) {
+        let mut c = b.cmd(args);
+        c.env("PATH", &path).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if stdin.is_some() {
+            c.stdin(Stdio::piped());
+        }
+        let mut child = c.spawn().unwrap();
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        let o = child.wait_with_output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into(),
+            String::from_utf8_lossy(&o.stderr).into(),
+        )
+    };
+    std::fs::write(b.auth_file(), r#"{"credsStore": "berthtest"}"#).unwrap();
+    let (code, _, err) = with_path(&["pull", &name], None);
+    assert!(code != 0 && err.contains("unauthorized") && err.contains("docker-credential-berthtest"), "{err}");
+    let (code, out, err) = with_path(&["login", "-u", USER, "--password-stdin", &host], Some(PASSWORD));
+    assert_eq!((code, out.as_str()), (0, "Login Succeeded\n"), "{err}");
+    // The secret went to the helper; the file keeps an empty entry.
+    let auth = std::fs::read_to_string(b.auth_file()).unwrap();
+    assert!(!auth.contains("\"auth\""), "{auth}");
+    let v: Value = serde_json::from_str(&auth).unwrap();
+    assert_eq!(v["auths"][&host], json!({}));
+    assert_eq!(v["credsStore"], "berthtest");
+    let (code, out, err) = with_path(&["pull", &name], None);
+    assert_eq!(code, 0, "{err}{out}");
+    let calls = std::fs::read_to_string(bin.join("calls.log")).unwrap();
+    assert!(calls.contains("store") && calls.contains("get"), "{calls}");
+    // credHelpers for this registry names the helper too (credsStore unset).
+    b.ok(&["rmi", &name]);
+    std::fs::write(b.auth_file(), format!(r#"{{"credHelpers": {{"{host}": "berthtest"}}}}"#)).unwrap();
+    let (code, _, err) = with_path(&["pull", &name], None);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = with_path(&["logout", &host], None);
+    assert_eq!((code, out.as_str()), (0, format!("Removing login credentials for {host}\n").as_str()), "{err}");
+    assert!(std::fs::read_to_string(bin.join("calls.log")).unwrap().contains("erase"));
+    b.ok(&["rmi", &name]);
+    let (code, _, err) = with_path(&["pull", &name], None);
+    assert!(code != 0 && err.contains("unauthorized"), "{err}");
+    // Helpers that are missing or named like paths: clear errors.
+    std::fs::write(b.auth_file(), format!(r#"{{"credHelpers": {{"{host}": "../../bin/sh"}}}}"#)).unwrap();
+    b.fails(&["pull", &name], &["invalid credential helper name"]);
+    std::fs::write(b.auth_file(), r#"{"credsStore": "nosuchhelper"}"#).unwrap();
+    b.fails(&["pull", &name], &["docker-credential-nosuchhelper"]);
+}
+
+#[test]
+fn client_certificates_from_certs_d() {
+    let r = Registry::start(Variant::TlsClientCert).expect("starting docker-registry with client certificates");
+    let b = Berth::new("reg-client-cert");
+    let host = r.host();
+    let archive = b.g.path("busybox.tar");
+    let l = image::write_oci_archive(&archive, &format!("{host}/berth/cc:v1"));
+    b.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let dir = b.g.path("certs.d").join(&host);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(r.ca_cert.as_ref().unwrap(), dir.join("ca.crt")).unwrap();
+    // Without a client certificate the registry hangs up during the handshake.
+    b.fails(&["push", &format!("{host}/berth/cc:v1")], &["pushing"]);
+    let (cert, key) = r.client_cert.clone().unwrap();
+    std::fs::copy(&cert, dir.join("client.cert")).unwrap();
+    // A certificate without its key: named.
+    b.fails(&["push", &format!("{host}/berth/cc:v1")], &["client.key is missing"]);
+    std::fs::copy(&key, dir.join("client.key")).unwrap();
+    let out = b.ok(&["push", &format!("{host}/berth/cc:v1")]);
+    assert!(out.contains(&format!("v1: digest: {}", l.manifest)), "{out}");
+    b.ok(&["rmi", &format!("{host}/berth/cc:v1")]);
+    let out = b.ok(&["pull", &format!("{host}/berth/cc:v1")]);
+    assert!(out.contains(&format!("Digest: {}", l.manifest)), "{out}");
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", &format!("{host}/berth/cc:v1"), "echo", "mtls"]), "mtls\n");
+}

@@ -30,6 +30,9 @@ use crate::images::{display_name, unpack_layer};
 /// Where progress lines go (Docker's wording); called from worker threads too.
 pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 
+/// Called as a layer's bytes arrive: (layer digest, bytes so far, total); from worker threads.
+pub type OnBytes = std::sync::Arc<dyn Fn(&Digest, u64, u64) + Send + Sync>;
+
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
     /// `--platform`; the host's when unset.
@@ -88,11 +91,22 @@ fn candidates(name: &str, client: &Client) -> Result<Vec<Reference>> {
 impl Engine {
     /// `berth pull NAME`: Docker's progress lines go to `progress`.
     pub fn pull(&self, name: &str, opts: &PullOptions, progress: Progress) -> Result<Pulled> {
+        self.pull_with_bytes(name, opts, progress, None)
+    }
+
+    /// [`Engine::pull`] that also reports each layer's bytes as they arrive (progress bars).
+    pub fn pull_with_bytes(
+        &self,
+        name: &str,
+        opts: &PullOptions,
+        progress: Progress,
+        on_bytes: Option<OnBytes>,
+    ) -> Result<Pulled> {
         let client = Client::from_env()?;
         let refs = candidates(name, &client)?;
         let mut errors = Vec::new();
         for r in &refs {
-            match self.pull_reference(&client, r, opts, progress) {
+            match self.pull_reference(&client, r, opts, progress, on_bytes.clone()) {
                 Ok(p) => return Ok(p),
                 Err(e) if refs.len() == 1 => return Err(e),
                 Err(e) => errors.push(format!("{e:#}")),
@@ -101,12 +115,67 @@ impl Engine {
         bail!("{}", errors.join("; "))
     }
 
-    fn pull_reference(&self, client: &Client, r: &Reference, opts: &PullOptions, progress: Progress) -> Result<Pulled> {
-        let shown = display_name(r);
-        self.pull_inner(client, r, opts, progress).with_context(|| format!("pulling {shown}"))
+    /// `berth pull -a NAME`: every tag of the repository (`GET /v2/<name>/tags/list`).
+    pub fn pull_all_tags(
+        &self,
+        name: &str,
+        opts: &PullOptions,
+        progress: Progress,
+        on_bytes: Option<OnBytes>,
+    ) -> Result<Vec<Pulled>> {
+        if !uses_default_tag(name) {
+            bail!("tag can't be used with --all-tags/-a");
+        }
+        let client = Client::from_env()?;
+        let refs = candidates(name, &client)?;
+        let mut errors = Vec::new();
+        for r in &refs {
+            let tags = client.repo(&r.registry, &r.repository, false).and_then(|repo| repo.tags());
+            let tags = match tags {
+                Ok(t) if t.is_empty() => {
+                    errors.push(format!("{} has no tags", display_name(&Reference { tag: None, ..r.clone() })));
+                    continue;
+                }
+                Ok(t) => t,
+                Err(e) if refs.len() == 1 => return Err(e),
+                Err(e) => {
+                    errors.push(format!("{e:#}"));
+                    continue;
+                }
+            };
+            let mut out = Vec::new();
+            for t in tags {
+                let tagged = Reference { tag: Some(t.clone()), digest: None, ..r.clone() };
+                // A tag the registry lists must be a valid one before it becomes a name here.
+                let tagged = Reference::parse(&tagged.full())
+                    .with_context(|| format!("the registry lists an invalid tag {t:?}"))?;
+                out.push(self.pull_reference(&client, &tagged, opts, progress, on_bytes.clone())?);
+            }
+            return Ok(out);
+        }
+        bail!("{}", errors.join("; "))
     }
 
-    fn pull_inner(&self, client: &Client, r: &Reference, opts: &PullOptions, progress: Progress) -> Result<Pulled> {
+    fn pull_reference(
+        &self,
+        client: &Client,
+        r: &Reference,
+        opts: &PullOptions,
+        progress: Progress,
+        on_bytes: Option<OnBytes>,
+    ) -> Result<Pulled> {
+        let shown = display_name(r);
+        self.pull_inner(client, r, opts, progress, on_bytes).with_context(|| format!("pulling {shown}"))
+    }
+
+    fn pull_inner(
+        &self,
+        client: &Client,
+        r: &Reference,
+        opts: &PullOptions,
+        progress: Progress,
+        on_bytes: Option<OnBytes>,
+    ) -> Result<Pulled> {
         let wanted = match (&r.digest, &r.tag) {
             (Some(d), _) => d.to_string(),
             (None, Some(t)) => t.clone(),
@@ -201,6 +270,7 @@ impl Engine {
             progress(&format!("{}: {state}", l.digest.short()));
         }
         let work = LayerWork {
+            on_bytes,
             store: &self.store,
             layers: &self.layers,
             repo: &repo,
@@ -314,6 +384,7 @@ impl Engine {
 
 /// The layer downloads of one pull.
 struct LayerWork<'a> {
+    on_bytes: Option<OnBytes>,
     store: &'a Store,
     layers: &'a Layers,
     repo: &'a Repo,
@@ -341,7 +412,7 @@ impl LayerWork<'_> {
             return Ok(());
         }
         if !self.store.has(&d.digest) {
-            let r = self.repo.blob(&d.digest, Some(d.size as u64), Some(cancel));
+            let r = self.counted(d, self.repo.blob(&d.digest, Some(d.size as u64), Some(cancel)));
             self.store.put(r, Some(&d.digest))?;
             (self.progress)(&format!("{}: Download complete", d.digest.short()));
         }
@@ -363,8 +434,8 @@ impl LayerWork<'_> {
         let d = &self.descs[i];
         let compression = manifest::layer_compression(&d.media_type)?;
         let mut w = self.store.writer(d.digest.algo)?;
-        let mut tee =
-            Tee { inner: self.repo.blob(&d.digest, Some(d.size as u64), Some(cancel)), out: &mut w, err: None };
+        let inner = self.counted(d, self.repo.blob(&d.digest, Some(d.size as u64), Some(cancel)));
+        let mut tee = Tee { inner, out: &mut w, err: None };
         let mut br = BufReader::with_capacity(256 << 10, &mut tee);
         let unpacked = archive::decompress(&mut br, compression)
             .and_then(|r| self.layers.add(&self.chains[i], parent, &self.diff_ids[i], r, &Limits::default()));
@@ -379,6 +450,34 @@ impl LayerWork<'_> {
         (self.progress)(&format!("{}: Download complete", d.digest.short()));
         unpacked.context("unpacking it")?;
         Ok(())
+    }
+}
+
+impl LayerWork<'_> {
+    fn counted<R: Read>(&self, d: &Descriptor, inner: R) -> Counted<R> {
+        Counted { inner, digest: d.digest.clone(), done: 0, total: d.size.max(0) as u64, cb: self.on_bytes.clone() }
+    }
+}
+
+/// Reports the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    digest: Digest,
+    done: u64,
+    total: u64,
+    cb: Option<OnBytes>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(cb) = &self.cb
+            && n > 0
+        {
+            self.done += n as u64;
+            cb(&self.digest, self.done, self.total);
+        }
+        Ok(n)
     }
 }
 

@@ -3,8 +3,13 @@
 //! The auth file is Docker's: `{"auths": {"HOST[:PORT]": {"auth": base64("user:password")}}}`,
 //! at `$REGISTRY_AUTH_FILE`, else `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
 //! Docker Hub's key is `https://index.docker.io/v1/`, as the docker CLI writes it. Other keys
-//! of the file are kept untouched when berth writes it. Credential helpers (`credsStore`,
-//! `credHelpers`) are not run.
+//! of the file are kept untouched when berth writes it.
+//!
+//! Credential helpers, as Docker runs them: `credHelpers: {"HOST": "NAME"}` names the helper
+//! for one registry, `credsStore: "NAME"` the one for all others; berth then runs
+//! `docker-credential-NAME get|store|erase` with the server on standard input (JSON for
+//! `store`) and reads `{"ServerURL", "Username", "Secret"}` back. The file itself then keeps
+//! only an empty entry for the registry, as the docker CLI writes it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -90,9 +95,32 @@ impl AuthFile {
         }
     }
 
+    /// The credential helper for `registry`: its `credHelpers` entry, else `credsStore`.
+    fn helper(v: &Value, registry: &str) -> Option<String> {
+        let want = normalize_key(registry);
+        v.get("credHelpers")
+            .and_then(Value::as_object)
+            .and_then(|m| m.iter().find(|(k, _)| normalize_key(k) == want).map(|(_, h)| h))
+            .or_else(|| v.get("credsStore"))
+            .and_then(Value::as_str)
+            .filter(|h| !h.is_empty())
+            .map(str::to_string)
+    }
+
+    /// Where the credentials for `registry` come from, for messages.
+    pub fn source(&self, registry: &str) -> String {
+        match self.read().ok().and_then(|v| Self::helper(&v, registry)) {
+            Some(h) => format!("docker-credential-{h} (named in {})", self.path.display()),
+            None => self.path.display().to_string(),
+        }
+    }
+
     /// The credentials stored for `registry` (a name as in image references).
     pub fn get(&self, registry: &str) -> Result<Option<Credentials>> {
         let v = self.read()?;
+        if let Some(h) = Self::helper(&v, registry) {
+            return helper_get(&h, registry);
+        }
         let Some(auths) = v.get("auths").and_then(Value::as_object) else { return Ok(None) };
         let want = normalize_key(registry);
         // An exact key wins over a normalized match.
@@ -115,9 +143,17 @@ impl AuthFile {
         }
     }
 
-    /// Stores credentials for `registry` (0600 file, 0700 directory, written atomically).
+    /// Stores credentials for `registry` (0600 file, 0700 directory, written atomically), or
+    /// hands them to its credential helper.
     pub fn set(&self, registry: &str, c: &Credentials) -> Result<()> {
         let mut v = self.read()?;
+        let helper = Self::helper(&v, registry);
+        if let Some(h) = &helper {
+            let input = json!({"ServerURL": key_for(registry), "Username": c.username, "Secret": c.password});
+            run_helper(h, "store", input.to_string().as_bytes())
+                .and_then(|(ok, out)| if ok { Ok(()) } else { bail!("{}", out.trim()) })
+                .with_context(|| format!("storing the credentials for {registry} with docker-credential-{h}"))?;
+        }
         let auths = v.as_object_mut().expect("checked by read").entry("auths").or_insert_with(|| json!({}));
         if !auths.is_object() {
             *auths = json!({});
@@ -126,19 +162,33 @@ impl AuthFile {
         // Drop other spellings of the same registry so the new entry is the one found.
         let want = normalize_key(registry);
         map.retain(|k, _| normalize_key(k) != want);
-        map.insert(key_for(registry), json!({"auth": STANDARD.encode(format!("{}:{}", c.username, c.password))}));
+        let entry = match helper {
+            Some(_) => json!({}),
+            None => json!({"auth": STANDARD.encode(format!("{}:{}", c.username, c.password))}),
+        };
+        map.insert(key_for(registry), entry);
         self.write(&v)
     }
 
-    /// Removes the entry for `registry`; false when there was none.
+    /// Removes the entry for `registry` (and what its credential helper holds); false when
+    /// there was none.
     pub fn remove(&self, registry: &str) -> Result<bool> {
         let mut v = self.read()?;
+        let mut erased = false;
+        if let Some(h) = Self::helper(&v, registry) {
+            let (ok, out) = run_helper(&h, "erase", key_for(registry).as_bytes())
+                .with_context(|| format!("erasing the credentials for {registry} with docker-credential-{h}"))?;
+            if !ok && !not_found(&out) {
+                bail!("erasing the credentials for {registry} with docker-credential-{h}: {}", out.trim());
+            }
+            erased = ok;
+        }
         let want = normalize_key(registry);
-        let Some(map) = v.get_mut("auths").and_then(Value::as_object_mut) else { return Ok(false) };
+        let Some(map) = v.get_mut("auths").and_then(Value::as_object_mut) else { return Ok(erased) };
         let before = map.len();
         map.retain(|k, _| normalize_key(k) != want);
         if map.len() == before {
-            return Ok(false);
+            return Ok(erased);
         }
         self.write(&v)?;
         Ok(true)
@@ -171,6 +221,74 @@ impl AuthFile {
         }
         Ok(())
     }
+}
+
+/// What helpers print when they hold nothing for a server.
+fn not_found(out: &str) -> bool {
+    out.to_ascii_lowercase().contains("credentials not found")
+}
+
+/// `docker-credential-NAME get` for `registry`.
+fn helper_get(name: &str, registry: &str) -> Result<Option<Credentials>> {
+    let what = || format!("getting the credentials for {registry} from docker-credential-{name}");
+    let (ok, out) = run_helper(name, "get", key_for(registry).as_bytes()).with_context(what)?;
+    if !ok {
+        if not_found(&out) {
+            return Ok(None);
+        }
+        bail!("{}: {}", what(), out.trim());
+    }
+    let v: Value = serde_json::from_str(&out).with_context(|| format!("{}: the answer is not JSON", what()))?;
+    let user = v["Username"].as_str().unwrap_or("");
+    let secret = v["Secret"].as_str().unwrap_or("");
+    if secret.is_empty() {
+        return Ok(None);
+    }
+    if user == "<token>" {
+        bail!("{}: it holds an identity token, which berth cannot use yet (log in with a password)", what());
+    }
+    Ok(Some(Credentials { username: user.to_string(), password: secret.to_string() }))
+}
+
+/// How long a credential helper may take (it may ask a keyring that prompts).
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `docker-credential-NAME ACTION` (found on PATH) with `input` on its standard input.
+/// Returns whether it succeeded and what it printed (stdout, else stderr).
+fn run_helper(name: &str, action: &str, input: &[u8]) -> Result<(bool, String)> {
+    // The name comes from a file: it names a program on PATH, never a path.
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || name.starts_with('.')
+    {
+        bail!("invalid credential helper name {name:?}");
+    }
+    let program = format!("docker-credential-{name}");
+    let mut child = std::process::Command::new(&program)
+        .arg(action)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {program} (is it installed and on PATH?)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that does not read its input is its own business; its answer tells.
+        let _ = stdin.write_all(input);
+    }
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(HELPER_TIMEOUT) {
+        Ok(r) => r.with_context(|| format!("running {program}"))?,
+        Err(_) => {
+            // SAFETY: kill(2) of our own child, which has not been reaped (its waiter is stuck).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            bail!("{program} {action} did not answer within {} s", HELPER_TIMEOUT.as_secs());
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = if stdout.trim().is_empty() { String::from_utf8_lossy(&out.stderr).into_owned() } else { stdout };
+    Ok((out.status.success(), text))
 }
 
 fn home() -> PathBuf {
@@ -300,18 +418,22 @@ mod tests {
         // Keys written by others, other settings kept.
         std::fs::write(
             &path,
-            r#"{"auths":{"https://quay.io/v2/":{"auth":"YTpi"}},"credsStore":"x","HttpHeaders":{"A":"b"}}"#,
+            r#"{"auths":{"https://quay.io/v2/":{"auth":"YTpi"}},"detachKeys":"ctrl-q","HttpHeaders":{"A":"b"}}"#,
         )
         .unwrap();
         assert_eq!(f.get("quay.io").unwrap(), Some(Credentials { username: "a".into(), password: "b".into() }));
         f.set("127.0.0.1:5000", &c).unwrap();
         let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(v["credsStore"], "x");
+        assert_eq!(v["detachKeys"], "ctrl-q");
         assert_eq!(v["HttpHeaders"]["A"], "b");
         assert!(f.remove("quay.io").unwrap());
         assert!(!f.remove("quay.io").unwrap());
         assert_eq!(f.get("quay.io").unwrap(), None);
         assert_eq!(f.get("127.0.0.1:5000").unwrap(), Some(c));
+        // Helpers are programs on PATH, never paths.
+        std::fs::write(&path, r#"{"credHelpers":{"quay.io":"../../bin/sh"}}"#).unwrap();
+        assert!(format!("{:#}", f.get("quay.io").unwrap_err()).contains("invalid credential helper name"));
+        assert_eq!(f.get("127.0.0.1:5000").unwrap(), None, "credHelpers of another registry");
         std::fs::write(&path, "[1]").unwrap();
         assert!(f.get("x").is_err());
     }

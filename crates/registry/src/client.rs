@@ -21,7 +21,7 @@ use berth_image::digest::{Algo, Hasher};
 use berth_image::manifest::media;
 use ureq::config::RedirectAuthHeaders;
 use ureq::http::Response;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, ClientCert, PemItem, RootCerts, TlsConfig};
 use ureq::{Agent, Body};
 
 use crate::auth::{AuthFile, Challenge, Credentials, parse_challenge};
@@ -407,7 +407,7 @@ impl Client {
         if let Some(c) = self.overrides.lock().unwrap_or_else(|p| p.into_inner()).get(registry) {
             return Ok((Some(c.clone()), "the command line".into()));
         }
-        let src = self.auth_file.path.display().to_string();
+        let src = self.auth_file.source(registry);
         Ok((self.auth_file.get(registry).with_context(|| format!("credentials for {registry}"))?, src))
     }
 
@@ -423,6 +423,7 @@ impl Client {
             return Ok(TlsConfig::builder()
                 .unversioned_rustls_crypto_provider(provider)
                 .disable_verification(true)
+                .client_cert(self.client_cert(registry)?)
                 .build());
         }
         let mut roots: Vec<Certificate<'static>> = self.roots().to_vec();
@@ -446,7 +447,34 @@ impl Client {
         Ok(TlsConfig::builder()
             .unversioned_rustls_crypto_provider(provider)
             .root_certs(RootCerts::Specific(Arc::new(roots)))
+            .client_cert(self.client_cert(registry)?)
             .build())
+    }
+
+    /// The client certificate for `registry` from certs.d (`NAME.cert` + `NAME.key`), if any.
+    fn client_cert(&self, registry: &str) -> Result<Option<ClientCert>> {
+        let Some((cert, key)) = config::client_cert_files(&self.config.certs_dirs(), registry)?.into_iter().next()
+        else {
+            return Ok(None);
+        };
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let chain: Vec<Certificate<'static>> = ureq::tls::parse_pem(&read(&cert)?)
+            .filter_map(|i| match i {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if chain.is_empty() {
+            bail!("{} holds no PEM certificate", cert.display());
+        }
+        let key_pem = read(&key)?;
+        let Some(k) = ureq::tls::parse_pem(&key_pem).find_map(|i| match i {
+            Ok(PemItem::PrivateKey(k)) => Some(k),
+            _ => None,
+        }) else {
+            bail!("{} holds no PEM private key", key.display());
+        };
+        Ok(Some(ClientCert::new_with_certs(&chain, k)))
     }
 
     fn agent(&self, registry: &str, verify: bool, https: bool) -> Result<Agent> {
@@ -671,6 +699,49 @@ impl Repo {
             }
             Ok(FetchedManifest { bytes, media_type, digest })
         })
+    }
+
+    /// `GET /v2/<name>/tags/list`, every page (`Link: <...>; rel="next"`), in the registry's
+    /// order.
+    pub fn tags(&self) -> Result<Vec<String>> {
+        let shown = format!("{}/{}", self.ep.registry, self.name);
+        let what = format!("listing the tags of {shown}");
+        let mut url = self.ep.url(&format!("/v2/{}/tags/list", self.name));
+        let mut out: Vec<String> = Vec::new();
+        // A registry that keeps sending "next" pages must not keep us forever.
+        for _ in 0..10_000 {
+            let (tags, next) = retry(|| {
+                let mut resp = self.ep.send(&self.scopes, &what, |auth| {
+                    let mut r = self.ep.agent.get(&url);
+                    if let Some(a) = auth {
+                        r = r.header("Authorization", a);
+                    }
+                    r.call()
+                })?;
+                match resp.status().as_u16() {
+                    200 => {}
+                    404 => bail!("repository {shown} not found: {}", api_error(&mut resp)),
+                    _ => return Err(self.ep.unexpected(&mut resp, &what)),
+                }
+                let next = header(&resp, "link").and_then(|l| next_link(&l));
+                let body =
+                    resp.body_mut().with_config().limit(16 << 20).read_to_vec().map_err(|e| net_err(e, &what))?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&body).with_context(|| format!("{what}: the answer is not JSON"))?;
+                let tags: Vec<String> = v["tags"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                Ok((tags, next))
+            })?;
+            out.extend(tags);
+            match next {
+                Some(n) if n.starts_with("http://") || n.starts_with("https://") => url = n,
+                Some(n) if n.starts_with('/') => url = self.ep.url(&n),
+                _ => return Ok(out),
+            }
+        }
+        bail!("{what}: the registry sent too many pages")
     }
 
     /// A reader of a blob that verifies the size it was told, resumes after errors with
@@ -980,6 +1051,19 @@ impl Read for BlobReader<'_> {
     }
 }
 
+/// The target of a `Link: <url>; rel="next"` header.
+fn next_link(h: &str) -> Option<String> {
+    h.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let rel_next = params.split(';').any(|p| {
+            let p = p.trim().replace(' ', "");
+            p == "rel=\"next\"" || p == "rel=next"
+        });
+        let t = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        rel_next.then(|| t.to_string())
+    })
+}
+
 /// The media type to PUT a stored manifest with.
 pub fn manifest_media_type(bytes: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
@@ -1003,6 +1087,16 @@ mod tests {
             manifest_media_type(format!(r#"{{"mediaType":"{}"}}"#, media::DOCKER_MANIFEST).as_bytes()),
             media::DOCKER_MANIFEST
         );
+    }
+
+    #[test]
+    fn link_headers() {
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?n=2&last=b")
+        );
+        assert_eq!(next_link(r#"<https://x/y>; rel=prev, <https://x/z>; rel=next"#).as_deref(), Some("https://x/z"));
+        assert_eq!(next_link("garbage"), None);
     }
 
     #[test]

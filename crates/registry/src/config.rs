@@ -12,7 +12,8 @@
 //! # How many layers download (pull) and upload (push) at once.
 //! max-concurrent-downloads = 3
 //! max-concurrent-uploads = 5
-//! # Directories holding <host[:port]>/*.crt CA files (default below).
+//! # Directories holding <host[:port]>/*.crt CA files and NAME.cert + NAME.key client
+//! # certificates (default below).
 //! certs-dirs = ["/etc/berth/certs.d", "/etc/docker/certs.d"]
 //!
 //! [[registry]]
@@ -218,6 +219,29 @@ pub fn api_host(registry: &str) -> &str {
         "docker.io" | "index.docker.io" => "registry-1.docker.io",
         r => r,
     }
+}
+
+/// Client certificates for `registry` from the certs.d directories, as Docker pairs them:
+/// each `NAME.cert` with its `NAME.key` (a certificate without its key is an error).
+pub fn client_cert_files(dirs: &[PathBuf], registry: &str) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let mut out = Vec::new();
+    for d in dirs {
+        let dir: &Path = &d.join(registry);
+        let Ok(rd) = std::fs::read_dir(dir) else { continue };
+        let mut v: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "cert"))
+            .collect();
+        v.sort();
+        for cert in v {
+            let key = cert.with_extension("key");
+            if !key.exists() {
+                anyhow::bail!("{} has no key: {} is missing", cert.display(), key.display());
+            }
+            out.push((cert, key));
+        }
+    }
+    Ok(out)
 }
 
 /// CA files (`*.crt`) for `registry` from the certs.d directories.

@@ -13,6 +13,9 @@ use crate::token::TokenServer;
 pub enum Variant {
     Plain,
     Tls,
+    /// TLS that also requires a client certificate signed by the same CA
+    /// ([`Registry::client_cert`]).
+    TlsClientCert,
     BasicAuth,
     /// `auth: token`: the registry answers 401 with `WWW-Authenticate: Bearer realm=..,
     /// service=..` and trusts JWTs from [`Registry::token`] (see [`crate::token`] for who gets
@@ -31,6 +34,8 @@ pub struct Registry {
     /// For `Variant::Tls`: the CA (PEM) that signed the registry's certificate, what clients
     /// should trust (e.g. as `certs.d/127.0.0.1:PORT/ca.crt`).
     pub ca_cert: Option<PathBuf>,
+    /// For `Variant::TlsClientCert`: a client certificate and its key (PEM) the registry takes.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// The token server for `Variant::TokenAuth`.
     pub token: Option<TokenServer>,
 }
@@ -48,7 +53,8 @@ impl Registry {
             dir.path().join("data").display()
         );
         let mut ca_cert = None;
-        if variant == Variant::Tls {
+        let mut client_cert = None;
+        if matches!(variant, Variant::Tls | Variant::TlsClientCert) {
             // A CA and a server certificate it signs: rustls (like browsers) refuses a CA
             // certificate used as the server's own, which `openssl req -x509` alone would make.
             let d = dir.path();
@@ -86,6 +92,29 @@ impl Registry {
                 .arg("-out")
                 .arg(&cert))?;
             cfg.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+            if variant == Variant::TlsClientCert {
+                let (ccert, ckey, ccsr, cext) =
+                    (d.join("client.cert"), d.join("client.key"), d.join("client.csr"), d.join("client-ext.cnf"));
+                std::fs::write(&cext, "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")?;
+                ok(Command::new("openssl")
+                    .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=berth-testkit-client", "-keyout"])
+                    .arg(&ckey)
+                    .arg("-out")
+                    .arg(&ccsr))?;
+                ok(Command::new("openssl")
+                    .args(["x509", "-req", "-days", "2", "-CAcreateserial", "-in"])
+                    .arg(&ccsr)
+                    .arg("-CA")
+                    .arg(&ca)
+                    .arg("-CAkey")
+                    .arg(&ca_key)
+                    .arg("-extfile")
+                    .arg(&cext)
+                    .arg("-out")
+                    .arg(&ccert))?;
+                cfg.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+                client_cert = Some((ccert, ckey));
+            }
             ca_cert = Some(ca);
         }
         if variant == Variant::BasicAuth {
@@ -118,7 +147,7 @@ impl Registry {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let r = Registry { child, port, variant, dir, ca_cert, token };
+        let r = Registry { child, port, variant, dir, ca_cert, client_cert, token };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
@@ -135,7 +164,7 @@ impl Registry {
     }
 
     pub fn url(&self) -> String {
-        let scheme = if self.variant == Variant::Tls { "https" } else { "http" };
+        let scheme = if matches!(self.variant, Variant::Tls | Variant::TlsClientCert) { "https" } else { "http" };
         format!("{scheme}://{}", self.host())
     }
 }

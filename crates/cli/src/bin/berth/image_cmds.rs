@@ -16,7 +16,7 @@ use crate::template::{Template, print_tabbed};
 
 #[derive(Args, Clone)]
 pub struct ImagesArgs {
-    /// Show all images (berth keeps no intermediate images: the same as without).
+    /// Show all images (the intermediate images of builds too).
     #[arg(short = 'a', long)]
     all: bool,
     /// Only show image ids.
@@ -296,8 +296,9 @@ fn image_time(e: &Engine, img: &ImageRow) -> (Option<String>, i64) {
 }
 
 pub fn images(e: &Engine, a: &ImagesArgs) -> Result<i32> {
-    let _ = a.all;
-    let all = e.images()?;
+    // Docker hides the untagged images a build made steps on (`-a` shows them).
+    let hidden = if a.all { Default::default() } else { e.intermediate_images()? };
+    let all: Vec<ImageRow> = e.images()?.into_iter().filter(|i| !hidden.contains(&i.id.to_string())).collect();
     // Filters: values of one key are alternatives, different keys must all hold.
     let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for f in &a.filter {
@@ -348,7 +349,9 @@ pub fn images(e: &Engine, a: &ImagesArgs) -> Result<i32> {
         for l in image_lines(img) {
             if let Some(pats) = by_key.get("reference") {
                 let full = format!("{}:{}", l.repo, l.tag);
-                let ok = pats.iter().any(|p| if p.contains(':') { glob(p, &full) } else { glob(p, &l.repo) });
+                // A tag is after the last ':' that follows the last '/' (before it: a port).
+                let has_tag = |p: &str| p.rfind(':').is_some_and(|i| !p[i..].contains('/'));
+                let ok = pats.iter().any(|p| if has_tag(p) { glob(p, &full) } else { glob(p, &l.repo) });
                 if !ok || l.repo == "<none>" {
                     continue;
                 }

@@ -1,7 +1,10 @@
 //! `pull`, `push`, `login`, `logout`, and the pull that `run` / `create` do for a missing
-//! image (`--pull missing|always|never`).
+//! image (`--pull missing|always|never`). On a terminal a pull shows a progress bar per layer
+//! (indicatif); otherwise Docker's plain lines.
 
+use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Read, Write};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use berth_engine::Engine;
@@ -13,7 +16,7 @@ use clap::Args;
 
 #[derive(Args, Clone)]
 pub struct PullArgs {
-    /// Download all tagged images in the repository (not supported yet).
+    /// Download all tagged images in the repository.
     #[arg(short = 'a', long)]
     all_tags: bool,
     /// Print only the image's name.
@@ -70,22 +73,120 @@ fn registry_name(server: Option<&str>) -> String {
     }
 }
 
-pub fn pull(e: &Engine, a: PullArgs) -> Result<i32> {
-    if a.all_tags {
-        bail!("pull --all-tags is not supported yet: pull the tags one by one");
+/// Per-layer progress bars of a pull: a bar per layer line (`<id>: <status>`), filled by the
+/// bytes the engine reports; every other line printed above them.
+struct Bars {
+    mp: indicatif::MultiProgress,
+    bars: Mutex<HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl Bars {
+    fn new(stderr: bool) -> Arc<Bars> {
+        let target =
+            if stderr { indicatif::ProgressDrawTarget::stderr() } else { indicatif::ProgressDrawTarget::stdout() };
+        Arc::new(Bars { mp: indicatif::MultiProgress::with_draw_target(target), bars: Mutex::new(HashMap::new()) })
     }
+
+    fn plain() -> indicatif::ProgressStyle {
+        indicatif::ProgressStyle::with_template("{prefix}: {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+    }
+
+    fn bar(&self, id: &str) -> indicatif::ProgressBar {
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        bars.entry(id.to_string())
+            .or_insert_with(|| {
+                let b = self.mp.add(indicatif::ProgressBar::new(0).with_style(Self::plain()));
+                b.set_prefix(id.to_string());
+                b
+            })
+            .clone()
+    }
+
+    fn line(&self, l: &str) {
+        let layer = l.split_once(": ").filter(|(id, _)| id.len() == 12 && id.bytes().all(|c| c.is_ascii_hexdigit()));
+        match layer {
+            Some((id, status)) => {
+                let b = self.bar(id);
+                if matches!(status, "Pull complete" | "Already exists" | "Download complete") {
+                    b.set_style(Self::plain());
+                }
+                b.set_message(status.to_string());
+                if matches!(status, "Pull complete" | "Already exists") {
+                    b.finish();
+                }
+            }
+            None => {
+                // A finished line of the block, so that it stays in order with the bars.
+                let t = indicatif::ProgressStyle::with_template("{msg}").unwrap_or_else(|_| Self::plain());
+                let b = self.mp.add(indicatif::ProgressBar::new(0).with_style(t));
+                b.finish_with_message(l.to_string());
+            }
+        }
+    }
+
+    fn bytes(&self, d: &berth_image::Digest, done: u64, total: u64) {
+        let b = self.bar(d.short());
+        if b.length() != Some(total) {
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix}: {msg} [{bar:50}] {decimal_bytes}/{decimal_total_bytes}",
+                )
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| Self::plain()),
+            );
+            b.set_length(total);
+            b.set_message("Downloading");
+        }
+        b.set_position(done);
+    }
+
+    fn on_bytes(self: &Arc<Self>) -> berth_engine::pull::OnBytes {
+        let me = self.clone();
+        Arc::new(move |d, done, total| me.bytes(d, done, total))
+    }
+
+    fn done(&self) {
+        for b in self.bars.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            if !b.is_finished() {
+                b.abandon();
+            }
+        }
+    }
+}
+
+/// Whether progress bars suit `fd` (a terminal that is not `dumb`).
+fn bars_on(stderr: bool) -> bool {
+    let tty = if stderr { std::io::stderr().is_terminal() } else { std::io::stdout().is_terminal() };
+    tty && std::env::var("TERM").map(|t| t != "dumb").unwrap_or(true)
+}
+
+pub fn pull(e: &Engine, a: PullArgs) -> Result<i32> {
     let platform = a.platform.as_deref().map(Platform::parse).transpose()?;
-    if !a.quiet && uses_default_tag(&a.name) {
+    if !a.quiet && !a.all_tags && uses_default_tag(&a.name) {
         println!("Using default tag: latest");
     }
     let opts = PullOptions { platform, unpack: true };
     let quiet = a.quiet;
-    let pulled = e.pull(&a.name, &opts, &|line| {
-        if !quiet {
-            println!("{line}");
-        }
-    })?;
-    println!("{}", pulled.reference.full());
+    let bars = (!quiet && bars_on(false)).then(|| Bars::new(false));
+    let on_bytes = bars.as_ref().map(|b| b.on_bytes());
+    let line = |l: &str| match &bars {
+        _ if quiet => {}
+        Some(b) => b.line(l),
+        None => println!("{l}"),
+    };
+    let result = if a.all_tags {
+        e.pull_all_tags(&a.name, &opts, &line, on_bytes).map(|p| {
+            // Docker names the repository at the end.
+            p.first().map(|x| format!("{}/{}", x.reference.registry, x.reference.repository)).unwrap_or_default()
+        })
+    } else {
+        e.pull_with_bytes(&a.name, &opts, &line, on_bytes).map(|p| p.reference.full())
+    };
+    if let Some(b) = &bars {
+        b.done();
+    }
+    println!("{}", result?);
     Ok(0)
 }
 
@@ -203,7 +304,17 @@ pub fn ensure_image(e: &Engine, image: &str, policy: &str, platform: Option<&str
         eprintln!("Unable to find image '{shown}' locally");
     }
     let opts = PullOptions { platform: platform.map(Platform::parse).transpose()?, unpack: true };
-    e.pull(image, &opts, &|line| eprintln!("{line}"))?;
+    let bars = bars_on(true).then(|| Bars::new(true));
+    let on_bytes = bars.as_ref().map(|b| b.on_bytes());
+    let line = |l: &str| match &bars {
+        Some(b) => b.line(l),
+        None => eprintln!("{l}"),
+    };
+    let r = e.pull_with_bytes(image, &opts, &line, on_bytes);
+    if let Some(b) = &bars {
+        b.done();
+    }
+    r?;
     Ok(())
 }
 
