@@ -691,3 +691,34 @@ fn dns_flags_and_label_files() {
     assert_eq!(code, 125);
     assert!(err.contains("no such file"), "{err}");
 }
+
+#[test]
+fn killing_the_cli_leaves_the_container_in_its_monitors_hands() {
+    let b = Berth::new("eng-cli-kill");
+    // kill -9 of an attached `run` at several points: right away and once started.
+    for delay in [0u64, 300] {
+        let mut cli = b
+            .cmd(&["run", "--name", &format!("k{delay}"), "busybox", "sh", "-c", "echo up; sleep 30"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        cli.kill().unwrap();
+        let _ = cli.wait();
+    }
+    // Whatever the point, the next commands see consistent state: each container either runs
+    // (its monitor carries on) or never started, and all can be removed cleanly.
+    let mut running = 0;
+    for name in ["k0", "k300"] {
+        match b.run(&["inspect", "-f", "{{.State.Status}}", name]) {
+            (0, s, _) if s.trim() == "running" => running += 1,
+            (0, s, _) => assert!(matches!(s.trim(), "created" | "exited"), "{name}: {s}"),
+            (_, _, err) => assert!(err.contains("No such"), "{name}: {err}"),
+        }
+    }
+    assert!(running >= 1, "the container started before the kill did not survive it");
+    for id in b.ids() {
+        b.ok(&["rm", "-f", &id]);
+    }
+    assert!(b.ids().is_empty());
+}
