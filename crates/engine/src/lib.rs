@@ -7,6 +7,7 @@
 //! <runroot>  (/run/berth)      runtime/ (berth-runtime state), locks
 //! ```
 
+pub mod build;
 pub mod commit;
 pub mod containers;
 pub mod copy;

@@ -1,5 +1,6 @@
 //! `berth`: a daemonless container engine with Docker's command line.
 
+mod build_cmds;
 mod image_cmds;
 mod network_cmds;
 mod registry_cmds;
@@ -293,6 +294,11 @@ enum Cmd {
     /// Manage images (Docker's `image` group).
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Build an image from a Dockerfile and a context.
+    Build(build_cmds::BuildArgs),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(build_cmds::BuilderCmd),
 }
 
 #[derive(Subcommand)]
@@ -588,11 +594,22 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::System(s) => image_cmds::system(&e, s),
         Cmd::Image(ImageCmd::Prune { all, force: _ }) => {
             let used: Vec<String> = e.containers(true)?.into_iter().map(|c| c.image).collect();
-            for img in e.images()? {
-                if (all || img.tags.is_empty()) && !used.contains(&img.id.to_string()) {
-                    for l in e.remove_image(&img.id.to_string(), true)? {
-                        println!("{l}");
+            // A build's intermediate images stay while an image is built on them; once that
+            // one goes, the next round takes its parent (so a whole unused chain goes).
+            loop {
+                let keep = if all { Default::default() } else { e.intermediate_images()? };
+                let mut removed = false;
+                for img in e.images()? {
+                    let id = img.id.to_string();
+                    if (all || img.tags.is_empty()) && !used.contains(&id) && !keep.contains(&id) {
+                        for l in e.remove_image(&id, true)? {
+                            println!("{l}");
+                        }
+                        removed = true;
                     }
+                }
+                if !removed || all {
+                    break;
                 }
             }
             Ok(0)
@@ -720,6 +737,8 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Network(n) => network_cmds::network(&e, n),
         Cmd::Volume(v) => volume_cmds::volume(&e, v),
         Cmd::Port { container, private_port } => network_cmds::port(&e, &container, private_port.as_deref()),
+        Cmd::Build(a) => build_cmds::build(&e, a),
+        Cmd::Builder(b) => build_cmds::builder(&e, b),
         Cmd::Monitor { .. } | Cmd::NetworkDns { .. } => unreachable!("handled before the engine opens"),
     }
 }

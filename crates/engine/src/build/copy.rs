@@ -1,0 +1,409 @@
+//! COPY and ADD, with Docker's rules: a directory source copies what is in it; a file goes to
+//! `DEST/NAME` when DEST ends with `/` or is a directory of the image, else to DEST itself;
+//! several sources need a directory DEST ending with `/`; a relative DEST is under WORKDIR;
+//! files belong to root (`--chown` resolved in the image's /etc/passwd and /etc/group) and
+//! keep their modes (`--chmod`) and modification times. ADD unpacks local tar archives (plain,
+//! gzip, zstd) through berth-storage's unpacker and downloads URLs. `--from` reads another
+//! stage's or image's root (owners kept), `--exclude` leaves paths out, `--parents` keeps a
+//! source's parent directories.
+//!
+//! Sources in the context are resolved (and hashed for the cache key) before the step runs;
+//! the copy itself writes into the image's root mounted in a private mount namespace.
+
+use std::ffi::CString;
+use std::io::{BufReader, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use berth_build::Ignore;
+use berth_build::dockerfile::{Command, Heredoc, Instruction};
+use berth_image::manifest::Compression;
+use berth_runtime::safepath;
+
+use super::fetch::{self, Download};
+use super::image::{HistoryEntry, Img};
+use super::tree::{self, CopyOpts, Source, Tree, TreeHasher};
+use super::{Builder, StageState, join_clean};
+
+/// COPY's and ADD's arguments, expanded.
+pub(super) struct CopySpec {
+    pub add: bool,
+    pub sources: Vec<String>,
+    pub heredocs: Vec<Heredoc>,
+    pub dest: String,
+    pub from: Option<String>,
+    pub chown: Option<String>,
+    pub chmod: Option<String>,
+    pub checksum: Option<String>,
+    pub unpack: Option<bool>,
+    pub exclude: Vec<String>,
+    pub parents: bool,
+}
+
+impl CopySpec {
+    pub fn of(cmd: &Command) -> Option<CopySpec> {
+        match cmd {
+            Command::Copy(c) => Some(CopySpec {
+                add: false,
+                sources: c.sources.clone(),
+                heredocs: c.heredocs.clone(),
+                dest: c.dest.clone(),
+                from: c.from.clone(),
+                chown: c.chown.clone(),
+                chmod: c.chmod.clone(),
+                checksum: None,
+                unpack: Some(false),
+                exclude: c.exclude.clone(),
+                parents: c.parents,
+            }),
+            Command::Add(a) => Some(CopySpec {
+                add: true,
+                sources: a.sources.clone(),
+                heredocs: a.heredocs.clone(),
+                dest: a.dest.clone(),
+                from: None,
+                chown: a.chown.clone(),
+                chmod: a.chmod.clone(),
+                checksum: a.checksum.clone(),
+                unpack: a.unpack,
+                exclude: a.exclude.clone(),
+                parents: false,
+            }),
+            _ => None,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        if self.add { "ADD" } else { "COPY" }
+    }
+}
+
+/// What a COPY/ADD found before it runs.
+pub(super) struct CopyPrep {
+    /// Per source in the context: what it matched.
+    context: Vec<Vec<Source>>,
+    downloads: Vec<Download>,
+    from: Option<Img>,
+    exclude: Option<Ignore>,
+}
+
+/// `--chmod=755`: octal only.
+pub(super) fn parse_chmod(s: &str) -> Result<u32> {
+    match u32::from_str_radix(s, 8) {
+        Ok(m) if m <= 0o7777 && !s.is_empty() => Ok(m),
+        _ => bail!("invalid --chmod={s}: give the mode in octal (e.g. 755)"),
+    }
+}
+
+/// `--chown=USER[:GROUP]`, names looked up in the image's /etc/passwd and /etc/group. A user
+/// without a group gets the group of the same number, as Docker documents.
+fn parse_chown(root: RawFd, spec: &str) -> Result<(u32, u32)> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let lookup = |file: &str, name: &str, what: &str| -> Result<u32> {
+        if let Ok(n) = name.parse::<u32>() {
+            return Ok(n);
+        }
+        let fd = safepath::openat_in_root(root, Path::new(file), libc::O_RDONLY, 0)
+            .with_context(|| format!("unable to find {what} {name}: no /{file} in the image"))?;
+        let mut text = String::new();
+        std::fs::File::from(fd).take(16 << 20).read_to_string(&mut text)?;
+        text.lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&name) && f.len() > 2)
+            .and_then(|f| f[2].parse().ok())
+            .with_context(|| format!("unable to find {what} {name}: no matching entries in /{file}"))
+    };
+    if user.is_empty() {
+        bail!("invalid --chown={spec}");
+    }
+    let uid = lookup("etc/passwd", user, "user")?;
+    let gid = match group {
+        Some(g) if !g.is_empty() => lookup("etc/group", g, "group")?,
+        _ => uid,
+    };
+    Ok((uid, gid))
+}
+
+/// The archive format of a file ADD may unpack: None when it is not a tar archive.
+fn archive_kind(fd: RawFd) -> Result<Option<Compression>> {
+    let mut f = std::fs::File::from(tree::reopen(fd, libc::O_RDONLY)?);
+    let mut head = [0u8; 6];
+    let n = f.read(&mut head)?;
+    let head = &head[..n];
+    let c = if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else if head.starts_with(b"BZh") || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        bail!("the archive is compressed with bzip2 or xz, which berth cannot unpack (tar, tar.gz and tar.zst can be)");
+    } else {
+        Compression::None
+    };
+    // A tar header says `ustar` at offset 257 (old v7 archives without it are not unpacked).
+    let f = std::fs::File::from(tree::reopen(fd, libc::O_RDONLY)?);
+    let mut r = berth_image::archive::decompress(BufReader::new(f), c)?;
+    let mut block = vec![0u8; 512];
+    let mut got = 0;
+    while got < block.len() {
+        match r.read(&mut block[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok((got == 512 && &block[257..262] == b"ustar").then_some(c))
+}
+
+fn open_dir(root: RawFd, path: &str, create: bool) -> Result<OwnedFd> {
+    if create {
+        safepath::mkdir_all_in_root(root, Path::new(path), safepath::Kind::Dir)
+            .with_context(|| format!("creating {path}"))?;
+    }
+    let rel = safepath::relative(Path::new(path));
+    let rel = if rel.as_os_str().is_empty() { Path::new(".").to_path_buf() } else { rel };
+    safepath::openat_in_root(root, &rel, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+        .with_context(|| format!("opening {path}"))
+}
+
+fn is_dir(root: RawFd, path: &str) -> bool {
+    let rel = safepath::relative(Path::new(path));
+    if rel.as_os_str().is_empty() {
+        return true;
+    }
+    safepath::openat_in_root(root, &rel, libc::O_PATH, 0)
+        .ok()
+        .and_then(|fd| tree::fstat(fd.as_raw_fd()).ok())
+        .is_some_and(|st| tree::kind(&st) == libc::S_IFDIR)
+}
+
+/// Where a file named `name` goes: (directory, file name).
+fn file_target(root: RawFd, dest: &str, dir_hint: bool, name: &str) -> Result<(OwnedFd, CString)> {
+    if dir_hint || is_dir(root, dest) {
+        return Ok((open_dir(root, dest, true)?, tree::cstr(name.as_bytes())?));
+    }
+    let (parent, base) = dest.rsplit_once('/').unwrap_or(("", dest));
+    Ok((open_dir(root, if parent.is_empty() { "/" } else { parent }, true)?, tree::cstr(base.as_bytes())?))
+}
+
+/// Writes `data` as a new file (replacing what was there).
+fn write_file(
+    dir: RawFd,
+    name: &CString,
+    data: &mut dyn Read,
+    mode: u32,
+    owner: (u32, u32),
+    mtime: Option<i64>,
+) -> Result<()> {
+    match tree::lstat_at(dir, name) {
+        Ok(st) if tree::kind(&st) == libc::S_IFDIR => {
+            bail!("cannot replace the directory {} with a file", name.to_string_lossy())
+        }
+        Ok(_) => {
+            // SAFETY: unlinkat of a file or symlink (never followed).
+            unsafe { libc::unlinkat(dir, name.as_ptr(), 0) };
+        }
+        Err(_) => {}
+    }
+    let fd = tree::openat(dir, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
+        .with_context(|| format!("creating {}", name.to_string_lossy()))?;
+    let mut f = std::fs::File::from(fd);
+    std::io::copy(data, &mut f)?;
+    // SAFETY: fchown/fchmod of our fd.
+    unsafe {
+        libc::fchown(f.as_raw_fd(), owner.0, owner.1);
+        libc::fchmod(f.as_raw_fd(), mode);
+    }
+    if let Some(t) = mtime {
+        let ts = [libc::timespec { tv_sec: t, tv_nsec: 0 }, libc::timespec { tv_sec: t, tv_nsec: 0 }];
+        // SAFETY: futimens on our fd.
+        unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) };
+    }
+    Ok(())
+}
+
+impl Builder<'_> {
+    pub(super) fn copy_prepare(&mut self, st: &StageState, spec: &CopySpec, key: &mut super::Key) -> Result<CopyPrep> {
+        let name = spec.name();
+        if spec.sources.is_empty() && spec.heredocs.is_empty() {
+            bail!("{name} needs a source and a destination");
+        }
+        let exclude = if spec.exclude.is_empty() { None } else { Some(Ignore::new(&spec.exclude)?) };
+        let mut prep = CopyPrep { context: Vec::new(), downloads: Vec::new(), from: None, exclude };
+        if let Some(from) = &spec.from {
+            let img = self.stage_or_image(st, from)?;
+            key.text(&format!("from {}", img.id));
+            prep.from = Some(img);
+            return Ok(prep);
+        }
+        for s in &spec.sources {
+            if fetch::is_git(s) {
+                bail!("{name} {s}: git sources are not supported by berth");
+            }
+            if fetch::is_url(s) {
+                if !spec.add {
+                    bail!("source can't be a URL for COPY");
+                }
+                let d = fetch::fetch(s, &self.tmp.make("download")?).with_context(|| format!("ADD {s}"))?;
+                if let Some(want) = &spec.checksum
+                    && d.digest.to_string() != *want
+                {
+                    bail!("ADD {s}: the download's digest is {}, not {want} (--checksum)", d.digest);
+                }
+                key.text(&format!("url {s} {}", d.digest));
+                prep.downloads.push(d);
+                continue;
+            }
+            if spec.checksum.is_some() {
+                bail!("ADD --checksum is only for URL sources");
+            }
+            let Some(root) = &self.ctx_root else {
+                bail!("{s}: there is no build context (the Dockerfile came on stdin): {name} has nothing to copy");
+            };
+            let tree = Tree { root: root.as_raw_fd(), ignore: self.ignore.as_ref(), what: "build context" };
+            let found = tree.resolve(s)?;
+            let mut h = TreeHasher::new(self.ignore.as_ref(), prep.exclude.as_ref());
+            for f in &found {
+                h.text(&f.rel);
+                h.source(f)?;
+            }
+            key.text(&h.finish());
+            prep.context.push(found);
+        }
+        Ok(prep)
+    }
+
+    pub(super) fn copy_step(
+        &mut self,
+        st: &StageState,
+        spec: &CopySpec,
+        prep: CopyPrep,
+        inst: &Instruction,
+        created: &str,
+    ) -> Result<Img> {
+        let name = spec.name();
+        let dest = join_clean(&st.img.workdir(), &spec.dest);
+        let dir_hint =
+            spec.dest.ends_with('/') || spec.dest == "." || spec.dest.ends_with("/.") || spec.dest.ends_with("..");
+        let keep_owner = spec.from.is_some();
+        let mode = spec.chmod.as_deref().map(parse_chmod).transpose()?;
+        let ignore = if spec.from.is_some() { None } else { self.ignore.as_ref() };
+        let from_name = spec.from.clone().unwrap_or_default();
+        let (context, downloads, exclude) = (prep.context, prep.downloads, prep.exclude);
+        let count_fixed = spec.heredocs.len() + downloads.len();
+        let epoch = self.o.epoch;
+        let layer = self.in_root(st, prep.from.as_ref(), |root, view| {
+            let owner = spec.chown.as_deref().map(|c| parse_chown(root, c)).transpose()?;
+            let resolved;
+            let groups: &[Vec<Source>] = match view {
+                Some(v) => {
+                    let what = format!("stage {from_name}");
+                    let t = Tree { root: v, ignore: None, what: &what };
+                    resolved = spec.sources.iter().map(|s| t.resolve(s)).collect::<Result<Vec<_>>>()?;
+                    &resolved
+                }
+                None => &context,
+            };
+            let total: usize = groups.iter().map(Vec::len).sum::<usize>() + count_fixed;
+            if total > 1 && !dir_hint {
+                bail!("When using {name} with more than one source file, the destination must be a directory and end with a /");
+            }
+            let mut o = CopyOpts { owner, keep_owner, mode, ignore, exclude: exclude.as_ref(), count: 0 };
+            for (pattern, srcs) in spec.sources.iter().zip(groups) {
+                for src in srcs {
+                    let target =
+                        if spec.parents { parents_target(&dest, pattern, &src.rel, src.is_dir()) } else { dest.clone() };
+                    place(root, src, &target, dir_hint || spec.parents && !src.is_dir(), spec, &mut o)?;
+                }
+            }
+            for h in &spec.heredocs {
+                let (dir, fname) = file_target(root, &dest, dir_hint, &h.name)?;
+                let body = h.body();
+                let mtime = epoch.or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs() as i64));
+                write_file(dir.as_raw_fd(), &fname, &mut body.as_bytes(), mode.unwrap_or(0o644), owner.unwrap_or((0, 0)), mtime)?;
+            }
+            for d in &downloads {
+                let f = std::fs::File::open(&d.path)?;
+                if spec.unpack == Some(true) && archive_kind(f.as_raw_fd())?.is_some() {
+                    extract(root, &dest, f.as_raw_fd())?;
+                    continue;
+                }
+                let (dir, fname) = file_target(root, &dest, dir_hint, &d.name)?;
+                let mut r = BufReader::new(f);
+                write_file(dir.as_raw_fd(), &fname, &mut r, mode.unwrap_or(0o600), owner.unwrap_or((0, 0)), d.mtime)?;
+            }
+            Ok(())
+        })?;
+        let h = HistoryEntry { created_by: inst.original.clone(), empty_layer: layer.is_none() };
+        self.e.commit_img(&st.img, st.img.config.clone(), layer.as_ref(), Some(h), created)
+    }
+}
+
+/// `COPY --parents a/b/c.txt /dst/` -> `/dst/a/b/c.txt`; a `/./` in the pattern says where the
+/// kept part starts.
+fn parents_target(dest: &str, pattern: &str, rel: &str, is_dir: bool) -> String {
+    let skip = match pattern.find("/./") {
+        Some(i) => tree::clean_source(&pattern[..i], "context")
+            .map(|p| p.matches('/').count() + usize::from(!p.is_empty()))
+            .unwrap_or(0),
+        None => 0,
+    };
+    let kept: Vec<&str> = rel.split('/').skip(skip).collect();
+    // A directory is copied into its own path, a file into its parent.
+    let parent = if is_dir { &kept[..] } else { &kept[..kept.len().saturating_sub(1)] };
+    if parent.is_empty() { dest.to_string() } else { join_clean(dest, &parent.join("/")) }
+}
+
+/// Copies one resolved source to `dest` by Docker's rules.
+fn place(root: RawFd, src: &Source, dest: &str, dir_hint: bool, spec: &CopySpec, o: &mut CopyOpts) -> Result<()> {
+    if src.is_dir() {
+        let existed = is_dir(root, dest);
+        let dir = open_dir(root, dest, true)?;
+        tree::copy_source(src, dir.as_raw_fd(), c".", true, o)?;
+        if !existed {
+            tree::finish_dir(dir.as_raw_fd(), &src.st, o)?;
+        }
+        return Ok(());
+    }
+    if spec.add
+        && spec.unpack != Some(false)
+        && tree::kind(&src.st) == libc::S_IFREG
+        && archive_kind(src.fd.as_raw_fd())?.is_some()
+    {
+        return extract(root, dest, src.fd.as_raw_fd());
+    }
+    let (dir, name) = file_target(root, dest, dir_hint, src.name())?;
+    tree::copy_source(src, dir.as_raw_fd(), &name, false, o)
+}
+
+/// Unpacks the tar archive in `fd` into directory `dest` (owners as in the archive).
+fn extract(root: RawFd, dest: &str, fd: RawFd) -> Result<()> {
+    let Some(c) = archive_kind(fd)? else { bail!("not a tar archive") };
+    let dir = open_dir(root, dest, true)?;
+    let f = std::fs::File::from(tree::reopen(fd, libc::O_RDONLY)?);
+    let r = berth_image::archive::decompress(BufReader::with_capacity(256 << 10, f), c)?;
+    let limits = berth_storage::Limits { allow_devices: false, ..Default::default() };
+    berth_storage::unpack::unpack(r, Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())), &limits)
+        .with_context(|| format!("unpacking into {dest}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_and_parents() {
+        assert_eq!(parse_chmod("755").ok(), Some(0o755));
+        assert_eq!(parse_chmod("0640").ok(), Some(0o640));
+        assert!(parse_chmod("u+x").is_err());
+        assert!(parse_chmod("17777").is_err());
+        assert_eq!(parents_target("/dst", "a/b/c.txt", "a/b/c.txt", false), "/dst/a/b");
+        assert_eq!(parents_target("/dst", "a/./b/c.txt", "a/b/c.txt", false), "/dst/b");
+        assert_eq!(parents_target("/dst", "c.txt", "c.txt", false), "/dst");
+        assert_eq!(parents_target("/dst", "a/*", "a/d", true), "/dst/a/d");
+    }
+}

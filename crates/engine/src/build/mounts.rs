@@ -1,0 +1,103 @@
+//! Overlay mounts a build makes for itself: the new image's root while COPY/ADD/WORKDIR write
+//! into it, and read-only views of other stages' roots. They live in a mount namespace of one
+//! thread of ours, so nothing of them is seen outside it and they go with it whatever
+//! happens; only `RUN --mount=from=` needs a view the container's monitor can see, which
+//! [`HostMount`] makes in the engine's own mount namespace and unmounts on drop.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nix::mount::{MntFlags, MsFlags};
+
+/// One overlay: its lower dirs (top first), an upper and work dir when writable, the target.
+pub(crate) struct Overlay {
+    pub lowers: Vec<PathBuf>,
+    pub upper: Option<(PathBuf, PathBuf)>,
+    pub target: PathBuf,
+}
+
+impl Overlay {
+    fn options(&self, empty: &Path) -> Result<String> {
+        let mut lowers: Vec<String> = self.lowers.iter().map(|p| p.display().to_string()).collect();
+        // Overlay wants a lower dir, and two of them without an upper dir.
+        while lowers.is_empty() || (self.upper.is_none() && lowers.len() < 2) {
+            lowers.push(empty.display().to_string());
+        }
+        if let Some(l) = lowers.iter().find(|l| l.contains([',', ':'])) {
+            bail!("layer path {l} contains a character overlay cannot take");
+        }
+        let mut opts = format!("lowerdir={}", lowers.join(":"));
+        if let Some((upper, work)) = &self.upper {
+            opts.push_str(&format!(",upperdir={},workdir={}", upper.display(), work.display()));
+        }
+        if opts.len() >= 4000 {
+            bail!("the image has too many layers ({}) for one overlay mount", self.lowers.len());
+        }
+        Ok(opts)
+    }
+
+    fn mount(&self, empty: &Path) -> Result<()> {
+        let opts = self.options(empty)?;
+        let flags = if self.upper.is_none() { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+        nix::mount::mount(Some("overlay"), &self.target, Some("overlay"), flags, Some(opts.as_str()))
+            .with_context(|| format!("mounting an overlay at {}", self.target.display()))
+    }
+}
+
+/// Runs `f` on a thread of its own with the overlays mounted in a private mount namespace
+/// (`empty` is an empty directory for overlays without enough lower dirs).
+pub(crate) fn with_overlays<T: Send>(
+    overlays: &[Overlay],
+    empty: &Path,
+    f: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(move || -> Result<T> {
+            // CLONE_NEWNS implies CLONE_FS, which one thread of a process may unshare.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("a private mount namespace")?;
+            nix::mount::mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+                .context("making the private mount namespace private")?;
+            let mut mounted = Vec::new();
+            let mut result = Ok(());
+            for o in overlays {
+                if let Err(e) = o.mount(empty) {
+                    result = Err(e);
+                    break;
+                }
+                mounted.push(&o.target);
+            }
+            let out = result.and_then(|()| f());
+            // Unmount now rather than when the namespace goes: the caller reads the upper dir next.
+            for t in mounted.into_iter().rev() {
+                let _ = nix::mount::umount2(t, MntFlags::MNT_DETACH);
+            }
+            out
+        })
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("a build thread panicked")))
+    })
+}
+
+/// A read-only overlay in the engine's mount namespace (for a RUN's bind mount from another
+/// stage), unmounted when dropped.
+pub(crate) struct HostMount {
+    target: PathBuf,
+}
+
+impl HostMount {
+    pub fn new(overlay: &Overlay, empty: &Path) -> Result<HostMount> {
+        std::fs::create_dir_all(&overlay.target)?;
+        overlay.mount(empty)?;
+        Ok(HostMount { target: overlay.target.clone() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.target, MntFlags::MNT_DETACH);
+    }
+}
