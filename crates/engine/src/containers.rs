@@ -96,6 +96,8 @@ pub struct ContainerConfig {
     /// The image's HEALTHCHECK with the `--health-*` flags over it; `Test: ["NONE"]` for
     /// `--no-healthcheck`.
     pub healthcheck: Option<crate::health::Healthcheck>,
+    /// `--runtime`: another OCI runtime binary (name in PATH or path); empty for the built-in one.
+    pub runtime: String,
 }
 
 /// What `create` is asked for: the image and the user's overrides of its defaults.
@@ -375,6 +377,9 @@ impl Engine {
         if !matches!(c.log_driver.as_str(), "json-file" | "k8s-file" | "none") {
             bail!("unknown log driver {:?}: berth supports json-file, k8s-file and none", c.log_driver);
         }
+        if !crate::runtimes::is_builtin(&c.runtime) {
+            crate::runtimes::resolve(&c.runtime)?;
+        }
         self.plan_network(&mut c, icfg.exposed_ports.iter().flatten().map(|(k, _)| k.clone()).collect())?;
         // The image's healthcheck, under the flags given (each flag replaces one field).
         let raw: serde_json::Value = serde_json::from_slice(&self.store.read(&image.id)?).unwrap_or_default();
@@ -643,11 +648,11 @@ impl Engine {
         if !c.is_running() {
             bail!("cannot kill container: {}: container {} is not running", key, c.id);
         }
-        let rc = berth_runtime::container::Container::load(&self.runtime_root(), &c.id)?;
+        let rt = self.runtime_of(&c)?;
         if c.state == "paused" && sig == libc::SIGKILL {
-            let _ = rc.resume();
+            let _ = rt.pause(false);
         }
-        rc.kill(sig, false)?;
+        rt.kill(sig)?;
         self.container_event(&c, "kill", &[("signal", &sig.to_string())]);
         Ok(c)
     }
@@ -729,8 +734,10 @@ impl Engine {
     }
 
     fn delete_container_files(&self, id: &str) -> Result<()> {
-        if let Ok(rc) = berth_runtime::container::Container::load(&self.runtime_root(), id) {
-            let _ = rc.delete(true);
+        if let Ok(c) = self.container(id)
+            && let Ok(rt) = self.runtime_of(&c)
+        {
+            rt.delete();
         }
         RootFs::path(&self.layers, id).remove()?;
         let dir = self.container_dir(id);
@@ -742,11 +749,10 @@ impl Engine {
 
     pub fn pause_container(&self, key: &str, pause: bool) -> Result<()> {
         let c = self.container(key)?;
-        let rc = berth_runtime::container::Container::load(&self.runtime_root(), &c.id)
-            .map_err(|_| anyhow::anyhow!("container {} is not running", c.id))?;
+        let rt = self.runtime_of(&c).map_err(|_| anyhow::anyhow!("container {} is not running", c.id))?;
         match (pause, c.state.as_str()) {
-            (true, "running") => rc.pause()?,
-            (false, "paused") => rc.resume()?,
+            (true, "running") => rt.pause(true)?,
+            (false, "paused") => rt.pause(false)?,
             (true, "paused") => bail!("container {} is already paused", c.id),
             (false, _) => bail!("container {} is not paused", c.id),
             (true, _) => bail!("container {} is not running", c.id),
@@ -848,6 +854,20 @@ impl Engine {
         self.exec_in(key, args, env, user, workdir, privileged, false).map(|(pid, _)| pid)
     }
 
+    /// `exec` in a container of another runtime (--runtime): that runtime's own `exec`,
+    /// attached to our stdio. None when the container has the built-in runtime.
+    pub fn exec_external(&self, key: &str, args: &[String], tty: bool, detach: bool) -> Result<Option<i32>> {
+        let c = self.container(key)?;
+        if crate::runtimes::is_builtin(&c.config.runtime) {
+            return Ok(None);
+        }
+        if c.state != "running" {
+            return Err(ExitError { code: 1, msg: format!("container {} is not running", c.id) }.into());
+        }
+        let bin = crate::runtimes::resolve(&c.config.runtime)?;
+        crate::runtimes::external_exec(&bin, &self.external_root(&c.config.runtime), &c.id, tty, detach, args).map(Some)
+    }
+
     /// `exec -t`: the command runs on a new pty; returns its pid and the pty's master, for
     /// [`attach_pty`].
     pub fn exec_tty(
@@ -877,6 +897,13 @@ impl Engine {
         let c = self.container(key)?;
         if c.state != "running" {
             return Err(ExitError { code: 1, msg: format!("container {} is not running", c.id) }.into());
+        }
+        if !crate::runtimes::is_builtin(&c.config.runtime) {
+            bail!(
+                "container {} runs under --runtime {}: berth execs in it with that runtime (use `berth exec` without -u/-w/-e/--privileged)",
+                c.name,
+                c.config.runtime
+            );
         }
         let rc = berth_runtime::container::Container::load(&self.runtime_root(), &c.id)?;
         let spec = rc.spec()?;
@@ -944,8 +971,8 @@ impl Engine {
                 .collect()
         };
         for c in stale {
-            if let Ok(rc) = berth_runtime::container::Container::load(&self.runtime_root(), &c.id) {
-                let _ = rc.delete(true);
+            if let Ok(rt) = self.runtime_of(&c) {
+                rt.delete();
             }
             let _ = self.network_down(&c);
             let _ = RootFs::path(&self.layers, &c.id).unmount();

@@ -23,6 +23,7 @@ pub mod monitor;
 pub mod names;
 pub mod networks;
 pub mod pull;
+pub mod runtimes;
 pub mod seccomp;
 pub mod spec;
 pub mod system;

@@ -33,6 +33,8 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         // Setup's big temporaries (the database's pages, JSON, the seccomp program) get their
         // own mappings, gone when freed, instead of fragmenting the heap the monitor keeps.
         libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 10);
+        // An external runtime's init is orphaned when the runtime exits: it comes to us.
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
     }
@@ -72,8 +74,8 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         Err(e) => {
             let msg = format!("{e:#}");
             let code = crate::start_failure_code(&msg);
-            if let Ok(rc) = Container::load(&engine.runtime_root(), &c.id) {
-                let _ = rc.delete(true);
+            if let Ok(rt) = engine.runtime_of(&c) {
+                rt.delete();
             }
             let _ = engine.network_down(&c);
             let _ = rootfs.unmount();
@@ -211,7 +213,21 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
     let saved = (dup_cloexec(1)?, dup_cloexec(2)?);
     let mut opts =
         CreateOptions { root: engine.runtime_root(), id: c.id.clone(), bundle: dir.clone(), ..Default::default() };
-    let (out, err, state) = if c.config.tty {
+    // The built-in runtime, or another binary with runc's command line (--runtime).
+    let external = if crate::runtimes::is_builtin(&c.config.runtime) {
+        None
+    } else {
+        Some((crate::runtimes::resolve(&c.config.runtime)?, engine.external_root(&c.config.runtime)))
+    };
+    let create = |opts: &CreateOptions| -> Result<i32> {
+        match &external {
+            None => create(opts).map(|s| s.pid),
+            Some((bin, root)) => {
+                crate::runtimes::external_create(bin, root, &opts.bundle, &opts.id, opts.console_socket.as_deref())
+            }
+        }
+    };
+    let (out, err, pid) = if c.config.tty {
         // With -t the runtime sends us the pty master through a console socket. The init
         // connects and sends during create; the kernel queues both until we accept after.
         // In the runroot: a unix socket path must stay under 108 bytes.
@@ -221,11 +237,11 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
         opts.console_socket = Some(sock.clone());
         let made = create(&opts);
         let _ = fs::remove_file(&sock);
-        let state = made?;
+        let pid = made?;
         let (conn, _) = listener.accept().context("accepting the console socket")?;
         let master = recv_fd(conn.as_raw_fd())?;
         copy_winsize(saved.0.as_raw_fd(), master.as_raw_fd());
-        (master, None, state)
+        (master, None, pid)
     } else {
         // The container's stdout and stderr are pipes to us.
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -239,19 +255,22 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
         (out_r, Some(err_r), made?)
     };
     let held = if bridged {
-        engine.network_up(c, state.pid)?
+        engine.network_up(c, pid)?
     } else {
         if matches!(c.config.network.as_str(), "none" | "") {
-            loopback_up(state.pid)?;
+            loopback_up(pid)?;
         }
         Vec::new()
     };
-    Container::load(&engine.runtime_root(), &c.id)?.start()?;
+    match &external {
+        None => Container::load(&engine.runtime_root(), &c.id)?.start()?,
+        Some((bin, root)) => crate::runtimes::external_start(bin, root, &c.id)?,
+    }
     engine.db.execute(
         "UPDATE containers SET state = 'running', pid = ?2, started = ?3, exit_code = 0, oom_killed = 0 WHERE id = ?1",
-        params![c.id, state.pid, db::now_nanos()],
+        params![c.id, pid, db::now_nanos()],
     )?;
-    Ok(Running { pid: state.pid, out, err, saved: Some(saved), tty: c.config.tty, held })
+    Ok(Running { pid, out, err, saved: Some(saved), tty: c.config.tty, held })
 }
 
 /// Copies the container's output to the log (and the caller's terminal) until its init exits.
@@ -504,10 +523,15 @@ pub(crate) fn copy_winsize(from: RawFd, to: RawFd) {
 
 /// Removes the runtime's state and cgroup of the run that ended; returns whether the OOM killer struck.
 fn teardown_run(engine: &Engine, c: &ContainerRow) -> bool {
-    let rc = Container::load(&engine.runtime_root(), &c.id).ok();
-    let oom = rc.as_ref().and_then(|r| r.cgroup()).and_then(|cg| cg.stats().ok()).is_some_and(|s| s.oom_kills > 0);
-    if let Some(rc) = rc {
-        let _ = rc.delete(true);
+    let rt = engine.runtime_of(c).ok();
+    let oom = match &rt {
+        Some(crate::runtimes::Runtime::Builtin(rc)) => {
+            rc.cgroup().and_then(|cg| cg.stats().ok()).is_some_and(|s| s.oom_kills > 0)
+        }
+        _ => false,
+    };
+    if let Some(rt) = rt {
+        rt.delete();
     }
     let _ = engine.network_down(c);
     engine.volumes_down(c);

@@ -569,6 +569,14 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Exec { detach, interactive, tty, env, user, workdir, privileged, container, command } => {
+            if env.is_empty()
+                && user.is_none()
+                && workdir.is_none()
+                && !privileged
+                && let Some(code) = e.exec_external(&container, &command, tty, detach)?
+            {
+                return Ok(code);
+            }
             if tty {
                 let (pid, master) =
                     e.exec_tty(&container, &command, &env, user.as_deref(), workdir.as_deref(), privileged)?;
@@ -841,11 +849,6 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> 
 }
 
 fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
-    if let Some(r) = &a.runtime
-        && r != "berth-runtime"
-    {
-        bail!("--runtime {r}: only the built-in berth-runtime is supported so far");
-    }
     if !matches!(a.pull.as_str(), "missing" | "never" | "always") {
         bail!("invalid --pull {:?}: use missing, always or never", a.pull);
     }
@@ -1009,6 +1012,7 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
     }
     c.volumes_from = a.volumes_from.clone();
     c.init = a.init;
+    c.runtime = a.runtime.clone().unwrap_or_default();
     c.healthcheck = health_flags(&a)?;
     let req = CreateRequest {
         image: a.image.clone(),
