@@ -7,7 +7,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{BERTH, Berth};
+use common::Berth;
 
 #[test]
 fn run_attached_returns_output_and_exit_code() {
@@ -254,22 +254,7 @@ fn pseudo_terminals() {
         b.run(&["run", "--rm", "-t", "busybox", "sh", "-c", "tty; test -t 0 && echo isatty; exit 2"]);
     assert_eq!((code, out.as_str()), (2, "/dev/pts/0\r\nisatty\r\n"), "{err}");
     // -it through a real terminal (script(1) gives us one): input reaches the shell.
-    let cmd = format!(
-        "{BERTH} --root {} --runroot {} run -it --rm busybox sh",
-        b.g.path("root").display(),
-        b.g.path("run").display()
-    );
-    let mut child =
-        b.ns.command("script")
-            .args(["-qec", &cmd, "/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("script(1) from bsdutils");
-    use std::io::Write;
-    child.stdin.as_mut().unwrap().write_all(b"echo hello-$((40+2))\nexit 4\n").unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = b.on_terminal("run -it --rm busybox sh", b"echo hello-$((40+2))\nexit 4\n");
     assert_eq!(o.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&o.stdout).contains("hello-42"));
     // -dt: the pty's output goes to the log.
@@ -513,22 +498,7 @@ fn exec_with_a_pseudo_terminal() {
     assert!(out.starts_with("/dev/pts/") && out.ends_with("\r\nisatty\r\n"), "{out:?}");
     assert_eq!(b.ok(&["exec", "-t", id, "sh", "-c", "echo $TERM"]), "xterm\r\n");
     // -it through a real terminal (script(1)): input reaches the command.
-    let cmd = format!(
-        "{BERTH} --root {} --runroot {} exec -it {id} sh",
-        b.g.path("root").display(),
-        b.g.path("run").display()
-    );
-    let mut child =
-        b.ns.command("script")
-            .args(["-qec", &cmd, "/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("script(1) from bsdutils");
-    use std::io::Write;
-    child.stdin.as_mut().unwrap().write_all(b"echo typed-$((6*7))\nexit 6\n").unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = b.on_terminal(&format!("exec -it {id} sh"), b"echo typed-$((6*7))\nexit 6\n");
     assert_eq!(o.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&o.stdout).contains("typed-42"));
     b.ok(&["rm", "-f", id]);

@@ -116,6 +116,29 @@ impl Berth {
     }
 }
 
+impl Berth {
+    /// Runs `berth ARGS` on a real terminal (script(1)), typing `input`; returns the output.
+    pub fn on_terminal(&self, args: &str, input: &[u8]) -> Output {
+        let cmd = format!(
+            "{BERTH} --root {} --runroot {} {args}",
+            self.g.path("root").display(),
+            self.g.path("run").display()
+        );
+        let mut child = self
+            .ns
+            .command("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script(1) from bsdutils");
+        use std::io::Write;
+        child.stdin.as_mut().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
 /// Runs `f` on a thread that has joined the network namespace at `path` (a container's
 /// `/proc/PID/ns/net`, or the test's own), so sockets it makes live there.
 pub fn in_netns<T: Send + 'static>(path: String, f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -10,7 +10,7 @@ use berth_network::ipam;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::template::{Template, print_tabbed};
+use crate::template::{print_inspected, print_listing};
 
 /// The network flags of `run` and `create`.
 #[derive(Args, Clone, Default)]
@@ -213,30 +213,11 @@ pub fn network(e: &Engine, cmd: NetworkCmd) -> Result<i32> {
                     "CreatedAt": rfc3339(n.created),
                 })
             };
-            if fmt == "json" {
-                for n in &rows {
-                    println!("{}", value(n));
-                }
-                return Ok(0);
-            }
-            let (table, body) = match fmt.strip_prefix("table") {
-                Some(rest) => (true, rest.trim_start().to_string()),
-                None => (false, fmt.clone()),
-            };
-            let t = Template::parse(&body);
-            let mut lines = Vec::new();
-            if table {
-                lines.push(t.header(&|f| match f {
-                    "ID" => "NETWORK ID".into(),
-                    other => other.to_ascii_uppercase(),
-                }));
-            }
-            lines.extend(rows.iter().map(|n| t.render(&value(n))));
-            if table {
-                print_tabbed(&lines);
-            } else {
-                lines.iter().for_each(|l| println!("{l}"));
-            }
+            let values: Vec<Value> = rows.iter().map(value).collect();
+            print_listing(&values, &fmt, &|f| match f {
+                "ID" => "NETWORK ID".into(),
+                other => other.to_ascii_uppercase(),
+            });
             Ok(0)
         }
         NetworkCmd::Inspect { format, networks } => {
@@ -244,13 +225,7 @@ pub fn network(e: &Engine, cmd: NetworkCmd) -> Result<i32> {
             for n in &networks {
                 out.push(inspect_network(e, &e.network(n)?)?);
             }
-            match format {
-                Some(f) => {
-                    let t = Template::parse(&f);
-                    out.iter().for_each(|v| println!("{}", t.render(v)));
-                }
-                None => println!("{}", serde_json::to_string_pretty(&out)?),
-            }
+            print_inspected(&out, format.as_deref())?;
             Ok(0)
         }
         NetworkCmd::Rm { networks } => {

@@ -109,6 +109,42 @@ pub fn print_table(rows: &[Vec<String>]) {
 }
 
 /// Splits rendered template lines on tabs and aligns them.
+/// A listing as `ls` commands print it: `json` (one object per line), `table FIELDS` (a header
+/// from `header`, columns aligned), or a plain template per row.
+pub fn print_listing(rows: &[Value], fmt: &str, header: &dyn Fn(&str) -> String) {
+    if fmt == "json" {
+        rows.iter().for_each(|v| println!("{v}"));
+        return;
+    }
+    let (table, body) = match fmt.strip_prefix("table") {
+        Some(rest) => (true, rest.trim_start()),
+        None => (false, fmt),
+    };
+    let t = Template::parse(body);
+    let mut lines = Vec::new();
+    if table {
+        lines.push(t.header(header));
+    }
+    lines.extend(rows.iter().map(|v| t.render(v)));
+    if table {
+        print_tabbed(&lines);
+    } else {
+        lines.iter().for_each(|l| println!("{l}"));
+    }
+}
+
+/// Prints the pieces of the inspected objects a template picks, or all of them as JSON.
+pub fn print_inspected(out: &[Value], format: Option<&str>) -> anyhow::Result<()> {
+    match format {
+        Some(f) => {
+            let t = Template::parse(f);
+            out.iter().for_each(|v| println!("{}", t.render(v)));
+        }
+        None => println!("{}", serde_json::to_string_pretty(out)?),
+    }
+    Ok(())
+}
+
 pub fn print_tabbed(lines: &[String]) {
     let rows: Vec<Vec<String>> = lines.iter().map(|l| l.split('\t').map(str::to_string).collect()).collect();
     print_table(&rows);

@@ -9,7 +9,7 @@ use berth_engine::volumes::Volume;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::template::{Template, print_tabbed};
+use crate::template::{print_inspected, print_listing};
 
 #[derive(Subcommand)]
 pub enum VolumeCmd {
@@ -105,28 +105,11 @@ pub fn volume(e: &Engine, cmd: VolumeCmd) -> Result<i32> {
                     "Labels": v.labels.iter().map(|(k, x)| format!("{k}={x}")).collect::<Vec<_>>().join(","),
                 })
             };
-            if fmt == "json" {
-                rows.iter().for_each(|v| println!("{}", value(v)));
-                return Ok(0);
-            }
-            let (table, body) = match fmt.strip_prefix("table") {
-                Some(rest) => (true, rest.trim_start().to_string()),
-                None => (false, fmt.clone()),
-            };
-            let t = Template::parse(&body);
-            let mut lines = Vec::new();
-            if table {
-                lines.push(t.header(&|f| match f {
-                    "Name" => "VOLUME NAME".into(),
-                    other => other.to_ascii_uppercase(),
-                }));
-            }
-            lines.extend(rows.iter().map(|v| t.render(&value(v))));
-            if table {
-                print_tabbed(&lines);
-            } else {
-                lines.iter().for_each(|l| println!("{l}"));
-            }
+            let values: Vec<Value> = rows.iter().map(value).collect();
+            print_listing(&values, &fmt, &|f| match f {
+                "Name" => "VOLUME NAME".into(),
+                other => other.to_ascii_uppercase(),
+            });
             Ok(0)
         }
         VolumeCmd::Inspect { format, volumes } => {
@@ -134,13 +117,7 @@ pub fn volume(e: &Engine, cmd: VolumeCmd) -> Result<i32> {
             for n in &volumes {
                 out.push(inspect_volume(e, &e.volume(n)?));
             }
-            match format {
-                Some(f) => {
-                    let t = Template::parse(&f);
-                    out.iter().for_each(|v| println!("{}", t.render(v)));
-                }
-                None => println!("{}", serde_json::to_string_pretty(&out)?),
-            }
+            print_inspected(&out, format.as_deref())?;
             Ok(0)
         }
         VolumeCmd::Rm { force, volumes } => {
