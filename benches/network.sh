@@ -53,7 +53,8 @@ fi
 
 gbits() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9) if "sum_received" in d.get("end", {}) else "failed: " + d.get("error", "?"))' "$1"; }
 
-echo "== TCP throughput (iperf3, 5 s each)"
+ROUNDS=${ROUNDS:-5}
+echo "== TCP throughput (iperf3, $ROUNDS alternating rounds of 2 s each, medians)"
 # Bare veth pair between two namespaces (held by two sleeping processes): the ceiling for one hop.
 unshare --net sleep 600 & a=$!; pids+=("$a")
 unshare --net sleep 600 & b=$!; pids+=("$b")
@@ -61,26 +62,27 @@ sleep 0.2
 ip link add bva netns "$a" type veth peer name bvb netns "$b"
 nsenter --net=/proc/"$a"/ns/net sh -c 'ip addr add 192.168.250.1/24 dev bva && ip link set bva up'
 nsenter --net=/proc/"$b"/ns/net sh -c 'ip addr add 192.168.250.2/24 dev bvb && ip link set bvb up'
-nsenter --net=/proc/"$a"/ns/net iperf3 -s -1 -D -p 5201 >/dev/null
-sleep 1
-nsenter --net=/proc/"$b"/ns/net iperf3 -c 192.168.250.1 -p 5201 -t 5 -J > "$work/veth.json"
-veth=$(gbits "$work/veth.json")
+nsenter --net=/proc/"$a"/ns/net iperf3 -s -D -p 5201 >/dev/null
 # Two containers on the default bridge; iperf3 runs in their network namespaces.
 s=$("$BERTH" run -d berth-bench/busybox sleep 600)
 c=$("$BERTH" run -d berth-bench/busybox sleep 600)
 spid=$("$BERTH" inspect -f '{{.State.Pid}}' "$s"); cpid=$("$BERTH" inspect -f '{{.State.Pid}}' "$c")
 sip=$("$BERTH" inspect -f '{{.NetworkSettings.IPAddress}}' "$s")
-nsenter --net=/proc/"$spid"/ns/net iperf3 -s -1 -D -p 5201 >/dev/null
-sleep 1
-nsenter --net=/proc/"$cpid"/ns/net iperf3 -c "$sip" -p 5201 -t 5 -J > "$work/bridge.json"
-bridge=$(gbits "$work/bridge.json")
+nsenter --net=/proc/"$spid"/ns/net iperf3 -s -D -p 5201 >/dev/null
 # A published port, reached from the host's loopback.
 p=$("$BERTH" run -d -p 15201:5201 berth-bench/busybox sleep 600)
 ppid=$("$BERTH" inspect -f '{{.State.Pid}}' "$p")
-nsenter --net=/proc/"$ppid"/ns/net iperf3 -s -1 -D -p 5201 >/dev/null
+nsenter --net=/proc/"$ppid"/ns/net iperf3 -s -D -p 5201 >/dev/null
 sleep 1
-iperf3 -c 127.0.0.1 -p 15201 -t 5 -J > "$work/published.json"
-published=$(gbits "$work/published.json")
+# Alternating rounds, so that load from elsewhere on the machine falls on all three alike.
+for r in $(seq "$ROUNDS"); do
+  nsenter --net=/proc/"$b"/ns/net iperf3 -c 192.168.250.1 -p 5201 -t 2 -J > "$work/veth.$r.json"
+  nsenter --net=/proc/"$cpid"/ns/net iperf3 -c "$sip" -p 5201 -t 2 -J > "$work/bridge.$r.json"
+  iperf3 -c 127.0.0.1 -p 15201 -t 2 -J > "$work/published.$r.json"
+done
+med() { for f in "$work"/"$1".*.json; do gbits "$f"; done | grep -v failed | sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "failed")}'; }
+veth=$(med veth); bridge=$(med bridge); published=$(med published)
+pkill -f "iperf3 -s -D -p 5201" || true
 printf '%-44s %10s Gbit/s\n' "bare veth pair" "$veth"
 printf '%-44s %10s Gbit/s  of veth %s\n' "container to container over the bridge" "$bridge" "$(ratio "$bridge" "$veth")"
 printf '%-44s %10s Gbit/s\n' "host loopback to a published port" "$published"
