@@ -735,3 +735,23 @@ fn another_oci_runtime_runs_the_container() {
     assert_eq!(code, 125);
     assert!(err.contains("unknown or invalid runtime name"), "{err}");
 }
+
+#[test]
+fn ps_size_counts_the_containers_own_files() {
+    let b = Berth::new("eng-size");
+    b.ok(&[
+        "run",
+        "--name",
+        "big",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/blob bs=1k count=2048 2>/dev/null",
+    ]);
+    let out = b.ok(&["ps", "-a", "-s", "--format", "{{.Names}} {{.Size}}"]);
+    assert!(out.starts_with("big 2.097MB (virtual "), "{out}");
+    let table = b.ok(&["ps", "-a", "-s"]);
+    assert!(table.lines().next().unwrap().ends_with("SIZE"), "{table}");
+}

@@ -96,6 +96,8 @@ pub struct ContainerConfig {
     /// The image's HEALTHCHECK with the `--health-*` flags over it; `Test: ["NONE"]` for
     /// `--no-healthcheck`.
     pub healthcheck: Option<crate::health::Healthcheck>,
+    /// `--detach-keys` (Docker's form, e.g. `ctrl-p,ctrl-q`); empty for the default.
+    pub detach_keys: String,
     /// `--runtime`: another OCI runtime binary (name in PATH or path); empty for the built-in one.
     pub runtime: String,
 }
@@ -767,7 +769,7 @@ impl Engine {
 
     /// `berth attach`: the running container's output (and, with a pty, our input) through its
     /// monitor, until it exits (its exit code) or ctrl-p ctrl-q detaches us (0).
-    pub fn attach(&self, key: &str, stdin: bool) -> Result<i32> {
+    pub fn attach(&self, key: &str, stdin: bool, detach_keys: Option<&str>) -> Result<i32> {
         let c = self.container(key)?;
         if !c.is_running() {
             return Err(
@@ -781,7 +783,7 @@ impl Engine {
         let mut input = stdin && c.config.tty;
         let mut buf = vec![0u8; 64 << 10];
         let mut pending: Vec<u8> = Vec::new();
-        let mut saw_ctrl_p = false;
+        let mut keys = DetachKeys::new(detach_keys.unwrap_or(&c.config.detach_keys))?;
         loop {
             let mut fds = [
                 libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -800,8 +802,7 @@ impl Engine {
                     let data = &buf[..n as usize];
                     let mut detach = false;
                     for &b in data {
-                        detach |= saw_ctrl_p && b == 0x11;
-                        saw_ctrl_p = b == 0x10;
+                        detach |= keys.feed(b);
                     }
                     if detach {
                         return Ok(0);
@@ -1053,4 +1054,65 @@ pub fn attach_pty(master: OwnedFd, pid: i32, stdin: bool) -> Result<i32> {
         }
     }
     berth_runtime::container::wait_exit_code(pid)
+}
+
+/// Watches typed bytes for the detach sequence (`ctrl-p,ctrl-q` unless told otherwise).
+pub struct DetachKeys {
+    keys: Vec<u8>,
+    at: usize,
+}
+
+impl DetachKeys {
+    /// Docker's syntax: comma-separated `ctrl-<key>` or single characters.
+    pub fn new(spec: &str) -> Result<DetachKeys> {
+        let spec = if spec.is_empty() { "ctrl-p,ctrl-q" } else { spec };
+        let mut keys = Vec::new();
+        for k in spec.split(',') {
+            let b = match k.strip_prefix("ctrl-") {
+                Some(c) if c.len() == 1 => match c.as_bytes()[0] {
+                    x @ b'a'..=b'z' => x - b'a' + 1,
+                    b'@' => 0,
+                    x @ (b'[' | b'\\' | b']' | b'^' | b'_') => x - b'@',
+                    _ => bail!("invalid detach keys {spec:?}: unknown key {k}"),
+                },
+                None if k.len() == 1 => k.as_bytes()[0],
+                _ => bail!("invalid detach keys {spec:?}: use a list such as ctrl-p,ctrl-q"),
+            };
+            keys.push(b);
+        }
+        Ok(DetachKeys { keys, at: 0 })
+    }
+
+    /// True when `b` completes the sequence.
+    pub fn feed(&mut self, b: u8) -> bool {
+        if self.keys.get(self.at) == Some(&b) {
+            self.at += 1;
+        } else {
+            self.at = usize::from(self.keys.first() == Some(&b));
+        }
+        if self.at == self.keys.len() {
+            self.at = 0;
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DetachKeys;
+
+    #[test]
+    fn detach_keys_match_sequences() {
+        let mut d = DetachKeys::new("").unwrap();
+        assert!(!d.feed(0x10) && d.feed(0x11));
+        assert!(!d.feed(b'x') && !d.feed(0x11));
+        // A repeated first key restarts the sequence instead of breaking it.
+        assert!(!d.feed(0x10) && !d.feed(0x10) && d.feed(0x11));
+        let mut d = DetachKeys::new("ctrl-a,x,ctrl-\\").unwrap();
+        assert!(!d.feed(1) && !d.feed(b'x') && d.feed(0x1c));
+        for bad in ["ctrl-1", "ctrl-pp", "abc"] {
+            assert!(DetachKeys::new(bad).is_err(), "{bad}");
+        }
+    }
 }

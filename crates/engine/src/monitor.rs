@@ -302,7 +302,8 @@ fn pump(
     // Small: it is ours for as long as the container runs (a pipe read rarely brings more).
     let mut buf = vec![0u8; 16 << 10];
     let mut drain_deadline: Option<std::time::Instant> = None;
-    let mut saw_ctrl_p = false;
+    let mut keys = crate::containers::DetachKeys::new(&c.config.detach_keys)
+        .unwrap_or_else(|_| crate::containers::DetachKeys::new("").expect("the default detach keys"));
     while open[0] || open[1] {
         let fd_or = |on: bool, fd: Option<RawFd>| if on { fd.unwrap_or(-1) } else { -1 };
         let mut fds = vec![
@@ -386,8 +387,7 @@ fn pump(
                 let data = &buf[..k as usize];
                 let mut detach = false;
                 for &b in data {
-                    detach |= saw_ctrl_p && b == 0x11;
-                    saw_ctrl_p = b == 0x10;
+                    detach |= keys.feed(b);
                 }
                 if detach {
                     // The container goes on; the caller leaves.

@@ -104,6 +104,8 @@ enum Cmd {
     Attach {
         #[arg(long)]
         no_stdin: bool,
+        #[arg(long)]
+        detach_keys: Option<String>,
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         sig_proxy: bool,
         container: String,
@@ -462,6 +464,8 @@ struct RunArgs {
     platform: Option<String>,
     #[arg(long)]
     cidfile: Option<PathBuf>,
+    #[arg(long)]
+    detach_keys: Option<String>,
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     sig_proxy: bool,
     #[arg(short, long)]
@@ -561,7 +565,9 @@ fn run(cli: Cli) -> Result<i32> {
             let until = until.as_deref().map(|s| parse_time(s, "--until")).transpose()?;
             cmd_logs(&e, &container, follow, timestamps, tail.as_deref(), (since, until))
         }
-        Cmd::Attach { no_stdin, sig_proxy: _, container } => e.attach(&container, !no_stdin),
+        Cmd::Attach { no_stdin, detach_keys, sig_proxy: _, container } => {
+            e.attach(&container, !no_stdin, detach_keys.as_deref())
+        }
         Cmd::Wait { containers } => {
             for c in &containers {
                 println!("{}", e.wait_container(c)?);
@@ -1013,6 +1019,10 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
     c.volumes_from = a.volumes_from.clone();
     c.init = a.init;
     c.runtime = a.runtime.clone().unwrap_or_default();
+    if let Some(k) = &a.detach_keys {
+        berth_engine::containers::DetachKeys::new(k)?;
+        c.detach_keys = k.clone();
+    }
     c.healthcheck = health_flags(&a)?;
     let req = CreateRequest {
         image: a.image.clone(),
@@ -1104,6 +1114,26 @@ fn parse_duration(s: &str) -> Result<i64> {
 /// `-e NAME` takes NAME's value from our environment, as Docker does.
 fn expand_env(v: &str) -> String {
     if v.contains('=') { v.to_string() } else { format!("{v}={}", std::env::var(v).unwrap_or_default()) }
+}
+
+/// Bytes used by the files under `p` (not following symlinks; each hard link once).
+fn dir_size(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.nlink() == 1 || seen.insert((m.dev(), m.ino())) {
+                total += m.len();
+            }
+        }
+    }
+    total
 }
 
 fn ago(nanos: i64) -> String {
@@ -1229,26 +1259,36 @@ fn cmd_ps(e: &Engine, a: &PsArgs) -> Result<i32> {
     ]
     .into_iter()
     .collect();
-    let fmt = a.format.clone().unwrap_or_else(|| {
-        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}".into()
-    });
+    let default_fmt = if a.size {
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}"
+    } else {
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+    };
+    let fmt = a.format.clone().unwrap_or_else(|| default_fmt.into());
+    // -s (or a format that asks for .Size): the container's own files, and with its image's.
+    let sized = a.size || fmt.contains(".Size");
+    let value = |c: &ContainerRow| {
+        let mut v = ps_value(e, c, a.no_trunc);
+        if sized {
+            let own = dir_size(&e.layers.root().join("containers").join(&c.id).join("upper"));
+            let image = e.resolve_image(&c.image).map(|i| i.size).unwrap_or(0).max(0) as u64;
+            v["Size"] = json!(format!("{} (virtual {})", human_size(own as i64), human_size((own + image) as i64)));
+        }
+        v
+    };
     if fmt == "json" {
         for c in &list {
-            println!("{}", ps_value(e, c, a.no_trunc));
+            println!("{}", value(c));
         }
         return Ok(0);
     }
-    let t = Template::parse(if fmt == "table" {
-        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
-    } else {
-        &fmt
-    });
+    let t = Template::parse(if fmt == "table" { default_fmt } else { &fmt });
     let mut lines = Vec::new();
     if t.table {
         lines.push(t.header(&|f| header.get(f).map(|s| s.to_string()).unwrap_or_else(|| f.to_uppercase())));
     }
     for c in &list {
-        lines.push(t.render(&ps_value(e, c, a.no_trunc)));
+        lines.push(t.render(&value(c)));
     }
     if t.table {
         print_tabbed(&lines);
