@@ -2,7 +2,9 @@
 # `berth pull` against `podman pull` and `skopeo copy docker://… oci:DIR` from one local
 # docker-registry on loopback (plain HTTP), side by side in one hyperfine run per image:
 #   - busybox: the test kit's busybox rootfs (host busybox-static) as one gzip layer;
-#   - big: ~200 MiB of /dev/urandom in 4 gzip layers (incompressible).
+#   - big: ~200 MiB of /dev/urandom in 4 gzip layers (incompressible);
+#   - files: many small files, one gzip layer of the host's /usr/lib/gcc, /usr/lib/python3 and
+#     /usr/lib/python3.11 (about 5,000 files, 220 MB; the fixture of shared/design/peers.md).
 # Every timed pull is cold: an untimed --prepare removes what the previous one stored (`rmi`
 # for berth and podman, which then also drop the layers; `rm -rf` of skopeo's OCI dir). berth
 # and podman unpack the layers; skopeo only stores the blobs. Then peak RSS of one cold pull
@@ -10,7 +12,7 @@
 # Run as root after `cargo build --release`; see benches/README.md.
 #
 # Knobs (environment): RUNS (timed runs per tool, 10), WARMUP (1), BIG_MIB (size of the big
-# image, 200), FS (where the tools store what they pull: `loop`, the default, a fresh ext4
+# image, 200), IMAGES (which to time, "busybox big files"), FS (where the tools store what they pull: `loop`, the default, a fresh ext4
 # image with a journal, loop-mounted, as on a usual host; `tmp`, the temp dir's own file
 # system), BERTH (target/release/berth), BUNDLE (target/release/berth-bundle).
 #
@@ -22,6 +24,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-10}
 WARMUP=${WARMUP:-1}
 BIG_MIB=${BIG_MIB:-200}
+IMAGES=${IMAGES:-busybox big files}
 FS=${FS:-loop}
 BERTH=$(realpath -m "${BERTH:-target/release/berth}")
 BUNDLE=$(realpath -m "${BUNDLE:-target/release/berth-bundle}")
@@ -100,7 +103,7 @@ host=127.0.0.1:$port
 
 # An OCI layout of gzip layers made from the given tar files: mk_image DIR TAR...
 mk_image() {
-  local dir=$1 diffs=() layers=() t d gz size
+  local dir=$1 diffs=() layers=() history=() t d gz size
   shift
   mkdir -p "$dir/blobs/sha256"
   for t in "$@"; do
@@ -110,12 +113,14 @@ mk_image() {
     size=$(stat -c %s "$dir/blob.tmp")
     mv "$dir/blob.tmp" "$dir/blobs/sha256/$gz"
     diffs+=("\"sha256:$d\"")
+    history+=("{\"created\":\"2026-01-01T00:00:00Z\",\"created_by\":\"benches/pull.sh: $(basename "$t")\"}")
     layers+=("{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$gz\",\"size\":$size}")
   done
   local arch
   arch=$(case $(uname -m) in x86_64) echo amd64 ;; aarch64) echo arm64 ;; *) uname -m ;; esac)
-  printf '{"architecture":"%s","os":"linux","config":{"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":[%s]}}' \
-    "$arch" "$(IFS=,; echo "${diffs[*]}")" >"$dir/config.json"
+  # A history entry per layer: buildah refuses images without.
+  printf '{"architecture":"%s","os":"linux","config":{"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":[%s]},"history":[%s]}' \
+    "$arch" "$(IFS=,; echo "${diffs[*]}")" "$(IFS=,; echo "${history[*]}")" >"$dir/config.json"
   local cd cs
   cd=$(sha256sum "$dir/config.json" | cut -d' ' -f1)
   cs=$(stat -c %s "$dir/config.json")
@@ -145,12 +150,15 @@ for i in 1 2 3 4; do
   big_tars+=("$tmp/big$i.tar")
 done
 mk_image "$tmp/oci-big" "${big_tars[@]}"
+tar -C / -cf "$tmp/files.tar" usr/lib/gcc usr/lib/python3 usr/lib/python3.11
+echo "   files: $(tar -tf "$tmp/files.tar" | wc -l) entries, $(du -sh "$tmp/files.tar" | cut -f1) of tar"
+mk_image "$tmp/oci-files" "$tmp/files.tar"
 rm -f "$tmp"/*.tar
-for img in busybox big; do
+for img in busybox big files; do
   skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$tmp/oci-$img:latest" "docker://$host/bench/$img:latest"
 done
-du -sh "$tmp/oci-busybox/blobs" "$tmp/oci-big/blobs" | sed 's/^/   /'
-rm -rf "$tmp/oci-busybox" "$tmp/oci-big"
+du -sh "$tmp/oci-busybox/blobs" "$tmp/oci-big/blobs" "$tmp/oci-files/blobs" | sed 's/^/   /'
+rm -rf "$tmp/oci-busybox" "$tmp/oci-big" "$tmp/oci-files"
 
 berth_cmd="$BERTH --root $work/berth-root --runroot $tmp/berth-run"
 podman_cmd="podman --root $work/podman-root --runroot $tmp/podman-run --storage-driver overlay"
@@ -175,7 +183,7 @@ reset_cmd() { # TOOL IMAGE: untimed, before each run
 
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), storage on $(findmnt -no FSTYPE,SOURCE -T "$work" | tr -s ' ' ' ') (FS=$FS)"
 echo "   berth $("$BERTH" --version 2>&1 | head -1 | awk '{print $NF}'), $(command -v podman >/dev/null && podman --version), $(skopeo --version), $(hyperfine --version)"
-for img in busybox big; do
+for img in $IMAGES; do
   args=()
   for t in "${tools[@]}"; do
     # Each must work once before it is timed.
@@ -207,7 +215,7 @@ $berth_cmd images | grep -q "bench/big" || die "berth's big image is missing aft
 echo
 echo "== summary (medians; ratios below 1 mean berth is faster/smaller)"
 {
-  for img in busybox big; do
+  for img in $IMAGES; do
     # hyperfine CSV: command,mean,stddev,median,user,system,min,max (seconds)
     awk -F, -v img="$img" 'NR > 1 { printf "%s %s %.1f\n", img, $1, $4 * 1000 }' "$tmp/$img.csv"
   done

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
+use berth_image::digest::HashReader;
 use berth_image::manifest::{self, Descriptor, Document, ImageConfig, chain_ids, media};
 use berth_image::store::BlobWriter;
 use berth_image::{Digest, Platform, Reference, Store, archive};
@@ -26,6 +27,9 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::Engine;
 use crate::images::{display_name, unpack_layer};
+
+/// Image configs larger than this are refused (they are read into memory).
+const MAX_CONFIG: u64 = 32 << 20;
 
 /// Where progress lines go (Docker's wording); called from worker threads too.
 pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
@@ -233,15 +237,29 @@ impl Engine {
         }
 
         let manifest_digest = current.digest.clone();
-        if !self.store.has(&manifest_digest) {
-            self.store.put(&current.bytes[..], Some(&manifest_digest))?;
-        }
-        if !self.store.has(&m.config.digest) {
-            self.store
-                .put(repo.blob(&m.config.digest, Some(m.config.size as u64), None), Some(&m.config.digest))
-                .with_context(|| format!("config {}", m.config.digest))?;
-        }
-        let cfg = ImageConfig::parse(&self.store.read(&m.config.digest)?)?;
+        // The config is read into memory and checked here; it goes into the store (with the
+        // manifest) on a thread of its own while the layers download, so that their fsyncs
+        // wait on the disk alongside the downloads rather than before them.
+        let config_bytes = if self.store.has(&m.config.digest) {
+            None
+        } else {
+            if m.config.size as u64 > MAX_CONFIG {
+                bail!("the image config is {} bytes, more than berth takes ({MAX_CONFIG})", m.config.size);
+            }
+            let mut v = Vec::with_capacity(m.config.size as usize);
+            let mut hr =
+                HashReader::new(repo.blob(&m.config.digest, Some(m.config.size as u64), None), m.config.digest.algo);
+            hr.read_to_end(&mut v).with_context(|| format!("config {}", m.config.digest))?;
+            let (got, n) = hr.finish();
+            if got != m.config.digest {
+                bail!("config {}: digest mismatch: got {got} ({n} bytes)", m.config.digest);
+            }
+            Some(v)
+        };
+        let cfg = match &config_bytes {
+            Some(b) => ImageConfig::parse(b)?,
+            None => ImageConfig::parse(&self.store.read(&m.config.digest)?)?,
+        };
         // A single-platform image asked for with --platform must be that platform (through an
         // index, the index's word is taken, as Docker does).
         if let Some(p) = &opts.platform
@@ -280,7 +298,22 @@ impl Engine {
             unpack: opts.unpack,
             progress,
         };
-        work.run(&jobs, client.config.downloads())?;
+        let store = &self.store;
+        let store_small = || -> Result<()> {
+            if !store.has(&manifest_digest) {
+                store.put(&current.bytes[..], Some(&manifest_digest))?;
+            }
+            if let Some(b) = &config_bytes {
+                store.put(&b[..], Some(&m.config.digest)).with_context(|| format!("config {}", m.config.digest))?;
+            }
+            Ok(())
+        };
+        std::thread::scope(|s| -> Result<()> {
+            let small = s.spawn(store_small);
+            let layers = work.run(&jobs, client.config.downloads());
+            let small = small.join().unwrap_or_else(|_| Err(anyhow::anyhow!("storing the manifest panicked")));
+            layers.and(small)
+        })?;
 
         let id = self.register(&manifest_digest, Some(r))?;
         self.add_repo_digest(&format!("{}/{}", r.registry, r.repository), &top.digest, &id)?;
@@ -426,30 +459,113 @@ impl LayerWork<'_> {
 }
 
 impl LayerWork<'_> {
-    /// One pass over the download: the bytes go into the store (hashed) and, at the same time,
-    /// through decompression into the unpack (whose diff id is checked). The blob is renamed
-    /// into place only if its digest matches; when something fails, the download's own error
-    /// (size, network) comes first, then a digest mismatch, then the unpack's error.
+    /// One pass over the download, on two threads: this one reads the network, hashes the
+    /// bytes into the store and decompresses them; the other hashes the layer's tar (its diff
+    /// id) and unpacks it. Chunks go between them through a small bounded channel, so memory
+    /// stays flat whatever the layer's size. The blob is renamed into place only if its digest
+    /// matches; when something fails, the download's own error (size, network) comes first,
+    /// then a digest mismatch, then the decompression's or the unpack's error.
     fn fetch_and_unpack(&self, i: usize, parent: Option<&Digest>, cancel: &AtomicBool) -> Result<()> {
         let d = &self.descs[i];
         let compression = manifest::layer_compression(&d.media_type)?;
         let mut w = self.store.writer(d.digest.algo)?;
         let inner = self.counted(d, self.repo.blob(&d.digest, Some(d.size as u64), Some(cancel)));
         let mut tee = Tee { inner, out: &mut w, err: None };
-        let mut br = BufReader::with_capacity(256 << 10, &mut tee);
-        let unpacked = archive::decompress(&mut br, compression)
-            .and_then(|r| self.layers.add(&self.chains[i], parent, &self.diff_ids[i], r, &Limits::default()));
-        // Read what the unpack left (it stops at the end of the tar) so the digest covers all.
-        let drained = std::io::copy(&mut br, &mut std::io::sink());
-        drop(br);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+        // Chunks come back to be filled again: no allocation (and no page faults) per chunk.
+        let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
+        let (drained, decoded, unpacked) = std::thread::scope(|s| {
+            let unpacker = s.spawn(move || {
+                let r = ChannelReader { rx, back, cur: Vec::new(), pos: 0 };
+                self.layers.add(&self.chains[i], parent, &self.diff_ids[i], r, &Limits::default())
+            });
+            let mut br = BufReader::with_capacity(256 << 10, &mut tee);
+            let decoded = match archive::decompress(&mut br, compression) {
+                Ok(mut dec) => feed(&mut dec, &tx, &spare),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &decoded {
+                let _ = tx.send(Err(std::io::Error::other(format!("{e:#}"))));
+            }
+            drop(tx);
+            // Read what decompression left (or all of it, after an error) so that the digest
+            // covers the whole blob.
+            let drained = std::io::copy(&mut br, &mut std::io::sink());
+            let unpacked =
+                unpacker.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the thread unpacking the layer panicked")));
+            (drained, decoded, unpacked)
+        });
         if let Some(e) = tee.err.take() {
             return Err(e.into());
         }
         drained.context("reading the layer")?;
         w.commit(&d.digest)?;
         (self.progress)(&format!("{}: Download complete", d.digest.short()));
+        decoded.context("decompressing it")?;
         unpacked.context("unpacking it")?;
         Ok(())
+    }
+}
+
+/// The size of the decompressed chunks handed to the unpacking thread, and how many may wait.
+const CHUNK: usize = 64 << 10;
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Sends what `r` yields in chunks until its end, or until the receiver is gone (the unpack
+/// stopped: its error tells why). Chunks the receiver gave back in `spare` are used again.
+fn feed(
+    r: &mut dyn Read,
+    tx: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+    spare: &std::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<()> {
+    loop {
+        let mut buf = spare.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        let mut n = 0;
+        while n < buf.len() {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        buf.truncate(n);
+        let last = n < CHUNK;
+        if tx.send(Ok(buf)).is_err() || last {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads the chunks of [`feed`]: an error sent is returned, the sender's end is the end.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    back: std::sync::mpsc::SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    let used = std::mem::replace(&mut self.cur, b);
+                    let _ = self.back.try_send(used);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 

@@ -75,7 +75,12 @@ pub fn unpack(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats> {
     // calls instead of one per 8 KiB (what std::io::copy would do).
     let mut buf = vec![0u8; COPY_BUF];
     let mut dirs: Vec<DirMeta> = Vec::new();
-    let mut cache: Option<(PathBuf, OwnedFd)> = None;
+    // The parent directory of the last entry, and whether it is set-group-id.
+    let mut cache: Option<(PathBuf, OwnedFd, bool)> = None;
+    // Files we create are ours: as root (and not below a set-group-id directory, whose group
+    // new files take), an entry owned by 0:0 needs no chown.
+    // SAFETY: geteuid/getegid cannot fail.
+    let root_creates = unsafe { libc::geteuid() == 0 && libc::getegid() == 0 };
     for e in ar.entries().context("reading the layer tar")? {
         let mut e = e.context("reading the layer tar")?;
         stats.entries += 1;
@@ -91,13 +96,14 @@ pub fn unpack(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats> {
             (Some(p), Some(n)) => (p.to_path_buf(), cstr(n.as_encoded_bytes())?),
             _ => continue,
         };
-        let pfd = match &cache {
-            Some((p, fd)) if *p == parent => fd.as_raw_fd(),
+        let (pfd, parent_sgid) = match &cache {
+            Some((p, fd, sgid)) if *p == parent => (fd.as_raw_fd(), *sgid),
             _ => {
                 let fd = mkdir_parents(root.as_raw_fd(), &parent)
                     .with_context(|| format!("layer entry {}", raw.display()))?;
-                cache = Some((parent.clone(), fd));
-                cache.as_ref().map(|c| c.1.as_raw_fd()).unwrap_or(-1)
+                let sgid = nix::sys::stat::fstat(&fd).map(|st| st.st_mode & libc::S_ISGID != 0).unwrap_or(true);
+                cache = Some((parent.clone(), fd, sgid));
+                (cache.as_ref().map(|c| c.1.as_raw_fd()).unwrap_or(-1), sgid)
             }
         };
         let name_bytes = name.as_bytes();
@@ -109,12 +115,13 @@ pub fn unpack(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats> {
         }
         if let Some(hidden) = name_bytes.strip_prefix(b".wh.") {
             let hidden = cstr(hidden)?;
-            if remove_any(pfd, &hidden)? {
+            // SAFETY: mknodat on a valid dir fd with a NUL-terminated name.
+            let (_, removed) =
+                make_fresh(pfd, &hidden, || unsafe { libc::mknodat(pfd, hidden.as_ptr(), libc::S_IFCHR | 0o600, 0) })
+                    .with_context(|| format!("whiteout {}", raw.display()))?;
+            if removed {
                 cache = None;
             }
-            // SAFETY: mknodat on a valid dir fd with a NUL-terminated name.
-            check(unsafe { libc::mknodat(pfd, hidden.as_ptr(), libc::S_IFCHR | 0o600, 0) })
-                .with_context(|| format!("whiteout {}", raw.display()))?;
             continue;
         }
         let h = e.header().clone();
@@ -124,18 +131,32 @@ pub fn unpack(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats> {
         let mtime = h.mtime().unwrap_or(0) as i64;
         let xattrs = pax_xattrs(&mut e)?;
         let mut removed_dir = false;
+        let chown = !(uid == 0 && gid == 0 && root_creates && !parent_sgid);
         match kind {
             tar::EntryType::Directory => {
-                if !is_dir_at(pfd, &name) {
-                    if remove_any(pfd, &name)? {
-                        removed_dir = true;
+                // A directory that was there already (made for an earlier entry) keeps its
+                // owner unless this entry sets it.
+                let mut fresh = true;
+                // SAFETY: as above.
+                if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } < 0 {
+                    let err = std::io::Error::last_os_error();
+                    if err.raw_os_error() != Some(libc::EEXIST) {
+                        return Err(err).with_context(|| format!("creating {}", raw.display()));
                     }
-                    // SAFETY: as above.
-                    check(unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) })
-                        .with_context(|| format!("creating {}", raw.display()))?;
+                    // A directory again (later entries win) is kept; anything else replaced.
+                    fresh = false;
+                    if !is_dir_at(pfd, &name) {
+                        fresh = true;
+                        removed_dir = remove_any(pfd, &name)?;
+                        // SAFETY: as above.
+                        check(unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) })
+                            .with_context(|| format!("creating {}", raw.display()))?;
+                    }
                 }
                 let fd = open_at(pfd, &name, libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_RDONLY)?;
-                fchown(fd.as_raw_fd(), uid, gid)?;
+                if chown || !fresh {
+                    fchown(fd.as_raw_fd(), uid, gid)?;
+                }
                 set_xattrs(fd.as_raw_fd(), &xattrs)?;
                 dirs.push(DirMeta { path: rel.clone(), mode, mtime });
                 // The cached parent may be this directory replaced; drop it.
@@ -146,15 +167,20 @@ pub fn unpack(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats> {
                 if stats.bytes > limits.max_bytes {
                     bail!("the layer unpacks to more than {} bytes (limit against tar bombs)", limits.max_bytes);
                 }
-                if remove_any(pfd, &name)? {
-                    removed_dir = true;
-                }
-                let fd = open_at(pfd, &name, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW)?;
-                let mut f = std::fs::File::from(fd);
+                let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+                // SAFETY: openat with a valid dir fd and a single-component name.
+                let (fd, removed) =
+                    make_fresh(pfd, &name, || unsafe { libc::openat(pfd, name.as_ptr(), flags, 0o600) })
+                        .with_context(|| format!("creating {}", raw.display()))?;
+                removed_dir = removed;
+                // SAFETY: a new fd we own.
+                let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
                 let n = copy_large(&mut e, &mut f, &mut buf).with_context(|| format!("writing {}", raw.display()))?;
                 stats.bytes = stats.bytes - h.size().unwrap_or(0) + n;
                 let fd = f.as_raw_fd();
-                fchown(fd, uid, gid)?;
+                if chown {
+                    fchown(fd, uid, gid)?;
+                }
                 // SAFETY: fchmod on our own fd (after chown, which clears set-id bits).
                 check(unsafe { libc::fchmod(fd, mode) })?;
                 set_xattrs(fd, &xattrs)?;
@@ -163,14 +189,15 @@ pub fn unpack(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats> {
             tar::EntryType::Symlink => {
                 let target = e.link_name()?.context("a symlink without a target")?;
                 let target = cstr(target.as_os_str().as_encoded_bytes())?;
-                if remove_any(pfd, &name)? {
-                    removed_dir = true;
-                }
                 // SAFETY: symlinkat with valid strings and dir fd.
-                check(unsafe { libc::symlinkat(target.as_ptr(), pfd, name.as_ptr()) })
-                    .with_context(|| format!("symlink {}", raw.display()))?;
-                // SAFETY: fchownat without following the link.
-                check(unsafe { libc::fchownat(pfd, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
+                let (_, removed) =
+                    make_fresh(pfd, &name, || unsafe { libc::symlinkat(target.as_ptr(), pfd, name.as_ptr()) })
+                        .with_context(|| format!("symlink {}", raw.display()))?;
+                removed_dir = removed;
+                if chown {
+                    // SAFETY: fchownat without following the link.
+                    check(unsafe { libc::fchownat(pfd, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
+                }
                 set_times(pfd, Some(&name), mtime, libc::AT_SYMLINK_NOFOLLOW)?;
             }
             tar::EntryType::Link => {
@@ -187,12 +214,12 @@ pub fn unpack(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats> {
                         )
                     })?;
                 let tname = cstr(trel.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default())?;
-                if remove_any(pfd, &name)? {
-                    removed_dir = true;
-                }
                 // SAFETY: linkat between two dir fds we resolved inside the root; no symlink following.
-                check(unsafe { libc::linkat(tparent.as_raw_fd(), tname.as_ptr(), pfd, name.as_ptr(), 0) })
-                    .with_context(|| format!("layer entry {}: hardlink to {}", raw.display(), target.display()))?;
+                let (_, removed) = make_fresh(pfd, &name, || unsafe {
+                    libc::linkat(tparent.as_raw_fd(), tname.as_ptr(), pfd, name.as_ptr(), 0)
+                })
+                .with_context(|| format!("layer entry {}: hardlink to {}", raw.display(), target.display()))?;
+                removed_dir = removed;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let fmt = match kind {
@@ -204,14 +231,15 @@ pub fn unpack(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats> {
                     bail!("layer entry {}: device nodes are not allowed here", raw.display());
                 }
                 let dev = libc::makedev(h.device_major()?.unwrap_or(0), h.device_minor()?.unwrap_or(0));
-                if remove_any(pfd, &name)? {
-                    removed_dir = true;
-                }
                 // SAFETY: mknodat with a valid dir fd and name.
-                check(unsafe { libc::mknodat(pfd, name.as_ptr(), fmt | mode, dev) })
-                    .with_context(|| format!("creating device {}", raw.display()))?;
-                // SAFETY: as above.
-                check(unsafe { libc::fchownat(pfd, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
+                let (_, removed) =
+                    make_fresh(pfd, &name, || unsafe { libc::mknodat(pfd, name.as_ptr(), fmt | mode, dev) })
+                        .with_context(|| format!("creating device {}", raw.display()))?;
+                removed_dir = removed;
+                if chown {
+                    // SAFETY: as above.
+                    check(unsafe { libc::fchownat(pfd, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
+                }
                 set_times(pfd, Some(&name), mtime, libc::AT_SYMLINK_NOFOLLOW)?;
             }
             tar::EntryType::XGlobalHeader
@@ -228,7 +256,13 @@ pub fn unpack(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats> {
     // Deepest first, so a parent's mtime is set after its children are done.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
     for d in dirs {
-        let fd = open_dir_in(root.as_raw_fd(), &d.path)?;
+        // A directory a later entry replaced (by a file, a link) is not there to chmod.
+        let fd =
+            match openat_in_root(root.as_raw_fd(), &d.path, libc::O_DIRECTORY | libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
+                Ok(fd) => fd,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ENOENT | libc::ELOOP)) => continue,
+                Err(e) => return Err(e).with_context(|| format!("opening {}", d.path.display())),
+            };
         // SAFETY: fchmod on an fd we own.
         check(unsafe { libc::fchmod(fd.as_raw_fd(), d.mode) })?;
         set_times(fd.as_raw_fd(), None, d.mtime, 0)?;
@@ -298,6 +332,27 @@ fn is_dir_at(dir: RawFd, name: &CString) -> bool {
         libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) == 0
             && st.st_mode & libc::S_IFMT == libc::S_IFDIR
     }
+}
+
+/// Runs `make`, a *at call that creates `name` in `dir` and fails if it exists; when something
+/// is in the way (an earlier entry of the same name), removes it and runs `make` once more.
+/// Trying first spares the common case (a fresh name) a lookup. Returns the call's result and
+/// whether a directory was removed.
+fn make_fresh(dir: RawFd, name: &CString, mut make: impl FnMut() -> libc::c_int) -> Result<(libc::c_int, bool)> {
+    let rc = make();
+    if rc >= 0 {
+        return Ok((rc, false));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EEXIST) {
+        return Err(err.into());
+    }
+    let removed = remove_any(dir, name)?;
+    let rc = make();
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok((rc, removed))
 }
 
 /// Removes whatever is at `name` (a file, a link, or a whole directory tree).

@@ -133,3 +133,53 @@ fn bombs_and_devices_hit_limits() {
     let t = Tar::new().raw("dev/sda", tar::EntryType::Block, 0o600, b"", None);
     assert!(unpack(&t.bytes()[..], d.path(), &nodev).unwrap_err().to_string().contains("device nodes"));
 }
+
+#[test]
+fn later_entries_replace_earlier_ones_and_owners_hold() {
+    let d = tempfile::tempdir().unwrap();
+    let owned = |t: Tar, path: &str, kind: tar::EntryType, mode: u32, uid: u64, gid: u64| -> Tar {
+        let mut t = t;
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_cksum();
+        t.0.append(&h, &b""[..]).unwrap();
+        t
+    };
+    let t = Tar::new()
+        .file("f", b"first")
+        .file("f", b"second")
+        .dir("d/", 0o755)
+        .file("d/inner", b"x")
+        .file("d", b"now a file")
+        .file("x", b"a file")
+        .dir("x/", 0o750)
+        .symlink("l", "/old")
+        .symlink("l", "/new")
+        .file("h", b"h");
+    let t = owned(t, "o/", tar::EntryType::Directory, 0o755, 1000, 1000);
+    // The same directory again, owned by root: the later owner wins.
+    let t = owned(t, "o/", tar::EntryType::Directory, 0o755, 0, 0);
+    // Root-owned files below a set-group-id directory still get group 0.
+    let t = owned(t, "sg/", tar::EntryType::Directory, 0o2775, 0, 1234);
+    let t = owned(t, "sg/root-file", tar::EntryType::Regular, 0o644, 0, 0);
+    let t = owned(t, "plain-root", tar::EntryType::Regular, 0o644, 0, 0);
+    run(t, d.path()).unwrap();
+    let root = d.path();
+    assert_eq!(std::fs::read(root.join("f")).unwrap(), b"second");
+    assert_eq!(std::fs::read(root.join("d")).unwrap(), b"now a file");
+    assert!(std::fs::metadata(root.join("x")).unwrap().is_dir());
+    assert_eq!(std::fs::read_link(root.join("l")).unwrap().to_str(), Some("/new"));
+    let o = std::fs::metadata(root.join("o")).unwrap();
+    assert_eq!((o.uid(), o.gid()), (0, 0));
+    let sg = std::fs::metadata(root.join("sg")).unwrap();
+    assert_eq!((sg.gid(), sg.mode() & 0o7777), (1234, 0o2775));
+    let f = std::fs::metadata(root.join("sg/root-file")).unwrap();
+    assert_eq!((f.uid(), f.gid()), (0, 0));
+    let p = std::fs::metadata(root.join("plain-root")).unwrap();
+    assert_eq!((p.uid(), p.gid()), (0, 0));
+}
