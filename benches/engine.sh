@@ -59,9 +59,10 @@ start_many() { # $1 = tool
   # conmons): steady under other load, unlike MemAvailable.
   local pat="container-monitor"
   [ "$1" = podman ] && pat="^/usr/bin/conmon"
-  local pss=0
+  local pss=0 v
   for p in $(pgrep -f "$pat"); do
-    pss=$((pss + $(awk '/^Pss:/ {print $2}' /proc/"$p"/smaps_rollup 2>/dev/null || echo 0)))
+    v=$(awk '/^Pss:/ {print $2}' /proc/"$p"/smaps_rollup 2>/dev/null || true)
+    pss=$((pss + ${v:-0}))
   done
   echo "$(python3 -c "print('%.2f' % (($t1-$t0)))") $(python3 -c "print('%.3f' % (($before-$after)/1024/$N))") $(python3 -c "print('%.3f' % ($pss/1024/$N))")"
 }
