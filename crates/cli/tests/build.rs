@@ -149,7 +149,7 @@ fn copy_and_add_follow_dockers_rules() {
         "cd /work && ls; cat renamed.txt; \
          find /tree /docs /misc /parents /unpacked /added | sort; \
          readlink /tree/escape; \
-         stat -c '%n %u:%g %a' /owned/top.txt /owned/numeric.txt /unpacked/pkg/data /work/top.txt; \
+         stat -c '%n %u:%g %a' /owned/top.txt /owned/numeric.txt /unpacked/pkg/data /work/top.txt /tmp /tmp/top.txt; \
          cat /etc/motd /tree/through-link.txt; test -e /work/secret.txt || echo no-secret",
     );
     let want = "\
@@ -181,6 +181,8 @@ top
 /owned/numeric.txt 1234:1234 644
 /unpacked/pkg/data 42:43 644
 /work/top.txt 0:0 644
+/tmp 0:0 1777
+/tmp/top.txt 0:0 644
 motd for berth
 top
 no-secret

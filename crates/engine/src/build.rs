@@ -26,6 +26,7 @@
 
 mod cache;
 mod copy;
+mod emit;
 mod fetch;
 mod image;
 mod mounts;
@@ -674,8 +675,12 @@ impl<'a> Builder<'a> {
         let layer = if tree::exists_in_layers(&layer_dirs, &dir) {
             None
         } else {
-            self.in_root(st, None, |root, _| {
-                safepath::mkdir_all_in_root(root, Path::new(&dir), safepath::Kind::Dir)?;
+            self.in_view(st, None, |out, _| {
+                let (rel, exists) = out.resolve(&dir)?;
+                if !exists {
+                    out.parents(&rel)?;
+                    out.existing_dir(&rel)?;
+                }
                 Ok(())
             })?
         };
@@ -683,45 +688,37 @@ impl<'a> Builder<'a> {
         self.e.commit_img(&st.img, cfg, layer.as_ref(), Some(h), created)
     }
 
-    /// Runs `f` on the current image's root mounted writable (in a private mount namespace;
-    /// with `view`, that image's root too, read-only) and returns what it changed as a layer
-    /// (none when nothing changed).
-    fn in_root(
+    /// Runs `f` with a layer to write and a read-only view of the current image's root (and of
+    /// `from`'s: its fd is passed), mounted in a private mount namespace of one thread; returns
+    /// the layer (none when nothing was written).
+    fn in_view(
         &self,
         st: &StageState,
-        view: Option<&Img>,
-        f: impl FnOnce(RawFd, Option<RawFd>) -> Result<()> + Send,
+        from: Option<&Img>,
+        f: impl FnOnce(&mut emit::LayerOut, Option<RawFd>) -> Result<()> + Send,
     ) -> Result<Option<crate::layer::NewLayer>> {
         let lowers_of = |img: &Img| -> Result<Vec<PathBuf>> {
             let row = self.e.resolve_image(&img.id.to_string())?;
             self.e.prepare_layers(&row)?;
             Ok(img.chains().iter().rev().map(|c| self.e.layers.lower_path(c)).collect())
         };
-        let work = self.tmp.make("root")?;
-        let (upper, wdir, merged, empty, vdir) =
-            (work.join("upper"), work.join("work"), work.join("merged"), work.join("empty"), work.join("view"));
-        for d in [&upper, &wdir, &merged, &empty, &vdir] {
+        let work = self.tmp.make("view")?;
+        let (root, fdir, empty) = (work.join("root"), work.join("from"), work.join("empty"));
+        for d in [&root, &fdir, &empty] {
             std::fs::create_dir(d)?;
         }
-        let mut overlays = vec![mounts::Overlay {
-            lowers: lowers_of(&st.img)?,
-            upper: Some((upper.clone(), wdir)),
-            target: merged.clone(),
-        }];
-        if let Some(v) = view {
-            overlays.push(mounts::Overlay { lowers: lowers_of(v)?, upper: None, target: vdir.clone() });
+        let mut overlays = vec![mounts::Overlay { lowers: lowers_of(&st.img)?, upper: None, target: root.clone() }];
+        if let Some(v) = from {
+            overlays.push(mounts::Overlay { lowers: lowers_of(v)?, upper: None, target: fdir.clone() });
         }
-        let has_view = view.is_some();
-        mounts::with_overlays(&overlays, &empty, || {
-            let root = safepath::open_root(&merged)?;
-            let v = if has_view { Some(safepath::open_root(&vdir)?) } else { None };
-            f(root.as_raw_fd(), v.as_ref().map(|v| v.as_raw_fd()))
+        let (has_from, tmp, store, epoch) = (from.is_some(), &self.tmp.path, &self.e.store, self.o.epoch);
+        let layer = mounts::with_overlays(&overlays, &empty, || {
+            let r = safepath::open_root(&root)?;
+            let v = if has_from { Some(safepath::open_root(&fdir)?) } else { None };
+            let mut out = emit::LayerOut::new(tmp, r.as_raw_fd(), epoch)?;
+            f(&mut out, v.as_ref().map(|v| v.as_raw_fd()))?;
+            out.finish(store)
         })?;
-        let layer = if tree::dir_is_empty(&upper) {
-            None
-        } else {
-            Some(crate::layer::store_layer(&self.e.store, &upper, &self.tmp.path, self.o.epoch)?)
-        };
         let _ = berth_storage::remove_tree(&work);
         Ok(layer)
     }

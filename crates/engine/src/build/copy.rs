@@ -10,9 +10,8 @@
 //! Sources in the context are resolved (and hashed for the cache key) before the step runs;
 //! the copy itself writes into the image's root mounted in a private mount namespace.
 
-use std::ffi::CString;
 use std::io::{BufReader, Read};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -21,6 +20,7 @@ use berth_build::dockerfile::{Command, Heredoc, Instruction};
 use berth_image::manifest::Compression;
 use berth_runtime::safepath;
 
+use super::emit::{self, LayerOut, Meta};
 use super::fetch::{self, Download};
 use super::image::{HistoryEntry, Img};
 use super::tree::{self, CopyOpts, Source, Tree, TreeHasher};
@@ -158,71 +158,23 @@ fn archive_kind(fd: RawFd) -> Result<Option<Compression>> {
     Ok((got == 512 && &block[257..262] == b"ustar").then_some(c))
 }
 
-fn open_dir(root: RawFd, path: &str, create: bool) -> Result<OwnedFd> {
-    if create {
-        safepath::mkdir_all_in_root(root, Path::new(path), safepath::Kind::Dir)
-            .with_context(|| format!("creating {path}"))?;
+/// Where a file named `name` lands: `DEST/NAME` when DEST ends with `/` or is a directory of
+/// the image, else DEST itself (a path without symlinks, relative to the root).
+fn file_target(out: &LayerOut, dest: &str, dir_hint: bool, name: &str) -> Result<String> {
+    let (rel, is_dir) = out.resolve(dest)?;
+    if dir_hint || is_dir {
+        return Ok(if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") });
     }
-    let rel = safepath::relative(Path::new(path));
-    let rel = if rel.as_os_str().is_empty() { Path::new(".").to_path_buf() } else { rel };
-    safepath::openat_in_root(root, &rel, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-        .with_context(|| format!("opening {path}"))
+    if rel.is_empty() {
+        bail!("cannot copy a file onto /");
+    }
+    Ok(rel)
 }
 
-fn is_dir(root: RawFd, path: &str) -> bool {
-    let rel = safepath::relative(Path::new(path));
-    if rel.as_os_str().is_empty() {
-        return true;
-    }
-    safepath::openat_in_root(root, &rel, libc::O_PATH, 0)
-        .ok()
-        .and_then(|fd| tree::fstat(fd.as_raw_fd()).ok())
-        .is_some_and(|st| tree::kind(&st) == libc::S_IFDIR)
-}
-
-/// Where a file named `name` goes: (directory, file name).
-fn file_target(root: RawFd, dest: &str, dir_hint: bool, name: &str) -> Result<(OwnedFd, CString)> {
-    if dir_hint || is_dir(root, dest) {
-        return Ok((open_dir(root, dest, true)?, tree::cstr(name.as_bytes())?));
-    }
-    let (parent, base) = dest.rsplit_once('/').unwrap_or(("", dest));
-    Ok((open_dir(root, if parent.is_empty() { "/" } else { parent }, true)?, tree::cstr(base.as_bytes())?))
-}
-
-/// Writes `data` as a new file (replacing what was there).
-fn write_file(
-    dir: RawFd,
-    name: &CString,
-    data: &mut dyn Read,
-    mode: u32,
-    owner: (u32, u32),
-    mtime: Option<i64>,
-) -> Result<()> {
-    match tree::lstat_at(dir, name) {
-        Ok(st) if tree::kind(&st) == libc::S_IFDIR => {
-            bail!("cannot replace the directory {} with a file", name.to_string_lossy())
-        }
-        Ok(_) => {
-            // SAFETY: unlinkat of a file or symlink (never followed).
-            unsafe { libc::unlinkat(dir, name.as_ptr(), 0) };
-        }
-        Err(_) => {}
-    }
-    let fd = tree::openat(dir, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
-        .with_context(|| format!("creating {}", name.to_string_lossy()))?;
-    let mut f = std::fs::File::from(fd);
-    std::io::copy(data, &mut f)?;
-    // SAFETY: fchown/fchmod of our fd.
-    unsafe {
-        libc::fchown(f.as_raw_fd(), owner.0, owner.1);
-        libc::fchmod(f.as_raw_fd(), mode);
-    }
-    if let Some(t) = mtime {
-        let ts = [libc::timespec { tv_sec: t, tv_nsec: 0 }, libc::timespec { tv_sec: t, tv_nsec: 0 }];
-        // SAFETY: futimens on our fd.
-        unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) };
-    }
-    Ok(())
+/// A file of known content (heredocs, downloads).
+fn put_file(out: &mut LayerOut, rel: &str, meta: Meta, size: u64, r: impl Read) -> Result<()> {
+    out.parents(rel)?;
+    out.file(rel, meta, size, r)
 }
 
 impl Builder<'_> {
@@ -294,9 +246,11 @@ impl Builder<'_> {
         let from_name = spec.from.clone().unwrap_or_default();
         let (context, downloads, exclude) = (prep.context, prep.downloads, prep.exclude);
         let count_fixed = spec.heredocs.len() + downloads.len();
-        let epoch = self.o.epoch;
-        let layer = self.in_root(st, prep.from.as_ref(), |root, view| {
-            let owner = spec.chown.as_deref().map(|c| parse_chown(root, c)).transpose()?;
+        let now = self.o.epoch.unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+        });
+        let layer = self.in_view(st, prep.from.as_ref(), |out, view| {
+            let owner = spec.chown.as_deref().map(|c| parse_chown(out.root(), c)).transpose()?;
             let resolved;
             let groups: &[Vec<Source>] = match view {
                 Some(v) => {
@@ -309,31 +263,38 @@ impl Builder<'_> {
             };
             let total: usize = groups.iter().map(Vec::len).sum::<usize>() + count_fixed;
             if total > 1 && !dir_hint {
-                bail!("When using {name} with more than one source file, the destination must be a directory and end with a /");
+                bail!(
+                    "When using {name} with more than one source file, the destination must be a directory and end with a /"
+                );
             }
             let mut o = CopyOpts { owner, keep_owner, mode, ignore, exclude: exclude.as_ref(), count: 0 };
             for (pattern, srcs) in spec.sources.iter().zip(groups) {
                 for src in srcs {
-                    let target =
-                        if spec.parents { parents_target(&dest, pattern, &src.rel, src.is_dir()) } else { dest.clone() };
-                    place(root, src, &target, dir_hint || spec.parents && !src.is_dir(), spec, &mut o)?;
+                    let target = if spec.parents {
+                        parents_target(&dest, pattern, &src.rel, src.is_dir())
+                    } else {
+                        dest.clone()
+                    };
+                    place(out, src, &target, dir_hint || spec.parents && !src.is_dir(), spec, &mut o)?;
                 }
             }
+            let (uid, gid) = owner.unwrap_or((0, 0));
             for h in &spec.heredocs {
-                let (dir, fname) = file_target(root, &dest, dir_hint, &h.name)?;
+                let rel = file_target(out, &dest, dir_hint, &h.name)?;
                 let body = h.body();
-                let mtime = epoch.or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs() as i64));
-                write_file(dir.as_raw_fd(), &fname, &mut body.as_bytes(), mode.unwrap_or(0o644), owner.unwrap_or((0, 0)), mtime)?;
+                let meta = Meta { mode: mode.unwrap_or(0o644), uid, gid, mtime: now };
+                put_file(out, &rel, meta, body.len() as u64, body.as_bytes())?;
             }
             for d in &downloads {
                 let f = std::fs::File::open(&d.path)?;
                 if spec.unpack == Some(true) && archive_kind(f.as_raw_fd())?.is_some() {
-                    extract(root, &dest, f.as_raw_fd())?;
+                    extract(out, &dest, f.as_raw_fd())?;
                     continue;
                 }
-                let (dir, fname) = file_target(root, &dest, dir_hint, &d.name)?;
-                let mut r = BufReader::new(f);
-                write_file(dir.as_raw_fd(), &fname, &mut r, mode.unwrap_or(0o600), owner.unwrap_or((0, 0)), d.mtime)?;
+                let rel = file_target(out, &dest, dir_hint, &d.name)?;
+                let size = f.metadata()?.len();
+                let meta = Meta { mode: mode.unwrap_or(0o600), uid, gid, mtime: d.mtime.unwrap_or(now) };
+                put_file(out, &rel, meta, size, BufReader::new(f))?;
             }
             Ok(())
         })?;
@@ -358,36 +319,90 @@ fn parents_target(dest: &str, pattern: &str, rel: &str, is_dir: bool) -> String 
 }
 
 /// Copies one resolved source to `dest` by Docker's rules.
-fn place(root: RawFd, src: &Source, dest: &str, dir_hint: bool, spec: &CopySpec, o: &mut CopyOpts) -> Result<()> {
+fn place(
+    out: &mut LayerOut,
+    src: &Source,
+    dest: &str,
+    dir_hint: bool,
+    spec: &CopySpec,
+    o: &mut CopyOpts,
+) -> Result<()> {
     if src.is_dir() {
-        let existed = is_dir(root, dest);
-        let dir = open_dir(root, dest, true)?;
-        tree::copy_source(src, dir.as_raw_fd(), c".", true, o)?;
-        if !existed {
-            tree::finish_dir(dir.as_raw_fd(), &src.st, o)?;
+        let (rel, exists) = out.resolve(dest)?;
+        out.parents(&rel)?;
+        if exists {
+            out.existing_dir(&rel)?;
+        } else {
+            out.dir(&rel, o.meta(&src.st))?;
         }
-        return Ok(());
+        return emit::source(out, src, &rel, o);
     }
     if spec.add
         && spec.unpack != Some(false)
         && tree::kind(&src.st) == libc::S_IFREG
         && archive_kind(src.fd.as_raw_fd())?.is_some()
     {
-        return extract(root, dest, src.fd.as_raw_fd());
+        return extract(out, dest, src.fd.as_raw_fd());
     }
-    let (dir, name) = file_target(root, dest, dir_hint, src.name())?;
-    tree::copy_source(src, dir.as_raw_fd(), &name, false, o)
+    let rel = file_target(out, dest, dir_hint, src.name())?;
+    out.parents(&rel)?;
+    emit::source(out, src, &rel, o)
 }
 
-/// Unpacks the tar archive in `fd` into directory `dest` (owners as in the archive).
-fn extract(root: RawFd, dest: &str, fd: RawFd) -> Result<()> {
+/// An archive entry's path, relative and clean; `..` is refused, the root itself is None.
+fn entry_path(p: &Path) -> Result<Option<String>> {
+    let mut parts = Vec::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            std::path::Component::ParentDir => {
+                bail!("archive entry {}: path traversal (..) is not allowed", p.display())
+            }
+            _ => {}
+        }
+    }
+    Ok(if parts.is_empty() { None } else { Some(parts.join("/")) })
+}
+
+/// Unpacks the tar archive in `fd` under directory `dest` (owners and modes as in the archive;
+/// devices and whiteout names left out).
+fn extract(out: &mut LayerOut, dest: &str, fd: RawFd) -> Result<()> {
     let Some(c) = archive_kind(fd)? else { bail!("not a tar archive") };
-    let dir = open_dir(root, dest, true)?;
+    let (rel, exists) = out.resolve(dest)?;
+    out.parents(&rel)?;
+    if !exists {
+        out.dir(&rel, Meta { mode: 0o755, uid: 0, gid: 0, mtime: out.now() })?;
+    }
+    out.existing_dir(&rel)?;
+    let under = |p: &str| if rel.is_empty() { p.to_string() } else { format!("{rel}/{p}") };
     let f = std::fs::File::from(tree::reopen(fd, libc::O_RDONLY)?);
     let r = berth_image::archive::decompress(BufReader::with_capacity(256 << 10, f), c)?;
-    let limits = berth_storage::Limits { allow_devices: false, ..Default::default() };
-    berth_storage::unpack::unpack(r, Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())), &limits)
-        .with_context(|| format!("unpacking into {dest}"))?;
+    let mut ar = tar::Archive::new(r);
+    for e in ar.entries().context("reading the archive")? {
+        let mut e = e.context("reading the archive")?;
+        let Some(path) = entry_path(&e.path()?)? else { continue };
+        if path.rsplit('/').next().is_some_and(|n| n.starts_with(".wh.")) {
+            continue;
+        }
+        let h = e.header().clone();
+        let target = under(&path);
+        match h.entry_type() {
+            tar::EntryType::Directory | tar::EntryType::Regular | tar::EntryType::Continuous => {
+                out.raw(&target, h, None, &mut e)?;
+            }
+            tar::EntryType::Symlink => {
+                let link = e.link_name()?.context("a symlink without a target")?.into_owned();
+                out.raw(&target, h, Some(&link), std::io::empty())?;
+            }
+            tar::EntryType::Link => {
+                let link = e.link_name()?.context("a hardlink without a target")?.into_owned();
+                let Some(l) = entry_path(&link)? else { bail!("archive entry {path}: a hardlink to the root") };
+                out.raw(&target, h, Some(Path::new(&under(&l))), std::io::empty())?;
+            }
+            // Devices, fifos and extension headers are not unpacked.
+            _ => {}
+        }
+    }
     Ok(())
 }
 

@@ -19,8 +19,9 @@ pub(crate) struct Overlay {
 impl Overlay {
     fn options(&self, empty: &Path) -> Result<String> {
         let mut lowers: Vec<String> = self.lowers.iter().map(|p| p.display().to_string()).collect();
-        // Overlay wants a lower dir, and two of them without an upper dir.
-        while lowers.is_empty() || (self.upper.is_none() && lowers.len() < 2) {
+        // Overlay wants a lower dir, and two of them without an upper dir (never the same
+        // one twice: the callers mount no overlay without any layer and without an upper).
+        if lowers.is_empty() || (self.upper.is_none() && lowers.len() < 2) {
             lowers.push(empty.display().to_string());
         }
         if let Some(l) = lowers.iter().find(|l| l.contains([',', ':'])) {
@@ -59,7 +60,8 @@ pub(crate) fn with_overlays<T: Send>(
                 .context("making the private mount namespace private")?;
             let mut mounted = Vec::new();
             let mut result = Ok(());
-            for o in overlays {
+            // An image without layers is an empty directory: the target as it is.
+            for o in overlays.iter().filter(|o| !o.lowers.is_empty() || o.upper.is_some()) {
                 if let Err(e) = o.mount(empty) {
                     result = Err(e);
                     break;
@@ -87,6 +89,18 @@ pub(crate) struct HostMount {
 impl HostMount {
     pub fn new(overlay: &Overlay, empty: &Path) -> Result<HostMount> {
         std::fs::create_dir_all(&overlay.target)?;
+        if overlay.lowers.is_empty() && overlay.upper.is_none() {
+            // Nothing to show: a second empty directory is the view.
+            nix::mount::mount(
+                Some(empty),
+                &overlay.target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .with_context(|| format!("mounting an empty view at {}", overlay.target.display()))?;
+            return Ok(HostMount { target: overlay.target.clone() });
+        }
         overlay.mount(empty)?;
         Ok(HostMount { target: overlay.target.clone() })
     }

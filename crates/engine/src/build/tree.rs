@@ -328,12 +328,12 @@ pub(crate) struct CopyOpts<'a> {
 }
 
 impl CopyOpts<'_> {
-    fn skip(&self, ctx_rel: &str, src_rel: &str, is_dir: bool) -> bool {
+    pub fn skip(&self, ctx_rel: &str, src_rel: &str, is_dir: bool) -> bool {
         (!ctx_rel.is_empty() && self.ignore.is_some_and(|i| i.matches(ctx_rel, is_dir)))
             || (!src_rel.is_empty() && self.exclude.is_some_and(|i| i.matches(src_rel, is_dir)))
     }
 
-    fn skip_dir(&self, ctx_rel: &str, src_rel: &str) -> bool {
+    pub fn skip_dir(&self, ctx_rel: &str, src_rel: &str) -> bool {
         (!ctx_rel.is_empty() && self.ignore.is_some_and(|i| i.matches(ctx_rel, true) && i.can_skip_dir(ctx_rel)))
             || (!src_rel.is_empty()
                 && self.exclude.is_some_and(|i| i.matches(src_rel, true) && i.can_skip_dir(src_rel)))
@@ -346,181 +346,18 @@ impl CopyOpts<'_> {
             None => (0, 0),
         }
     }
+
+    /// What a copied entry gets: `--chown`/`--chmod` or the source's (owner root's but
+    /// for `--from`), its modification time.
+    pub fn meta(&self, st: &libc::stat) -> super::emit::Meta {
+        let (uid, gid) = self.owner_of(st);
+        let mode = if kind(st) == libc::S_IFLNK { 0o777 } else { self.mode.unwrap_or(st.st_mode & 0o7777) };
+        super::emit::Meta { mode, uid, gid, mtime: st.st_mtime }
+    }
 }
 
 fn join(base: &str, name: &str) -> String {
     if base.is_empty() { name.to_string() } else { format!("{base}/{name}") }
-}
-
-fn set_times_fd(fd: RawFd, st: &libc::stat) {
-    let t = [
-        libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec },
-        libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec },
-    ];
-    // SAFETY: futimens on our fd with two timespecs.
-    unsafe { libc::futimens(fd, t.as_ptr()) };
-}
-
-fn set_times_at(dir: RawFd, name: &CStr, st: &libc::stat) {
-    let t = [
-        libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec },
-        libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec },
-    ];
-    // SAFETY: utimensat without following a symlink.
-    unsafe { libc::utimensat(dir, name.as_ptr(), t.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-}
-
-fn check(rc: libc::c_int) -> std::io::Result<()> {
-    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
-}
-
-/// Removes whatever `name` is in `dir` (a directory recursively), never following a symlink.
-pub(crate) fn remove_at(dir: RawFd, name: &CStr) -> Result<()> {
-    let st = match lstat_at(dir, name) {
-        Ok(st) => st,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    if kind(&st) == libc::S_IFDIR {
-        let fd = openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        for n in list(fd.as_raw_fd())? {
-            remove_at(fd.as_raw_fd(), &n)?;
-        }
-        // SAFETY: unlinkat of a directory entry.
-        check(unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) })?;
-    } else {
-        // SAFETY: unlinkat of a non-directory.
-        check(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) })?;
-    }
-    Ok(())
-}
-
-/// Copies a resolved source into directory `to` as `as_name`. A directory source with
-/// `contents` copies what is inside it into `to` itself (COPY's rule for directories).
-pub(crate) fn copy_source(src: &Source, to: RawFd, as_name: &CStr, contents: bool, o: &mut CopyOpts) -> Result<()> {
-    match kind(&src.st) {
-        libc::S_IFDIR => {
-            let from = reopen(src.fd.as_raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
-            if contents {
-                copy_children(from.as_raw_fd(), to, &src.rel, "", o, 0)?;
-                // The destination directory takes the source's metadata only when COPY made it
-                // (the caller decides): here only its children.
-                return Ok(());
-            }
-            let dst = make_dir(to, as_name)?;
-            copy_children(from.as_raw_fd(), dst.as_raw_fd(), &src.rel, "", o, 0)?;
-            finish_dir(dst.as_raw_fd(), &src.st, o)
-        }
-        libc::S_IFREG => {
-            let from = reopen(src.fd.as_raw_fd(), libc::O_RDONLY)?;
-            copy_file(from, &src.st, to, as_name, o)
-        }
-        // A named symlink was followed by the resolution; devices, fifos, sockets are skipped.
-        _ => Ok(()),
-    }
-}
-
-/// Applies owner, mode and times to a directory the copy made or entered.
-pub(crate) fn finish_dir(fd: RawFd, st: &libc::stat, o: &CopyOpts) -> Result<()> {
-    let (uid, gid) = o.owner_of(st);
-    // SAFETY: fchown/fchmod of our fd.
-    unsafe {
-        libc::fchown(fd, uid, gid);
-        libc::fchmod(fd, o.mode.unwrap_or(st.st_mode & 0o7777));
-    }
-    set_times_fd(fd, st);
-    Ok(())
-}
-
-/// `mkdir` unless a directory is there (anything else is replaced); returns it opened.
-pub(crate) fn make_dir(to: RawFd, name: &CStr) -> Result<OwnedFd> {
-    match lstat_at(to, name) {
-        Ok(st) if kind(&st) == libc::S_IFDIR => {}
-        Ok(_) => {
-            remove_at(to, name)?;
-            // SAFETY: mkdirat with a valid dir fd.
-            check(unsafe { libc::mkdirat(to, name.as_ptr(), 0o755) })?;
-        }
-        Err(_) => {
-            // SAFETY: as above.
-            check(unsafe { libc::mkdirat(to, name.as_ptr(), 0o755) })
-                .with_context(|| format!("creating {}", name.to_string_lossy()))?;
-        }
-    }
-    Ok(openat(to, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?)
-}
-
-fn copy_children(from: RawFd, to: RawFd, ctx_rel: &str, src_rel: &str, o: &mut CopyOpts, depth: usize) -> Result<()> {
-    if depth > MAX_DEPTH {
-        bail!("{ctx_rel}: directories nested deeper than {MAX_DEPTH}");
-    }
-    for name in list(from)? {
-        let n = String::from_utf8_lossy(name.as_bytes()).into_owned();
-        let (crel, srel) = (join(ctx_rel, &n), join(src_rel, &n));
-        let st = lstat_at(from, &name)?;
-        let is_dir = kind(&st) == libc::S_IFDIR;
-        if is_dir && o.skip_dir(&crel, &srel) {
-            continue;
-        }
-        let excluded = o.skip(&crel, &srel, is_dir);
-        if excluded && !is_dir {
-            continue;
-        }
-        match kind(&st) {
-            libc::S_IFDIR => {
-                let sfd = openat(from, &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-                let dfd = make_dir(to, &name)?;
-                copy_children(sfd.as_raw_fd(), dfd.as_raw_fd(), &crel, &srel, o, depth + 1)?;
-                finish_dir(dfd.as_raw_fd(), &st, o)?;
-            }
-            libc::S_IFREG => {
-                let sfd = openat(from, &name, libc::O_RDONLY, 0)?;
-                copy_file(sfd, &st, to, &name, o)?;
-            }
-            libc::S_IFLNK => {
-                let target = readlink_at(from, &name)?;
-                remove_at(to, &name)?;
-                // SAFETY: symlinkat/fchownat on our dir fd; the link is made, never followed.
-                check(unsafe { libc::symlinkat(target.as_ptr(), to, name.as_ptr()) })
-                    .with_context(|| format!("creating the symlink {crel}"))?;
-                let (uid, gid) = o.owner_of(&st);
-                // SAFETY: as above.
-                unsafe { libc::fchownat(to, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) };
-                set_times_at(to, &name, &st);
-            }
-            // Devices, fifos and sockets are not copied.
-            _ => {}
-        }
-        o.count += 1;
-    }
-    Ok(())
-}
-
-fn copy_file(from: OwnedFd, st: &libc::stat, to: RawFd, name: &CStr, o: &mut CopyOpts) -> Result<()> {
-    match lstat_at(to, name) {
-        Ok(d) if kind(&d) == libc::S_IFDIR => {
-            bail!("cannot replace the directory {} with a file", name.to_string_lossy())
-        }
-        Ok(_) => {
-            // SAFETY: unlinkat of a file or symlink (never followed).
-            check(unsafe { libc::unlinkat(to, name.as_ptr(), 0) })?;
-        }
-        Err(_) => {}
-    }
-    let dst = openat(to, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
-        .with_context(|| format!("creating {}", name.to_string_lossy()))?;
-    let (mut r, mut w) = (fs::File::from(from), fs::File::from(dst));
-    // std uses copy_file_range here: no pass through user space for big files.
-    std::io::copy(&mut r, &mut w).with_context(|| format!("copying {}", name.to_string_lossy()))?;
-    let (uid, gid) = o.owner_of(st);
-    // SAFETY: fchown/fchmod of our fd (chown first: it clears set-id bits).
-    unsafe {
-        libc::fchown(w.as_raw_fd(), uid, gid);
-        libc::fchmod(w.as_raw_fd(), o.mode.unwrap_or(st.st_mode & 0o7777));
-    }
-    set_times_fd(w.as_raw_fd(), st);
-    o.count += 1;
-    Ok(())
 }
 
 /// A checksum of sources for the build cache: each entry's path (relative to its source),
