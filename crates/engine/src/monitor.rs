@@ -69,7 +69,7 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
     }
     let rootfs = RootFs::path(&engine.layers, &c.id);
     let mut engine = engine;
-    let started = match setup_and_start(&engine, &c, &rootfs) {
+    let started = match setup_forked(root, runroot, &c, &rootfs) {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("{e:#}");
@@ -148,7 +148,7 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
                 return finish(&engine, &c, code, oom, None);
             }
         }
-        started = match setup_and_start(&engine, &c, &rootfs) {
+        started = match setup_forked(root, runroot, &c, &rootfs) {
             Ok(s) => {
                 engine.container_event(&c, "start", &[]);
                 s
@@ -179,6 +179,85 @@ struct Running {
     tty: bool,
     /// Sockets that hold the published host ports while the container runs.
     held: Vec<OwnedFd>,
+}
+
+/// Runs [`setup_and_start`] in a forked child, so that what setup allocates (the database, the
+/// spec's JSON, the runtime's work) never lands in the monitor's own memory, which it keeps for
+/// as long as the container runs. The child hands back the container's output fds and the
+/// sockets that hold its ports, and exits; the container's init, the child's child, is then
+/// orphaned to the monitor (a child subreaper), as if the monitor had made it.
+fn setup_forked(root: &Path, runroot: &Path, c: &ContainerRow, rootfs: &RootFs) -> Result<Running> {
+    use nix::sys::socket::{AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair};
+    let (parent_end, child_end) =
+        socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).context("socketpair")?;
+    // SAFETY: the monitor is single threaded; the child runs setup and _exits.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(std::io::Error::last_os_error()).context("fork");
+    }
+    if child == 0 {
+        drop(parent_end);
+        let made = Engine::open(root, runroot).and_then(|e| setup_and_start(&e, c, rootfs));
+        let code = match made {
+            Ok(r) => {
+                let mut fds = vec![r.out.as_raw_fd()];
+                fds.extend(r.err.as_ref().map(|e| e.as_raw_fd()));
+                fds.extend(r.held.iter().map(|h| h.as_raw_fd()));
+                let msg = format!("ok {} {} {}", r.pid, r.err.is_some() as u8, r.held.len());
+                let iov = [std::io::IoSlice::new(msg.as_bytes())];
+                let sent = sendmsg::<()>(
+                    child_end.as_raw_fd(),
+                    &iov,
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::empty(),
+                    None,
+                );
+                i32::from(sent.is_err())
+            }
+            Err(e) => {
+                let msg = format!("err {e:#}");
+                let _ = nix::unistd::write(&child_end, msg.as_bytes());
+                0
+            }
+        };
+        // SAFETY: leave without running the parent's destructors or atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    drop(child_end);
+    let mut buf = vec![0u8; 64 << 10];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 256]);
+    let got =
+        nix::sys::socket::recvmsg::<()>(parent_end.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC);
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let text = match &got {
+        Ok(m) => {
+            for cm in m.cmsgs().into_iter().flatten() {
+                if let nix::sys::socket::ControlMessageOwned::ScmRights(v) = cm {
+                    fds.extend(v.into_iter().map(owned));
+                }
+            }
+            m.bytes
+        }
+        Err(_) => 0,
+    };
+    let text = String::from_utf8_lossy(&buf[..text]).into_owned();
+    // SAFETY: reap the setup child.
+    unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+    if let Some(e) = text.strip_prefix("err ") {
+        anyhow::bail!("{e}");
+    }
+    let mut parts = text.strip_prefix("ok ").context("the container's setup ended without a word")?.split(' ');
+    let mut num = || parts.next().and_then(|x| x.parse::<i64>().ok()).context("a garbled word from the setup");
+    let (pid, has_err, held) = (num()? as i32, num()? == 1, num()? as usize);
+    if fds.len() != 1 + has_err as usize + held {
+        anyhow::bail!("the container's setup handed over {} files, not {}", fds.len(), 1 + has_err as usize + held);
+    }
+    let mut fds = fds.into_iter();
+    let out = fds.next().context("no output fd")?;
+    let err = if has_err { fds.next() } else { None };
+    let saved = Some((dup_cloexec(1)?, dup_cloexec(2)?));
+    Ok(Running { pid, out, err, saved, tty: c.config.tty, held: fds.collect() })
 }
 
 fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result<Running> {
