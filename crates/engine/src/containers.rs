@@ -113,7 +113,7 @@ pub struct CreateRequest {
     pub config: ContainerConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRow {
     pub id: String,
     pub name: String,

@@ -39,64 +39,14 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
     }
     let mut status = fs::File::from(owned(STATUS_FD));
-    let engine = match Engine::open(root, runroot) {
-        Ok(e) => e,
-        Err(e) => {
-            let _ = writeln!(status, "error 125 {}", one_line(&format!("{e:#}")));
-            return 1;
-        }
+    // Everything up to the running container happens in a forked child (see setup_forked):
+    // the monitor's own memory stays what the pump needs.
+    let (c, started) = match setup_forked(root, runroot, id, Some(&mut status)) {
+        Ok(x) => x,
+        // The child has said what went wrong on the status pipe and cleaned up.
+        Err(_) => return 1,
     };
-    let c = match engine.container(id) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = writeln!(status, "error 125 {}", one_line(&format!("{e:#}")));
-            return 1;
-        }
-    };
-    let me = std::process::id() as i32;
-    let my_start = berth_runtime::state::proc_start(me).map(|s| s.0).unwrap_or(0);
-    // Claim the container; a concurrent start of the same container loses here.
-    let claimed = engine
-        .db
-        .execute(
-            "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3, error = '' WHERE id = ?1 AND state NOT IN ('running', 'paused') AND (monitor_pid = 0 OR monitor_pid = ?2)",
-            params![c.id, me, my_start as i64],
-        )
-        .unwrap_or(0);
-    if claimed != 1 {
-        let _ = writeln!(status, "error 125 container {} is already being started or running", c.name);
-        return 1;
-    }
-    let rootfs = RootFs::path(&engine.layers, &c.id);
-    let mut engine = engine;
-    let started = match setup_forked(root, runroot, &c, &rootfs) {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            let code = crate::start_failure_code(&msg);
-            if let Ok(rt) = engine.runtime_of(&c) {
-                rt.delete();
-            }
-            let _ = engine.network_down(&c);
-            let _ = rootfs.unmount();
-            let _ = engine.db.execute(
-                "UPDATE containers SET monitor_pid = 0, exit_code = ?2, error = ?3 WHERE id = ?1",
-                params![c.id, code, msg],
-            );
-            engine.volumes_down(&c);
-            if c.config.auto_remove {
-                let _ = engine.remove_container(&c.id, true);
-                engine.remove_anonymous_volumes(&c);
-            }
-            let _ = writeln!(
-                status,
-                "error {code} {}",
-                one_line(&format!("failed to start container {}: {msg}", &c.id[..12]))
-            );
-            return 1;
-        }
-    };
-    engine.container_event(&c, "start", &[]);
+    let mut engine: Engine;
     let _ = writeln!(status, "started {}", started.pid);
     let mut status = Some(status);
     let mut started = started;
@@ -104,9 +54,8 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
     // `berth attach` connects here while the container runs.
     let attach_sock = AttachSocket::bind(&attach_path(runroot, &c.id));
     loop {
-        // Nothing to do with the database until the exit: let its memory go, back to the
-        // system (a monitor per container must stay small).
-        drop(engine);
+        // Nothing to do with the database until the exit: its memory goes back to the system
+        // (a monitor per container must stay small).
         // SAFETY: malloc_trim only returns free heap pages.
         unsafe { libc::malloc_trim(0) };
         release_unused_stack();
@@ -148,14 +97,13 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
                 return finish(&engine, &c, code, oom, None);
             }
         }
-        started = match setup_forked(root, runroot, &c, &rootfs) {
-            Ok(s) => {
-                engine.container_event(&c, "start", &[]);
-                s
-            }
+        drop(engine);
+        started = match setup_forked(root, runroot, &c.id, None) {
+            Ok((_, s)) => s,
             Err(_) => {
-                teardown_run(&engine, &c);
-                return finish(&engine, &c, 127, false, None);
+                let Ok(e) = Engine::open(root, runroot) else { return 1 };
+                teardown_run(&e, &c);
+                return finish(&e, &c, 127, false, None);
             }
         };
     }
@@ -183,10 +131,17 @@ struct Running {
 
 /// Runs [`setup_and_start`] in a forked child, so that what setup allocates (the database, the
 /// spec's JSON, the runtime's work) never lands in the monitor's own memory, which it keeps for
-/// as long as the container runs. The child hands back the container's output fds and the
-/// sockets that hold its ports, and exits; the container's init, the child's child, is then
-/// orphaned to the monitor (a child subreaper), as if the monitor had made it.
-fn setup_forked(root: &Path, runroot: &Path, c: &ContainerRow, rootfs: &RootFs) -> Result<Running> {
+/// as long as the container runs. The child hands back the container's row, its output fds and
+/// the sockets that hold its ports, and exits; the container's init, the child's child, is then
+/// orphaned to the monitor (a child subreaper), as if the monitor had made it. For the first
+/// start (`status` given) the child also claims the container for the monitor and, if setup
+/// fails, cleans up and reports on the status pipe itself.
+fn setup_forked(
+    root: &Path,
+    runroot: &Path,
+    id: &str,
+    status: Option<&mut fs::File>,
+) -> Result<(ContainerRow, Running)> {
     use nix::sys::socket::{AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair};
     let (parent_end, child_end) =
         socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).context("socketpair")?;
@@ -197,13 +152,13 @@ fn setup_forked(root: &Path, runroot: &Path, c: &ContainerRow, rootfs: &RootFs) 
     }
     if child == 0 {
         drop(parent_end);
-        let made = Engine::open(root, runroot).and_then(|e| setup_and_start(&e, c, rootfs));
-        let code = match made {
-            Ok(r) => {
+        let word = match child_setup(root, runroot, id, status) {
+            Some((c, r)) => {
                 let mut fds = vec![r.out.as_raw_fd()];
                 fds.extend(r.err.as_ref().map(|e| e.as_raw_fd()));
                 fds.extend(r.held.iter().map(|h| h.as_raw_fd()));
-                let msg = format!("ok {} {} {}", r.pid, r.err.is_some() as u8, r.held.len());
+                let row = serde_json::to_string(&c).unwrap_or_default();
+                let msg = format!("ok {} {} {} {row}", r.pid, r.err.is_some() as u8, r.held.len());
                 let iov = [std::io::IoSlice::new(msg.as_bytes())];
                 let sent = sendmsg::<()>(
                     child_end.as_raw_fd(),
@@ -214,23 +169,22 @@ fn setup_forked(root: &Path, runroot: &Path, c: &ContainerRow, rootfs: &RootFs) 
                 );
                 i32::from(sent.is_err())
             }
-            Err(e) => {
-                let msg = format!("err {e:#}");
-                let _ = nix::unistd::write(&child_end, msg.as_bytes());
+            None => {
+                let _ = nix::unistd::write(&child_end, b"failed");
                 0
             }
         };
         // SAFETY: leave without running the parent's destructors or atexit handlers.
-        unsafe { libc::_exit(code) };
+        unsafe { libc::_exit(word) };
     }
     drop(child_end);
-    let mut buf = vec![0u8; 64 << 10];
+    let mut buf = vec![0u8; 256 << 10];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([RawFd; 256]);
     let got =
         nix::sys::socket::recvmsg::<()>(parent_end.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC);
     let mut fds: Vec<OwnedFd> = Vec::new();
-    let text = match &got {
+    let len = match &got {
         Ok(m) => {
             for cm in m.cmsgs().into_iter().flatten() {
                 if let nix::sys::socket::ControlMessageOwned::ScmRights(v) = cm {
@@ -241,15 +195,16 @@ fn setup_forked(root: &Path, runroot: &Path, c: &ContainerRow, rootfs: &RootFs) 
         }
         Err(_) => 0,
     };
-    let text = String::from_utf8_lossy(&buf[..text]).into_owned();
+    let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+    drop(buf);
     // SAFETY: reap the setup child.
     unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
-    if let Some(e) = text.strip_prefix("err ") {
-        anyhow::bail!("{e}");
-    }
-    let mut parts = text.strip_prefix("ok ").context("the container's setup ended without a word")?.split(' ');
+    let rest = text.strip_prefix("ok ").context("the container's setup failed")?;
+    let mut parts = rest.splitn(4, ' ');
     let mut num = || parts.next().and_then(|x| x.parse::<i64>().ok()).context("a garbled word from the setup");
     let (pid, has_err, held) = (num()? as i32, num()? == 1, num()? as usize);
+    let c: ContainerRow =
+        serde_json::from_str(parts.next().unwrap_or("")).context("the container's row from the setup")?;
     if fds.len() != 1 + has_err as usize + held {
         anyhow::bail!("the container's setup handed over {} files, not {}", fds.len(), 1 + has_err as usize + held);
     }
@@ -257,7 +212,77 @@ fn setup_forked(root: &Path, runroot: &Path, c: &ContainerRow, rootfs: &RootFs) 
     let out = fds.next().context("no output fd")?;
     let err = if has_err { fds.next() } else { None };
     let saved = Some((dup_cloexec(1)?, dup_cloexec(2)?));
-    Ok(Running { pid, out, err, saved, tty: c.config.tty, held: fds.collect() })
+    let tty = c.config.tty;
+    Ok((c, Running { pid, out, err, saved, tty, held: fds.collect() }))
+}
+
+/// The setup child's work: open the engine, (first start) claim the container for our parent,
+/// set up and start it. None when it failed; then the first start's failure is cleaned up and
+/// reported here.
+fn child_setup(
+    root: &Path,
+    runroot: &Path,
+    id: &str,
+    status: Option<&mut fs::File>,
+) -> Option<(ContainerRow, Running)> {
+    let fail = |status: Option<&mut fs::File>, msg: String| {
+        if let Some(s) = status {
+            let _ = writeln!(s, "{}", one_line(&msg));
+        }
+        None
+    };
+    let engine = match Engine::open(root, runroot) {
+        Ok(e) => e,
+        Err(e) => return fail(status, format!("error 125 {e:#}")),
+    };
+    let c = match engine.container(id) {
+        Ok(c) => c,
+        Err(e) => return fail(status, format!("error 125 {e:#}")),
+    };
+    let first = status.is_some();
+    if first {
+        // SAFETY: getppid.
+        let monitor = unsafe { libc::getppid() };
+        let start = berth_runtime::state::proc_start(monitor).map(|s| s.0).unwrap_or(0);
+        // Claim the container; a concurrent start of the same container loses here.
+        let claimed = engine
+            .db
+            .execute(
+                "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3, error = '' WHERE id = ?1 AND state NOT IN ('running', 'paused') AND (monitor_pid = 0 OR monitor_pid = ?2)",
+                params![c.id, monitor, start as i64],
+            )
+            .unwrap_or(0);
+        if claimed != 1 {
+            return fail(status, format!("error 125 container {} is already being started or running", c.name));
+        }
+    }
+    let rootfs = RootFs::path(&engine.layers, &c.id);
+    match setup_and_start(&engine, &c, &rootfs) {
+        Ok(r) => {
+            engine.container_event(&c, "start", &[]);
+            Some((c, r))
+        }
+        Err(e) if first => {
+            let msg = format!("{e:#}");
+            let code = crate::start_failure_code(&msg);
+            if let Ok(rt) = engine.runtime_of(&c) {
+                rt.delete();
+            }
+            let _ = engine.network_down(&c);
+            let _ = rootfs.unmount();
+            let _ = engine.db.execute(
+                "UPDATE containers SET monitor_pid = 0, exit_code = ?2, error = ?3 WHERE id = ?1",
+                params![c.id, code, msg],
+            );
+            engine.volumes_down(&c);
+            if c.config.auto_remove {
+                let _ = engine.remove_container(&c.id, true);
+                engine.remove_anonymous_volumes(&c);
+            }
+            fail(status, format!("error {code} failed to start container {}: {msg}", &c.id[..12]))
+        }
+        Err(_) => None,
+    }
 }
 
 fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result<Running> {
