@@ -365,6 +365,16 @@ impl Builder<'_> {
         } else {
             Some(crate::layer::store_layer(&self.e.store, &upper, &self.tmp.path, self.o.epoch)?)
         };
+        if let Some(l) = &layer {
+            // The next step needs this layer unpacked: the upper dir is that already.
+            let mut diff_ids = st.img.diff_ids();
+            diff_ids.push(l.diff_id.clone());
+            let chains = berth_image::manifest::chain_ids(&diff_ids);
+            if let Some(chain) = chains.last() {
+                let parent = chains.len().checked_sub(2).map(|i| &chains[i]);
+                adopt_upper(&self.e.layers, &upper, chain, parent, &l.diff_id)?;
+            }
+        }
         drop(guard);
         drop(p);
         self.say(&format!("Removing intermediate container {}", &id[..12]));
@@ -462,6 +472,100 @@ fn strip_mount_points(upper: &Path, layers: &[PathBuf], targets: &[String]) -> R
         }
     }
     Ok(())
+}
+
+/// Makes a finished RUN's upper dir the unpacked layer `chain` in storage: a rename instead of
+/// unpacking the blob just written from it. The dir is what unpacking would give (whiteouts and
+/// opaque directories in overlay's format), once sockets (not part of a layer) and overlay's
+/// own bookkeeping xattrs are gone; with redirects or metacopy files (overlay features berth
+/// does not turn on) it is left alone and the blob is unpacked when needed. Returns whether it
+/// was adopted.
+fn adopt_upper(
+    layers: &berth_storage::Layers,
+    upper: &Path,
+    chain: &berth_image::Digest,
+    parent: Option<&berth_image::Digest>,
+    diff_id: &berth_image::Digest,
+) -> Result<bool> {
+    if layers.has(chain) {
+        return Ok(false);
+    }
+    let (mut size, mut entries) = (0u64, 0u64);
+    let mut stack = vec![upper.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let path = e?.path();
+            let m = std::fs::symlink_metadata(&path)?;
+            entries += 1;
+            use std::os::unix::fs::FileTypeExt;
+            if m.file_type().is_socket() {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            for name in xattr_names(&path) {
+                if name == "trusted.overlay.opaque" || !name.starts_with("trusted.overlay.") {
+                    continue;
+                }
+                if name.starts_with("trusted.overlay.redirect") || name.starts_with("trusted.overlay.metacopy") {
+                    return Ok(false);
+                }
+                if let (Ok(p), Ok(n)) = (CString::new(path.as_os_str().as_encoded_bytes()), CString::new(name)) {
+                    // SAFETY: lremovexattr on a path we own, not following a symlink.
+                    unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) };
+                }
+            }
+            if m.is_dir() {
+                stack.push(path);
+            } else if m.is_file() {
+                size += m.len();
+            }
+        }
+    }
+    let Some(dest) = layers.diff_path(chain).parent().map(Path::to_path_buf) else { return Ok(false) };
+    let tmp = layers.root().join("tmp").join(format!("adopt-{}-{}", std::process::id(), &chain.hex[..16]));
+    let _ = berth_storage::remove_tree(&tmp);
+    std::fs::create_dir(&tmp)?;
+    let meta = berth_storage::layers::LayerMeta {
+        diff_id: diff_id.clone(),
+        parent: parent.cloned(),
+        size,
+        entries,
+        tar_size: None,
+    };
+    let moved = (|| -> Result<()> {
+        std::fs::rename(upper, tmp.join("diff"))?;
+        let mut f = std::fs::File::create(tmp.join("layer.json"))?;
+        std::io::Write::write_all(&mut f, &serde_json::to_vec(&meta)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &dest)?;
+        Ok(())
+    })();
+    if moved.is_err() {
+        // Someone made the layer meanwhile, or the move failed: the blob stays the truth.
+        let _ = berth_storage::remove_tree(&tmp);
+        return Ok(false);
+    }
+    let link = layers.lower_path(chain);
+    let _ = std::fs::remove_file(&link);
+    let name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    std::os::unix::fs::symlink(Path::new("../layers").join(name).join("diff"), &link).context("linking the layer")?;
+    std::fs::File::open(layers.root().join("layers"))?.sync_all()?;
+    Ok(true)
+}
+
+fn xattr_names(p: &Path) -> Vec<String> {
+    let Ok(c) = CString::new(p.as_os_str().as_encoded_bytes()) else { return vec![] };
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: llistxattr into our buffer.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 {
+        return vec![];
+    }
+    buf[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
 }
 
 /// The metadata of `rel` in the topmost layer that has it.
