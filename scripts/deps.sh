@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(busybox-static docker-registry skopeo runc crun libseccomp-dev pkg-config iproute2 nftables uidmap
       apache2-utils openssl curl hyperfine
-      podman)  # podman: the peer in benches/pull.sh (two packages on top of skopeo's)
+      podman   # podman: the peer in benches/pull.sh (two packages on top of skopeo's)
+      buildah) # buildah: the peer in benches/build.sh
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
