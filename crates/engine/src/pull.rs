@@ -459,38 +459,74 @@ impl LayerWork<'_> {
 }
 
 impl LayerWork<'_> {
-    /// One pass over the download, on two threads: this one reads the network, hashes the
-    /// bytes into the store and decompresses them; the other hashes the layer's tar (its diff
-    /// id) and unpacks it. Chunks go between them through a small bounded channel, so memory
-    /// stays flat whatever the layer's size. The blob is renamed into place only if its digest
-    /// matches; when something fails, the download's own error (size, network) comes first,
-    /// then a digest mismatch, then the decompression's or the unpack's error.
+    /// One pass over the download, on three threads joined by small bounded channels (memory
+    /// stays flat whatever the layer's size): this one reads the network and hashes the bytes
+    /// into the store; the second decompresses; the third hashes the layer's tar (its diff id)
+    /// and unpacks it. The blob is renamed into place only if its digest matches; when
+    /// something fails, the download's own error (size, network) comes first, then a digest
+    /// mismatch, then the decompression's or the unpack's error.
     fn fetch_and_unpack(&self, i: usize, parent: Option<&Digest>, cancel: &AtomicBool) -> Result<()> {
         let d = &self.descs[i];
         let compression = manifest::layer_compression(&d.media_type)?;
         let mut w = self.store.writer(d.digest.algo)?;
         let inner = self.counted(d, self.repo.blob(&d.digest, Some(d.size as u64), Some(cancel)));
         let mut tee = Tee { inner, out: &mut w, err: None };
-        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
-        // Chunks come back to be filled again: no allocation (and no page faults) per chunk.
-        let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
+        // Compressed chunks to the decompressor, decompressed ones to the unpacker; each comes
+        // back to be filled again (no allocation, no page faults per chunk).
+        let (tx_c, rx_c) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+        let (back_c, spare_c) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
+        let (tx_d, rx_d) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+        let (back_d, spare_d) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
+        // Decompressed chunks the unpacker is done with go, in order, to a fourth thread that
+        // hashes them (the diff id), and from there back to the decompressor.
+        let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
+        let algo = self.diff_ids[i].algo;
         let (drained, decoded, unpacked) = std::thread::scope(|s| {
-            let unpacker = s.spawn(move || {
-                let r = ChannelReader { rx, back, cur: Vec::new(), pos: 0 };
-                self.layers.add(&self.chains[i], parent, &self.diff_ids[i], r, &Limits::default())
+            let hasher = s.spawn(move || {
+                let mut h = berth_image::digest::Hasher::new(algo);
+                let mut n = 0u64;
+                for chunk in hash_rx {
+                    h.update(&chunk);
+                    n += chunk.len() as u64;
+                    let _ = back_d.try_send(chunk);
+                }
+                (h.finish(), n)
             });
-            let mut br = BufReader::with_capacity(256 << 10, &mut tee);
-            let decoded = match archive::decompress(&mut br, compression) {
-                Ok(mut dec) => feed(&mut dec, &tx, &spare),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = &decoded {
-                let _ = tx.send(Err(std::io::Error::other(format!("{e:#}"))));
+            let unpacker = s.spawn(move || {
+                let r = ChannelReader { rx: rx_d, back: Some(to_hash), deliver: true, cur: Vec::new(), pos: 0 };
+                self.layers.add_hashed_elsewhere(
+                    &self.chains[i],
+                    parent,
+                    &self.diff_ids[i],
+                    r,
+                    &Limits::default(),
+                    || hasher.join().map_err(|_| anyhow::anyhow!("the thread hashing the layer panicked")),
+                )
+            });
+            let decoder = s.spawn(move || -> Result<()> {
+                let r = BufReader::with_capacity(
+                    CHUNK,
+                    ChannelReader { rx: rx_c, back: Some(back_c), deliver: false, cur: Vec::new(), pos: 0 },
+                );
+                let res = match archive::decompress(r, compression) {
+                    Ok(mut dec) => feed(&mut dec, &tx_d, &spare_d),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = &res {
+                    let _ = tx_d.send(Err(std::io::Error::other(format!("{e:#}"))));
+                }
+                res
+            });
+            let sent = feed(&mut tee, &tx_c, &spare_c);
+            if let Err(e) = &sent {
+                let _ = tx_c.send(Err(std::io::Error::other(format!("{e:#}"))));
             }
-            drop(tx);
-            // Read what decompression left (or all of it, after an error) so that the digest
-            // covers the whole blob.
-            let drained = std::io::copy(&mut br, &mut std::io::sink());
+            drop(tx_c);
+            // Read what the decompressor did not take (all of it, after an error) so that the
+            // digest covers the whole blob.
+            let drained = sent.and_then(|_| Ok(std::io::copy(&mut tee, &mut std::io::sink())?));
+            let decoded =
+                decoder.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the thread decompressing the layer panicked")));
             let unpacked =
                 unpacker.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the thread unpacking the layer panicked")));
             (drained, decoded, unpacked)
@@ -507,7 +543,7 @@ impl LayerWork<'_> {
     }
 }
 
-/// The size of the decompressed chunks handed to the unpacking thread, and how many may wait.
+/// The size of the chunks handed between the threads of a layer, and how many may wait.
 const CHUNK: usize = 64 << 10;
 const CHUNKS_IN_FLIGHT: usize = 8;
 
@@ -544,9 +580,23 @@ fn feed(
 /// Reads the chunks of [`feed`]: an error sent is returned, the sender's end is the end.
 struct ChannelReader {
     rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    back: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// Where chunks go once read (in order); closed at the end of the stream.
+    back: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// Every chunk must arrive (a hasher) rather than only those there is room for (a pool of
+    /// chunks to fill again, which may be full or no longer emptied).
+    deliver: bool,
     cur: Vec<u8>,
     pos: usize,
+}
+
+impl ChannelReader {
+    fn pass_on(&self, chunk: Vec<u8>) {
+        if let Some(b) = &self.back
+            && !chunk.is_empty()
+        {
+            let _ = if self.deliver { b.send(chunk).map_err(|_| ()) } else { b.try_send(chunk).map_err(|_| ()) };
+        }
+    }
 }
 
 impl Read for ChannelReader {
@@ -555,11 +605,19 @@ impl Read for ChannelReader {
             match self.rx.recv() {
                 Ok(Ok(b)) => {
                     let used = std::mem::replace(&mut self.cur, b);
-                    let _ = self.back.try_send(used);
+                    self.pass_on(used);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
+                Err(_) => {
+                    // The end: the last chunk goes on too, and whoever takes them learns
+                    // that there are no more.
+                    let last = std::mem::take(&mut self.cur);
+                    self.pos = 0;
+                    self.pass_on(last);
+                    self.back = None;
+                    return Ok(0);
+                }
             }
         }
         let n = buf.len().min(self.cur.len() - self.pos);

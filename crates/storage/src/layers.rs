@@ -99,6 +99,49 @@ impl Layers {
         // The tar may end before the stream does (padding): hash to the end.
         std::io::copy(&mut hr, &mut std::io::sink()).context("reading the end of the layer")?;
         let (got, tar_size) = hr.finish();
+        self.place(tmp, chain, parent, diff_id, stats, got, tar_size)
+    }
+
+    /// [`Layers::add`] for a stream whose digest someone else computes (a thread of its own,
+    /// in a pull): `digest` is called once `r` is read to its end and dropped, and gives the
+    /// stream's digest and size.
+    pub fn add_hashed_elsewhere<R: Read>(
+        &self,
+        chain: &Digest,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        mut r: R,
+        limits: &Limits,
+        digest: impl FnOnce() -> Result<(Digest, u64)>,
+    ) -> Result<Stats> {
+        if self.has(chain) {
+            std::io::copy(&mut r, &mut std::io::sink()).context("reading the layer")?;
+            drop(r);
+            digest()?;
+            return Ok(Stats::default());
+        }
+        let tmp = tempdir_in(&self.root.join("tmp"), "layer")?;
+        let diff = tmp.0.join("diff");
+        fs::create_dir(&diff)?;
+        let stats = unpack::unpack(&mut r, &diff, limits)?;
+        std::io::copy(&mut r, &mut std::io::sink()).context("reading the end of the layer")?;
+        drop(r);
+        let (got, tar_size) = digest()?;
+        self.place(tmp, chain, parent, diff_id, stats, got, tar_size)
+    }
+
+    /// Checks the unpacked layer in `tmp` against its diff id and renames it into place.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &self,
+        tmp: TmpDir,
+        chain: &Digest,
+        parent: Option<&Digest>,
+        diff_id: &Digest,
+        stats: Stats,
+        got: Digest,
+        tar_size: u64,
+    ) -> Result<Stats> {
         if got != *diff_id {
             bail!("layer content does not match its diff id: the image config says {diff_id}, the layer is {got}");
         }
@@ -236,4 +279,46 @@ pub fn remove_tree(p: &Path) -> Result<()> {
     let fd = unpack::open_dir(p)?;
     unpack::remove_tree_fd(fd)?;
     fs::remove_dir(p).with_context(|| format!("removing {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_layer_is_placed_only_when_its_digest_is_its_diff_id() {
+        let t = tempfile::tempdir().unwrap();
+        let l = Layers::open(t.path()).unwrap();
+        let tar = tar_of("f", b"x");
+        let good = Digest::sha256_of(&tar);
+        let wrong = Digest::sha256_of(b"something else");
+        // Hashed elsewhere, and that hash says something else: refused, nothing left.
+        let e = l
+            .add_hashed_elsewhere(&wrong, None, &wrong, &tar[..], &Limits::default(), || Ok((good.clone(), 3)))
+            .unwrap_err();
+        assert!(e.to_string().contains("does not match its diff id"), "{e}");
+        assert!(!l.has(&wrong));
+        assert_eq!(fs::read_dir(t.path().join("tmp")).unwrap().count(), 0);
+        let s = l
+            .add_hashed_elsewhere(&good, None, &good, &tar[..], &Limits::default(), || {
+                Ok((good.clone(), tar.len() as u64))
+            })
+            .unwrap();
+        assert_eq!(s.entries, 1);
+        assert!(l.has(&good) && l.verify(&good).is_none() && l.link_ok(&good));
+        assert_eq!(l.meta(&good).unwrap().tar_size, Some(tar.len() as u64));
+        assert_eq!(fs::read(l.diff_path(&good).join("f")).unwrap(), b"x");
+        // The same through add, which hashes itself.
+        let e = l.add(&wrong, None, &wrong, &tar[..], &Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("does not match its diff id"), "{e}");
+    }
 }
