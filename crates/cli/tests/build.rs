@@ -84,15 +84,16 @@ fn hits(out: &str) -> usize {
 fn metadata_instructions_make_the_config() {
     let b = Berth::new("build-meta");
     let ctx = context(&b, "metadata");
-    let out = build_ok(&b, &["-t", "berth-test/metadata", "--build-arg", "NAME=berth", s(&ctx)]);
-    assert!(out.contains("Step 1/17 : FROM busybox:${TAG}"), "{out}");
+    let out = build_ok(&b, &["-t", "berth-test/metadata", "--build-arg", "NAME=berth", "--label", "extra=1", s(&ctx)]);
+    assert!(out.contains("Step 1/18 : FROM busybox:${TAG}"), "{out}");
+    assert!(out.contains("Step 18/18 : LABEL extra=\"1\""), "{out}");
     assert!(out.contains("Successfully tagged berth-test/metadata:latest"), "{out}");
     let c = config(&b, "berth-test/metadata");
     let cc = &c["config"];
     let env: Vec<&str> = cc["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(env[1..], ["GREETING=hello berth", "PLAIN=1", "OLD_STYLE=value with spaces"]);
     assert!(env[0].starts_with("PATH="));
-    assert_eq!(cc["Labels"], serde_json::json!({"org.example.name": "berth", "multi word": "yes"}));
+    assert_eq!(cc["Labels"], serde_json::json!({"org.example.name": "berth", "multi word": "yes", "extra": "1"}));
     assert_eq!(cc["ExposedPorts"], serde_json::json!({"80/tcp": {}, "53/udp": {}, "8000/tcp": {}, "8001/tcp": {}}));
     assert_eq!(cc["WorkingDir"], "/srv/app");
     assert_eq!(cc["User"], "nobody");
@@ -111,7 +112,7 @@ fn metadata_instructions_make_the_config() {
     // directory have a layer.
     let hist = c["history"].as_array().unwrap();
     let ours: Vec<&Value> = hist.iter().filter(|h| h["comment"] == "berth build").collect();
-    assert_eq!(ours.len(), 15, "{hist:?}");
+    assert_eq!(ours.len(), 16, "{hist:?}");
     let layers: Vec<&str> =
         ours.iter().filter(|h| h["empty_layer"] != true).map(|h| h["created_by"].as_str().unwrap()).collect();
     assert_eq!(layers, vec!["WORKDIR /srv", "WORKDIR app"]);
@@ -232,10 +233,22 @@ step arg: unset
     for gone in ["mnt", "run", "scratch", "var/cache", "etc/resolv.conf", "etc/hostname", "dev/pipes"] {
         assert!(!paths.iter().any(|p| p == gone || p.starts_with(&format!("{gone}/"))), "{gone} in {paths:?}");
     }
-    // The cache mount lasts between builds: the step runs again and counts 2.
-    all.insert(0, "--no-cache");
-    build_ok(&b, &all);
-    assert_eq!(sh(&b, "ran", "cat /cache-count.txt"), "2\n");
+    // The cache mount lasts between builds: the step runs again and counts 2. A secret can
+    // come from the environment too.
+    let mut c = b.cmd(&[
+        "build",
+        "--no-cache",
+        "--network",
+        "none",
+        "--secret",
+        "id=token,env=BERTH_TEST_TOKEN",
+        "-t",
+        "ran",
+        s(&ctx),
+    ]);
+    let o = c.env("BERTH_TEST_TOKEN", "from-env").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sh(&b, "ran", "cat /cache-count.txt /secret-file.txt"), "2\nfrom-env");
     // Without the secret (not `required`, as in BuildKit) the step runs without the file.
     let (code, _, err) = build(&b, &["--no-cache", s(&ctx)]);
     assert_eq!(code, 1);
@@ -430,23 +443,36 @@ fn add_fetches_urls() {
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
         use std::io::{Read, Write};
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut req = [0u8; 4096];
-        let _ = conn.read(&mut req).unwrap();
-        let body = "downloaded\n";
-        write!(
-            conn,
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut req = [0u8; 4096];
+            let _ = conn.read(&mut req).unwrap();
+            let body = "downloaded\n";
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        }
     });
     let ctx = b.g.path("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\nADD http://127.0.0.1:{port}/files/data.txt /dl/\n"))
         .unwrap();
     build_ok(&b, &["-t", "fetched", s(&ctx)]);
+    // --checksum: the download must have that digest.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox\nADD --checksum=sha256:{} http://127.0.0.1:{port}/files/data.txt /dl/\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let (code, _, err) = build(&b, &[s(&ctx)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("(--checksum)"), "{err}");
     server.join().unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\nADD http://127.0.0.1:{port}/files/data.txt /dl/\n"))
+        .unwrap();
     assert_eq!(sh(&b, "fetched", "cat /dl/data.txt; stat -c '%a %Y' /dl/data.txt"), "downloaded\n600 784111777\n");
     // Nothing listens there any more: a clear error, with the line.
     let (code, _, err) = build(&b, &["--no-cache", s(&ctx)]);
@@ -517,4 +543,29 @@ fn bad_input_gives_clear_errors() {
     );
     assert!(b.run(&["image", "inspect", "broken"]).0 != 0, "nothing is tagged");
     assert!(b.ids().is_empty(), "{:?}", b.ids());
+}
+
+#[test]
+fn ctrl_c_stops_the_build_and_removes_its_container() {
+    let b = Berth::new("build-int");
+    let ctx = b.g.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN echo started; sleep 60\n").unwrap();
+    let mut c = b.cmd(&["build", "--network", "none", "-t", "never", s(&ctx)]);
+    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("started") {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+    }
+    // SAFETY: kill(2) of our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let t0 = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    assert!(t0.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130));
+    assert!(b.ids().is_empty(), "{:?}", b.ids());
+    assert!(b.run(&["image", "inspect", "never"]).0 != 0);
 }

@@ -113,7 +113,12 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static RUN_PID: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+    // A second one while the build is still winding down: leave now (the next build sweeps
+    // what this one left in its temp dirs).
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // SAFETY: _exit(2) is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
     let pid = RUN_PID.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill(2) is async-signal-safe.
