@@ -755,3 +755,14 @@ fn ps_size_counts_the_containers_own_files() {
     let table = b.ok(&["ps", "-a", "-s"]);
     assert!(table.lines().next().unwrap().ends_with("SIZE"), "{table}");
 }
+
+#[test]
+fn everything_after_the_image_belongs_to_the_container() {
+    let b = Berth::new("eng-argv");
+    // -c after the image is the command's, not --cpu-shares (as Docker reads it).
+    let out = b.ok(&["run", "--rm", "--network", "none", "--entrypoint", "sh", "busybox", "-c", "echo passed-$0", "x"]);
+    assert_eq!(out, "passed-x\n");
+    let (code, _, err) = b.run(&["run", "--rm", "--network", "none"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("IMAGE"), "{err}");
+}

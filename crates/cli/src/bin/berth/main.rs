@@ -472,13 +472,39 @@ struct RunArgs {
     attach: Vec<String>,
     #[arg(long)]
     runtime: Option<String>,
-    image: String,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// IMAGE [COMMAND] [ARG...]: everything from the image on belongs to the container, as
+    /// Docker reads it (`run busybox ls -c` passes -c to ls).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "IMAGE [COMMAND] [ARG...]"
+    )]
+    argv: Vec<String>,
+}
+
+impl RunArgs {
+    fn image(&self) -> &str {
+        &self.argv[0]
+    }
+
+    fn command(&self) -> &[String] {
+        &self.argv[1..]
+    }
 }
 
 fn main() {
     let cli = Cli::parse();
+    // Flags end at the image: a flag-like word there is an unknown flag, not an image name.
+    if let Cmd::Run(a) | Cmd::Create(a) = &cli.cmd
+        && a.image().starts_with('-')
+    {
+        eprintln!(
+            "error: unexpected argument '{}' found\n\nUsage: berth run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+            a.image()
+        );
+        std::process::exit(2);
+    }
     let default_code = if matches!(cli.cmd, Cmd::Run(_) | Cmd::Create(_)) { 125 } else { 1 };
     if let Cmd::Monitor { attach, stdin, id } = &cli.cmd {
         // No sealed copy here: the monitor stays in the host's pid namespace, where no
@@ -868,7 +894,7 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
         }
     }
     let mut c = ContainerConfig {
-        image_ref: a.image.clone(),
+        image_ref: a.image().to_string(),
         tty: a.tty,
         interactive: a.interactive,
         auto_remove: a.rm,
@@ -1025,13 +1051,13 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
     }
     c.healthcheck = health_flags(&a)?;
     let req = CreateRequest {
-        image: a.image.clone(),
+        image: a.image().to_string(),
         name: a.name.clone(),
-        cmd: a.command.clone(),
+        cmd: a.command().to_vec(),
         entrypoint: a.entrypoint.clone(),
         config: c,
     };
-    registry_cmds::ensure_image(e, &a.image, &a.pull, a.platform.as_deref())?;
+    registry_cmds::ensure_image(e, a.image(), &a.pull, a.platform.as_deref())?;
     let id = e.create_container(req)?;
     if let Some(f) = &a.cidfile {
         std::fs::write(f, &id).with_context(|| format!("writing --cidfile {}", f.display()))?;
