@@ -23,9 +23,9 @@ pub struct NewLayer {
 }
 
 /// Hashes what passes through (the uncompressed tar: the diff id).
-struct HashWriter<W> {
-    inner: W,
-    hasher: Hasher,
+pub(crate) struct HashWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) hasher: Hasher,
 }
 
 impl<W: Write> Write for HashWriter<W> {

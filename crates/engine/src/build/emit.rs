@@ -17,7 +17,7 @@ use berth_image::{Algo, Store};
 use berth_runtime::safepath;
 
 use super::tree::{self, CopyOpts, Source};
-use crate::layer::NewLayer;
+use crate::layer::{HashWriter, NewLayer};
 
 /// An entry's metadata as it goes into the layer.
 #[derive(Debug, Clone, Copy)]
@@ -31,22 +31,6 @@ pub(crate) struct Meta {
 impl Meta {
     pub fn of(st: &libc::stat) -> Meta {
         Meta { mode: st.st_mode & 0o7777, uid: st.st_uid, gid: st.st_gid, mtime: st.st_mtime }
-    }
-}
-
-struct HashWriter<W> {
-    inner: W,
-    hasher: Hasher,
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(b)?;
-        self.hasher.update(&b[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 
