@@ -766,3 +766,25 @@ fn everything_after_the_image_belongs_to_the_container() {
     assert_ne!(code, 0);
     assert!(err.contains("IMAGE"), "{err}");
 }
+
+#[test]
+fn system_prune_takes_what_nothing_uses() {
+    let b = Berth::new("eng-sysprune");
+    let keep = b.ok(&["run", "-d", "--network", "none", "busybox", "sleep", "60"]);
+    let stopped = b.ok(&["run", "--network", "none", "-v", "/scratch", "busybox", "sh", "-c", "echo x > /new"]);
+    let _ = stopped;
+    let stopped = b.ok(&["ps", "-aq", "--filter", "status=exited"]);
+    let dangling = b.ok(&["commit", stopped.trim()]);
+    b.ok(&["network", "create", "unused"]);
+    let out = b.ok(&["system", "prune", "-f", "--volumes"]);
+    assert!(out.contains("Deleted Containers:") && out.contains(stopped.trim()), "{out}");
+    assert!(out.contains("Deleted Networks:\nunused"), "{out}");
+    assert!(out.contains("Deleted Volumes:"), "{out}");
+    assert!(out.contains("Deleted Images:") && out.contains(&dangling.trim()[7..19]), "{out}");
+    // What is in use stays: the running container, its image, the default network.
+    assert_eq!(b.ok(&["ps", "-q"]).trim(), &keep.trim()[..12]);
+    assert!(b.ok(&["images", "-q"]).lines().count() == 1);
+    assert_eq!(b.ok(&["network", "ls", "--format", "{{.Name}}"]), "bridge\n");
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "");
+    b.ok(&["rm", "-f", keep.trim()]);
+}

@@ -90,6 +90,16 @@ pub enum SystemCmd {
         #[arg(long)]
         format: Option<String>,
     },
+    /// Remove stopped containers, unused networks, dangling images (all unused with -a), the
+    /// build cache, and with --volumes unused anonymous volumes.
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+        #[arg(long)]
+        volumes: bool,
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Verify the image store (every blob's digest, every layer) and report what is wrong.
     Check {
         /// Remove broken blobs and layers, and the images and rows that point to them.
@@ -515,6 +525,7 @@ pub fn system(e: &Engine, cmd: SystemCmd) -> Result<i32> {
     match cmd {
         SystemCmd::Df { verbose, format } => df(e, verbose, format.as_deref()),
         SystemCmd::Check { repair } => check(e, repair),
+        SystemCmd::Prune { .. } => unreachable!("main handles system prune"),
     }
 }
 

@@ -631,27 +631,24 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Image(ImageCmd::Inspect(a)) => image_cmds::inspect(&e, &a),
         Cmd::Save(a) | Cmd::Image(ImageCmd::Save(a)) => image_cmds::save(&e, &a),
         Cmd::Export(a) | Cmd::Container(ContainerCmd::Export(a)) => image_cmds::export(&e, &a),
+        Cmd::System(image_cmds::SystemCmd::Prune { all, volumes, force: _ }) => {
+            let mut sections: Vec<(&str, Vec<String>)> =
+                vec![("Deleted Containers:", prune_containers(&e)?), ("Deleted Networks:", e.prune_networks()?)];
+            if volumes {
+                sections.push(("Deleted Volumes:", e.prune_volumes(false)?));
+            }
+            sections.push(("Deleted build cache objects:", e.prune_build_cache()?.images));
+            sections.push(("Deleted Images:", prune_images(&e, all)?));
+            for (title, items) in sections.into_iter().filter(|(_, v)| !v.is_empty()) {
+                println!("{title}");
+                items.iter().for_each(|i| println!("{i}"));
+                println!();
+            }
+            Ok(0)
+        }
         Cmd::System(s) => image_cmds::system(&e, s),
         Cmd::Image(ImageCmd::Prune { all, force: _ }) => {
-            let used: Vec<String> = e.containers(true)?.into_iter().map(|c| c.image).collect();
-            // A build's intermediate images stay while an image is built on them; once that
-            // one goes, the next round takes its parent (so a whole unused chain goes).
-            loop {
-                let keep = if all { Default::default() } else { e.intermediate_images()? };
-                let mut removed = false;
-                for img in e.images()? {
-                    let id = img.id.to_string();
-                    if (all || img.tags.is_empty()) && !used.contains(&id) && !keep.contains(&id) {
-                        for l in e.remove_image(&id, true)? {
-                            println!("{l}");
-                        }
-                        removed = true;
-                    }
-                }
-                if !removed || all {
-                    break;
-                }
-            }
+            prune_images(&e, all)?.iter().for_each(|l| println!("{l}"));
             Ok(0)
         }
         Cmd::Load { input, quiet } => {
@@ -746,12 +743,7 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Container(ContainerCmd::Prune { force: _ }) => {
-            for c in e.containers(true)? {
-                if !c.is_running() && !c.monitor_alive() {
-                    e.remove_container(&c.id, false)?;
-                    println!("{}", c.id);
-                }
-            }
+            prune_containers(&e)?.iter().for_each(|id| println!("{id}"));
             Ok(0)
         }
         Cmd::Commit { author, change, message, pause, container, reference } => {
@@ -859,6 +851,40 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146097 + doe - 719468;
     Some(((days * 86400 + hh * 3600 + mm * 60 + ss - off) * 1_000_000_000) + nanos)
+}
+
+/// `container prune`: the stopped containers go; their ids.
+fn prune_containers(e: &Engine) -> Result<Vec<String>> {
+    let mut gone = Vec::new();
+    for c in e.containers(true)? {
+        if !c.is_running() && !c.monitor_alive() {
+            e.remove_container(&c.id, false)?;
+            gone.push(c.id);
+        }
+    }
+    Ok(gone)
+}
+
+/// `image prune`: dangling images (every unused one with `all`); Docker's lines.
+fn prune_images(e: &Engine, all: bool) -> Result<Vec<String>> {
+    let used: Vec<String> = e.containers(true)?.into_iter().map(|c| c.image).collect();
+    let mut lines = Vec::new();
+    // A build's intermediate images stay while an image is built on them; once that one goes,
+    // the next round takes its parent (so a whole unused chain goes).
+    loop {
+        let keep = if all { Default::default() } else { e.intermediate_images()? };
+        let mut removed = false;
+        for img in e.images()? {
+            let id = img.id.to_string();
+            if (all || img.tags.is_empty()) && !used.contains(&id) && !keep.contains(&id) {
+                lines.extend(e.remove_image(&id, true)?);
+                removed = true;
+            }
+        }
+        if !removed || all {
+            return Ok(lines);
+        }
+    }
 }
 
 /// Runs `f` for each name, printing the name on success as Docker does; the exit code is 1 if
