@@ -20,6 +20,7 @@ pids=()
 cleanup() {
   set +e
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for f in "$work"/iperf.*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
   ids=$("$BERTH" ps -aq 2>/dev/null)
   [ -n "$ids" ] && "$BERTH" rm -f $ids >/dev/null 2>&1
   if command -v podman >/dev/null; then podman rmi -f berth-bench/busybox >/dev/null 2>&1; fi
@@ -62,17 +63,17 @@ sleep 0.2
 ip link add bva netns "$a" type veth peer name bvb netns "$b"
 nsenter --net=/proc/"$a"/ns/net sh -c 'ip addr add 192.168.250.1/24 dev bva && ip link set bva up'
 nsenter --net=/proc/"$b"/ns/net sh -c 'ip addr add 192.168.250.2/24 dev bvb && ip link set bvb up'
-nsenter --net=/proc/"$a"/ns/net iperf3 -s -D -p 5201 >/dev/null
+nsenter --net=/proc/"$a"/ns/net iperf3 -s -D -I "$work/iperf.veth.pid" -p 5201 >/dev/null
 # Two containers on the default bridge; iperf3 runs in their network namespaces.
 s=$("$BERTH" run -d berth-bench/busybox sleep 600)
 c=$("$BERTH" run -d berth-bench/busybox sleep 600)
 spid=$("$BERTH" inspect -f '{{.State.Pid}}' "$s"); cpid=$("$BERTH" inspect -f '{{.State.Pid}}' "$c")
 sip=$("$BERTH" inspect -f '{{.NetworkSettings.IPAddress}}' "$s")
-nsenter --net=/proc/"$spid"/ns/net iperf3 -s -D -p 5201 >/dev/null
+nsenter --net=/proc/"$spid"/ns/net iperf3 -s -D -I "$work/iperf.bridge.pid" -p 5201 >/dev/null
 # A published port, reached from the host's loopback.
 p=$("$BERTH" run -d -p 15201:5201 berth-bench/busybox sleep 600)
 ppid=$("$BERTH" inspect -f '{{.State.Pid}}' "$p")
-nsenter --net=/proc/"$ppid"/ns/net iperf3 -s -D -p 5201 >/dev/null
+nsenter --net=/proc/"$ppid"/ns/net iperf3 -s -D -I "$work/iperf.published.pid" -p 5201 >/dev/null
 sleep 1
 # Alternating rounds, so that load from elsewhere on the machine falls on all three alike.
 for r in $(seq "$ROUNDS"); do
@@ -82,7 +83,6 @@ for r in $(seq "$ROUNDS"); do
 done
 med() { for f in "$work"/"$1".*.json; do gbits "$f"; done | grep -v failed | sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "failed")}'; }
 veth=$(med veth); bridge=$(med bridge); published=$(med published)
-pkill -f "iperf3 -s -D -p 5201" || true
 printf '%-44s %10s Gbit/s\n' "bare veth pair" "$veth"
 printf '%-44s %10s Gbit/s  of veth %s\n' "container to container over the bridge" "$bridge" "$(ratio "$bridge" "$veth")"
 printf '%-44s %10s Gbit/s\n' "host loopback to a published port" "$published"
