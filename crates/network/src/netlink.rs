@@ -40,9 +40,6 @@ const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
-const IFLA_BR_NF_CALL_IPTABLES: u16 = 36;
-const IFLA_BR_NF_CALL_IP6TABLES: u16 = 37;
-const IFLA_BR_NF_CALL_ARPTABLES: u16 = 38;
 const VETH_INFO_PEER: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -403,17 +400,7 @@ impl Netlink {
         // A MAC of its own: otherwise the bridge takes its lowest port's, which changes as
         // containers come and go and leaves stale ARP entries behind in the others.
         m.attr(IFLA_ADDRESS, &random_mac()?);
-        // No netfilter on bridged frames, even where br_netfilter is loaded (Docker's and CNI
-        // hosts): berth's rules act on routed traffic only, and walking every table for each
-        // bridged packet costs a fifth of the bridge's throughput.
-        m.begin(IFLA_LINKINFO)
-            .attr(IFLA_INFO_KIND, b"bridge")
-            .begin(IFLA_INFO_DATA)
-            .attr(IFLA_BR_NF_CALL_IPTABLES, &[0])
-            .attr(IFLA_BR_NF_CALL_IP6TABLES, &[0])
-            .attr(IFLA_BR_NF_CALL_ARPTABLES, &[0])
-            .end()
-            .end();
+        m.begin(IFLA_LINKINFO).attr(IFLA_INFO_KIND, b"bridge").end();
         match self.run(m) {
             Err(e) if e.errno() != Some(libc::EEXIST) => return Err(e.context(&format!("create bridge {name}"))),
             _ => {}
