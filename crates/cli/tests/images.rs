@@ -291,16 +291,11 @@ fn system_df_counts_images_containers_and_volumes() {
         "head -c 5000 /dev/zero > /data/f && head -c 3000 /dev/zero > /big",
     ]);
     let f = |t: &str| {
-        b.ok(&[
-            "system",
-            "df",
-            "--format",
-            "{{.Type}}={{.TotalCount}}/{{.Active}}/{{.Size}}/{{.Reclaimable}}",
-        ])
-        .lines()
-        .find(|l| l.starts_with(t))
-        .unwrap()
-        .to_string()
+        b.ok(&["system", "df", "--format", "{{.Type}}={{.TotalCount}}/{{.Active}}/{{.Size}}/{{.Reclaimable}}"])
+            .lines()
+            .find(|l| l.starts_with(t))
+            .unwrap()
+            .to_string()
     };
     assert!(f("Images").starts_with("Images=1/1/"), "{}", f("Images"));
     assert!(f("Images").ends_with("/0B (0%)"), "{}", f("Images"));

@@ -68,11 +68,14 @@ impl FromStr for Subnet {
 
     /// `10.1.2.0/24`. A subnet with host bits set is refused, as Docker does, naming the right one.
     fn from_str(s: &str) -> Result<Subnet> {
-        let (ip, prefix) = s.split_once('/').with_context(|| format!("invalid subnet {s:?}: expected CIDR form such as 10.1.2.0/24"))?;
+        let (ip, prefix) = s
+            .split_once('/')
+            .with_context(|| format!("invalid subnet {s:?}: expected CIDR form such as 10.1.2.0/24"))?;
         if ip.contains(':') {
             bail!("invalid subnet {s:?}: IPv6 networks are not supported yet");
         }
-        let ip: Ipv4Addr = ip.parse().with_context(|| format!("invalid subnet {s:?}: {ip:?} is not an IPv4 address"))?;
+        let ip: Ipv4Addr =
+            ip.parse().with_context(|| format!("invalid subnet {s:?}: {ip:?} is not an IPv4 address"))?;
         let prefix: u8 = prefix
             .parse()
             .ok()
