@@ -384,9 +384,8 @@ impl Engine {
         }
         self.plan_network(&mut c, icfg.exposed_ports.iter().flatten().map(|(k, _)| k.clone()).collect())?;
         // The image's healthcheck, under the flags given (each flag replaces one field).
-        let raw: serde_json::Value = serde_json::from_slice(&self.store.read(&image.id)?).unwrap_or_default();
         let mut hc: crate::health::Healthcheck =
-            serde_json::from_value(raw["config"]["Healthcheck"].clone()).unwrap_or_default();
+            icfg.healthcheck.clone().and_then(|h| serde_json::from_value(h).ok()).unwrap_or_default();
         if let Some(f) = c.healthcheck.take() {
             if !f.test.is_empty() {
                 hc.test = f.test;
