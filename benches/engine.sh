@@ -70,7 +70,7 @@ start_many() { # $1 = tool
 echo "== $N idle containers: start time (s), host memory each (MiB)"
 read -r b_start b_mem b_pss < <(start_many "$BERTH")
 t_ps=$(hyperfine -N -w 2 -r 10 --export-json "$work/ps.json" "$BERTH ps -a" >/dev/null 2>&1; json_median "$work/ps.json")
-one=$("$BERTH" ps -q | head -1)
+one=$("$BERTH" ps -lq)  # not `| head -1`: with pipefail, ps dying of SIGPIPE would end the script
 t_exec=$(hyperfine -N -w 2 -r 10 --export-json "$work/exec.json" "$BERTH exec $one true" >/dev/null 2>&1; json_median "$work/exec.json")
 t0=$(date +%s.%N); "$BERTH" rm -f $("$BERTH" ps -aq) >/dev/null; t1=$(date +%s.%N)
 b_rm=$(python3 -c "print('%.2f' % ($t1-$t0))")

@@ -961,15 +961,24 @@ impl Engine {
     /// Finds containers whose monitor died (kill -9, a crash) and cleans up after them: no
     /// container is shown running without a process, no mount or cgroup is left.
     pub fn repair(&self) -> Result<()> {
-        let q = format!("SELECT {COLUMNS} FROM containers WHERE monitor_pid != 0");
-        let stale: Vec<ContainerRow> = {
-            let mut st = self.db.prepare(&q)?;
-            st.query_map([], row)?
+        // Every command runs this: look at pids only, and decode the rows of the dead.
+        let dead: Vec<String> = {
+            let mut st =
+                self.db.prepare("SELECT id, monitor_pid, monitor_start FROM containers WHERE monitor_pid != 0")?;
+            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?, r.get::<_, i64>(2)? as u64)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?
                 .into_iter()
-                .filter(|c| !c.monitor_alive())
+                .filter(|(_, pid, start)| !berth_runtime::state::pid_alive(*pid, *start))
+                .map(|(id, ..)| id)
                 .collect()
         };
+        let mut stale = Vec::new();
+        for id in dead {
+            let q = format!("SELECT {COLUMNS} FROM containers WHERE id = ?1");
+            if let Some(c) = self.db.query_row(&q, [&id], row).optional()? {
+                stale.push(c);
+            }
+        }
         for c in stale {
             if let Ok(rt) = self.runtime_of(&c) {
                 rt.delete();

@@ -12,6 +12,7 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::containers::{ContainerConfig, ContainerRow};
 use crate::{Engine, ExitError, db, names};
+use berth_storage::rootfs::is_mountpoint;
 
 #[derive(Debug, Clone)]
 pub struct Volume {
@@ -306,12 +307,6 @@ impl Engine {
             }
         }
     }
-}
-
-fn is_mountpoint(p: &Path) -> bool {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let want = p.to_string_lossy();
-    text.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| m == want))
 }
 
 fn dir_is_empty(p: &Path) -> bool {

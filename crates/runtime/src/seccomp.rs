@@ -46,6 +46,7 @@
 //! to Linux 6.17 (451-469 are the same on every architecture here; uretprobe is x86_64 only).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 
 use anyhow::{Result, bail};
 use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator, Spec};
@@ -131,14 +132,25 @@ impl Abi {
 
     /// The number of `name` in this ABI (with the x32 bit for x32).
     pub fn syscall(self, name: &str) -> Option<u32> {
-        let mut it = self.table().split_ascii_whitespace();
-        while let (Some(n), Some(nr)) = (it.next(), it.next()) {
-            if n == name {
-                let nr: u32 = nr.parse().ok()?;
-                return Some(if self == Abi::X32 { nr | X32_SYSCALL_BIT } else { nr });
+        let nr = *self.index().get(name)?;
+        Some(if self == Abi::X32 { nr | X32_SYSCALL_BIT } else { nr })
+    }
+
+    /// The table as a map, built once per process: a profile names each of several hundred
+    /// syscalls for up to three ABIs, and scanning the text for each was a tenth of a start.
+    fn index(self) -> &'static HashMap<&'static str, u32> {
+        static MAPS: [OnceLock<HashMap<&'static str, u32>>; 4] =
+            [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        MAPS[self as usize].get_or_init(|| {
+            let mut it = self.table().split_ascii_whitespace();
+            let mut map = HashMap::new();
+            while let (Some(n), Some(nr)) = (it.next(), it.next()) {
+                if let Ok(nr) = nr.parse() {
+                    map.entry(n).or_insert(nr);
+                }
             }
-        }
-        None
+            map
+        })
     }
 
     fn audit_arch(self) -> u32 {

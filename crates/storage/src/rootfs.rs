@@ -150,9 +150,39 @@ impl RootFs {
     }
 }
 
-/// Whether `p` is a mount point (its device differs from its parent's, or /proc says so).
+/// Whether `p` is a mount point. statx says so directly (STATX_ATTR_MOUNT_ROOT, Linux 5.8+) in
+/// one syscall; reading /proc/self/mountinfo instead costs time in proportion to the number of
+/// mounts, which grows with every running container.
 pub fn is_mountpoint(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statx fills the zeroed struct we own; the path is NUL-terminated.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, 0, &mut st) };
+    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if r == 0 && st.stx_attributes_mask & bit != 0 {
+        return st.stx_attributes & bit != 0;
+    }
     let Ok(s) = fs::read_to_string("/proc/self/mountinfo") else { return false };
     let want = p.display().to_string();
     s.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_mountpoint;
+    use std::path::Path;
+
+    #[test]
+    fn mountpoints_are_told_apart_from_directories() {
+        assert!(is_mountpoint(Path::new("/proc")));
+        assert!(is_mountpoint(Path::new("/")));
+        assert!(!is_mountpoint(Path::new("/proc/self/fdinfo")));
+        let dir = std::env::temp_dir().join(format!("berth-mnt-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let found = is_mountpoint(&dir);
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(!found);
+        assert!(!is_mountpoint(Path::new("/nonexistent/berth")));
+    }
 }
