@@ -44,17 +44,22 @@ for c in "${cmds[@]}"; do
   i=$((i+1))
 done
 
+# Host memory in use, KiB: what `free` calls used, plus shared memory (tmpfs), without the page
+# cache and reclaimable slab, which come and go with whatever else the machine reads
+# (MemAvailable moved by more than a container's worth between runs).
+mem_used() { awk '/^MemTotal:/ {t=$2} /^MemFree:/ {f=$2} /^Buffers:/ {b=$2} /^Cached:/ {c=$2} /^SReclaimable:/ {s=$2} /^Shmem:/ {sh=$2} END {print t-f-b-c-s+sh}' /proc/meminfo; }
+
 start_many() { # $1 = tool
   local before after t0 t1
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  before=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
+  before=$(mem_used)
   t0=$(date +%s.%N)
   local extra=""
   [ "$1" = podman ] && extra=$PODMAN_RUN
   for i in $(seq 1 "$N"); do "$1" run -d $extra --network none --label berth-bench=1 berth-bench/busybox sleep 3600 >/dev/null; done
   t1=$(date +%s.%N)
   sleep 1
-  after=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
+  after=$(mem_used)
   # Also the proportional set size of the per-container processes (berth's monitors, podman's
   # conmons): steady under other load, unlike MemAvailable.
   local pat="container-monitor"
@@ -64,7 +69,7 @@ start_many() { # $1 = tool
     v=$(awk '/^Pss:/ {print $2}' /proc/"$p"/smaps_rollup 2>/dev/null || true)
     pss=$((pss + ${v:-0}))
   done
-  echo "$(python3 -c "print('%.2f' % (($t1-$t0)))") $(python3 -c "print('%.3f' % (($before-$after)/1024/$N))") $(python3 -c "print('%.3f' % ($pss/1024/$N))")"
+  echo "$(python3 -c "print('%.2f' % (($t1-$t0)))") $(python3 -c "print('%.3f' % (($after-$before)/1024/$N))") $(python3 -c "print('%.3f' % ($pss/1024/$N))")"
 }
 
 echo "== $N idle containers: start time (s), host memory each (MiB)"

@@ -710,6 +710,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Before `rm -f` of several containers: kills every running one first, so that their
+    /// monitors tear down side by side while `remove_container` waits for each in turn.
+    pub fn kill_for_removal(&self, keys: &[String]) {
+        for key in keys {
+            if let Ok(c) = self.container(key)
+                && c.busy()
+                && self.db.execute("UPDATE containers SET error = 'stopped' WHERE id = ?1", [&c.id]).is_ok()
+            {
+                let _ = self.kill_container(&c.id, libc::SIGKILL);
+            }
+        }
+    }
+
     /// `berth rm`.
     pub fn remove_container(&self, key: &str, force: bool) -> Result<String> {
         let c = self.container(key)?;

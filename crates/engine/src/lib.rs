@@ -51,16 +51,24 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Opens the engine's state and repairs what crashed processes left behind.
     pub fn open(root: &Path, runroot: &Path) -> Result<Engine> {
+        let e = Self::open_unrepaired(root, runroot)?;
+        e.repair()?;
+        Ok(e)
+    }
+
+    /// Opens the engine's state as a monitor does: the command that started it has just
+    /// repaired it, and a scan of every container's monitor per start and exit would make each
+    /// container cost in proportion to how many run.
+    pub(crate) fn open_unrepaired(root: &Path, runroot: &Path) -> Result<Engine> {
         for d in [root.join("containers"), runroot.join("runtime")] {
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
         let db = db::open(&root.join("berth.db"))?;
         let store = Store::open(&root.join("images"))?;
         let layers = Layers::open(&root.join("storage"))?;
-        let e = Engine { root: root.to_path_buf(), runroot: runroot.to_path_buf(), db, store, layers };
-        e.repair()?;
-        Ok(e)
+        Ok(Engine { root: root.to_path_buf(), runroot: runroot.to_path_buf(), db, store, layers })
     }
 
     pub fn runtime_root(&self) -> PathBuf {

@@ -69,7 +69,7 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         let code = pump(&c, &started, attach, stdin, &mut status, &mut health, attach_sock.as_ref());
         // The published ports go with the run: a restart binds them again.
         started.held.clear();
-        let Ok(e) = Engine::open(root, runroot) else { return 1 };
+        let Ok(e) = Engine::open_unrepaired(root, runroot) else { return 1 };
         engine = e;
         let oom = teardown_run(&engine, &c);
         let row = engine.container(&c.id).ok();
@@ -101,7 +101,7 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         started = match setup_forked(root, runroot, &c.id, None) {
             Ok((_, s)) => s,
             Err(_) => {
-                let Ok(e) = Engine::open(root, runroot) else { return 1 };
+                let Ok(e) = Engine::open_unrepaired(root, runroot) else { return 1 };
                 teardown_run(&e, &c);
                 return finish(&e, &c, 127, false, None);
             }
@@ -231,7 +231,7 @@ fn child_setup(
         }
         None
     };
-    let engine = match Engine::open(root, runroot) {
+    let engine = match Engine::open_unrepaired(root, runroot) {
         Ok(e) => e,
         Err(e) => return fail(status, format!("error 125 {e:#}")),
     };

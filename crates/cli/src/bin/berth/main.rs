@@ -577,14 +577,19 @@ fn run(cli: Cli) -> Result<i32> {
             let sig = parse_signal(&signal)?;
             each(&containers, |c| e.kill_container(c, sig).map(|_| ()))
         }
-        Cmd::Rm { force, volumes, containers } => each(&containers, |c| {
-            let row = e.container(c)?;
-            e.remove_container(c, force)?;
-            if volumes {
-                e.remove_anonymous_volumes(&row);
+        Cmd::Rm { force, volumes, containers } => {
+            if force && containers.len() > 1 {
+                e.kill_for_removal(&containers);
             }
-            Ok(())
-        }),
+            each(&containers, |c| {
+                let row = e.container(c)?;
+                e.remove_container(c, force)?;
+                if volumes {
+                    e.remove_anonymous_volumes(&row);
+                }
+                Ok(())
+            })
+        }
         Cmd::Ps(a) | Cmd::Container(ContainerCmd::Ls(a)) => cmd_ps(&e, &a),
         Cmd::Logs { follow, timestamps, tail, since, until, container } => {
             let since = since.as_deref().map(|s| parse_time(s, "--since")).transpose()?;
