@@ -978,12 +978,12 @@ impl Engine {
         let dead: Vec<String> = {
             let mut st =
                 self.db.prepare("SELECT id, monitor_pid, monitor_start FROM containers WHERE monitor_pid != 0")?;
-            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?, r.get::<_, i64>(2)? as u64)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-                .into_iter()
-                .filter(|(_, pid, start)| !berth_runtime::state::pid_alive(*pid, *start))
-                .map(|(id, ..)| id)
-                .collect()
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i32>(1)?, r.get::<_, i64>(2)? as u64)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let monitors: Vec<(i32, u64)> = rows.iter().map(|(_, pid, start)| (*pid, *start)).collect();
+            let alive = crate::liveness::alive(&self.runroot, &monitors);
+            rows.into_iter().zip(alive).filter(|(_, alive)| !alive).map(|((id, ..), _)| id).collect()
         };
         let mut stale = Vec::new();
         for id in dead {

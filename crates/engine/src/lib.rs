@@ -18,6 +18,7 @@ pub mod health;
 pub mod images;
 pub mod inspect;
 pub mod layer;
+mod liveness;
 pub mod logs;
 pub mod monitor;
 pub mod names;

@@ -38,6 +38,7 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
     }
+    crate::liveness::hold(runroot);
     let mut status = fs::File::from(owned(STATUS_FD));
     // Everything up to the running container happens in a forked child (see setup_forked):
     // the monitor's own memory stays what the pump needs.
