@@ -493,7 +493,34 @@ impl RunArgs {
     }
 }
 
+/// The monitor's command line as the engine writes it (`--root R --runroot R
+/// container-monitor [--attach] [--stdin] ID`), read without clap: a monitor lives as long as
+/// its container, and clap's parse of berth's whole command tree left its heap fragmented.
+fn monitor_args() -> Option<(PathBuf, PathBuf, String, bool, bool)> {
+    let a: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if a.len() < 7 || a[1] != "--root" || a[3] != "--runroot" || a[5] != "container-monitor" {
+        return None;
+    }
+    let (mut attach, mut stdin, mut id) = (false, false, None);
+    for x in &a[6..] {
+        match x.to_str()? {
+            "--attach" => attach = true,
+            "--stdin" => stdin = true,
+            s if !s.starts_with('-') && id.is_none() => id = Some(s.to_string()),
+            _ => return None,
+        }
+    }
+    Some((PathBuf::from(&a[2]), PathBuf::from(&a[4]), id?, attach, stdin))
+}
+
 fn main() {
+    if let Some((root, runroot, id, attach, stdin)) = monitor_args() {
+        // No sealed copy here: the monitor stays in the host's pid namespace, where no
+        // container process can reach its /proc/PID/exe, and the container's init (a fork of
+        // it) execs the user's program before anything else runs in the new pid namespace.
+        // A sealed copy would cost each container a private copy of this binary.
+        std::process::exit(berth_engine::monitor::run(&root, &runroot, &id, attach, stdin));
+    }
     let cli = Cli::parse();
     // Flags end at the image: a flag-like word there is an unknown flag, not an image name.
     if let Cmd::Run(a) | Cmd::Create(a) = &cli.cmd
@@ -507,10 +534,6 @@ fn main() {
     }
     let default_code = if matches!(cli.cmd, Cmd::Run(_) | Cmd::Create(_)) { 125 } else { 1 };
     if let Cmd::Monitor { attach, stdin, id } = &cli.cmd {
-        // No sealed copy here: the monitor stays in the host's pid namespace, where no
-        // container process can reach its /proc/PID/exe, and the container's init (a fork of
-        // it) execs the user's program before anything else runs in the new pid namespace.
-        // A sealed copy would cost each container a private copy of this binary.
         std::process::exit(berth_engine::monitor::run(&cli.root, &cli.runroot, id, *attach, *stdin));
     }
     if let Cmd::NetworkDns { listen, dir } = &cli.cmd {
