@@ -562,8 +562,9 @@ fn release_unused_stack() {
     let Some(line) = maps.lines().find(|l| l.ends_with("[stack]")) else { return };
     let Some((lo, _)) = line.split_whitespace().next().and_then(|r| r.split_once('-')) else { return };
     let Ok(lo) = usize::from_str_radix(lo, 16) else { return };
-    // Keep a generous margin below the current frame for the calls still to come.
-    let keep_from = (sp.saturating_sub(32 << 10)) & !4095;
+    // Keep a page below the current frame: what the pump's calls touch deeper comes back
+    // zeroed on first use, so the monitor ends up holding just the stack its loop needs.
+    let keep_from = (sp.saturating_sub(4 << 10)) & !4095;
     if keep_from > lo {
         // SAFETY: the range lies below the stack pointer (minus the margin) of our only thread:
         // no live frame uses it; pages come back zeroed if ever touched again.
