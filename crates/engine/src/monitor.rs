@@ -555,16 +555,31 @@ fn pump(
 
 /// Gives back the stack pages that setup dirtied deep below where the monitor now runs: the
 /// monitor then waits for days with a shallow stack, and those pages would stay its own.
+#[inline(never)]
 fn release_unused_stack() {
-    let here = 0u8;
-    let sp = std::hint::black_box(&here) as *const u8 as usize;
+    // The stack pointer itself: the address of a local says little, as the compiler may place
+    // it anywhere in a frame that reaches far below it.
+    let sp: usize;
+    // SAFETY: reads a register.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    // SAFETY: reads a register.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    return;
     let Ok(maps) = fs::read_to_string("/proc/self/maps") else { return };
     let Some(line) = maps.lines().find(|l| l.ends_with("[stack]")) else { return };
     let Some((lo, _)) = line.split_whitespace().next().and_then(|r| r.split_once('-')) else { return };
     let Ok(lo) = usize::from_str_radix(lo, 16) else { return };
-    // Keep a page below the current frame: what the pump's calls touch deeper comes back
-    // zeroed on first use, so the monitor ends up holding just the stack its loop needs.
-    let keep_from = (sp.saturating_sub(4 << 10)) & !4095;
+    // Keep two pages below the stack pointer for this function's own calls (read, madvise);
+    // what the pump touches deeper later comes back zeroed on first use, so the monitor ends up
+    // holding just the stack its loop needs.
+    let keep_from = (sp.saturating_sub(8 << 10)) & !4095;
     if keep_from > lo {
         // SAFETY: the range lies below the stack pointer (minus the margin) of our only thread:
         // no live frame uses it; pages come back zeroed if ever touched again.
