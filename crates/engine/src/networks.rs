@@ -673,7 +673,12 @@ impl Engine {
             self.networks()?.into_iter().filter(|n| self.net_dir(&n.id).join("up").exists()).collect();
         let rules: Vec<NetworkRules> = nets
             .iter()
-            .map(|n| NetworkRules { bridge: n.bridge.clone(), subnet: n.subnet, internal: n.internal })
+            .map(|n| NetworkRules {
+                bridge: n.bridge.clone(),
+                subnet: n.subnet,
+                gateway: n.gateway,
+                internal: n.internal,
+            })
             .collect();
         let ports: Vec<PortRule> = {
             let mut st = self.db.prepare(

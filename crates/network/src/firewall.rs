@@ -13,6 +13,8 @@
 //!   DNAT'd traffic from 127.0.0.0/8 leaving through a berth bridge is masqueraded (the engine
 //!   sets route_localnet=1 on the bridge), and so is DNAT'd traffic that stays inside one
 //!   subnet (hairpin: a container reaching its own network's published port via the gateway).
+//! - raw prerouting: packets between two containers of one network (neither end the gateway)
+//!   are not tracked; bridged packets only reach IP hooks when br_netfilter is loaded.
 //! - prerouting and output (nat): packets to a local address (or to the given host address)
 //!   on a published port are DNAT'd to the container, one rule per port.
 
@@ -35,6 +37,8 @@ pub const TABLE: &str = "berth";
 pub struct NetworkRules {
     pub bridge: String,
     pub subnet: Subnet,
+    /// The host's address on the bridge.
+    pub gateway: Ipv4Addr,
     /// No traffic to or from anything but the network itself, no outbound NAT.
     pub internal: bool,
 }
@@ -91,6 +95,20 @@ pub fn script(networks: &[NetworkRules], ports: &[PortRule]) -> Result<String> {
     s += "\tset bridges {\n\t\ttype ifname\n";
     let _ = writeln!(s, "\t\telements = {{ {} }}", bridges.join(", "));
     s += "\t}\n\n";
+
+    // raw prerouting: traffic between two containers of one network is bridged and needs no
+    // connection tracking (no NAT, nothing stateful in this table applies to it). The kernel
+    // only shows bridged packets to IP hooks when br_netfilter is loaded (Docker, podman and
+    // Kubernetes load it, machine-wide); then conntrack cost a tenth of the bridge's
+    // throughput. Packets to or from the gateway stay tracked: hairpin NAT and DNS use it.
+    let mut raw = Vec::new();
+    for n in networks {
+        let (b, net, gw) = (&n.bridge, n.subnet, n.gateway);
+        raw.push(format!(
+            r#"iifname "{b}" ip saddr {net} ip daddr {net} ip saddr != {gw} ip daddr != {gw} notrack comment "{b} ({net}): container to container""#
+        ));
+    }
+    chain(&mut s, "raw", "type filter hook prerouting priority raw; policy accept;", &raw);
 
     // forward: a filter chain that only ever drops what berth must isolate.
     let mut fwd = vec![r#"ct state established,related accept comment "replies and related packets""#.to_string()];
@@ -313,7 +331,8 @@ mod tests {
     use berth_testkit::netns::NetNs;
 
     fn net(bridge: &str, subnet: &str, internal: bool) -> NetworkRules {
-        NetworkRules { bridge: bridge.into(), subnet: subnet.parse().unwrap(), internal }
+        let subnet: Subnet = subnet.parse().unwrap();
+        NetworkRules { bridge: bridge.into(), subnet, gateway: subnet.first_host(), internal }
     }
 
     fn port(proto: Proto, host_ip: Option<&str>, host_port: u16, bridge: &str, cip: &str, cport: u16) -> PortRule {
@@ -374,8 +393,13 @@ mod tests {
             &s,
             r#"ip saddr 10.88.0.0/16 ip daddr != 10.88.0.0/16 masquerade comment "berth0 (10.88.0.0/16): outbound NAT""#,
         );
+        has(&s, "type filter hook prerouting priority raw; policy accept;");
+        has(
+            &s,
+            r#"iifname "berth0" ip saddr 10.88.0.0/16 ip daddr 10.88.0.0/16 ip saddr != 10.88.0.1 ip daddr != 10.88.0.1 notrack comment "berth0 (10.88.0.0/16): container to container""#,
+        );
         // No ports: no DNAT hooks at all, nothing about hairpin or loopback.
-        for absent in ["prerouting", "output", "published", "ct status dnat", "127.0.0.0/8"] {
+        for absent in ["nat hook prerouting", "nat hook output", "published", "ct status dnat", "127.0.0.0/8"] {
             assert!(!s.contains(absent), "{absent} in\n{s}");
         }
         assert!(s.ends_with("\t}\n}\n"), "{s:?}");
