@@ -338,6 +338,29 @@ fn killed_monitor_is_repaired_by_the_next_command() {
 }
 
 #[test]
+fn short_runs_in_a_row_and_one_rm_of_many() {
+    let b = Berth::new("eng-many");
+    // Each run is a whole monitor life (setup, pump, teardown, removal): every one must report
+    // its container's exit code, not "the container's monitor died before reporting".
+    for i in 0..25 {
+        let code = i % 7;
+        let out = b
+            .cmd(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", &format!("exit {code}")])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "run {i}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // One `rm -f` of several running containers: all killed first, then each removed.
+    let ids: Vec<String> = (0..6)
+        .map(|_| b.ok(&["run", "-d", "--network", "none", "busybox", "sleep", "60"]).trim().to_string())
+        .collect();
+    let mut args = vec!["rm", "-f"];
+    args.extend(ids.iter().map(String::as_str));
+    assert_eq!(b.ok(&args).lines().collect::<Vec<_>>(), ids);
+    assert!(b.ids().is_empty());
+}
+
+#[test]
 fn parallel_runs_and_removes() {
     let b = Berth::new("eng-par");
     let n = 12;
