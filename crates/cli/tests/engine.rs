@@ -2,8 +2,9 @@
 //! kit's busybox image, each test with its own engine root under a leak guard and its own
 //! network namespace (containers join the default bridge network, made inside it).
 
+use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod common;
 
@@ -810,4 +811,92 @@ fn system_prune_takes_what_nothing_uses() {
     assert_eq!(b.ok(&["network", "ls", "--format", "{{.Name}}"]), "bridge\n");
     assert_eq!(b.ok(&["volume", "ls", "-q"]), "");
     b.ok(&["rm", "-f", keep.trim()]);
+}
+
+#[test]
+fn userns_auto_gives_each_container_its_own_host_ids() {
+    let b = Berth::new("eng-userns");
+    let (su, sg) = (b.g.path("subuid"), b.g.path("subgid"));
+    std::fs::write(&su, "root:100000:65536\nberth:300000:131072\n").unwrap();
+    std::fs::write(&sg, "berth:500000:131072\n").unwrap();
+    let run = |args: &[&str]| {
+        let o = b.cmd(args).env("BERTH_SUBUID_FILE", &su).env("BERTH_SUBGID_FILE", &sg).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // Inside: root, owning the image's files; new files and copy-ups are root's too.
+    let script = "id -u; cat /proc/self/uid_map /proc/self/gid_map; stat -c %u:%g /bin/busybox /etc/hosts; \
+                  echo x > /made && stat -c %u:%g /made; touch /bin/busybox && echo ok";
+    let (code, out, err) =
+        run(&["run", "--rm", "--network", "none", "--userns", "auto", "busybox", "sh", "-c", script]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["0"],
+            vec!["0", "300000", "65536"],
+            vec!["0", "500000", "65536"],
+            vec!["0:0"],
+            vec!["0:0"],
+            vec!["0:0"],
+            vec!["ok"]
+        ],
+        "{out}"
+    );
+    // Outside: two containers, two disjoint blocks of host ids.
+    let (_, a, err) = run(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--userns",
+        "auto",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi > /made; sleep 60",
+    ]);
+    let a = a.trim().to_string();
+    assert!(!a.is_empty(), "{err}");
+    let (_, c, err) = run(&["run", "-d", "--network", "none", "--userns", "auto", "busybox", "sleep", "60"]);
+    let c = c.trim().to_string();
+    assert!(!c.is_empty(), "{err}");
+    let host_ids = |id: &str| {
+        let pid = b.inspect(id, "{{.State.Pid}}");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field =
+            |k: &str| status.lines().find(|l| l.starts_with(k)).unwrap().split_whitespace().nth(1).unwrap().to_string();
+        (field("Uid:"), field("Gid:"))
+    };
+    assert_eq!(host_ids(&a), ("300000".into(), "500000".into()));
+    assert_eq!(host_ids(&c), ("365536".into(), "565536".into()));
+    assert_eq!(b.inspect(&a, "{{.HostConfig.UsernsMode}}"), "auto");
+    // What the container writes is stored with the image's ids, so cp and commit need no
+    // translation.
+    let upper = b.g.path("root").join("storage/containers").join(&a).join("upper/made");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !upper.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let meta = std::fs::metadata(&upper).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    assert_eq!(b.ok(&["exec", &a, "stat", "-c", "%u", "/made"]).trim(), "0");
+    // The ranges are used up: a clear error, nothing created.
+    let (code, _, err) = run(&["run", "-d", "--userns", "auto", "busybox", "true"]);
+    assert_eq!(code, Some(125));
+    assert!(err.contains("no free block of 65536 ids"), "{err}");
+    assert_eq!(b.ids().len(), 2);
+    // Bad input.
+    let (code, _, err) = run(&["run", "--rm", "--userns", "auto", "--privileged", "busybox", "true"]);
+    assert_eq!((code, err.contains("incompatible with user namespaces")), (Some(125), true), "{err}");
+    let (code, _, err) = run(&["run", "--rm", "--userns", "keep-id", "busybox", "true"]);
+    assert_eq!((code, err.contains("use host or auto[:size=N]")), (Some(125), true), "{err}");
+    std::fs::write(&su, "root:100000:65536\n").unwrap();
+    let (code, _, err) = run(&["run", "--rm", "--userns", "auto", "busybox", "true"]);
+    assert_eq!((code, err.contains("has no range for user berth")), (Some(125), true), "{err}");
+    b.ok(&["rm", "-f", &a, &c]);
 }

@@ -55,6 +55,11 @@ pub struct ContainerConfig {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub no_new_privileges: bool,
+    /// `--userns auto`: the host ids the container's ids map to (None: the host's own ids).
+    pub userns: Option<berth_storage::Shift>,
+    /// `--userns` as given, resolved into `userns` at create.
+    #[serde(skip)]
+    pub userns_mode: String,
     /// `--security-opt seccomp=`: empty for the default profile, `unconfined`, or a file's profile (resolved at create).
     pub seccomp: String,
     pub seccomp_profile: Option<serde_json::Value>,
@@ -413,6 +418,13 @@ impl Engine {
                     .with_context(|| format!("creating the bind source {}", b.source.display()))?;
             }
         }
+        let userns = crate::userns::parse(&c.userns_mode)?;
+        if c.privileged && userns != crate::userns::Mode::Host {
+            bail!("privileged mode is incompatible with user namespaces: use --userns host with --privileged");
+        }
+        // Held until the row is in: two creates never pick the same ids.
+        let (shift, _userns_lock) = self.allocate_userns(userns)?;
+        c.userns = shift;
         let dir = self.container_dir(&id);
         std::fs::create_dir_all(&dir)?;
         let rootfs = RootFs::path(&self.layers, &id);

@@ -28,6 +28,7 @@ pub mod runtimes;
 pub mod seccomp;
 pub mod spec;
 pub mod system;
+pub mod userns;
 pub mod volumes;
 
 use std::fs;

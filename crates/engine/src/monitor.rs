@@ -289,7 +289,11 @@ fn child_setup(
 fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result<Running> {
     let image = engine.resolve_image(&c.image)?;
     let cfg = engine.config_of(&image)?;
-    rootfs.mount(&engine.layers, &chain_ids(&cfg.rootfs.diff_ids))?;
+    let chains = chain_ids(&cfg.rootfs.diff_ids);
+    match &c.config.userns {
+        Some(shift) => rootfs.mount_shifted(&engine.layers, &chains, shift)?,
+        None => rootfs.mount(&engine.layers, &chains)?,
+    }
     engine.volumes_up(c, &rootfs.merged())?;
     let dir = engine.container_dir(&c.id);
     let (hosts, hostname, resolv) = (dir.join("hosts"), dir.join("hostname"), dir.join("resolv.conf"));
@@ -309,6 +313,13 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
         fs::write(&hostname, format!("{}\n", c.config.hostname))?;
     } else {
         write_etc(c, &eps, &hosts, &hostname, &resolv)?;
+    }
+    if let Some(shift) = &c.config.userns {
+        // The container's root owns its own /etc files, as without a user namespace.
+        for f in [&hosts, &hostname, &resolv] {
+            std::os::unix::fs::chown(f, Some(shift.uid), Some(shift.gid))
+                .with_context(|| format!("handing {} to the container's root", f.display()))?;
+        }
     }
     let init = if c.config.init { Some(engine.init_binary()?) } else { None };
     let etc = EtcFiles { hosts: &hosts, hostname: &hostname, resolv: &resolv, init: init.as_deref() };

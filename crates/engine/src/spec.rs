@@ -191,6 +191,9 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
     if cgroup_v2 {
         namespaces.push(json!({"type": "cgroup"}));
     }
+    if c.userns.is_some() {
+        namespaces.push(json!({"type": "user"}));
+    }
     let shm = c.shm_size.unwrap_or(64 << 20);
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
@@ -283,6 +286,10 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
         "resources": resources,
         "sysctl": c.sysctls.iter().collect::<BTreeMap<_, _>>(),
     });
+    if let Some(s) = &c.userns {
+        linux["uidMappings"] = json!([{"containerID": 0, "hostID": s.uid, "size": s.size}]);
+        linux["gidMappings"] = json!([{"containerID": 0, "hostID": s.gid, "size": s.size}]);
+    }
     if !c.privileged && c.seccomp != "unconfined" {
         linux["seccomp"] = match &c.seccomp_profile {
             Some(p) => p.clone(),

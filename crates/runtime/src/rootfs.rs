@@ -328,6 +328,27 @@ fn set_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) -> std::io::Resu
     Ok(())
 }
 
+/// Attaches at `target` (an existing directory) an idmapped bind of the directory `src`: its
+/// files appear with their owners shifted through the maps of `userns`. For the engine's
+/// `--userns`, which builds a container's overlay from such views of its layers.
+pub fn bind_idmapped(src: &Path, target: &Path, userns: &OwnedFd) -> Result<()> {
+    let tree = open_tree_clone(src, false)?;
+    set_idmap(&tree, userns, false).with_context(|| format!("idmapping {}", src.display()))?;
+    let t = nix::fcntl::open(
+        target,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("opening {}", target.display()))?;
+    move_mount(&tree, &t).with_context(|| format!("attaching the idmapped view of {}", src.display()))
+}
+
+/// A user namespace with these uid_map and gid_map contents (lines "inside outside count"), as
+/// an fd for idmapped mounts.
+pub fn user_namespace(uid_map: &str, gid_map: &str) -> Result<OwnedFd> {
+    userns_with_maps(uid_map, gid_map)
+}
+
 /// Whether this kernel has mount_setattr(2), which idmapped mounts need (for `features`).
 pub fn idmap_supported() -> bool {
     // SAFETY: mount_setattr(2) with invalid arguments only reports an error.

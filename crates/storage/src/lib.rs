@@ -7,5 +7,5 @@ pub mod tarball;
 pub mod unpack;
 
 pub use layers::{Layers, remove_tree};
-pub use rootfs::RootFs;
+pub use rootfs::{RootFs, Shift};
 pub use unpack::{Limits, Stats};

@@ -40,11 +40,8 @@ impl RootFs {
         Ok(())
     }
 
-    /// Mounts overlay with `chains` (bottom layer first) below the upper dir.
-    pub fn mount(&self, layers: &Layers, chains: &[Digest]) -> Result<()> {
-        if self.is_mounted() {
-            return Ok(());
-        }
+    /// The overlay's lower dirs for `chains` (bottom layer first), top first.
+    fn lower_dirs(&self, layers: &Layers, chains: &[Digest]) -> Result<Vec<String>> {
         let mut lowers: Vec<String> = chains.iter().rev().map(|c| layers.lower_path(c).display().to_string()).collect();
         if lowers.is_empty() {
             // An image without layers: overlay still needs a lower dir.
@@ -57,6 +54,15 @@ impl RootFs {
                 bail!("layer path {l} contains a character overlay cannot take");
             }
         }
+        Ok(lowers)
+    }
+
+    /// Mounts overlay with `chains` (bottom layer first) below the upper dir.
+    pub fn mount(&self, layers: &Layers, chains: &[Digest]) -> Result<()> {
+        if self.is_mounted() {
+            return Ok(());
+        }
+        let lowers = self.lower_dirs(layers, chains)?;
         let opts = format!(
             "lowerdir={},upperdir={},workdir={}",
             lowers.join(":"),
@@ -74,6 +80,64 @@ impl RootFs {
             Some(opts.as_str()),
         )
         .with_context(|| format!("mounting the overlay root at {}", self.merged().display()))
+    }
+
+    /// Mounts overlay as [`RootFs::mount`] does, for a container in a user namespace whose root
+    /// is host uid/gid `shift`: every layer and the upper dir are seen through idmapped binds
+    /// (disk id n appears as n + shift), so the image's files belong to the container's root
+    /// while everything stays stored with the image's own ids: commit, diff, cp and export
+    /// read the upper dir as for any other container. overlayfs itself cannot be idmapped, its
+    /// layers can (Linux 5.19+).
+    pub fn mount_shifted(&self, layers: &Layers, chains: &[Digest], shift: &Shift) -> Result<()> {
+        if self.is_mounted() {
+            return Ok(());
+        }
+        let lowers = self.lower_dirs(layers, chains)?;
+        let userns = berth_runtime::rootfs::user_namespace(
+            &format!("0 {} {}", shift.uid, shift.size),
+            &format!("0 {} {}", shift.gid, shift.size),
+        )?;
+        let views = self.dir.join("shifted");
+        let _ = fs::remove_dir_all(&views);
+        fs::create_dir_all(&views).with_context(|| format!("creating {}", views.display()))?;
+        let mut attached: Vec<PathBuf> = Vec::new();
+        let res = (|| -> Result<()> {
+            let mut view_of = |src: &Path, name: &str| -> Result<String> {
+                let at = views.join(name);
+                fs::create_dir(&at).with_context(|| format!("creating {}", at.display()))?;
+                berth_runtime::rootfs::bind_idmapped(src, &at, &userns)?;
+                attached.push(at.clone());
+                Ok(at.display().to_string())
+            };
+            let rw = view_of(&self.dir, "rw")?;
+            let mut shifted = Vec::new();
+            for (i, l) in lowers.iter().enumerate() {
+                shifted.push(view_of(Path::new(l), &i.to_string())?);
+            }
+            let opts = format!("lowerdir={},upperdir={rw}/upper,workdir={rw}/work", shifted.join(":"));
+            if opts.len() >= 4000 {
+                bail!("the image has too many layers ({}) for one overlay mount", chains.len());
+            }
+            // overlayfs works on its layers with the credentials of whoever mounted it: as
+            // host root (uid 0, which the idmapped views cannot map) it could not even make its
+            // work dir. Mount as the container's root instead, keeping every capability.
+            as_fs_ids(shift.uid, shift.gid, || {
+                nix::mount::mount(
+                    Some("overlay"),
+                    &self.merged(),
+                    Some("overlay"),
+                    nix::mount::MsFlags::empty(),
+                    Some(opts.as_str()),
+                )
+                .with_context(|| format!("mounting the overlay root at {}", self.merged().display()))
+            })
+        })();
+        // overlayfs keeps private copies of its layers' mounts: the views can go now.
+        for at in attached.iter().rev() {
+            let _ = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = fs::remove_dir_all(&views);
+        res
     }
 
     pub fn is_mounted(&self) -> bool {
@@ -148,6 +212,55 @@ impl RootFs {
         self.unmount()?;
         remove_tree(&self.dir)
     }
+}
+
+/// Where a container's user namespace puts its ids on the host: container id n is host id
+/// `uid` + n (and `gid` + n), for n below `size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shift {
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u32,
+}
+
+/// Runs `f` with the filesystem ids `uid`/`gid` and every permitted capability effective (a
+/// change of fsuid away from 0 drops the file capabilities from the effective set); both are
+/// restored after.
+fn as_fs_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    // SAFETY: setfsgid/setfsuid change this thread's filesystem ids; capget/capset with the
+    // v3 header and two data structs, as capget(2) documents.
+    unsafe {
+        libc::setfsgid(gid);
+        libc::setfsuid(uid);
+        let mut h = Header { version: VERSION_3, pid: 0 };
+        let mut d = [Data::default(); 2];
+        if libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) == 0 {
+            for x in &mut d {
+                x.effective = x.permitted;
+            }
+            libc::syscall(libc::SYS_capset, &mut h, d.as_ptr());
+        }
+    }
+    let res = f();
+    // SAFETY: back to root's filesystem ids (which makes the file capabilities effective again).
+    unsafe {
+        libc::setfsuid(0);
+        libc::setfsgid(0);
+    }
+    res
 }
 
 /// Whether `p` is a mount point. statx says so directly (STATX_ATTR_MOUNT_ROOT, Linux 5.8+) in

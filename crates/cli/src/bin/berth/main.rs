@@ -392,6 +392,10 @@ struct RunArgs {
     cap_drop: Vec<String>,
     #[arg(long)]
     security_opt: Vec<String>,
+    /// host (the default), or auto[:size=N]: the container's ids map to a block of host ids
+    /// of their own, from the `berth` lines of /etc/subuid and /etc/subgid.
+    #[arg(long, default_value = "")]
+    userns: String,
     #[arg(short, long)]
     memory: Option<String>,
     #[arg(long)]
@@ -1057,6 +1061,7 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
             _ => bail!("unknown log opt {o:?}: berth's json-file driver takes max-size and max-file"),
         }
     }
+    c.userns_mode = a.userns.clone();
     for so in &a.security_opt {
         match so.split_once(['=', ':']) {
             Some(("no-new-privileges", v)) => c.no_new_privileges = v != "false",
@@ -1620,6 +1625,7 @@ fn inspect_container(e: &Engine, c: &ContainerRow) -> Value {
             "Privileged": c.config.privileged,
             "ReadonlyRootfs": c.config.read_only,
             "AutoRemove": c.config.auto_remove,
+            "UsernsMode": if c.config.userns.is_some() { "auto" } else { "" },
             "CapAdd": c.config.cap_add,
             "CapDrop": c.config.cap_drop,
             "Memory": c.config.memory.unwrap_or(0),
