@@ -847,6 +847,25 @@ fn userns_auto_gives_each_container_its_own_host_ids() {
         ],
         "{out}"
     );
+    // A volume is seen through the same mapping: the image's files copied in and what root
+    // writes there are root's inside and stored as 0 on disk.
+    let (code, out, err) = run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--userns",
+        "auto",
+        "-v",
+        "uvol:/etc",
+        "busybox",
+        "sh",
+        "-c",
+        "stat -c %u /etc/passwd; echo y > /etc/new && stat -c %u /etc/new",
+    ]);
+    assert_eq!((code, out.split_whitespace().collect::<Vec<_>>()), (Some(0), vec!["0", "0"]), "{err}");
+    let mp = b.ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "uvol"]);
+    assert_eq!(std::fs::metadata(std::path::Path::new(mp.trim()).join("new")).unwrap().uid(), 0);
     // Outside: two containers, two disjoint blocks of host ids.
     let (_, a, err) = run(&[
         "run",
@@ -885,6 +904,14 @@ fn userns_auto_gives_each_container_its_own_host_ids() {
     let meta = std::fs::metadata(&upper).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (0, 0));
     assert_eq!(b.ok(&["exec", &a, "stat", "-c", "%u", "/made"]).trim(), "0");
+    // cp into and out of the running container speaks the container's ids, not the host's.
+    let host_file = b.g.path("in.txt");
+    std::fs::write(&host_file, "in").unwrap();
+    b.ok(&["cp", host_file.to_str().unwrap(), &format!("{a}:/in.txt")]);
+    assert_eq!(b.ok(&["exec", &a, "stat", "-c", "%u:%g", "/in.txt"]).trim(), "0:0");
+    let out_dir = b.g.path("etc-out");
+    b.ok(&["cp", "-a", &format!("{a}:/etc"), out_dir.to_str().unwrap()]);
+    assert_eq!(std::fs::metadata(out_dir.join("passwd")).unwrap().uid(), 0);
     // The ranges are used up: a clear error, nothing created.
     let (code, _, err) = run(&["run", "-d", "--userns", "auto", "busybox", "true"]);
     assert_eq!(code, Some(125));
@@ -899,4 +926,5 @@ fn userns_auto_gives_each_container_its_own_host_ids() {
     let (code, _, err) = run(&["run", "--rm", "--userns", "auto", "busybox", "true"]);
     assert_eq!((code, err.contains("has no range for user berth")), (Some(125), true), "{err}");
     b.ok(&["rm", "-f", &a, &c]);
+    b.ok(&["volume", "rm", "uvol"]);
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use berth_image::manifest::chain_ids;
 use berth_runtime::safepath;
-use berth_storage::RootFs;
+use berth_storage::{RootFs, Shift};
 
 use crate::Engine;
 
@@ -65,11 +65,17 @@ fn lstat_at(dir: RawFd, name: &CStr) -> std::io::Result<libc::stat> {
     }
 }
 
-/// Copies the entry `name` of directory `from` into directory `to` as `as_name`. With
-/// `keep_owner` the owners go along (archive mode); without, new files belong to `owner`.
-fn copy_entry(from: RawFd, name: &CStr, to: RawFd, as_name: &CStr, keep_owner: bool, owner: (u32, u32)) -> Result<()> {
+/// Copies the entry `name` of directory `from` into directory `to` as `as_name`; `owner`
+/// gives each copy's owner from its source's.
+fn copy_entry(
+    from: RawFd,
+    name: &CStr,
+    to: RawFd,
+    as_name: &CStr,
+    owner: &dyn Fn(u32, u32) -> (u32, u32),
+) -> Result<()> {
     let st = lstat_at(from, name)?;
-    let (uid, gid) = if keep_owner { (st.st_uid, st.st_gid) } else { owner };
+    let (uid, gid) = owner(st.st_uid, st.st_gid);
     let mode = st.st_mode & 0o7777;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => {
@@ -90,7 +96,7 @@ fn copy_entry(from: RawFd, name: &CStr, to: RawFd, as_name: &CStr, keep_owner: b
             names.sort();
             for n in names {
                 let n = cstr(&n)?;
-                copy_entry(src.as_raw_fd(), &n, dst.as_raw_fd(), &n, keep_owner, owner)?;
+                copy_entry(src.as_raw_fd(), &n, dst.as_raw_fd(), &n, owner)?;
             }
             // SAFETY: fchown/fchmod of our fd.
             unsafe {
@@ -140,6 +146,8 @@ fn copy_entry(from: RawFd, name: &CStr, to: RawFd, as_name: &CStr, keep_owner: b
 struct Root {
     fd: OwnedFd,
     unmount: Option<RootFs>,
+    /// A running `--userns` container: through its root the host sees ids shifted by this.
+    shift: Option<Shift>,
 }
 
 impl Drop for Root {
@@ -154,7 +162,8 @@ impl Engine {
     fn copy_root(&self, key: &str) -> Result<Root> {
         let c = self.container(key)?;
         if c.is_running() && c.pid > 0 {
-            return Ok(Root { fd: safepath::open_root(Path::new(&format!("/proc/{}/root", c.pid)))?, unmount: None });
+            let fd = safepath::open_root(Path::new(&format!("/proc/{}/root", c.pid)))?;
+            return Ok(Root { fd, unmount: None, shift: c.config.userns });
         }
         let rootfs = RootFs::path(&self.layers, &c.id);
         let mounted_here = if rootfs.is_mounted() {
@@ -165,7 +174,8 @@ impl Engine {
             true
         };
         let fd = safepath::open_root(&rootfs.merged());
-        let root = Root { fd: fd?, unmount: mounted_here.then_some(rootfs) };
+        // Stopped, the root is mounted without idmapped layers: the ids on disk, unshifted.
+        let root = Root { fd: fd?, unmount: mounted_here.then_some(rootfs), shift: None };
         Ok(root)
     }
 
@@ -189,7 +199,13 @@ impl Engine {
                 let me = unsafe { (libc::getuid(), libc::getgid()) };
                 let (hdir, hname) = host_target(h, &name)?;
                 let hfd = fs::File::open(&hdir).map_err(err("opening", &hdir))?;
-                copy_entry(dir.as_raw_fd(), &name, hfd.as_raw_fd(), &hname, archive, me)
+                let shift = root.shift;
+                let owner = move |u: u32, g: u32| match (archive, shift) {
+                    (false, _) => me,
+                    (true, None) => (u, g),
+                    (true, Some(s)) => s.unshift(u, g),
+                };
+                copy_entry(dir.as_raw_fd(), &name, hfd.as_raw_fd(), &hname, &owner)
             }
             (Location::Host(h), Location::Container(c, p)) => {
                 let root = self.copy_root(c)?;
@@ -214,7 +230,19 @@ impl Engine {
                         (d, name)
                     }
                 };
-                copy_entry(hdir.as_raw_fd(), &hname, dir.as_raw_fd(), &name, archive, (0, 0))
+                let owner = |u: u32, g: u32| if archive { (u, g) } else { (0, 0) };
+                match root.shift {
+                    None => copy_entry(hdir.as_raw_fd(), &hname, dir.as_raw_fd(), &name, &owner),
+                    // Writes through the container's overlay must come from ids its idmapped
+                    // layers can map: the container's root, owners shifted alike.
+                    Some(s) => berth_storage::rootfs::as_fs_ids(s.uid, s.gid, || {
+                        let shifted = |u: u32, g: u32| {
+                            let (u, g) = owner(u, g);
+                            s.shift(u, g)
+                        };
+                        copy_entry(hdir.as_raw_fd(), &hname, dir.as_raw_fd(), &name, &shifted)
+                    }),
+                }
             }
             _ => bail!(
                 "copying between two containers or two host paths is not supported: one side must be CONTAINER:PATH"

@@ -228,6 +228,12 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
     for b in &c.binds {
         let mut o = vec!["rbind", if b.readonly { "ro" } else { "rw" }];
         o.push(b.propagation.as_deref().unwrap_or("rprivate"));
+        if c.userns.is_some() && b.volume.is_some() {
+            // A volume is berth's, like the root: seen through the container's id mapping, so
+            // its root owns what root owns on disk. Host paths (-v /dir:...) are shown as they
+            // are, as Docker does.
+            o.push("idmap");
+        }
         mounts.push(json!({"destination": b.destination, "type": "bind", "source": b.source, "options": o}));
     }
     let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});

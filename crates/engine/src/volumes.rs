@@ -12,6 +12,7 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::containers::{ContainerConfig, ContainerRow};
 use crate::{Engine, ExitError, db, names};
+use berth_storage::Shift;
 use berth_storage::rootfs::is_mountpoint;
 
 #[derive(Debug, Clone)]
@@ -265,7 +266,7 @@ impl Engine {
                     .with_context(|| format!("mounting {dev} ({t}) for volume {}", v.name))?;
             }
             if !b.nocopy && dir_is_empty(&data) {
-                copy_up(merged, &b.destination, &data)
+                copy_up(merged, &b.destination, &data, c.config.userns.as_ref())
                     .with_context(|| format!("copying the image's {} into volume {}", b.destination, v.name))?;
             }
         }
@@ -309,6 +310,11 @@ impl Engine {
     }
 }
 
+/// A file's owner with `shift` taken off.
+fn owner(m: &fs::Metadata, shift: Option<&Shift>) -> (u32, u32) {
+    shift.map_or((m.uid(), m.gid()), |s| s.unshift(m.uid(), m.gid()))
+}
+
 fn dir_is_empty(p: &Path) -> bool {
     fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(false)
 }
@@ -316,7 +322,9 @@ fn dir_is_empty(p: &Path) -> bool {
 /// Copies the image's directory at `dest` (resolved inside `root`, never outside it) into the
 /// volume: files, directories and symlinks with their modes and owners. Nothing to copy when
 /// the path does not exist or is not a directory.
-fn copy_up(root: &Path, dest: &str, volume: &Path) -> Result<()> {
+/// The root at `root` may be a `--userns` container's, whose files the host sees shifted by
+/// `shift`: the volume stores them with the image's own ids, as the container's layers do.
+fn copy_up(root: &Path, dest: &str, volume: &Path, shift: Option<&Shift>) -> Result<()> {
     let root_fd = berth_runtime::safepath::open_root(root)?;
     let src = match berth_runtime::safepath::openat_in_root(
         std::os::fd::AsRawFd::as_raw_fd(&root_fd),
@@ -330,16 +338,17 @@ fn copy_up(root: &Path, dest: &str, volume: &Path) -> Result<()> {
     };
     let from = berth_runtime::safepath::fd_path(&src);
     let meta = fs::metadata(&from)?;
-    copy_tree(&from, volume)?;
+    copy_tree(&from, volume, shift)?;
     // The volume's root takes the directory's owner and mode, as Docker does.
-    std::os::unix::fs::chown(volume, Some(meta.uid()), Some(meta.gid()))?;
+    let (uid, gid) = owner(&meta, shift);
+    std::os::unix::fs::chown(volume, Some(uid), Some(gid))?;
     fs::set_permissions(volume, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     Ok(())
 }
 
 /// Walks `from` without following symlinks (only real directories are entered, and nothing
 /// changes them meanwhile: the container has not started) and recreates it under `to`.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+fn copy_tree(from: &Path, to: &Path, shift: Option<&Shift>) -> Result<()> {
     for entry in fs::read_dir(from)? {
         let entry = entry?;
         let (src, dst) = (entry.path(), to.join(entry.file_name()));
@@ -347,7 +356,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         let ft = m.file_type();
         if ft.is_dir() {
             fs::create_dir(&dst)?;
-            copy_tree(&src, &dst)?;
+            copy_tree(&src, &dst, shift)?;
         } else if ft.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
         } else if ft.is_file() {
@@ -362,7 +371,8 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
             // Devices, fifos and sockets are not copied (nor are they in a fresh volume).
             continue;
         }
-        std::os::unix::fs::lchown(&dst, Some(m.uid()), Some(m.gid()))?;
+        let (uid, gid) = owner(&m, shift);
+        std::os::unix::fs::lchown(&dst, Some(uid), Some(gid))?;
         if !ft.is_symlink() {
             fs::set_permissions(&dst, fs::Permissions::from_mode(m.mode() & 0o7777))?;
         }

@@ -223,10 +223,24 @@ pub struct Shift {
     pub size: u32,
 }
 
+impl Shift {
+    /// Container ids to host ids (ids beyond the block stay as they are: they map to nothing).
+    pub fn shift(&self, uid: u32, gid: u32) -> (u32, u32) {
+        let to = |id: u32, base: u32| if id < self.size { base + id } else { id };
+        (to(uid, self.uid), to(gid, self.gid))
+    }
+
+    /// Host ids back to container ids.
+    pub fn unshift(&self, uid: u32, gid: u32) -> (u32, u32) {
+        let back = |id: u32, base: u32| if id >= base && id - base < self.size { id - base } else { id };
+        (back(uid, self.uid), back(gid, self.gid))
+    }
+}
+
 /// Runs `f` with the filesystem ids `uid`/`gid` and every permitted capability effective (a
 /// change of fsuid away from 0 drops the file capabilities from the effective set); both are
 /// restored after.
-fn as_fs_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub fn as_fs_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> Result<T>) -> Result<T> {
     #[repr(C)]
     struct Header {
         version: u32,
