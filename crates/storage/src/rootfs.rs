@@ -97,16 +97,14 @@ impl RootFs {
             &format!("0 {} {}", shift.uid, shift.size),
             &format!("0 {} {}", shift.gid, shift.size),
         )?;
-        let views = self.dir.join("shifted");
-        let _ = fs::remove_dir_all(&views);
+        let views = self.views();
+        self.drop_views();
         fs::create_dir_all(&views).with_context(|| format!("creating {}", views.display()))?;
-        let mut attached: Vec<PathBuf> = Vec::new();
         let res = (|| -> Result<()> {
-            let mut view_of = |src: &Path, name: &str| -> Result<String> {
+            let view_of = |src: &Path, name: &str| -> Result<String> {
                 let at = views.join(name);
                 fs::create_dir(&at).with_context(|| format!("creating {}", at.display()))?;
                 berth_runtime::rootfs::bind_idmapped(src, &at, &userns)?;
-                attached.push(at.clone());
                 Ok(at.display().to_string())
             };
             let rw = view_of(&self.dir, "rw")?;
@@ -133,11 +131,28 @@ impl RootFs {
             })
         })();
         // overlayfs keeps private copies of its layers' mounts: the views can go now.
-        for at in attached.iter().rev() {
-            let _ = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = fs::remove_dir_all(&views);
+        self.drop_views();
         res
+    }
+
+    fn views(&self) -> PathBuf {
+        self.dir.join("shifted")
+    }
+
+    /// Detaches and removes the idmapped views of mount_shifted, also those a crash left
+    /// (never by a recursive removal: through a view it would empty a shared layer).
+    fn drop_views(&self) {
+        let Ok(entries) = fs::read_dir(self.views()) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            while is_mountpoint(&p) {
+                if nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH).is_err() {
+                    break;
+                }
+            }
+            let _ = fs::remove_dir(&p);
+        }
+        let _ = fs::remove_dir(self.views());
     }
 
     pub fn is_mounted(&self) -> bool {
@@ -145,6 +160,7 @@ impl RootFs {
     }
 
     pub fn unmount(&self) -> Result<()> {
+        self.drop_views();
         if self.is_mounted() {
             nix::mount::umount2(&self.merged(), nix::mount::MntFlags::MNT_DETACH)
                 .with_context(|| format!("unmounting {}", self.merged().display()))?;
@@ -299,6 +315,24 @@ pub fn is_mountpoint(p: &Path) -> bool {
 mod tests {
     use super::is_mountpoint;
     use std::path::Path;
+
+    #[test]
+    fn removal_never_empties_a_tree_mounted_inside() {
+        let t = tempfile::tempdir().unwrap();
+        let (keep, tree) = (t.path().join("keep"), t.path().join("tree"));
+        std::fs::create_dir_all(&keep).unwrap();
+        std::fs::write(keep.join("file"), "layer data").unwrap();
+        std::fs::create_dir_all(tree.join("a/view")).unwrap();
+        std::fs::write(tree.join("a/other"), "x").unwrap();
+        nix::mount::mount(Some(&keep), &tree.join("a/view"), None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+            .unwrap();
+        let res = crate::remove_tree(&tree);
+        let _ = nix::mount::umount2(&tree.join("a/view"), nix::mount::MntFlags::MNT_DETACH);
+        let e = res.unwrap_err();
+        assert!(format!("{e:#}").contains("a file system is mounted there"), "{e:#}");
+        assert_eq!(std::fs::read_to_string(keep.join("file")).unwrap(), "layer data");
+        crate::remove_tree(&tree).unwrap();
+    }
 
     #[test]
     fn mountpoints_are_told_apart_from_directories() {

@@ -366,6 +366,12 @@ fn remove_any(dir: RawFd, name: &CString) -> Result<bool> {
         Some(libc::ENOENT) => Ok(false),
         Some(libc::EISDIR) | Some(libc::EPERM) if is_dir_at(dir, name) => {
             let fd = open_at(dir, name, libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_RDONLY)?;
+            // Never empty another file system (or a bind of one, such as a layer) that is
+            // mounted inside the tree: unlinkat would fail on the mount point only after its
+            // contents were gone.
+            if is_mount_root(fd.as_raw_fd()) {
+                bail!("refusing to remove {}: a file system is mounted there", name.to_string_lossy());
+            }
             remove_tree_fd(fd)?;
             // SAFETY: as above.
             check(unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) })?;
@@ -373,6 +379,14 @@ fn remove_any(dir: RawFd, name: &CString) -> Result<bool> {
         }
         _ => Err(std::io::Error::last_os_error()).with_context(|| format!("removing {}", name.to_string_lossy())),
     }
+}
+
+fn is_mount_root(fd: RawFd) -> bool {
+    // SAFETY: statx on our fd into a zeroed struct we own.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statx(fd, c"".as_ptr(), libc::AT_EMPTY_PATH, 0, &mut st) };
+    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    r == 0 && st.stx_attributes_mask & bit != 0 && st.stx_attributes & bit != 0
 }
 
 /// Empties the directory `fd`, never following symlinks.
