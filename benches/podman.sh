@@ -12,6 +12,9 @@ podman_ready() { # $1 = image
 }
 podman_done() {
   if [ -n "${podman_hugetlb:-}" ] && mountpoint -q /sys/fs/cgroup/hugetlb; then
+    # podman leaves its (empty) parent cgroups behind; in the hierarchy we mounted they would
+    # keep it busy. rmdir takes only empty cgroups.
+    find /sys/fs/cgroup/hugetlb -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
     umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb
   fi
   podman_hugetlb=
