@@ -139,11 +139,17 @@ pub(crate) fn apply(root: &Path, ctrls: &[String], path: &Path, res: &LinuxResou
     }
     if let Some(b) = res.block_io() {
         let dir = need(root, ctrls, "blkio", path, "linux.resources.blockIO")?;
-        write_opt(&dir, "blkio.weight", b.weight())?;
+        // CFQ's weight files, or, on kernels without CFQ (5.0+), BFQ's (as runc does).
+        let weight = if !dir.join("blkio.weight").exists() && dir.join("blkio.bfq.weight").exists() {
+            "blkio.bfq.weight"
+        } else {
+            "blkio.weight"
+        };
+        write_opt(&dir, weight, b.weight())?;
         write_opt(&dir, "blkio.leaf_weight", b.leaf_weight())?;
         for d in b.weight_device().iter().flatten() {
             if let Some(w) = d.weight() {
-                write_file(&dir, "blkio.weight_device", &format!("{}:{} {}", d.major(), d.minor(), w))?;
+                write_file(&dir, &format!("{weight}_device"), &format!("{}:{} {}", d.major(), d.minor(), w))?;
             }
             if let Some(w) = d.leaf_weight() {
                 write_file(&dir, "blkio.leaf_weight_device", &format!("{}:{} {}", d.major(), d.minor(), w))?;

@@ -133,6 +133,38 @@ fn detached_lifecycle_logs_exec_pause_stop_rm() {
     assert!(b.ids().is_empty());
 }
 
+/// A file of the cgroup process `pid` is in, for controller `ctrl` (v1), or of its v2 cgroup.
+fn cgroup_file(pid: &str, ctrl: &str, file: &str) -> String {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory").exists();
+    let path = cg
+        .lines()
+        .find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+            (c.split(',').any(|x| x == ctrl) || (c.is_empty() && !v1)).then(|| path.to_string())
+        })
+        .unwrap();
+    let base = if v1 { format!("/sys/fs/cgroup/{ctrl}") } else { "/sys/fs/cgroup".into() };
+    std::fs::read_to_string(format!("{base}{path}/{file}")).unwrap().trim().to_string()
+}
+
+/// A whole disk of this machine (throttling takes whole disks only), if it has one.
+fn whole_disk() -> Option<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir("/sys/block").ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+        .into_iter()
+        .find(|n| {
+            let size = std::fs::read_to_string(format!("/sys/block/{n}/size")).unwrap_or_default();
+            !n.starts_with("loop")
+                && size.trim().parse::<u64>().unwrap_or(0) > 0
+                && std::path::Path::new(&format!("/dev/{n}")).exists()
+        })
+        .map(|n| format!("/dev/{n}"))
+}
+
 #[test]
 fn limits_and_security_defaults() {
     let b = Berth::new("eng-sec");
@@ -175,25 +207,7 @@ fn limits_and_security_defaults() {
     // Cgroup limits land in the host's cgroup files.
     let id = b.ok(&["run", "-d", "--memory", "64m", "--pids-limit", "33", "--cpus", "0.5", "busybox", "sleep", "60"]);
     let pid = b.inspect(id.trim(), "{{.State.Pid}}");
-    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let read = |ctrl: &str, file: &str| -> String {
-        let path = cg
-            .lines()
-            .find_map(|l| {
-                let mut p = l.splitn(3, ':');
-                let (_, c, path) = (p.next()?, p.next()?, p.next()?);
-                (c.split(',').any(|x| x == ctrl)
-                    || (c.is_empty() && !std::path::Path::new("/sys/fs/cgroup/memory").exists()))
-                .then(|| path.to_string())
-            })
-            .unwrap();
-        let base = if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
-            format!("/sys/fs/cgroup/{ctrl}")
-        } else {
-            "/sys/fs/cgroup".into()
-        };
-        std::fs::read_to_string(format!("{base}{path}/{file}")).unwrap().trim().to_string()
-    };
+    let read = |ctrl: &str, file: &str| cgroup_file(&pid, ctrl, file);
     if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
         assert_eq!(read("memory", "memory.limit_in_bytes"), (64 << 20).to_string());
         assert_eq!(read("pids", "pids.max"), "33");
@@ -927,4 +941,96 @@ fn userns_auto_gives_each_container_its_own_host_ids() {
     assert_eq!((code, err.contains("has no range for user berth")), (Some(125), true), "{err}");
     b.ok(&["rm", "-f", &a, &c]);
     b.ok(&["volume", "rm", "uvol"]);
+}
+
+#[test]
+fn cpu_block_io_oom_and_device_flags() {
+    let b = Berth::new("eng-res");
+    let disk = whole_disk();
+    let (bps, iops) = disk.as_ref().map(|d| (format!("{d}:1mb"), format!("{d}:100"))).unwrap_or_default();
+    let mut args = vec![
+        "run",
+        "-d",
+        "--cpu-period",
+        "50000",
+        "--cpu-quota",
+        "25000",
+        "--cpuset-mems",
+        "0",
+        "--memory",
+        "64m",
+        "--oom-kill-disable",
+        "--blkio-weight",
+        "300",
+        "--device",
+        "/dev/null:/dev/xnull:rw",
+    ];
+    if disk.is_some() {
+        args.extend(["--device-read-bps", &bps, "--device-write-iops", &iops]);
+    } else {
+        eprintln!("no whole disk on this machine: the throttle flags go untested");
+    }
+    args.extend(["busybox", "sleep", "60"]);
+    let id = b.ok(&args).trim().to_string();
+    let pid = b.inspect(&id, "{{.State.Pid}}");
+    let dev = disk.as_ref().map(|d| {
+        let rdev = std::os::unix::fs::MetadataExt::rdev(&std::fs::metadata(d).unwrap());
+        format!("{}:{}", libc::major(rdev), libc::minor(rdev))
+    });
+    if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+        assert_eq!(cgroup_file(&pid, "cpu", "cpu.cfs_period_us"), "50000");
+        assert_eq!(cgroup_file(&pid, "cpu", "cpu.cfs_quota_us"), "25000");
+        assert_eq!(cgroup_file(&pid, "cpuset", "cpuset.mems"), "0");
+        assert!(cgroup_file(&pid, "memory", "memory.oom_control").contains("oom_kill_disable 1"));
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let blkio = cg
+            .lines()
+            .find(|l| l.split(':').nth(1) == Some("blkio"))
+            .unwrap()
+            .splitn(3, ':')
+            .nth(2)
+            .unwrap()
+            .to_string();
+        let dir = format!("/sys/fs/cgroup/blkio{blkio}");
+        let weight = ["blkio.weight", "blkio.bfq.weight"]
+            .iter()
+            .find_map(|f| std::fs::read_to_string(format!("{dir}/{f}")).ok())
+            .unwrap();
+        assert!(weight.split_whitespace().any(|w| w == "300"), "{weight}");
+        if let Some(dev) = &dev {
+            assert_eq!(cgroup_file(&pid, "blkio", "blkio.throttle.read_bps_device"), format!("{dev} 1048576"));
+            assert_eq!(cgroup_file(&pid, "blkio", "blkio.throttle.write_iops_device"), format!("{dev} 100"));
+        }
+    } else {
+        assert_eq!(cgroup_file(&pid, "", "cpu.max"), "25000 50000");
+        assert_eq!(cgroup_file(&pid, "", "cpuset.mems"), "0");
+        if let Some(dev) = &dev {
+            let io = cgroup_file(&pid, "", "io.max");
+            assert!(io.contains(&format!("{dev} rbps=1048576")) && io.contains("wiops=100"), "{io}");
+        }
+    }
+    // The device is there, with its numbers, usable as asked.
+    assert_eq!(b.ok(&["exec", &id, "sh", "-c", "echo x > /dev/xnull && stat -c %t:%T /dev/xnull"]).trim(), "1:3");
+    assert_eq!(
+        b.inspect(&id, "{{.HostConfig.CpuPeriod}} {{.HostConfig.OomKillDisable}} {{.HostConfig.BlkioWeight}}"),
+        "50000 true 300"
+    );
+    b.ok(&["rm", "-f", &id]);
+    // Docker's checks and words; nothing is created.
+    for (flags, words) in [
+        (vec!["--cpus", "1", "--cpu-period", "50000"], "Nano CPUs and CPU Period cannot both be set"),
+        (vec!["--cpu-quota", "10"], "CPU cfs quota can not be less than 1ms"),
+        (vec!["--blkio-weight", "5"], "Range of blkio weight is from 10 to 1000"),
+        (vec!["--device", "/etc/passwd"], "not a device node"),
+        (vec!["--device", "/dev/null:/dev/n:rx"], "invalid device mode"),
+        (vec!["--device-read-bps", "/dev/null:1mb"], "not a block device"),
+    ] {
+        let mut args = vec!["run", "--rm"];
+        args.extend(flags.iter().copied());
+        args.extend(["busybox", "true"]);
+        let (code, _, err) = b.run(&args);
+        assert_eq!(code, 125, "{flags:?}: {err}");
+        assert!(err.contains(words), "{flags:?}: {err}");
+    }
+    assert!(b.ids().is_empty());
 }

@@ -71,6 +71,16 @@ pub struct ContainerConfig {
     pub cpuset_cpus: Option<String>,
     pub pids_limit: Option<i64>,
     pub oom_score_adj: Option<i32>,
+    pub cpu_period: Option<u64>,
+    pub cpu_quota: Option<i64>,
+    pub cpuset_mems: Option<String>,
+    pub oom_kill_disable: bool,
+    pub blkio_weight: Option<u16>,
+    pub devices: Vec<crate::resources::DeviceNode>,
+    pub device_read_bps: Vec<crate::resources::Throttle>,
+    pub device_write_bps: Vec<crate::resources::Throttle>,
+    pub device_read_iops: Vec<crate::resources::Throttle>,
+    pub device_write_iops: Vec<crate::resources::Throttle>,
     pub binds: Vec<Bind>,
     pub tmpfs: Vec<(String, String)>,
     pub stop_signal: String,
@@ -418,6 +428,7 @@ impl Engine {
                     .with_context(|| format!("creating the bind source {}", b.source.display()))?;
             }
         }
+        crate::resources::check(&c)?;
         let userns = crate::userns::parse(&c.userns_mode)?;
         if c.privileged && userns != crate::userns::Mode::Host {
             bail!("privileged mode is incompatible with user namespaces: use --userns host with --privileged");

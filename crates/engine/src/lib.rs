@@ -24,6 +24,7 @@ pub mod monitor;
 pub mod names;
 pub mod networks;
 pub mod pull;
+pub mod resources;
 pub mod runtimes;
 pub mod seccomp;
 pub mod spec;

@@ -254,8 +254,37 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
     if let Some(r) = c.memory_reservation {
         memory.insert("reservation".into(), json!(r));
     }
+    if c.oom_kill_disable {
+        memory.insert("disableOOMKiller".into(), json!(true));
+    }
     if !memory.is_empty() {
         resources["memory"] = Value::Object(memory);
+    }
+    let mut block = serde_json::Map::new();
+    if let Some(w) = c.blkio_weight {
+        block.insert("weight".into(), json!(w));
+    }
+    for (key, list) in [
+        ("throttleReadBpsDevice", &c.device_read_bps),
+        ("throttleWriteBpsDevice", &c.device_write_bps),
+        ("throttleReadIOPSDevice", &c.device_read_iops),
+        ("throttleWriteIOPSDevice", &c.device_write_iops),
+    ] {
+        if !list.is_empty() {
+            let v: Vec<Value> =
+                list.iter().map(|t| json!({"major": t.major, "minor": t.minor, "rate": t.rate})).collect();
+            block.insert(key.into(), json!(v));
+        }
+    }
+    if !block.is_empty() {
+        resources["blockIO"] = Value::Object(block);
+    }
+    if !c.privileged
+        && let Some(rules) = resources["devices"].as_array_mut()
+    {
+        for d in &c.devices {
+            rules.push(json!({"allow": true, "type": d.kind, "major": d.major, "minor": d.minor, "access": d.perms}));
+        }
     }
     let mut cpu = serde_json::Map::new();
     if let Some(cpus) = c.cpus {
@@ -267,6 +296,15 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
     }
     if let Some(s) = &c.cpuset_cpus {
         cpu.insert("cpus".into(), json!(s));
+    }
+    if let Some(p) = c.cpu_period {
+        cpu.insert("period".into(), json!(p));
+    }
+    if let Some(q) = c.cpu_quota {
+        cpu.insert("quota".into(), json!(q));
+    }
+    if let Some(m) = &c.cpuset_mems {
+        cpu.insert("mems".into(), json!(m));
     }
     if !cpu.is_empty() {
         resources["cpu"] = Value::Object(cpu);
@@ -292,6 +330,14 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
         "resources": resources,
         "sysctl": c.sysctls.iter().collect::<BTreeMap<_, _>>(),
     });
+    if !c.devices.is_empty() {
+        linux["devices"] = json!(
+            c.devices
+                .iter()
+                .map(|d| json!({"path": d.path, "type": d.kind, "major": d.major, "minor": d.minor, "fileMode": d.mode, "uid": d.uid, "gid": d.gid}))
+                .collect::<Vec<_>>()
+        );
+    }
     if let Some(s) = &c.userns {
         linux["uidMappings"] = json!([{"containerID": 0, "hostID": s.uid, "size": s.size}]);
         linux["gidMappings"] = json!([{"containerID": 0, "hostID": s.gid, "size": s.size}]);

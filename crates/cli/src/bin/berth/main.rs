@@ -412,6 +412,32 @@ struct RunArgs {
     pids_limit: Option<i64>,
     #[arg(long)]
     oom_score_adj: Option<i32>,
+    /// CFS period in microseconds (with --cpu-quota; not with --cpus).
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    /// CFS quota in microseconds per period (-1: none).
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_quota: Option<i64>,
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+    #[arg(long)]
+    oom_kill_disable: bool,
+    /// Block I/O weight, 10 to 1000.
+    #[arg(long)]
+    blkio_weight: Option<u16>,
+    /// A host device: HOST[:CONTAINER[:PERMS]], PERMS a subset of rwm.
+    #[arg(long)]
+    device: Vec<String>,
+    /// PATH:RATE, RATE in bytes per second with Docker's units (1mb).
+    #[arg(long)]
+    device_read_bps: Vec<String>,
+    #[arg(long)]
+    device_write_bps: Vec<String>,
+    /// PATH:RATE, RATE in operations per second.
+    #[arg(long)]
+    device_read_iops: Vec<String>,
+    #[arg(long)]
+    device_write_iops: Vec<String>,
     #[arg(short, long = "volume")]
     volume: Vec<String>,
     #[arg(long)]
@@ -938,6 +964,10 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> 
     Ok(code)
 }
 
+fn throttles(flag: &str, specs: &[String]) -> Result<Vec<berth_engine::resources::Throttle>> {
+    specs.iter().map(|s| berth_engine::resources::parse_throttle(flag, s)).collect()
+}
+
 fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
     if !matches!(a.pull.as_str(), "missing" | "never" | "always") {
         bail!("invalid --pull {:?}: use missing, always or never", a.pull);
@@ -968,6 +998,16 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
         cpuset_cpus: a.cpuset_cpus.clone(),
         pids_limit: a.pids_limit,
         oom_score_adj: a.oom_score_adj,
+        cpu_period: a.cpu_period,
+        cpu_quota: a.cpu_quota,
+        cpuset_mems: a.cpuset_mems.clone(),
+        oom_kill_disable: a.oom_kill_disable,
+        blkio_weight: a.blkio_weight,
+        devices: a.device.iter().map(|d| berth_engine::resources::parse_device(d)).collect::<Result<_>>()?,
+        device_read_bps: throttles("--device-read-bps", &a.device_read_bps)?,
+        device_write_bps: throttles("--device-write-bps", &a.device_write_bps)?,
+        device_read_iops: throttles("--device-read-iops", &a.device_read_iops)?,
+        device_write_iops: throttles("--device-write-iops", &a.device_write_iops)?,
         stop_signal: a.stop_signal.clone().unwrap_or_default(),
         stop_timeout: a.stop_timeout,
         log_driver: a.log_driver.clone().unwrap_or_default(),
@@ -1633,6 +1673,17 @@ fn inspect_container(e: &Engine, c: &ContainerRow) -> Value {
             "NanoCpus": c.config.cpus.map(|x| (x * 1e9) as i64).unwrap_or(0),
             "CpuShares": c.config.cpu_shares.unwrap_or(0),
             "PidsLimit": c.config.pids_limit,
+            "CpuPeriod": c.config.cpu_period.unwrap_or(0),
+            "CpuQuota": c.config.cpu_quota.unwrap_or(0),
+            "CpusetCpus": c.config.cpuset_cpus.clone().unwrap_or_default(),
+            "CpusetMems": c.config.cpuset_mems.clone().unwrap_or_default(),
+            "OomKillDisable": c.config.oom_kill_disable,
+            "BlkioWeight": c.config.blkio_weight.unwrap_or(0),
+            "Devices": c.config.devices.iter().map(|d| json!({"PathOnHost": d.host, "PathInContainer": d.path, "CgroupPermissions": d.perms})).collect::<Vec<_>>(),
+            "BlkioDeviceReadBps": rates(&c.config.device_read_bps),
+            "BlkioDeviceWriteBps": rates(&c.config.device_write_bps),
+            "BlkioDeviceReadIOps": rates(&c.config.device_read_iops),
+            "BlkioDeviceWriteIOps": rates(&c.config.device_write_iops),
             "Binds": c.config.binds.iter().map(|b| format!("{}:{}{}", b.source.display(), b.destination, if b.readonly { ":ro" } else { "" })).collect::<Vec<_>>(),
             "LogConfig": {"Type": c.config.log_driver},
             "PublishAllPorts": c.config.publish_all,
@@ -1640,6 +1691,10 @@ fn inspect_container(e: &Engine, c: &ContainerRow) -> Value {
         "NetworkSettings": network_cmds::network_settings(e, c),
         "Mounts": volume_cmds::mounts_json(c),
     })
+}
+
+fn rates(list: &[berth_engine::resources::Throttle]) -> Vec<serde_json::Value> {
+    list.iter().map(|t| json!({"Path": t.path, "Rate": t.rate})).collect()
 }
 
 fn cmd_inspect(e: &Engine, names: &[String], format: Option<&str>, kind: Option<&str>) -> Result<i32> {

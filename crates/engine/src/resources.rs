@@ -1,0 +1,172 @@
+//! Resource flags that name host devices (`--device`, `--device-read-bps` and the like) and the
+//! checks Docker makes on the CPU and block I/O numbers, resolved when a container is created.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// A host device node given to the container (`--device HOST[:CONTAINER[:PERMS]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNode {
+    pub host: String,
+    pub path: String,
+    /// "c" or "b".
+    pub kind: String,
+    pub major: i64,
+    pub minor: i64,
+    /// Cgroup permissions: a subset of "rwm".
+    pub perms: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A block I/O limit on one device (`--device-read-bps PATH:RATE` and the like).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Throttle {
+    pub path: String,
+    pub major: i64,
+    pub minor: i64,
+    pub rate: u64,
+}
+
+fn device_numbers(path: &str, flag: &str) -> Result<(String, i64, i64, std::fs::Metadata)> {
+    let m = std::fs::metadata(path).with_context(|| format!("{flag} {path}: error gathering device information"))?;
+    let kind = if m.file_type().is_char_device() {
+        "c"
+    } else if m.file_type().is_block_device() {
+        "b"
+    } else {
+        bail!("{flag} {path}: not a device node");
+    };
+    let rdev = m.rdev();
+    Ok((kind.into(), libc::major(rdev) as i64, libc::minor(rdev) as i64, m))
+}
+
+/// `--device HOST[:CONTAINER[:PERMS]]`, as Docker reads it.
+pub fn parse_device(spec: &str) -> Result<DeviceNode> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, path, perms) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, p] if !p.is_empty() && p.chars().all(|c| "rwm".contains(c)) && !p.starts_with('/') => (*h, *h, *p),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] => (*h, *c, *p),
+        _ => bail!("invalid device specification: {spec}"),
+    };
+    if perms.is_empty() || !perms.chars().all(|c| "rwm".contains(c)) {
+        bail!("invalid device mode: {perms}");
+    }
+    if !Path::new(path).is_absolute() {
+        bail!("{path} is not an absolute path");
+    }
+    let (kind, major, minor, m) = device_numbers(host, "--device")?;
+    Ok(DeviceNode {
+        host: host.into(),
+        path: path.into(),
+        kind,
+        major,
+        minor,
+        perms: perms.into(),
+        mode: m.mode() & 0o777,
+        uid: m.uid(),
+        gid: m.gid(),
+    })
+}
+
+/// `--device-{read,write}-{bps,iops} PATH:RATE`; bps rates take Docker's size units (`1mb`).
+pub fn parse_throttle(flag: &str, spec: &str) -> Result<Throttle> {
+    let (path, rate) = spec.rsplit_once(':').with_context(|| format!("invalid {flag} {spec:?}: expected PATH:RATE"))?;
+    let rate: u64 = if flag.ends_with("bps") {
+        let r = berth_runtime::units::parse_size(rate).with_context(|| format!("invalid {flag} rate {rate:?}"))?;
+        u64::try_from(r).ok().with_context(|| format!("invalid {flag} rate {rate:?}"))?
+    } else {
+        rate.parse().with_context(|| format!("invalid {flag} rate {rate:?}: expected a number of operations"))?
+    };
+    let (kind, major, minor, _) = device_numbers(path, flag)?;
+    if kind != "b" {
+        bail!("{flag} {path}: not a block device");
+    }
+    Ok(Throttle { path: path.into(), major, minor, rate })
+}
+
+/// Docker's checks on the CPU and block I/O numbers (its words).
+pub fn check(c: &crate::ContainerConfig) -> Result<()> {
+    if c.cpus.is_some() && c.cpu_period.is_some() {
+        bail!("Conflicting options: Nano CPUs and CPU Period cannot both be set");
+    }
+    if c.cpus.is_some() && c.cpu_quota.is_some() {
+        bail!("Conflicting options: Nano CPUs and CPU Quota cannot both be set");
+    }
+    if let Some(p) = c.cpu_period
+        && p != 0
+        && !(1000..=1_000_000).contains(&p)
+    {
+        bail!("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)");
+    }
+    if let Some(q) = c.cpu_quota
+        && q > 0
+        && q < 1000
+    {
+        bail!("CPU cfs quota can not be less than 1ms (i.e. 1000)");
+    }
+    if let Some(w) = c.blkio_weight
+        && w != 0
+        && !(10..=1000).contains(&w)
+    {
+        bail!("Range of blkio weight is from 10 to 1000");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_specs() {
+        let d = parse_device("/dev/null").unwrap();
+        assert_eq!(
+            (d.path.as_str(), d.kind.as_str(), d.major, d.minor, d.perms.as_str()),
+            ("/dev/null", "c", 1, 3, "rwm")
+        );
+        let d = parse_device("/dev/null:/dev/nothing").unwrap();
+        assert_eq!((d.host.as_str(), d.path.as_str()), ("/dev/null", "/dev/nothing"));
+        let d = parse_device("/dev/zero:r").unwrap();
+        assert_eq!((d.path.as_str(), d.perms.as_str()), ("/dev/zero", "r"));
+        let d = parse_device("/dev/zero:/dev/z:rw").unwrap();
+        assert_eq!((d.path.as_str(), d.perms.as_str()), ("/dev/z", "rw"));
+        assert!(parse_device("/dev/zero:/dev/z:rx").is_err());
+        assert!(parse_device("/dev/zero:dev/z").is_err());
+        assert!(parse_device("/etc/passwd").unwrap_err().to_string().contains("not a device node"));
+        assert!(parse_device("/dev/nonexistent-berth").is_err());
+    }
+
+    #[test]
+    fn throttle_specs() {
+        assert!(
+            parse_throttle("--device-read-bps", "/dev/null:1mb")
+                .unwrap_err()
+                .to_string()
+                .contains("not a block device")
+        );
+        assert!(parse_throttle("--device-read-bps", "/dev/null").is_err());
+        assert!(parse_throttle("--device-read-iops", "/dev/null:many").is_err());
+    }
+
+    #[test]
+    fn docker_checks() {
+        let ok = crate::ContainerConfig { cpu_period: Some(50000), cpu_quota: Some(25000), ..Default::default() };
+        check(&ok).unwrap();
+        for (bad, words) in [
+            (crate::ContainerConfig { cpus: Some(1.0), cpu_period: Some(50000), ..Default::default() }, "CPU Period"),
+            (crate::ContainerConfig { cpus: Some(1.0), cpu_quota: Some(50000), ..Default::default() }, "CPU Quota"),
+            (crate::ContainerConfig { cpu_period: Some(999), ..Default::default() }, "cfs period"),
+            (crate::ContainerConfig { cpu_quota: Some(10), ..Default::default() }, "cfs quota"),
+            (crate::ContainerConfig { blkio_weight: Some(5), ..Default::default() }, "blkio weight"),
+        ] {
+            assert!(check(&bad).unwrap_err().to_string().contains(words), "{words}");
+        }
+    }
+}
