@@ -1034,3 +1034,131 @@ fn cpu_block_io_oom_and_device_flags() {
     }
     assert!(b.ids().is_empty());
 }
+
+#[test]
+fn env_file_shm_tmpfs_hosts_cidfile_logs_stop_signal_and_attach() {
+    let b = Berth::new("eng-flags");
+    let envf = b.g.path("env");
+    std::fs::write(&envf, "# a comment\nA=1\n\nB=two words\n").unwrap();
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--env-file",
+        envf.to_str().unwrap(),
+        "--shm-size",
+        "8m",
+        "--tmpfs",
+        "/scratch:size=1m",
+        "--add-host",
+        "db.local:10.1.2.3",
+        "--workdir",
+        "/scratch",
+        "--memory-reservation",
+        "32m",
+        "busybox",
+        "sh",
+        "-c",
+        "echo \"$A|$B\"; df -k /dev/shm | tail -1 | awk '{print $2}'; df -k /scratch | tail -1 | awk '{print $2}'; \
+         touch f && pwd; grep db.local /etc/hosts",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..4], ["1|two words", "8192", "1024", "/scratch"], "{out}");
+    assert_eq!(lines[4].split_whitespace().collect::<Vec<_>>(), ["10.1.2.3", "db.local"], "{out}");
+    // --cidfile: the full id; Docker refuses a file that exists.
+    let cid = b.g.path("cid");
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--cidfile",
+        cid.to_str().unwrap(),
+        "--memory-reservation",
+        "32m",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(std::fs::read_to_string(&cid).unwrap(), id.trim());
+    let (code, _, err) = b.run(&["run", "-d", "--cidfile", cid.to_str().unwrap(), "busybox", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("Container ID file found"), "{err}");
+    assert_eq!(b.ids().len(), 1, "nothing created");
+    if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+        let pid = b.inspect(id.trim(), "{{.State.Pid}}");
+        assert_eq!(cgroup_file(&pid, "memory", "memory.soft_limit_in_bytes"), (32 << 20).to_string());
+    }
+    b.ok(&["rm", "-f", id.trim()]);
+    // Log rotation: max-size and max-file bound what is kept; logs still show the newest lines.
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=2",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done",
+    ]);
+    let id = id.trim();
+    b.ok(&["wait", id]);
+    let dir = b.g.path("root").join("containers").join(id);
+    let logs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{id}-json.log")))
+        .collect();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert!(logs.iter().all(|e| e.metadata().unwrap().len() <= 2048));
+    assert_eq!(b.ok(&["logs", "--tail", "1", id]), "line 199\n");
+    b.ok(&["rm", id]);
+    // The k8s-file driver writes podman's format; logs reads it.
+    let id = b.ok(&["run", "-d", "--log-driver", "k8s-file", "busybox", "sh", "-c", "echo out; echo err >&2"]);
+    let id = id.trim();
+    b.ok(&["wait", id]);
+    let text = std::fs::read_to_string(dir.parent().unwrap().join(id).join(format!("{id}-json.log"))).unwrap();
+    let streams: Vec<Vec<&str>> = text.lines().map(|l| l.splitn(4, ' ').skip(1).collect()).collect();
+    assert!(streams.contains(&vec!["stdout", "F", "out"]) && streams.contains(&vec!["stderr", "F", "err"]), "{text}");
+    let o = b.out(&["logs", id]);
+    assert_eq!(
+        (String::from_utf8_lossy(&o.stdout).as_ref(), String::from_utf8_lossy(&o.stderr).as_ref()),
+        ("out\n", "err\n")
+    );
+    b.ok(&["rm", id]);
+    // --stop-signal: stop sends it (a shell that traps it exits with its own code).
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--stop-signal",
+        "SIGUSR1",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got it; exit 7' USR1; while true; do sleep 0.1; done",
+    ]);
+    let id = id.trim();
+    std::thread::sleep(Duration::from_millis(300));
+    b.ok(&["stop", "-t", "5", id]);
+    assert_eq!(b.inspect(id, "{{.State.ExitCode}}"), "7");
+    assert_eq!(b.ok(&["logs", id]), "got it\n");
+    b.ok(&["rm", id]);
+    // -a stdout: only that stream comes back.
+    let o = b.out(&["run", "--rm", "-a", "stdout", "busybox", "sh", "-c", "echo out; echo err >&2"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("err"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = b.out(&["run", "--rm", "-a", "STDERR", "busybox", "sh", "-c", "echo out; echo err >&2"]);
+    assert_eq!(
+        (String::from_utf8_lossy(&o.stdout).as_ref(), String::from_utf8_lossy(&o.stderr).as_ref()),
+        ("", "err\n")
+    );
+    for (flags, words) in
+        [(vec!["-d", "-a", "stdout"], "Conflicting options: -a and -d"), (vec!["-a", "stdio"], "valid streams are")]
+    {
+        let mut args = vec!["run", "--rm"];
+        args.extend(flags.iter().copied());
+        args.extend(["busybox", "true"]);
+        let (code, _, err) = b.run(&args);
+        assert!(code == 125 && err.contains(words), "{flags:?}: {code} {err}");
+    }
+    assert!(b.ids().is_empty());
+}

@@ -197,6 +197,8 @@ impl ContainerRow {
 pub struct Attach {
     pub stdout: bool,
     pub stdin: bool,
+    /// With `stdout`: streams left out (`-a stdout` leaves out stderr), [stdout, stderr].
+    pub skip: [bool; 2],
 }
 
 /// A started container; for an attached start, `wait` returns its exit code.
@@ -632,6 +634,14 @@ impl Engine {
         cmd.stdin(if attach.stdin { Stdio::inherit() } else { Stdio::null() });
         if !attach.stdout {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        // The monitor passes the container's streams to its own: a stream not attached goes
+        // to /dev/null (it still reaches the log).
+        if attach.skip[0] {
+            cmd.stdout(Stdio::null());
+        }
+        if attach.skip[1] {
+            cmd.stderr(Stdio::null());
         }
         let wfd = w.as_raw_fd();
         // SAFETY: between fork and exec we only dup2 and setsid (async-signal-safe).

@@ -1,6 +1,7 @@
 //! Container logs in Docker's json-file format: one JSON object a line,
-//! `{"log":"text\n","stream":"stdout","time":"2024-01-01T00:00:00.000000000Z"}`, with size-based
-//! rotation (`max-size`, `max-file`).
+//! `{"log":"text\n","stream":"stdout","time":"2024-01-01T00:00:00.000000000Z"}`, or in podman's
+//! k8s-file format (the CRI's): `2024-01-01T00:00:00.000000000Z stdout F text`, `P` instead of
+//! `F` for a partial line; with size-based rotation (`max-size`, `max-file`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -23,10 +24,12 @@ pub struct Writer {
     max_size: Option<u64>,
     max_files: u32,
     partial: [Vec<u8>; 2],
+    k8s: bool,
 }
 
 impl Writer {
-    pub fn open(path: &Path, max_size: Option<u64>, max_files: u32) -> Result<Writer> {
+    /// `k8s`: podman's k8s-file format instead of Docker's json-file.
+    pub fn open(path: &Path, max_size: Option<u64>, max_files: u32, k8s: bool) -> Result<Writer> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -40,6 +43,7 @@ impl Writer {
             max_size,
             max_files: max_files.max(1),
             partial: [Vec::new(), Vec::new()],
+            k8s,
         })
     }
 
@@ -75,8 +79,20 @@ impl Writer {
             stream: if stream == 0 { "stdout" } else { "stderr" }.into(),
             time: berth_runtime::state::now_rfc3339(),
         };
-        let mut b = serde_json::to_vec(&e)?;
-        b.push(b'\n');
+        let b = if self.k8s {
+            let (tag, body) = match line.strip_suffix(b"\n") {
+                Some(body) => ("F", body),
+                None => ("P", line),
+            };
+            let mut b = format!("{} {} {tag} ", e.time, e.stream).into_bytes();
+            b.extend_from_slice(body);
+            b.push(b'\n');
+            b
+        } else {
+            let mut b = serde_json::to_vec(&e)?;
+            b.push(b'\n');
+            b
+        };
         if let Some(max) = self.max_size
             && self.size + b.len() as u64 > max
             && self.size > 0
@@ -104,6 +120,18 @@ impl Writer {
     }
 }
 
+/// One line of either format.
+fn parse_line(line: &str) -> Option<Entry> {
+    if line.starts_with('{') {
+        return serde_json::from_str(line).ok();
+    }
+    let mut f = line.splitn(4, ' ');
+    let (time, stream, tag) = (f.next()?, f.next()?, f.next()?);
+    let body = f.next().unwrap_or("");
+    let log = if tag == "F" { format!("{body}\n") } else { body.to_string() };
+    Some(Entry { log, stream: stream.into(), time: time.into() })
+}
+
 /// Every entry of a container's log, oldest first (rotated files included).
 pub fn read_all(path: &Path) -> Result<Vec<Entry>> {
     let mut files = vec![];
@@ -118,10 +146,49 @@ pub fn read_all(path: &Path) -> Result<Vec<Entry>> {
     for f in files {
         let Ok(file) = File::open(&f) else { continue };
         for line in BufReader::new(file).lines() {
-            if let Ok(e) = serde_json::from_str::<Entry>(&line?) {
+            if let Some(e) = parse_line(&line?) {
                 out.push(e);
             }
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_formats_write_rotate_and_read_back() {
+        let t = tempfile::tempdir().unwrap();
+        for k8s in [false, true] {
+            let path = t.path().join(format!("log-{k8s}"));
+            let mut w = Writer::open(&path, Some(1000), 2, k8s).unwrap();
+            w.write(0, b"one\ntw").unwrap();
+            w.write(1, b"err line\n").unwrap();
+            w.write(0, b"o\n").unwrap();
+            w.write(0, b"no newline").unwrap();
+            w.flush().unwrap();
+            let text = fs::read_to_string(&path).unwrap();
+            if k8s {
+                let first = text.lines().next().unwrap();
+                let f: Vec<&str> = first.splitn(4, ' ').collect();
+                assert_eq!(&f[1..], ["stdout", "F", "one"], "{text}");
+                assert!(f[0].ends_with('Z') && f[0].contains('T'), "{first}");
+                assert!(text.lines().any(|l| l.ends_with("stdout P no newline")), "{text}");
+            } else {
+                assert!(text.starts_with(r#"{"log":"one\n","stream":"stdout","time":""#), "{text}");
+            }
+            let logs: Vec<(String, String)> = read_all(&path).unwrap().into_iter().map(|e| (e.stream, e.log)).collect();
+            let want = [("stdout", "one\n"), ("stderr", "err line\n"), ("stdout", "two\n"), ("stdout", "no newline")];
+            assert_eq!(logs, want.map(|(s, l)| (s.to_string(), l.to_string())), "k8s={k8s}");
+            // Past max-size the log rotates, keeping max-file files in all.
+            for i in 0..20 {
+                w.write(0, format!("line {i}\n").as_bytes()).unwrap();
+            }
+            assert!(PathBuf::from(format!("{}.1", path.display())).exists());
+            assert!(!PathBuf::from(format!("{}.2", path.display())).exists());
+            assert_eq!(read_all(&path).unwrap().last().unwrap().log, "line 19\n");
+        }
+    }
 }

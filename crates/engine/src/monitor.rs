@@ -405,7 +405,8 @@ fn pump(
     let mut log = if c.config.log_driver == "none" {
         None
     } else {
-        logs::Writer::open(&c.log_path(), c.config.log_max_size, c.config.log_max_file.max(1)).ok()
+        let k8s = c.config.log_driver == "k8s-file";
+        logs::Writer::open(&c.log_path(), c.config.log_max_size, c.config.log_max_file.max(1), k8s).ok()
     };
     let mut term = if attach { r.saved.as_ref().map(|(o, e)| (o.as_raw_fd(), e.as_raw_fd())) } else { None };
     let winch = if r.tty && attach { crate::containers::SignalPipe::install(&[libc::SIGWINCH]).ok() } else { None };

@@ -330,7 +330,7 @@ impl Builder<'_> {
         let id = self.e.create_container(req)?;
         let guard = ContainerGuard { e: self.e, id: id.clone() };
         self.say(&format!(" ---> Running in {}", &id[..12]));
-        let started = self.e.start_container(&id, Attach { stdout: !self.o.quiet, stdin: false })?;
+        let started = self.e.start_container(&id, Attach { stdout: !self.o.quiet, ..Default::default() })?;
         RUN_PID.store(started.pid, Ordering::SeqCst);
         if INTERRUPTED.load(Ordering::SeqCst) {
             // SAFETY: kill(2) of the container's init.

@@ -603,7 +603,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Start { attach, interactive, containers } => {
             let mut code = 0;
             for c in &containers {
-                let s = e.start_container(c, Attach { stdout: attach, stdin: interactive })?;
+                let s = e.start_container(c, Attach { stdout: attach, stdin: interactive, skip: [false, false] })?;
                 if attach {
                     code = s.wait(true)?;
                 } else {
@@ -964,6 +964,23 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> 
     Ok(code)
 }
 
+/// `-a/--attach` values as (stdin, stdout, stderr); None when not given (all output).
+fn attach_streams(names: &[String]) -> Result<Option<(bool, bool, bool)>> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut s = (false, false, false);
+    for n in names {
+        match n.to_ascii_lowercase().as_str() {
+            "stdin" => s.0 = true,
+            "stdout" => s.1 = true,
+            "stderr" => s.2 = true,
+            _ => bail!("invalid argument {n:?} for \"-a, --attach\" flag: valid streams are STDIN, STDOUT and STDERR"),
+        }
+    }
+    Ok(Some(s))
+}
+
 fn throttles(flag: &str, specs: &[String]) -> Result<Vec<berth_engine::resources::Throttle>> {
     specs.iter().map(|s| berth_engine::resources::parse_throttle(flag, s)).collect()
 }
@@ -981,6 +998,10 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
             );
         }
     }
+    if a.detach && !a.attach.is_empty() {
+        bail!("Conflicting options: -a and -d");
+    }
+    attach_streams(&a.attach)?;
     let mut c = ContainerConfig {
         image_ref: a.image().to_string(),
         tty: a.tty,
@@ -1156,17 +1177,29 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
         entrypoint: a.entrypoint.clone(),
         config: c,
     };
+    // As Docker: an existing (non-empty) cidfile stops the run before anything is created.
+    if let Some(f) = &a.cidfile
+        && std::fs::metadata(f).is_ok_and(|m| m.len() > 0)
+    {
+        bail!("Container ID file found, make sure the other container isn't running or delete {}", f.display());
+    }
     registry_cmds::ensure_image(e, a.image(), &a.pull, a.platform.as_deref())?;
     let id = e.create_container(req)?;
-    if let Some(f) = &a.cidfile {
-        std::fs::write(f, &id).with_context(|| format!("writing --cidfile {}", f.display()))?;
+    if let Some(f) = &a.cidfile
+        && let Err(err) = std::fs::write(f, &id)
+    {
+        let _ = e.remove_container(&id, true);
+        return Err(err).with_context(|| format!("writing --cidfile {}", f.display()));
     }
     if !start {
         println!("{id}");
         return Ok(0);
     }
     let attach = !a.detach;
-    let s = e.start_container(&id, Attach { stdout: attach, stdin: a.interactive })?;
+    let streams = attach_streams(&a.attach)?;
+    let skip = streams.map_or([false, false], |(_, out, err)| [!out, !err]);
+    let stdin = a.interactive || streams.is_some_and(|(i, ..)| i);
+    let s = e.start_container(&id, Attach { stdout: attach, stdin, skip })?;
     if a.detach {
         println!("{id}");
         return Ok(0);
