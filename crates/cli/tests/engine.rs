@@ -1162,3 +1162,44 @@ fn env_file_shm_tmpfs_hosts_cidfile_logs_stop_signal_and_attach() {
     }
     assert!(b.ids().is_empty());
 }
+
+#[test]
+fn run_forwards_signals_unless_told_not_to() {
+    use std::io::{BufRead, BufReader};
+    let b = Berth::new("eng-sigproxy");
+    let script = "trap 'echo got TERM; exit 3' TERM; echo ready; while true; do sleep 0.1; done";
+    let start = |proxy: &str| {
+        let mut child = b
+            .cmd(&[
+                "run",
+                "--name",
+                &format!("sp-{proxy}"),
+                &format!("--sig-proxy={proxy}"),
+                "busybox",
+                "sh",
+                "-c",
+                script,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        // SAFETY: kill(2) of our own child, the berth command.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        (child.wait().unwrap(), out)
+    };
+    // Proxied: the container's shell gets SIGTERM, and run returns its exit code.
+    let (status, mut out) = start("true");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!((status.code(), rest.as_str()), (Some(3), "got TERM\n"));
+    assert_eq!(b.inspect("sp-true", "{{.State.Status}} {{.State.ExitCode}}"), "exited 3");
+    // Not proxied: the command ends of the signal; the container runs on.
+    let (status, _) = start("false");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM));
+    assert_eq!(b.inspect("sp-false", "{{.State.Status}}"), "running");
+    b.ok(&["rm", "-f", "sp-true", "sp-false"]);
+}
