@@ -1203,3 +1203,29 @@ fn run_forwards_signals_unless_told_not_to() {
     assert_eq!(b.inspect("sp-false", "{{.State.Status}}"), "running");
     b.ok(&["rm", "-f", "sp-true", "sp-false"]);
 }
+
+#[test]
+fn apparmor_and_selinux_options_reach_the_runtime() {
+    let b = Berth::new("eng-lsm");
+    // An AppArmor profile that no host has: refused by the kernel where AppArmor runs, by the
+    // runtime where it does not; either way named in the error, and nothing left.
+    let (code, _, err) = b.run(&["run", "--rm", "--security-opt", "apparmor=berth-no-such-profile", "busybox", "true"]);
+    assert!(code != 0 && err.contains("apparmorProfile \"berth-no-such-profile\""), "{code} {err}");
+    // label= parts replace those of Docker's container process label.
+    let (code, _, err) = b.run(&["run", "--rm", "--security-opt", "label=type:berth_t", "busybox", "true"]);
+    assert!(code != 0 && err.contains("selinuxLabel \"system_u:system_r:berth_t:s0\""), "{code} {err}");
+    let (code, _, err) = b.run(&["run", "--rm", "--security-opt", "label=colour:x", "busybox", "true"]);
+    assert!(code == 125 && err.contains("label takes"), "{code} {err}");
+    // The ways to turn them off stay accepted.
+    b.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "apparmor=unconfined",
+        "--security-opt",
+        "label=disable",
+        "busybox",
+        "true",
+    ]);
+    assert!(b.ids().is_empty());
+}

@@ -55,6 +55,10 @@ pub struct ContainerConfig {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub no_new_privileges: bool,
+    /// `--security-opt apparmor=PROFILE` (not `unconfined`).
+    pub apparmor_profile: Option<String>,
+    /// `--security-opt label=...`, composed into an SELinux process label.
+    pub selinux_label: Option<String>,
     /// `--userns auto`: the host ids the container's ids map to (None: the host's own ids).
     pub userns: Option<berth_storage::Shift>,
     /// `--userns` as given, resolved into `userns` at create.

@@ -325,6 +325,12 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
     if let Some(adj) = c.oom_score_adj {
         process["oomScoreAdj"] = json!(adj);
     }
+    if let Some(p) = &c.apparmor_profile {
+        process["apparmorProfile"] = json!(p);
+    }
+    if let Some(l) = &c.selinux_label {
+        process["selinuxLabel"] = json!(l);
+    }
     let mut linux = json!({
         "namespaces": namespaces,
         "resources": resources,

@@ -1123,6 +1123,7 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
         }
     }
     c.userns_mode = a.userns.clone();
+    let mut label: BTreeMap<&str, String> = BTreeMap::new();
     for so in &a.security_opt {
         match so.split_once(['=', ':']) {
             Some(("no-new-privileges", v)) => c.no_new_privileges = v != "false",
@@ -1138,10 +1139,29 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
                 c.seccomp = file.into();
             }
             Some(("apparmor", "unconfined")) | Some(("label", "disable")) => {}
-            _ => {
-                bail!("--security-opt {so:?} is not supported yet (berth takes no-new-privileges, seccomp=unconfined)")
+            Some(("apparmor", profile)) => c.apparmor_profile = Some(profile.into()),
+            Some(("label", part)) => {
+                let (key, value) = part.split_once(':').with_context(|| format!("invalid --security-opt {so:?}"))?;
+                if !matches!(key, "user" | "role" | "type" | "level") {
+                    bail!("invalid --security-opt {so:?}: label takes user:, role:, type:, level: or disable");
+                }
+                label.insert(key, value.to_string());
             }
+            _ => bail!(
+                "--security-opt {so:?} is not supported (berth takes no-new-privileges, seccomp=, apparmor=, label=)"
+            ),
         }
+    }
+    if !label.is_empty() {
+        // Docker's container process label, with the parts given replaced.
+        let part = |k: &str, d: &str| label.get(k).cloned().unwrap_or_else(|| d.to_string());
+        c.selinux_label = Some(format!(
+            "{}:{}:{}:{}",
+            part("user", "system_u"),
+            part("role", "system_r"),
+            part("type", "container_t"),
+            part("level", "s0")
+        ));
     }
     for t in &a.tmpfs {
         let (p, o) = t.split_once(':').unwrap_or((t, ""));
