@@ -569,3 +569,27 @@ fn ctrl_c_stops_the_build_and_removes_its_container() {
     assert!(b.ids().is_empty(), "{:?}", b.ids());
     assert!(b.run(&["image", "inspect", "never"]).0 != 0);
 }
+
+#[test]
+fn copy_chmod_takes_symbolic_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = Berth::new("build-chmod");
+    let ctx = b.g.path("ctx-chmod");
+    std::fs::create_dir_all(ctx.join("dir")).unwrap();
+    std::fs::write(ctx.join("f.txt"), "f\n").unwrap();
+    std::fs::write(ctx.join("dir/g"), "g\n").unwrap();
+    std::fs::set_permissions(ctx.join("f.txt"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(ctx.join("dir/g"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(ctx.join("dir"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY --chmod=u+x,go-w f.txt /sym/f.txt\nCOPY --chmod=a=rX dir /sym/dir\nCOPY --chmod=0640 f.txt /sym/octal\n",
+    )
+    .unwrap();
+    build_ok(&b, &["-t", "chmod", s(&ctx)]);
+    let out = sh(&b, "chmod", "stat -c '%n %a' /sym/f.txt /sym/dir /sym/dir/g /sym/octal");
+    assert_eq!(out, "/sym/f.txt 744\n/sym/dir 555\n/sym/dir/g 444\n/sym/octal 640\n");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY --chmod=u+y f.txt /x\n").unwrap();
+    let (code, _, err) = build(&b, &["-t", "bad", s(&ctx)]);
+    assert!(code != 0 && err.contains("invalid --chmod=u+y"), "{err}");
+}

@@ -88,12 +88,100 @@ pub(super) struct CopyPrep {
     exclude: Option<Ignore>,
 }
 
-/// `--chmod=755`: octal only.
-pub(super) fn parse_chmod(s: &str) -> Result<u32> {
-    match u32::from_str_radix(s, 8) {
-        Ok(m) if m <= 0o7777 && !s.is_empty() => Ok(m),
-        _ => bail!("invalid --chmod={s}: give the mode in octal (e.g. 755)"),
+/// `--chmod`: an octal mode, or symbolic clauses as chmod(1) takes them (`u+x,go-w`, `a=rX`,
+/// `g=u`), applied to each copied file's own mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Chmod {
+    Octal(u32),
+    Symbolic(Vec<Clause>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Clause {
+    /// The bits of the classes named (u, g, o; all when none is).
+    who: u32,
+    /// Operator and permission letters, in order: `u+x-w` is [('+', "x"), ('-', "w")].
+    ops: Vec<(char, String)>,
+}
+
+impl Chmod {
+    /// The mode a file (or directory) of mode `mode` gets.
+    pub(crate) fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        let clauses = match self {
+            Chmod::Octal(m) => return *m,
+            Chmod::Symbolic(c) => c,
+        };
+        let mut mode = mode & 0o7777;
+        for c in clauses {
+            for (op, perms) in &c.ops {
+                let mut bits = 0;
+                for p in perms.chars() {
+                    bits |= match p {
+                        'r' => 0o444,
+                        'w' => 0o222,
+                        'x' => 0o111,
+                        'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                        's' => 0o6000,
+                        't' => 0o1000,
+                        // Copy another class's bits to every class.
+                        'u' => ((mode >> 6) & 7) * 0o111,
+                        'g' => ((mode >> 3) & 7) * 0o111,
+                        'o' => (mode & 7) * 0o111,
+                        _ => 0,
+                    };
+                }
+                bits &= c.who;
+                mode = match op {
+                    '+' => mode | bits,
+                    '-' => mode & !bits,
+                    _ => (mode & !c.who) | bits,
+                };
+            }
+        }
+        mode
     }
+}
+
+pub(super) fn parse_chmod(s: &str) -> Result<Chmod> {
+    let bad = || anyhow::anyhow!("invalid --chmod={s}: give an octal mode (755) or chmod's symbolic form (u+x,go-w)");
+    if s.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+        return match u32::from_str_radix(s, 8) {
+            Ok(m) if m <= 0o7777 => Ok(Chmod::Octal(m)),
+            _ => Err(bad()),
+        };
+    }
+    let mut clauses = Vec::new();
+    for part in s.split(',') {
+        let at = part.find(['+', '-', '=']).ok_or_else(bad)?;
+        let (who_s, rest) = part.split_at(at);
+        let mut who = 0;
+        for w in who_s.chars() {
+            who |= match w {
+                'u' => 0o4700,
+                'g' => 0o2070,
+                'o' => 0o1007,
+                'a' => 0o7777,
+                _ => return Err(bad()),
+            };
+        }
+        if who == 0 {
+            who = 0o7777;
+        }
+        let mut ops: Vec<(char, String)> = Vec::new();
+        for ch in rest.chars() {
+            match ch {
+                '+' | '-' | '=' => ops.push((ch, String::new())),
+                'r' | 'w' | 'x' | 'X' | 's' | 't' | 'u' | 'g' | 'o' => ops.last_mut().ok_or_else(bad)?.1.push(ch),
+                _ => return Err(bad()),
+            }
+        }
+        // A class to copy from stands alone after its operator (`g=u`, not `g=ur`).
+        if ops.iter().any(|(_, p)| p.len() > 1 && p.contains(['u', 'g', 'o'])) {
+            return Err(bad());
+        }
+        clauses.push(Clause { who, ops });
+    }
+    Ok(Chmod::Symbolic(clauses))
 }
 
 /// `--chown=USER[:GROUP]`, names looked up in the image's /etc/passwd and /etc/group. A user
@@ -267,7 +355,7 @@ impl Builder<'_> {
                     "When using {name} with more than one source file, the destination must be a directory and end with a /"
                 );
             }
-            let mut o = CopyOpts { owner, keep_owner, mode, ignore, exclude: exclude.as_ref(), count: 0 };
+            let mut o = CopyOpts { owner, keep_owner, mode: mode.clone(), ignore, exclude: exclude.as_ref(), count: 0 };
             for (pattern, srcs) in spec.sources.iter().zip(groups) {
                 for src in srcs {
                     let target = if spec.parents {
@@ -282,7 +370,7 @@ impl Builder<'_> {
             for h in &spec.heredocs {
                 let rel = file_target(out, &dest, dir_hint, &h.name)?;
                 let body = h.body();
-                let meta = Meta { mode: mode.unwrap_or(0o644), uid, gid, mtime: now };
+                let meta = Meta { mode: mode.as_ref().map_or(0o644, |m| m.apply(0o644, false)), uid, gid, mtime: now };
                 put_file(out, &rel, meta, body.len() as u64, body.as_bytes())?;
             }
             for d in &downloads {
@@ -293,7 +381,8 @@ impl Builder<'_> {
                 }
                 let rel = file_target(out, &dest, dir_hint, &d.name)?;
                 let size = f.metadata()?.len();
-                let meta = Meta { mode: mode.unwrap_or(0o600), uid, gid, mtime: d.mtime.unwrap_or(now) };
+                let meta =
+                    Meta { mode: mode.as_ref().map_or(0o600, |m| m.apply(0o600, false)), uid, gid, mtime: d.mtime.unwrap_or(now) };
                 put_file(out, &rel, meta, size, BufReader::new(f))?;
             }
             Ok(())
@@ -412,10 +501,23 @@ mod tests {
 
     #[test]
     fn modes_and_parents() {
-        assert_eq!(parse_chmod("755").ok(), Some(0o755));
-        assert_eq!(parse_chmod("0640").ok(), Some(0o640));
-        assert!(parse_chmod("u+x").is_err());
+        assert_eq!(parse_chmod("755").ok(), Some(Chmod::Octal(0o755)));
+        assert_eq!(parse_chmod("0640").ok(), Some(Chmod::Octal(0o640)));
         assert!(parse_chmod("17777").is_err());
+        let m = |s: &str, mode: u32, dir: bool| parse_chmod(s).unwrap().apply(mode, dir);
+        assert_eq!(m("u+x", 0o644, false), 0o744);
+        assert_eq!(m("go-w", 0o666, false), 0o644);
+        assert_eq!(m("a=rX", 0o640, false), 0o444);
+        assert_eq!(m("a=rX", 0o640, true), 0o555);
+        assert_eq!(m("a=rX", 0o740, false), 0o555);
+        assert_eq!(m("u=rwx,g=rx,o=", 0o000, false), 0o750);
+        assert_eq!(m("g=u", 0o640, false), 0o660);
+        assert_eq!(m("+x", 0o600, false), 0o711);
+        assert_eq!(m("u+x-w", 0o644, false), 0o544);
+        assert_eq!(m("u+s,o+t", 0o755, true), 0o5755);
+        for bad in ["u+y", "z+x", "ux", "", "u+x,", "g=ur", "8"] {
+            assert!(parse_chmod(bad).is_err(), "{bad}");
+        }
         assert_eq!(parents_target("/dst", "a/b/c.txt", "a/b/c.txt", false), "/dst/a/b");
         assert_eq!(parents_target("/dst", "a/./b/c.txt", "a/b/c.txt", false), "/dst/b");
         assert_eq!(parents_target("/dst", "c.txt", "c.txt", false), "/dst");

@@ -318,7 +318,7 @@ pub(crate) struct CopyOpts<'a> {
     /// Without `--chown`: keep the source's owners (`COPY --from`) or make them root's.
     pub keep_owner: bool,
     /// `--chmod`.
-    pub mode: Option<u32>,
+    pub mode: Option<super::copy::Chmod>,
     /// The context's .dockerignore (matched on context-relative paths).
     pub ignore: Option<&'a Ignore>,
     /// `--exclude` (matched on paths relative to the source).
@@ -351,7 +351,12 @@ impl CopyOpts<'_> {
     /// for `--from`), its modification time.
     pub fn meta(&self, st: &libc::stat) -> super::emit::Meta {
         let (uid, gid) = self.owner_of(st);
-        let mode = if kind(st) == libc::S_IFLNK { 0o777 } else { self.mode.unwrap_or(st.st_mode & 0o7777) };
+        let own = st.st_mode & 0o7777;
+        let mode = match &self.mode {
+            _ if kind(st) == libc::S_IFLNK => 0o777,
+            Some(m) => m.apply(own, kind(st) == libc::S_IFDIR),
+            None => own,
+        };
         super::emit::Meta { mode, uid, gid, mtime: st.st_mtime }
     }
 }
