@@ -593,3 +593,29 @@ fn copy_chmod_takes_symbolic_modes() {
     let (code, _, err) = build(&b, &["-t", "bad", s(&ctx)]);
     assert!(code != 0 && err.contains("invalid --chmod=u+y"), "{err}");
 }
+
+#[test]
+fn add_unpacks_bzip2_and_xz_archives() {
+    let b = Berth::new("build-addz");
+    let ctx = b.g.path("ctx-addz");
+    let src = b.g.path("payload");
+    std::fs::create_dir_all(src.join("pkg")).unwrap();
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(src.join("pkg/data"), "packed\n").unwrap();
+    for (flag, name) in [("-cjf", "p.tar.bz2"), ("-cJf", "p.tar.xz")] {
+        let (code, _, err) = b.host("tar", &["-C", s(&src), flag, s(&ctx.join(name)), "pkg"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nADD p.tar.bz2 /bz/\nADD p.tar.xz /xz/\n").unwrap();
+    build_ok(&b, &["-t", "addz", s(&ctx)]);
+    assert_eq!(sh(&b, "addz", "cat /bz/pkg/data /xz/pkg/data"), "packed\npacked\n");
+    // A corrupt archive is an error, not a file copied as is.
+    let mut bad = std::fs::read(ctx.join("p.tar.xz")).unwrap();
+    let n = bad.len();
+    bad[n / 2..].fill(0);
+    std::fs::write(ctx.join("p.tar.xz"), bad).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nADD p.tar.xz /xz/\n").unwrap();
+    let (code, out, err) = build(&b, &["-t", "bad", s(&ctx)]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("Dockerfile:2: ADD") && err.contains("reading the archive"), "{err}");
+}

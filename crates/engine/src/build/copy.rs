@@ -3,14 +3,14 @@
 //! several sources need a directory DEST ending with `/`; a relative DEST is under WORKDIR;
 //! files belong to root (`--chown` resolved in the image's /etc/passwd and /etc/group) and
 //! keep their modes (`--chmod`) and modification times. ADD unpacks local tar archives (plain,
-//! gzip, zstd) through berth-storage's unpacker and downloads URLs. `--from` reads another
+//! gzip, zstd, bzip2, xz) through berth-storage's unpacker and downloads URLs. `--from` reads another
 //! stage's or image's root (owners kept), `--exclude` leaves paths out, `--parents` keeps a
 //! source's parent directories.
 //!
 //! Sources in the context are resolved (and hashed for the cache key) before the step runs;
 //! the copy itself writes into the image's root mounted in a private mount namespace.
 
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
@@ -217,23 +217,42 @@ fn parse_chown(root: RawFd, spec: &str) -> Result<(u32, u32)> {
 }
 
 /// The archive format of a file ADD may unpack: None when it is not a tar archive.
-fn archive_kind(fd: RawFd) -> Result<Option<Compression>> {
+/// How a local archive for ADD is compressed: what image layers use, and bzip2 and xz.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packed {
+    Layer(Compression),
+    Bzip2,
+    Xz,
+}
+
+/// A reader that undoes `p`.
+fn unpacked<'a>(r: impl BufRead + 'a, p: Packed) -> Result<Box<dyn Read + 'a>> {
+    Ok(match p {
+        Packed::Layer(c) => berth_image::archive::decompress(r, c)?,
+        Packed::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
+        Packed::Xz => Box::new(lzma_rust2::XzReader::new(r, true)),
+    })
+}
+
+fn archive_kind(fd: RawFd) -> Result<Option<Packed>> {
     let mut f = std::fs::File::from(tree::reopen(fd, libc::O_RDONLY)?);
     let mut head = [0u8; 6];
     let n = f.read(&mut head)?;
     let head = &head[..n];
     let c = if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
+        Packed::Layer(Compression::Gzip)
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else if head.starts_with(b"BZh") || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        bail!("the archive is compressed with bzip2 or xz, which berth cannot unpack (tar, tar.gz and tar.zst can be)");
+        Packed::Layer(Compression::Zstd)
+    } else if head.starts_with(b"BZh") {
+        Packed::Bzip2
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Packed::Xz
     } else {
-        Compression::None
+        Packed::Layer(Compression::None)
     };
     // A tar header says `ustar` at offset 257 (old v7 archives without it are not unpacked).
     let f = std::fs::File::from(tree::reopen(fd, libc::O_RDONLY)?);
-    let mut r = berth_image::archive::decompress(BufReader::new(f), c)?;
+    let mut r = unpacked(BufReader::new(f), c)?;
     let mut block = vec![0u8; 512];
     let mut got = 0;
     while got < block.len() {
@@ -465,7 +484,7 @@ fn extract(out: &mut LayerOut, dest: &str, fd: RawFd) -> Result<()> {
     out.existing_dir(&rel)?;
     let under = |p: &str| if rel.is_empty() { p.to_string() } else { format!("{rel}/{p}") };
     let f = std::fs::File::from(tree::reopen(fd, libc::O_RDONLY)?);
-    let r = berth_image::archive::decompress(BufReader::with_capacity(256 << 10, f), c)?;
+    let r = unpacked(BufReader::with_capacity(256 << 10, f), c)?;
     let mut ar = tar::Archive::new(r);
     for e in ar.entries().context("reading the archive")? {
         let mut e = e.context("reading the archive")?;
