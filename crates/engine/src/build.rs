@@ -97,6 +97,8 @@ pub struct BuildOptions {
     pub epoch: Option<i64>,
     /// RUN output is not shown (`-q`); a failing RUN's output still is.
     pub quiet: bool,
+    /// `--cache-from`: local images whose steps may stand in for this build's.
+    pub cache_from: Vec<String>,
 }
 
 /// The result of a build.
@@ -237,25 +239,33 @@ impl StageState {
     }
 }
 
-/// The cache key of a step.
-struct Key(Hasher);
+/// The cache key of a step: the parent image and everything the step reads. Alongside, the
+/// step key: the same without the parent image's id (its image config instead), written into
+/// the step's history entry for `--cache-from`.
+struct Key {
+    local: Hasher,
+    step: Hasher,
+}
 
 impl Key {
-    fn new(parent: &Digest, cmd: &Command) -> Key {
-        let mut k = Key(Hasher::new(berth_image::Algo::Sha256));
-        k.text("berth-build-cache/1");
-        k.text(&parent.to_string());
+    fn new(parent: &Img, cmd: &Command) -> Key {
+        let mut k = Key { local: Hasher::new(berth_image::Algo::Sha256), step: Hasher::new(berth_image::Algo::Sha256) };
+        k.local.update(format!("berth-build-cache/1\n{}\n", parent.id).as_bytes());
+        k.step.update(format!("berth-build-step/1\n{}\n", parent.config["config"]).as_bytes());
         k.text(&serde_json::to_string(cmd).unwrap_or_default());
         k
     }
 
     fn text(&mut self, s: &str) {
-        self.0.update(s.as_bytes());
-        self.0.update(b"\n");
+        for h in [&mut self.local, &mut self.step] {
+            h.update(s.as_bytes());
+            h.update(b"\n");
+        }
     }
 
-    fn finish(self) -> String {
-        self.0.finish().hex
+    /// (cache key, step key).
+    fn finish(self) -> (String, String) {
+        (self.local.finish().hex, self.step.finish().hex)
     }
 }
 
@@ -277,6 +287,10 @@ struct Builder<'a> {
     consumed: BTreeSet<String>,
     tmp: BuildDir,
     host: Platform,
+    /// `--cache-from` images.
+    cache_from: Vec<Img>,
+    /// The step key of the step being built (for its history entry).
+    step_key: String,
 }
 
 impl Engine {
@@ -401,6 +415,11 @@ impl<'a> Builder<'a> {
             }
         }
         let lexer = Lexer::new(df.directives.escape);
+        let cache_from = o
+            .cache_from
+            .iter()
+            .map(|n| e.load_img(n).with_context(|| format!("--cache-from {n}: no such local image")))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Builder {
             e,
             o,
@@ -418,6 +437,8 @@ impl<'a> Builder<'a> {
             consumed,
             tmp: BuildDir::new(e)?,
             host,
+            cache_from,
+            step_key: String::new(),
         })
     }
 
@@ -627,7 +648,7 @@ impl<'a> Builder<'a> {
             _ => {}
         }
         let cmd = expand_command(&inst.command, &self.lexer, &vars as &dyn Vars)?;
-        let mut key = Key::new(&st.img.id, &cmd);
+        let mut key = Key::new(&st.img, &cmd);
         let mut prep = None;
         match &cmd {
             Command::Run(r) => self.run_key(st, r, &mut key)?,
@@ -638,18 +659,24 @@ impl<'a> Builder<'a> {
             Command::Entrypoint(_) => key.text(&format!("cmd_set={}", st.cmd_set)),
             _ => {}
         }
-        let key = key.finish();
+        let (key, step) = key.finish();
         if matches!(cmd, Command::Cmd(_)) {
             st.cmd_set = true;
         }
-        if !self.o.no_cache
-            && let Some(id) = self.e.cache_get(&key)?
-        {
-            st.img = self.e.load_img(&id.to_string())?;
-            self.say(" ---> Using cache");
-            self.say(&format!(" ---> {}", st.img.short()));
-            return Ok(());
+        if !self.o.no_cache {
+            let hit = match self.e.cache_get(&key)? {
+                Some(id) => Some(self.e.load_img(&id.to_string())?),
+                None => self.step_from_cache_images(st, &cmd, &step)?,
+            };
+            if let Some(img) = hit {
+                self.e.cache_put(&key, &img.id, &st.img.id)?;
+                st.img = img;
+                self.say(" ---> Using cache");
+                self.say(&format!(" ---> {}", st.img.short()));
+                return Ok(());
+            }
         }
+        self.step_key = step;
         let created = now(self.o.epoch);
         let img = match &cmd {
             Command::Run(r) => self.run_step(st, r, inst, &created)?,
@@ -661,7 +688,8 @@ impl<'a> Builder<'a> {
             other => {
                 let mut cfg = st.img.config.clone();
                 apply_metadata(&mut cfg, other, st)?;
-                let h = HistoryEntry { created_by: inst.original.clone(), empty_layer: true };
+                let h =
+                    HistoryEntry { created_by: inst.original.clone(), empty_layer: true, step: self.step_key.clone() };
                 self.e.commit_img(&st.img, cfg, None, Some(h), &created)?
             }
         };
@@ -689,8 +717,52 @@ impl<'a> Builder<'a> {
                 Ok(())
             })?
         };
-        let h = HistoryEntry { created_by: inst.original.clone(), empty_layer: layer.is_none() };
+        let h = HistoryEntry {
+            created_by: inst.original.clone(),
+            empty_layer: layer.is_none(),
+            step: self.step_key.clone(),
+        };
         self.e.commit_img(&st.img, cfg, layer.as_ref(), Some(h), created)
+    }
+
+    /// A step taken from a `--cache-from` image: one whose history and layers begin with the
+    /// current image's and whose next history entry is this step (its step key in the comment).
+    /// The new image gets that entry and layer as they are, and the config this step makes, so
+    /// that the next steps can match too; a whole build taken this way gives the image it was
+    /// taken from.
+    fn step_from_cache_images(&self, st: &StageState, cmd: &Command, step: &str) -> Result<Option<Img>> {
+        let history = |i: &Img| i.config["history"].as_array().cloned().unwrap_or_default();
+        let (ph, pd) = (history(&st.img), st.img.diff_ids());
+        let want = image::step_comment(step);
+        for c in &self.cache_from {
+            let (ch, cd) = (history(c), c.diff_ids());
+            if ch.len() <= ph.len() || ch[..ph.len()] != ph[..] || cd.len() < pd.len() || cd[..pd.len()] != pd[..] {
+                continue;
+            }
+            let entry = &ch[ph.len()];
+            if entry["comment"].as_str() != Some(want.as_str()) {
+                continue;
+            }
+            let layer = if entry["empty_layer"].as_bool().unwrap_or(false) {
+                None
+            } else {
+                match (c.layers.get(pd.len()), cd.get(pd.len())) {
+                    (Some(d), Some(diff)) => Some((d.clone(), diff.clone())),
+                    _ => continue,
+                }
+            };
+            let mut cfg = st.img.config.clone();
+            match cmd {
+                Command::Run(_) | Command::Copy(_) | Command::Add(_) => {}
+                Command::Workdir(p) => {
+                    let dir = join_clean(&st.img.workdir(), p);
+                    object(&mut cfg, "config").insert("WorkingDir".into(), json!(dir));
+                }
+                other => apply_metadata(&mut cfg, other, st)?,
+            }
+            return Ok(Some(self.e.commit_entry(&st.img, cfg, layer, Some(entry.clone()))?));
+        }
+        Ok(None)
     }
 
     /// Runs `f` with a layer to write and a read-only view of the current image's root (and of

@@ -406,7 +406,11 @@ impl Builder<'_> {
             }
             Ok(())
         })?;
-        let h = HistoryEntry { created_by: inst.original.clone(), empty_layer: layer.is_none() };
+        let h = HistoryEntry {
+            created_by: inst.original.clone(),
+            empty_layer: layer.is_none(),
+            step: self.step_key.clone(),
+        };
         self.e.commit_img(&st.img, st.img.config.clone(), layer.as_ref(), Some(h), created)
     }
 }

@@ -134,6 +134,14 @@ pub(crate) fn set_env(cc: &mut Value, key: &str, value: &str) {
 pub(crate) struct HistoryEntry {
     pub created_by: String,
     pub empty_layer: bool,
+    /// The step's cache key without its parent image: in the entry's comment, it lets
+    /// `--cache-from` reuse the step from an image's history (see Builder::step_from_cache_images).
+    pub step: String,
+}
+
+/// The comment of a history entry of step key `step`.
+pub(crate) fn step_comment(step: &str) -> String {
+    if step.is_empty() { "berth build".into() } else { format!("berth build {step}") }
 }
 
 impl Engine {
@@ -154,10 +162,31 @@ impl Engine {
     pub(crate) fn commit_img(
         &self,
         parent: &Img,
-        mut config: Value,
+        config: Value,
         layer: Option<&NewLayer>,
         history: Option<HistoryEntry>,
         created: &str,
+    ) -> Result<Img> {
+        let layer =
+            layer.map(|l| (descriptor(media::OCI_LAYER_GZIP, l.blob.clone(), l.size as i64), l.diff_id.clone()));
+        let entry = history.map(|h| {
+            let mut entry = json!({"created": created, "created_by": h.created_by, "comment": step_comment(&h.step)});
+            if h.empty_layer {
+                entry["empty_layer"] = json!(true);
+            }
+            entry
+        });
+        self.commit_entry(parent, config, layer, entry)
+    }
+
+    /// [`Engine::commit_img`] with the layer (its descriptor and diff id, blob in the store) and
+    /// the history entry as they are: `--cache-from` takes both from another image.
+    pub(crate) fn commit_entry(
+        &self,
+        parent: &Img,
+        mut config: Value,
+        layer: Option<(Descriptor, Digest)>,
+        entry: Option<Value>,
     ) -> Result<Img> {
         let mut layers = parent.layers.clone();
         for d in &mut layers {
@@ -166,21 +195,20 @@ impl Engine {
                 d.media_type = media::OCI_LAYER_GZIP.into();
             }
         }
-        if let Some(l) = layer {
+        if let Some((mut desc, diff_id)) = layer {
             if !config["rootfs"]["diff_ids"].is_array() {
                 config["rootfs"] = json!({"type": "layers", "diff_ids": []});
             }
             if let Some(d) = config["rootfs"]["diff_ids"].as_array_mut() {
-                d.push(json!(l.diff_id.to_string()));
+                d.push(json!(diff_id.to_string()));
             }
-            layers.push(descriptor(media::OCI_LAYER_GZIP, l.blob.clone(), l.size as i64));
+            if desc.media_type == media::DOCKER_LAYER_GZIP {
+                desc.media_type = media::OCI_LAYER_GZIP.into();
+            }
+            layers.push(desc);
         }
-        if let Some(h) = history {
-            config["created"] = json!(created);
-            let mut entry = json!({"created": created, "created_by": h.created_by, "comment": "berth build"});
-            if h.empty_layer {
-                entry["empty_layer"] = json!(true);
-            }
+        if let Some(entry) = entry {
+            config["created"] = entry["created"].clone();
             match config["history"].as_array_mut() {
                 Some(a) => a.push(entry),
                 None => config["history"] = json!([entry]),

@@ -378,7 +378,11 @@ impl Builder<'_> {
         drop(guard);
         drop(p);
         self.say(&format!("Removing intermediate container {}", &id[..12]));
-        let h = HistoryEntry { created_by: inst.original.clone(), empty_layer: layer.is_none() };
+        let h = HistoryEntry {
+            created_by: inst.original.clone(),
+            empty_layer: layer.is_none(),
+            step: self.step_key.clone(),
+        };
         self.e.commit_img(&st.img, st.img.config.clone(), layer.as_ref(), Some(h), created)
     }
 }

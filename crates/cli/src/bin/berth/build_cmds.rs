@@ -27,6 +27,9 @@ pub struct BuildArgs {
     /// Do not use the build cache.
     #[arg(long)]
     no_cache: bool,
+    /// Local images whose build steps this build may reuse (their history says which).
+    #[arg(long)]
+    cache_from: Vec<String>,
     /// Pull base images: `--pull` (always), or `--pull=missing|always|never`.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "always")]
     pull: Option<String>,
@@ -202,6 +205,7 @@ pub fn build(e: &Engine, a: BuildArgs) -> Result<i32> {
         build_args,
         labels,
         no_cache: a.no_cache,
+        cache_from: a.cache_from.clone(),
         pull,
         target: a.target.clone(),
         platform: a.platform.clone(),
