@@ -363,14 +363,13 @@ fn the_same_context_gives_the_same_image_under_an_epoch() {
     assert_eq!(first, second, "two builds of the same context");
     let c = config(&b, &first);
     assert_eq!(c["created"], "2023-11-14T22:13:20.000000000Z");
-    assert!(
-        c["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|h| h["comment"] == "berth build")
-            .all(|h| h["created"] == c["created"])
-    );
+    let ours: Vec<&Value> = c["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["comment"].as_str().is_some_and(|c| c.starts_with("berth build ")))
+        .collect();
+    assert!(!ours.is_empty() && ours.iter().all(|h| h["created"] == c["created"]), "{:?}", c["history"]);
     // --timestamp does the same; another time gives another image.
     let t = b.ok(&["build", "--network", "none", "--no-cache", "-q", "--timestamp", "1700000000", s(&ctx)]);
     assert_eq!(t.trim(), first);
