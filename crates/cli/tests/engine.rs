@@ -315,7 +315,11 @@ fn restart_policies() {
     let b = Berth::new("eng-restart");
     b.ok(&["run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 3"]);
     assert_eq!(b.ok(&["wait", "flaky"]).trim(), "3");
-    assert_eq!(b.inspect("flaky", "{{.State.Status}} {{.State.RestartCount}}"), "exited 2");
+    assert_eq!(
+        b.inspect("flaky", "{{.State.Status}} {{.RestartCount}}"),
+        "exited 2",
+        "Docker keeps the count at the top level"
+    );
     assert_eq!(b.ok(&["logs", "flaky"]), "run\nrun\nrun\n");
     // always: restarts after a clean exit too, until stopped.
     b.ok(&["run", "-d", "--name", "loop", "--restart", "always", "busybox", "sh", "-c", "sleep 0.1"]);

@@ -1697,6 +1697,7 @@ fn inspect_container(e: &Engine, c: &ContainerRow) -> Value {
             "FinishedAt": t(c.finished),
         },
         "Image": c.image,
+        "RestartCount": c.restart_count,
         "Name": format!("/{}", c.name),
         "LogPath": c.log_path(),
         "Driver": "overlay",
