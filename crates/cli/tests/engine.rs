@@ -1233,3 +1233,48 @@ fn apparmor_and_selinux_options_reach_the_runtime() {
     ]);
     assert!(b.ids().is_empty());
 }
+
+#[test]
+fn inspect_shows_dockers_host_config_fields() {
+    let b = Berth::new("eng-inspect");
+    let id = b.ok(&[
+        "create",
+        "--restart",
+        "on-failure:3",
+        "-p",
+        "127.0.0.1:8080:80",
+        "-p",
+        "53/udp",
+        "--add-host",
+        "h:10.0.0.9",
+        "--dns",
+        "10.0.0.53",
+        "--ulimit",
+        "nofile=100:200",
+        "--stop-timeout",
+        "7",
+        "--init",
+        "--security-opt",
+        "no-new-privileges",
+        "busybox",
+        "true",
+    ]);
+    let all: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", id.trim()])).unwrap();
+    let v = &all[0];
+    let hc = &v["HostConfig"];
+    assert_eq!(hc["RestartPolicy"], serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 3}));
+    assert_eq!(hc["PortBindings"]["80/tcp"], serde_json::json!([{"HostIp": "127.0.0.1", "HostPort": "8080"}]));
+    assert_eq!(hc["PortBindings"]["53/udp"], serde_json::json!([{"HostIp": "", "HostPort": ""}]));
+    assert_eq!(hc["ExtraHosts"], serde_json::json!(["h:10.0.0.9"]));
+    assert_eq!(hc["Dns"], serde_json::json!(["10.0.0.53"]));
+    assert_eq!(hc["Ulimits"], serde_json::json!([{"Name": "nofile", "Soft": 100, "Hard": 200}]));
+    assert_eq!(
+        (hc["Init"].as_bool(), hc["SecurityOpt"].clone()),
+        (Some(true), serde_json::json!(["no-new-privileges"]))
+    );
+    assert_eq!(v["Config"]["StopTimeout"], 7);
+    assert!(v["Config"]["ExposedPorts"].get("80/tcp").is_some(), "{}", v["Config"]);
+    assert!(v["HostsPath"].as_str().unwrap().ends_with(&format!("{}/hosts", id.trim())));
+    assert_eq!(b.inspect(id.trim(), "{{.HostConfig.RestartPolicy.Name}}"), "on-failure");
+    b.ok(&["rm", id.trim()]);
+}

@@ -1676,7 +1676,7 @@ fn inspect_container(e: &Engine, c: &ContainerRow) -> Value {
             berth_runtime::state::rfc3339(n / 1_000_000_000, (n % 1_000_000_000) as u32)
         }
     };
-    json!({
+    let mut v = json!({
         "Id": c.id,
         "Created": t(c.created),
         "Path": c.config.args.first(),
@@ -1744,7 +1744,80 @@ fn inspect_container(e: &Engine, c: &ContainerRow) -> Value {
         },
         "NetworkSettings": network_cmds::network_settings(e, c),
         "Mounts": volume_cmds::mounts_json(c),
-    })
+    });
+    more_inspect_fields(c, &mut v);
+    v
+}
+
+/// The rest of Docker's container fields that scripts read (`{{.HostConfig.RestartPolicy.Name}}`,
+/// `{{.HostsPath}}`...), set apart from the big literal above.
+fn more_inspect_fields(c: &ContainerRow, v: &mut Value) {
+    let cfg = &c.config;
+    let (policy, retries) = match cfg.restart.split_once(':') {
+        Some((p, n)) => (p.to_string(), n.parse::<u32>().unwrap_or(0)),
+        None if cfg.restart.is_empty() => ("no".to_string(), 0),
+        None => (cfg.restart.clone(), 0),
+    };
+    let mut bindings = serde_json::Map::new();
+    for p in &cfg.ports {
+        let key = format!("{}/{}", p.container_port, p.proto);
+        let host_port = match (p.host_lo, p.host_hi) {
+            (0, _) => String::new(),
+            (lo, hi) if hi > lo => format!("{lo}-{hi}"),
+            (lo, _) => lo.to_string(),
+        };
+        let ip = p.host_ip.map(|i| i.to_string()).unwrap_or_default();
+        let list = bindings.entry(key).or_insert_with(|| json!([]));
+        if let Some(a) = list.as_array_mut() {
+            a.push(json!({"HostIp": ip, "HostPort": host_port}));
+        }
+    }
+    let mut security = Vec::new();
+    if cfg.no_new_privileges {
+        security.push("no-new-privileges".to_string());
+    }
+    if !cfg.seccomp.is_empty() {
+        security.push(format!("seccomp={}", cfg.seccomp));
+    }
+    if let Some(p) = &cfg.apparmor_profile {
+        security.push(format!("apparmor={p}"));
+    }
+    let hc = &mut v["HostConfig"];
+    hc["RestartPolicy"] = json!({"Name": policy, "MaximumRetryCount": retries});
+    hc["PortBindings"] = Value::Object(bindings);
+    hc["Dns"] = json!(cfg.dns);
+    hc["DnsSearch"] = json!(cfg.dns_search);
+    hc["DnsOptions"] = json!(cfg.dns_options);
+    hc["ExtraHosts"] = json!(cfg.add_hosts);
+    hc["ShmSize"] = json!(cfg.shm_size.unwrap_or(64 << 20));
+    hc["Tmpfs"] = json!(cfg.tmpfs.iter().cloned().collect::<BTreeMap<_, _>>());
+    hc["Ulimits"] =
+        json!(cfg.ulimits.iter().map(|(n, s, h)| json!({"Name": n, "Soft": s, "Hard": h})).collect::<Vec<_>>());
+    hc["Sysctls"] = json!(cfg.sysctls);
+    hc["MemoryReservation"] = json!(cfg.memory_reservation.unwrap_or(0));
+    hc["OomScoreAdj"] = json!(cfg.oom_score_adj.unwrap_or(0));
+    hc["Init"] = json!(cfg.init);
+    hc["Runtime"] = json!(if cfg.runtime.is_empty() { "berth-runtime" } else { cfg.runtime.as_str() });
+    hc["VolumesFrom"] = json!(cfg.volumes_from);
+    hc["SecurityOpt"] = json!(security);
+    // Published ports are exposed too, as Docker shows them.
+    let exposed: serde_json::Map<String, Value> = cfg
+        .exposed
+        .iter()
+        .cloned()
+        .chain(cfg.ports.iter().map(|p| format!("{}/{}", p.container_port, p.proto)))
+        .map(|p| (p, json!({})))
+        .collect();
+    v["Config"]["ExposedPorts"] = Value::Object(exposed);
+    if let Some(t) = cfg.stop_timeout {
+        v["Config"]["StopTimeout"] = json!(t);
+    }
+    v["Platform"] = json!("linux");
+    v["HostsPath"] = json!(c.dir.join("hosts"));
+    v["HostnamePath"] = json!(c.dir.join("hostname"));
+    v["ResolvConfPath"] = json!(c.dir.join("resolv.conf"));
+    v["AppArmorProfile"] = json!(cfg.apparmor_profile.clone().unwrap_or_default());
+    v["ProcessLabel"] = json!(cfg.selinux_label.clone().unwrap_or_default());
 }
 
 fn rates(list: &[berth_engine::resources::Throttle]) -> Vec<serde_json::Value> {
