@@ -203,6 +203,10 @@ pub struct Attach {
     pub stdin: bool,
     /// With `stdout`: streams left out (`-a stdout` leaves out stderr), [stdout, stderr].
     pub skip: [bool; 2],
+    /// With `stdout`: forward our signals to the container (`--sig-proxy`). The handlers go
+    /// in before the monitor starts, so that a signal that comes as soon as the container
+    /// runs is forwarded, not taken by us.
+    pub sig_proxy: bool,
 }
 
 /// A started container; for an attached start, `wait` returns its exit code.
@@ -211,6 +215,7 @@ pub struct Started {
     monitor: i32,
     tty: bool,
     status: BufReader<std::fs::File>,
+    signals: Option<SignalPipe>,
 }
 
 /// Puts our terminal in raw mode while attached to a container's pty; restores it on drop.
@@ -245,17 +250,10 @@ impl Drop for RawMode {
 }
 
 impl Started {
-    /// Waits for the monitor to report the exit. Forwards the signals in `proxy` to the
-    /// container meanwhile (`--sig-proxy`).
-    pub fn wait(mut self, proxy: bool) -> Result<i32> {
-        let mut signals = vec![];
-        if proxy {
-            signals.extend([libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2]);
-        }
-        if self.tty {
-            signals.push(libc::SIGWINCH);
-        }
-        let sigs = if signals.is_empty() { None } else { Some(SignalPipe::install(&signals)?) };
+    /// Waits for the monitor to report the exit. Forwards our signals to the container
+    /// meanwhile (`Attach::sig_proxy`), and window size changes to the monitor.
+    pub fn wait(mut self) -> Result<i32> {
+        let sigs = self.signals.take();
         let _raw = if self.tty { Some(RawMode::enter()) } else { None };
         loop {
             if let Some(s) = &sigs {
@@ -647,6 +645,14 @@ impl Engine {
         if attach.skip[1] {
             cmd.stderr(Stdio::null());
         }
+        let mut signals = vec![];
+        if attach.stdout && attach.sig_proxy {
+            signals.extend([libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2]);
+        }
+        if attach.stdout && c.config.tty {
+            signals.push(libc::SIGWINCH);
+        }
+        let signals = if signals.is_empty() { None } else { Some(SignalPipe::install(&signals)?) };
         let wfd = w.as_raw_fd();
         // SAFETY: between fork and exec we only dup2 and setsid (async-signal-safe).
         unsafe {
@@ -668,7 +674,13 @@ impl Engine {
         status.read_line(&mut line)?;
         let line = line.trim();
         if let Some(p) = line.strip_prefix("started ") {
-            return Ok(Started { pid: p.parse().unwrap_or(0), monitor, tty: c.config.tty && attach.stdout, status });
+            return Ok(Started {
+                pid: p.parse().unwrap_or(0),
+                monitor,
+                tty: c.config.tty && attach.stdout,
+                status,
+                signals,
+            });
         }
         if let Some(rest) = line.strip_prefix("error ") {
             let (code, msg) = rest.split_once(' ').unwrap_or(("125", rest));

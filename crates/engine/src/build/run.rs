@@ -336,7 +336,7 @@ impl Builder<'_> {
             // SAFETY: kill(2) of the container's init.
             unsafe { libc::kill(started.pid, libc::SIGKILL) };
         }
-        let code = started.wait(false)?;
+        let code = started.wait()?;
         RUN_PID.store(0, Ordering::SeqCst);
         check_interrupted()?;
         if code != 0 {

@@ -603,9 +603,12 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Start { attach, interactive, containers } => {
             let mut code = 0;
             for c in &containers {
-                let s = e.start_container(c, Attach { stdout: attach, stdin: interactive, skip: [false, false] })?;
+                let s = e.start_container(
+                    c,
+                    Attach { stdout: attach, stdin: interactive, skip: [false, false], sig_proxy: true },
+                )?;
                 if attach {
-                    code = s.wait(true)?;
+                    code = s.wait()?;
                 } else {
                     println!("{c}");
                 }
@@ -1219,12 +1222,12 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
     let streams = attach_streams(&a.attach)?;
     let skip = streams.map_or([false, false], |(_, out, err)| [!out, !err]);
     let stdin = a.interactive || streams.is_some_and(|(i, ..)| i);
-    let s = e.start_container(&id, Attach { stdout: attach, stdin, skip })?;
+    let s = e.start_container(&id, Attach { stdout: attach, stdin, skip, sig_proxy: a.sig_proxy })?;
     if a.detach {
         println!("{id}");
         return Ok(0);
     }
-    s.wait(a.sig_proxy)
+    s.wait()
 }
 
 /// The `--health-*` flags (each replaces one field of the image's healthcheck).
