@@ -107,6 +107,26 @@ pub fn drop_bounding(caps: &LinuxCapabilities) -> Result<()> {
     Ok(())
 }
 
+/// Makes every permitted capability effective (a change of fsuid away from 0 drops the file
+/// capabilities from the effective set; the engine's `--userns` mounts need them back).
+pub fn raise_effective() -> Result<()> {
+    let mut hdr = CapHeader { version: CAP_V3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget(2)/capset(2) with a v3 header and two data words.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error()).context("capget");
+        }
+        for d in &mut data {
+            d.effective = d.permitted;
+        }
+        if libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error()).context("capset");
+        }
+    }
+    Ok(())
+}
+
 /// Sets effective, permitted and inheritable, then the ambient set.
 pub fn apply_sets(caps: &LinuxCapabilities) -> Result<()> {
     let (e, p, i) =

@@ -257,34 +257,12 @@ impl Shift {
 /// change of fsuid away from 0 drops the file capabilities from the effective set); both are
 /// restored after.
 pub fn as_fs_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    // SAFETY: setfsgid/setfsuid change this thread's filesystem ids; capget/capset with the
-    // v3 header and two data structs, as capget(2) documents.
+    // SAFETY: setfsgid/setfsuid change this thread's filesystem ids.
     unsafe {
         libc::setfsgid(gid);
         libc::setfsuid(uid);
-        let mut h = Header { version: VERSION_3, pid: 0 };
-        let mut d = [Data::default(); 2];
-        if libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) == 0 {
-            for x in &mut d {
-                x.effective = x.permitted;
-            }
-            libc::syscall(libc::SYS_capset, &mut h, d.as_ptr());
-        }
     }
-    let res = f();
+    let res = berth_runtime::caps::raise_effective().and_then(|()| f());
     // SAFETY: back to root's filesystem ids (which makes the file capabilities effective again).
     unsafe {
         libc::setfsuid(0);
@@ -299,12 +277,8 @@ pub fn as_fs_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> Result<T>) -> Result
 pub fn is_mountpoint(p: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { return false };
-    // SAFETY: statx fills the zeroed struct we own; the path is NUL-terminated.
-    let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, 0, &mut st) };
-    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    if r == 0 && st.stx_attributes_mask & bit != 0 {
-        return st.stx_attributes & bit != 0;
+    if let Some(root) = crate::unpack::mount_root_at(libc::AT_FDCWD, &c, libc::AT_SYMLINK_NOFOLLOW) {
+        return root;
     }
     let Ok(s) = fs::read_to_string("/proc/self/mountinfo") else { return false };
     let want = p.display().to_string();

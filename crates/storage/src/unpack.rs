@@ -369,7 +369,7 @@ fn remove_any(dir: RawFd, name: &CString) -> Result<bool> {
             // Never empty another file system (or a bind of one, such as a layer) that is
             // mounted inside the tree: unlinkat would fail on the mount point only after its
             // contents were gone.
-            if is_mount_root(fd.as_raw_fd()) {
+            if mount_root_at(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH) == Some(true) {
                 bail!("refusing to remove {}: a file system is mounted there", name.to_string_lossy());
             }
             remove_tree_fd(fd)?;
@@ -381,12 +381,14 @@ fn remove_any(dir: RawFd, name: &CString) -> Result<bool> {
     }
 }
 
-fn is_mount_root(fd: RawFd) -> bool {
-    // SAFETY: statx on our fd into a zeroed struct we own.
+/// Whether the file at `path` (from `dirfd`) is the root of a mount, as statx says
+/// (STATX_ATTR_MOUNT_ROOT); None where it cannot say (Linux before 5.8, or an error).
+pub(crate) fn mount_root_at(dirfd: RawFd, path: &std::ffi::CStr, flags: libc::c_int) -> Option<bool> {
+    // SAFETY: statx into a zeroed struct we own; the path is NUL-terminated.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::statx(fd, c"".as_ptr(), libc::AT_EMPTY_PATH, 0, &mut st) };
+    let r = unsafe { libc::statx(dirfd, path.as_ptr(), flags, 0, &mut st) };
     let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    r == 0 && st.stx_attributes_mask & bit != 0 && st.stx_attributes & bit != 0
+    (r == 0 && st.stx_attributes_mask & bit != 0).then_some(st.stx_attributes & bit != 0)
 }
 
 /// Empties the directory `fd`, never following symlinks.
