@@ -471,15 +471,7 @@ pub fn inspect(e: &Engine, a: &InspectArgs) -> Result<i32> {
     for n in &a.images {
         out.push(e.inspect_image(&no_such_image(e, n)?)?);
     }
-    match &a.format {
-        Some(f) => {
-            let t = Template::parse(f);
-            for v in &out {
-                println!("{}", t.render(v));
-            }
-        }
-        None => println!("{}", serde_json::to_string_pretty(&out)?),
-    }
+    crate::template::print_inspected(&out, a.format.as_deref())?;
     Ok(0)
 }
 

@@ -1843,14 +1843,6 @@ fn cmd_inspect(e: &Engine, names: &[String], format: Option<&str>, kind: Option<
         };
         out.push(v);
     }
-    match format {
-        Some(f) => {
-            let t = Template::parse(f);
-            for v in &out {
-                println!("{}", t.render(v));
-            }
-        }
-        None => println!("{}", serde_json::to_string_pretty(&out)?),
-    }
+    template::print_inspected(&out, format)?;
     Ok(0)
 }
