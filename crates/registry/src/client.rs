@@ -595,8 +595,9 @@ impl Client {
     }
 }
 
-/// The system's CA bundle (`$SSL_CERT_FILE`, or the distribution's usual file).
-fn system_roots() -> Vec<Certificate<'static>> {
+/// The system's CA bundle (`$SSL_CERT_FILE`, or the distribution's usual file); also what
+/// the build's `ADD URL` verifies with.
+pub fn system_roots() -> Vec<Certificate<'static>> {
     let mut files: Vec<std::path::PathBuf> = std::env::var_os("SSL_CERT_FILE").map(Into::into).into_iter().collect();
     files.extend(
         [

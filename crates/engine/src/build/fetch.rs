@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use berth_image::digest::Hasher;
 use berth_image::{Algo, Digest};
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::tls::{RootCerts, TlsConfig};
 
 /// Larger downloads are refused.
 const MAX_DOWNLOAD: u64 = 16 << 30;
@@ -33,27 +33,6 @@ pub(crate) fn is_git(s: &str) -> bool {
         || (is_url(s) && s.split(['?', '#']).next().is_some_and(|u| u.ends_with(".git")))
 }
 
-fn roots() -> Vec<Certificate<'static>> {
-    let mut files: Vec<PathBuf> = std::env::var_os("SSL_CERT_FILE").map(Into::into).into_iter().collect();
-    files.extend(
-        ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"].map(Into::into),
-    );
-    for f in files {
-        if let Ok(pem) = std::fs::read(&f) {
-            let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
-                .filter_map(|i| match i {
-                    Ok(PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            if !certs.is_empty() {
-                return certs;
-            }
-        }
-    }
-    Vec::new()
-}
-
 /// The file name a URL gives: its last path segment, without query or fragment.
 pub(crate) fn url_name(url: &str) -> Option<String> {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
@@ -72,7 +51,7 @@ pub(crate) fn fetch(url: &str, dir: &Path) -> Result<Download> {
         .timeout_recv_response(Some(Duration::from_secs(120)))
         .timeout_per_read(Some(Duration::from_secs(60)));
     if url.starts_with("https://") {
-        let roots = roots();
+        let roots = berth_registry::client::system_roots();
         if roots.is_empty() {
             bail!(
                 "no CA certificates to verify {url} with: install the system's bundle (ca-certificates) or set SSL_CERT_FILE"
