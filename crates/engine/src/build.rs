@@ -566,14 +566,8 @@ impl<'a> Builder<'a> {
         let cfg = image::scratch_config();
         let bytes = serde_json::to_vec(&cfg)?;
         let cd = self.e.store.put_bytes(&bytes)?;
-        let desc = berth_image::manifest::Descriptor {
-            media_type: berth_image::manifest::media::OCI_CONFIG.into(),
-            digest: cd,
-            size: bytes.len() as i64,
-            platform: None,
-            annotations: Default::default(),
-            urls: vec![],
-        };
+        let desc =
+            berth_image::manifest::Descriptor::new(berth_image::manifest::media::OCI_CONFIG, cd, bytes.len() as i64);
         let m = berth_image::archive::put_manifest(&self.e.store, desc, vec![])?;
         let id = self.e.register(&m, None)?;
         Ok(Img { id, config: cfg, layers: vec![] })

@@ -20,17 +20,6 @@ pub struct CommitOptions {
     pub pause: bool,
 }
 
-fn descriptor(media_type: &str, digest: Digest, size: i64) -> Descriptor {
-    Descriptor {
-        media_type: media_type.into(),
-        digest,
-        size,
-        platform: None,
-        annotations: Default::default(),
-        urls: vec![],
-    }
-}
-
 impl Engine {
     /// Returns the new image's id.
     pub fn commit(&self, key: &str, o: &CommitOptions) -> Result<Digest> {
@@ -95,8 +84,12 @@ impl Engine {
                     d.media_type = media::OCI_LAYER_GZIP.into();
                 }
             }
-            layers.push(descriptor(media::OCI_LAYER_GZIP, l.blob, l.size as i64));
-            let m = archive::put_manifest(&self.store, descriptor(media::OCI_CONFIG, cd, cbytes.len() as i64), layers)?;
+            layers.push(Descriptor::new(media::OCI_LAYER_GZIP, l.blob, l.size as i64));
+            let m = archive::put_manifest(
+                &self.store,
+                Descriptor::new(media::OCI_CONFIG, cd, cbytes.len() as i64),
+                layers,
+            )?;
             let id = self.register(&m, reference.as_ref())?;
             let row = self.resolve_image(&id.to_string())?;
             self.prepare_layers(&row)?;

@@ -148,9 +148,9 @@ fn load_docker(m: &[u8], files: &HashMap<String, (Digest, i64)>, store: &Store) 
                 Compression::Gzip => media::OCI_LAYER_GZIP,
                 Compression::Zstd => media::OCI_LAYER_ZSTD,
             };
-            layers.push(desc(mt, d, s));
+            layers.push(Descriptor::new(mt, d, s));
         }
-        let manifest = put_manifest(store, desc(media::OCI_CONFIG, cd, cs), layers)?;
+        let manifest = put_manifest(store, Descriptor::new(media::OCI_CONFIG, cd, cs), layers)?;
         check_complete(store, &manifest)?;
         match e.repo_tags.filter(|t| !t.is_empty()) {
             Some(tags) => out.extend(tags.into_iter().map(|t| Loaded { name: Some(t), manifest: manifest.clone() })),
@@ -158,17 +158,6 @@ fn load_docker(m: &[u8], files: &HashMap<String, (Digest, i64)>, store: &Store) 
         }
     }
     Ok(out)
-}
-
-fn desc(media_type: &str, digest: Digest, size: i64) -> Descriptor {
-    Descriptor {
-        media_type: media_type.into(),
-        digest,
-        size,
-        platform: None,
-        annotations: Default::default(),
-        urls: vec![],
-    }
 }
 
 /// Writes an OCI manifest for `config` and `layers` into the store.
@@ -221,7 +210,11 @@ pub fn import(r: impl Read, store: &Store, created: &str, change_note: &str) -> 
         Compression::Gzip => media::OCI_LAYER_GZIP,
         Compression::Zstd => media::OCI_LAYER_ZSTD,
     };
-    put_manifest(store, desc(media::OCI_CONFIG, cd, cbytes.len() as i64), vec![desc(mt, blob, size as i64)])
+    put_manifest(
+        store,
+        Descriptor::new(media::OCI_CONFIG, cd, cbytes.len() as i64),
+        vec![Descriptor::new(mt, blob, size as i64)],
+    )
 }
 
 struct RemoveOnDrop(std::path::PathBuf);
@@ -422,13 +415,13 @@ pub fn save_docker(store: &Store, items: &[SaveItem], w: impl Write) -> Result<(
                     );
                 }
             }
-            layers.push(desc(media::OCI_LAYER, diff.clone(), size as i64));
+            layers.push(Descriptor::new(media::OCI_LAYER, diff.clone(), size as i64));
             layer_paths.push(path);
         }
         let om = Manifest {
             schema_version: 2,
             media_type: Some(media::OCI_MANIFEST.into()),
-            config: desc(media::OCI_CONFIG, m.config.digest.clone(), m.config.size),
+            config: Descriptor::new(media::OCI_CONFIG, m.config.digest.clone(), m.config.size),
             layers,
             annotations: Default::default(),
         };

@@ -28,17 +28,6 @@ pub(crate) struct Img {
     pub layers: Vec<Descriptor>,
 }
 
-fn descriptor(media_type: &str, digest: Digest, size: i64) -> Descriptor {
-    Descriptor {
-        media_type: media_type.into(),
-        digest,
-        size,
-        platform: None,
-        annotations: Default::default(),
-        urls: vec![],
-    }
-}
-
 impl Img {
     pub fn diff_ids(&self) -> Vec<Digest> {
         self.config["rootfs"]["diff_ids"]
@@ -168,7 +157,7 @@ impl Engine {
         created: &str,
     ) -> Result<Img> {
         let layer =
-            layer.map(|l| (descriptor(media::OCI_LAYER_GZIP, l.blob.clone(), l.size as i64), l.diff_id.clone()));
+            layer.map(|l| (Descriptor::new(media::OCI_LAYER_GZIP, l.blob.clone(), l.size as i64), l.diff_id.clone()));
         let entry = history.map(|h| {
             let mut entry = json!({"created": created, "created_by": h.created_by, "comment": step_comment(&h.step)});
             if h.empty_layer {
@@ -216,8 +205,11 @@ impl Engine {
         }
         let bytes = serde_json::to_vec(&config)?;
         let cd = self.store.put_bytes(&bytes)?;
-        let m =
-            archive::put_manifest(&self.store, descriptor(media::OCI_CONFIG, cd, bytes.len() as i64), layers.clone())?;
+        let m = archive::put_manifest(
+            &self.store,
+            Descriptor::new(media::OCI_CONFIG, cd, bytes.len() as i64),
+            layers.clone(),
+        )?;
         let id = self.register(&m, None)?;
         Ok(Img { id, config, layers })
     }
@@ -238,8 +230,8 @@ impl Engine {
         let m = Manifest {
             schema_version: 2,
             media_type: Some(mt.into()),
-            config: descriptor(ct, stored.config.digest.clone(), stored.config.size),
-            layers: stored.layers.iter().map(|l| descriptor(lt, l.digest.clone(), l.size)).collect(),
+            config: Descriptor::new(ct, stored.config.digest.clone(), stored.config.size),
+            layers: stored.layers.iter().map(|l| Descriptor::new(lt, l.digest.clone(), l.size)).collect(),
             annotations: Default::default(),
         };
         let d = self.store.put_bytes(&serde_json::to_vec(&m)?)?;
