@@ -595,6 +595,14 @@ impl Client {
     }
 }
 
+/// `r` with the Authorization header `auth`, when there is one.
+fn authorized<B>(r: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => r.header("Authorization", a),
+        None => r,
+    }
+}
+
 /// The system's CA bundle (`$SSL_CERT_FILE`, or the distribution's usual file); also what
 /// the build's `ADD URL` verifies with.
 pub fn system_roots() -> Vec<Certificate<'static>> {
@@ -660,11 +668,7 @@ impl Repo {
         let want = Digest::parse(reference).ok();
         retry(|| {
             let mut resp = self.ep.send(&self.scopes, &format!("GET {url}"), |auth| {
-                let mut r = self.ep.agent.get(&url).header("Accept", MANIFEST_ACCEPT);
-                if let Some(a) = auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call()
+                authorized(self.ep.agent.get(&url).header("Accept", MANIFEST_ACCEPT), auth).call()
             })?;
             match resp.status().as_u16() {
                 200 => {}
@@ -712,13 +716,8 @@ impl Repo {
         // A registry that keeps sending "next" pages must not keep us forever.
         for _ in 0..10_000 {
             let (tags, next) = retry(|| {
-                let mut resp = self.ep.send(&self.scopes, &what, |auth| {
-                    let mut r = self.ep.agent.get(&url);
-                    if let Some(a) = auth {
-                        r = r.header("Authorization", a);
-                    }
-                    r.call()
-                })?;
+                let mut resp =
+                    self.ep.send(&self.scopes, &what, |auth| authorized(self.ep.agent.get(&url), auth).call())?;
                 match resp.status().as_u16() {
                     200 => {}
                     404 => bail!("repository {shown} not found: {}", api_error(&mut resp)),
@@ -755,13 +754,9 @@ impl Repo {
     pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         let url = self.ep.url(&format!("/v2/{}/blobs/{digest}", self.name));
         retry(|| {
-            let mut resp = self.ep.send(&self.scopes, &format!("HEAD {url}"), |auth| {
-                let mut r = self.ep.agent.head(&url);
-                if let Some(a) = auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call()
-            })?;
+            let mut resp = self
+                .ep
+                .send(&self.scopes, &format!("HEAD {url}"), |auth| authorized(self.ep.agent.head(&url), auth).call())?;
             match resp.status().as_u16() {
                 200 => Ok(Some(header(&resp, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0))),
                 404 => Ok(None),
@@ -778,11 +773,7 @@ impl Repo {
         let what = format!("mounting {digest} from {from}");
         retry(|| {
             let mut resp = self.ep.send(&scopes, &what, |auth| {
-                let mut r = self.ep.agent.post(&url).header("Content-Length", "0");
-                if let Some(a) = auth {
-                    r = r.header("Authorization", a);
-                }
-                r.send_empty()
+                authorized(self.ep.agent.post(&url).header("Content-Length", "0"), auth).send_empty()
             })?;
             match resp.status().as_u16() {
                 201 => Ok(Mount::Mounted),
@@ -796,11 +787,7 @@ impl Repo {
         let url = self.ep.url(&format!("/v2/{}/blobs/uploads/", self.name));
         let what = format!("starting an upload to {}/{}", self.ep.registry, self.name);
         let mut resp = self.ep.send(&self.scopes, &what, |auth| {
-            let mut r = self.ep.agent.post(&url).header("Content-Length", "0");
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.send_empty()
+            authorized(self.ep.agent.post(&url).header("Content-Length", "0"), auth).send_empty()
         })?;
         match resp.status().as_u16() {
             202 => self.ep.location(&resp, &what),
@@ -838,17 +825,16 @@ impl Repo {
                 let mut resp = self.ep.send(&self.scopes, &what, |auth| {
                     let f = open_at(off).map_err(|e| ureq::Error::Io(io::Error::other(e.to_string())))?;
                     let mut body = f.take(n);
-                    let mut r = self
-                        .ep
-                        .agent
-                        .patch(&location)
-                        .header("Content-Type", "application/octet-stream")
-                        .header("Content-Length", n.to_string())
-                        .header("Content-Range", format!("{off}-{}", off + n - 1));
-                    if let Some(a) = auth {
-                        r = r.header("Authorization", a);
-                    }
-                    r.send(ureq::SendBody::from_reader(&mut body))
+                    authorized(
+                        self.ep
+                            .agent
+                            .patch(&location)
+                            .header("Content-Type", "application/octet-stream")
+                            .header("Content-Length", n.to_string())
+                            .header("Content-Range", format!("{off}-{}", off + n - 1)),
+                        auth,
+                    )
+                    .send(ureq::SendBody::from_reader(&mut body))
                 })?;
                 if resp.status().as_u16() != 202 {
                     return Err(self.ep.unexpected(&mut resp, &format!("{what} (bytes {off}..{})", off + n)));
@@ -858,11 +844,7 @@ impl Repo {
             }
             let url = with_digest(&location);
             let mut resp = self.ep.send(&self.scopes, &what, |auth| {
-                let mut r = self.ep.agent.put(&url).header("Content-Length", "0");
-                if let Some(a) = auth {
-                    r = r.header("Authorization", a);
-                }
-                r.send_empty()
+                authorized(self.ep.agent.put(&url).header("Content-Length", "0"), auth).send_empty()
             })?;
             if resp.status().as_u16() != 201 {
                 return Err(self.ep.unexpected(&mut resp, &what));
@@ -872,16 +854,15 @@ impl Repo {
         let url = with_digest(&location);
         let mut resp = self.ep.send(&self.scopes, &what, |auth| {
             let f = open_at(0).map_err(|e| ureq::Error::Io(io::Error::other(e.to_string())))?;
-            let mut r = self
-                .ep
-                .agent
-                .put(&url)
-                .header("Content-Type", "application/octet-stream")
-                .header("Content-Length", size.to_string());
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.send(f)
+            authorized(
+                self.ep
+                    .agent
+                    .put(&url)
+                    .header("Content-Type", "application/octet-stream")
+                    .header("Content-Length", size.to_string()),
+                auth,
+            )
+            .send(f)
         })?;
         if resp.status().as_u16() != 201 {
             return Err(self.ep.unexpected(&mut resp, &what));
@@ -896,11 +877,7 @@ impl Repo {
         let ours = Digest::sha256_of(bytes);
         retry(|| {
             let mut resp = self.ep.send(&self.scopes, &what, |auth| {
-                let mut r = self.ep.agent.put(&url).header("Content-Type", media_type);
-                if let Some(a) = auth {
-                    r = r.header("Authorization", a);
-                }
-                r.send(bytes)
+                authorized(self.ep.agent.put(&url).header("Content-Type", media_type), auth).send(bytes)
             })?;
             if resp.status().as_u16() != 201 {
                 return Err(self.ep.unexpected(&mut resp, &what));
@@ -935,10 +912,7 @@ impl BlobReader<'_> {
         let url = ep.url(&format!("/v2/{}/blobs/{}", self.repo.name, self.digest));
         let got = self.got;
         let mut resp = ep.send(&self.repo.scopes, &format!("GET {url}"), |auth| {
-            let mut r = ep.agent.get(&url);
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
+            let mut r = authorized(ep.agent.get(&url), auth);
             if got > 0 {
                 r = r.header("Range", format!("bytes={got}-"));
             }
