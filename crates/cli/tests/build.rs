@@ -335,6 +335,11 @@ fn cache_hits_until_a_file_changes() {
     let p = b.ok(&["builder", "prune", "-f"]);
     assert!(p.contains("Total reclaimed space:"), "{p}");
     assert_eq!(hits(&build_ok(&b, &["-t", "cached", s(&ctx)])), 0);
+    // So does `system prune`, which names what it deleted.
+    assert_eq!(hits(&build_ok(&b, &["-t", "cached", s(&ctx)])), 5);
+    let p = b.ok(&["system", "prune", "-f"]);
+    assert!(p.contains("Deleted build cache objects:"), "{p}");
+    assert_eq!(hits(&build_ok(&b, &["-t", "cached", s(&ctx)])), 0);
 }
 
 #[test]
@@ -657,4 +662,55 @@ fn cache_from_reuses_the_steps_of_a_local_image() {
     assert_eq!(sh(&b, "argv:2", "cat /v"), "2\n");
     let (code, _, err) = build(&b, &["--cache-from", "nosuch:image", s(&ctx)]);
     assert!(code != 0 && err.contains("--cache-from nosuch:image"), "{err}");
+}
+
+#[test]
+fn independent_stages_build_in_parallel() {
+    let b = Berth::new("build-parallel");
+    let ctx = b.g.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // Each of the two stages waits (up to 30 s) for the other one's file in a shared cache
+    // mount: built one after the other, the first would give up.
+    let meet = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,target=/c,id=meet touch /c/{me}; i=0; until [ -e /c/{other} ]; do \
+             i=$((i+1)); [ $i -lt 300 ] || exit 9; sleep 0.1; done; echo {me}-met-{other}; echo {me} > /{me}.txt\n"
+        )
+    };
+    let df = format!(
+        "FROM busybox AS a\n{}FROM busybox AS b\n{}FROM busybox\nCOPY --from=a /a.txt /\nCOPY --from=b /b.txt /\n",
+        meet("a", "b"),
+        meet("b", "a")
+    );
+    std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+    let out = build_ok(&b, &["-t", "met", s(&ctx)]);
+    assert_eq!(sh(&b, "met", "cat /a.txt /b.txt"), "a\nb\n");
+    // The lines read as if the stages were built one after the other.
+    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("Step ")).collect();
+    let want: Vec<String> = (1..=7).map(|i| format!("Step {i}/7 ")).collect();
+    assert_eq!(steps.len(), 7, "{out}");
+    for (l, w) in steps.iter().zip(&want) {
+        assert!(l.starts_with(w.as_str()), "{l:?} is not {w:?}:\n{out}");
+    }
+    let at = |s: &str| out.find(s).unwrap_or_else(|| panic!("no {s:?} in\n{out}"));
+    assert!(at("Step 2/7") < at("a-met-b") && at("a-met-b") < at("Step 3/7"), "{out}");
+    assert!(at("Step 4/7") < at("b-met-a") && at("b-met-a") < at("Step 5/7"), "{out}");
+
+    // A failing stage stops the stage building alongside (its RUN killed), and the build fails
+    // with the failing step's error, whatever the order.
+    let df = "FROM busybox AS slow\nRUN sleep 60; echo never > /x\nFROM busybox AS bad\nRUN echo failing; exit 3\n\
+              FROM busybox\nCOPY --from=slow /x /\nCOPY --from=bad /etc/passwd /\n";
+    std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+    let t0 = std::time::Instant::now();
+    let (code, out, err) = build(&b, &["--no-cache", "-t", "never", s(&ctx)]);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(40), "{out}\n{err}");
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(
+        err.contains("Dockerfile:4: The command '/bin/sh -c echo failing; exit 3' returned a non-zero code: 3"),
+        "{err}"
+    );
+    assert!(!err.contains("another stage"), "{err}");
+    assert!(out.contains("failing"), "{out}");
+    assert!(b.ids().is_empty(), "{:?}", b.ids());
+    assert!(b.run(&["image", "inspect", "never"]).0 != 0);
 }

@@ -5,7 +5,8 @@
 //! parse (berth-build)     Dockerfile -> instructions -> stages; --target, global ARGs, the
 //!                         stages the target needs (dependencies first)
 //! per stage               FROM: scratch, an earlier stage, or an image (pulled per --pull);
-//!                         its ONBUILD triggers run first
+//!                         its ONBUILD triggers run first; stages that do not need each
+//!                         other build in parallel, their lines shown in plan order
 //! per instruction         expanded (berth-build's subst) with the stage's ARGs and ENV;
 //!                         cache key = parent image + instruction + (RUN) build args +
 //!                         (COPY/ADD) checksum of the files; a hit reuses the image
@@ -34,13 +35,14 @@ mod run;
 mod tree;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use anyhow::{Context, Result, bail};
 use berth_build::dockerfile::{Command, CommandLine, Healthcheck, Instruction, KeyValue};
-use berth_build::stages::{Base, StagePlan};
+use berth_build::stages::{Base, Plan, StagePlan};
 use berth_build::subst::{Platform, Vars, expand_command, platform_args};
 use berth_build::{Dockerfile, Ignore, Lexer, Stages};
 use berth_image::Digest;
@@ -109,10 +111,36 @@ pub struct Built {
     pub tags: Vec<String>,
 }
 
-// Ctrl-C during a build: the running step's container is killed (its init ignores SIGINT as
-// pid 1), the build stops at the next check and its guards remove what it made.
+// Ctrl-C during a build: the running steps' containers are killed (their inits ignore SIGINT
+// as pid 1), the build stops at the next check and its guards remove what it made.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static RUN_PID: AtomicI32 = AtomicI32::new(0);
+
+/// The inits of the RUN steps running now (stages build in parallel), for the signal handler;
+/// 0 is a free slot.
+static RUN_PIDS: [AtomicI32; 64] = [const { AtomicI32::new(0) }; 64];
+
+/// Records a running RUN step's init; its slot, to clear once it ended (none when every slot is
+/// taken: a Ctrl-C then stops that step at its end instead of at once).
+fn run_pid_set(pid: i32) -> Option<usize> {
+    RUN_PIDS.iter().position(|s| s.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst).is_ok())
+}
+
+fn run_pid_clear(slot: Option<usize>) {
+    if let Some(s) = slot {
+        RUN_PIDS[s].store(0, Ordering::SeqCst);
+    }
+}
+
+/// Kills every running RUN step's init but `except`'s.
+fn kill_runs(except: Option<usize>) {
+    for (i, s) in RUN_PIDS.iter().enumerate() {
+        let pid = s.load(Ordering::SeqCst);
+        if pid > 0 && Some(i) != except {
+            // SAFETY: kill(2) is async-signal-safe.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
 
 extern "C" fn on_interrupt(_: libc::c_int) {
     // A second one while the build is still winding down: leave now (the next build sweeps
@@ -121,11 +149,7 @@ extern "C" fn on_interrupt(_: libc::c_int) {
         // SAFETY: _exit(2) is async-signal-safe.
         unsafe { libc::_exit(130) };
     }
-    let pid = RUN_PID.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
+    kill_runs(None);
 }
 
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
@@ -166,7 +190,7 @@ fn check_interrupted() -> Result<()> {
 /// on the same filesystem as the layers); removed on drop.
 struct BuildDir {
     path: PathBuf,
-    n: std::cell::Cell<u64>,
+    n: AtomicU64,
 }
 
 impl BuildDir {
@@ -177,13 +201,12 @@ impl BuildDir {
         sweep_stale(&e.root.join("build").join("contexts"));
         let path = base.join(format!("{}-{}", std::process::id(), &crate::names::new_id()[..12]));
         std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(BuildDir { path, n: std::cell::Cell::new(0) })
+        Ok(BuildDir { path, n: AtomicU64::new(0) })
     }
 
     /// A new empty directory inside.
     fn make(&self, prefix: &str) -> Result<PathBuf> {
-        let n = self.n.get() + 1;
-        self.n.set(n);
+        let n = self.n.fetch_add(1, Ordering::Relaxed) + 1;
         let p = self.path.join(format!("{prefix}-{n}"));
         std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
         Ok(p)
@@ -269,28 +292,77 @@ impl Key {
     }
 }
 
-struct Builder<'a> {
-    e: &'a Engine,
+/// What every stage of one build reads, and what the stages share while they are built in
+/// parallel (each on a thread of its own with its own engine handle).
+struct Common<'a> {
     o: &'a BuildOptions,
     out: Output<'a>,
     df: Dockerfile,
     stages: Stages,
     lexer: Lexer,
     file: String,
-    ctx_root: Option<std::os::fd::OwnedFd>,
+    ctx_root: Option<OwnedFd>,
     ignore: Option<Ignore>,
     /// Global ARG values (with the predefined platform arguments) as FROM sees them.
     meta: BTreeMap<String, String>,
-    built: HashMap<usize, Img>,
-    step: usize,
     total: usize,
-    consumed: BTreeSet<String>,
     tmp: BuildDir,
     host: Platform,
     /// `--cache-from` images.
     cache_from: Vec<Img>,
+    /// Build args some ARG took.
+    consumed: Mutex<BTreeSet<String>>,
+    /// Stage index -> its position in the plan.
+    positions: HashMap<usize, usize>,
+    progress: Mutex<Progress>,
+    changed: Condvar,
+    /// A stage failed: the others give up at their next step.
+    failed: AtomicBool,
+}
+
+/// How far the stages are.
+#[derive(Default)]
+struct Progress {
+    /// Stage index -> its image, once built.
+    built: HashMap<usize, Img>,
+    /// Per plan position: the stage ended (built, failed or given up).
+    ended: Vec<bool>,
+    /// The plan position of the stage that failed first.
+    first_failure: Option<usize>,
+    /// The first plan position not ended: its lines go out as they come; a later stage's lines
+    /// are held until every stage before it ended, so the output reads as if built in order.
+    shown: usize,
+    held: Vec<Vec<String>>,
+}
+
+/// A stage gave up because another one failed (that one's error is the build's).
+#[derive(Debug)]
+struct GaveUp;
+
+impl std::fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("stopped: another stage of the build failed")
+    }
+}
+
+impl std::error::Error for GaveUp {}
+
+/// One stage's builder: the shared parts, an engine handle of its thread, its step counter.
+struct Builder<'a> {
+    e: &'a Engine,
+    c: &'a Common<'a>,
+    /// This stage's position in the plan.
+    pos: usize,
+    step: usize,
     /// The step key of the step being built (for its history entry).
     step_key: String,
+}
+
+impl<'a> std::ops::Deref for Builder<'a> {
+    type Target = Common<'a>;
+    fn deref(&self) -> &Common<'a> {
+        self.c
+    }
 }
 
 impl Engine {
@@ -299,8 +371,10 @@ impl Engine {
         self.cache_init()?;
         let _lock = self.store_lock(false)?;
         let _signals = Interrupts::install();
-        let mut b = Builder::new(self, o, out)?;
-        let img = b.run()?;
+        let mut c = Common::new(self, o, out)?;
+        let (plan, target) = c.plan()?;
+        let img = c.build_plan(self, &plan, target)?;
+        c.warn_unused_args();
         if o.format != ImageFormat::Oci {
             self.set_format(&img, o.format)?;
         }
@@ -377,8 +451,8 @@ fn now(epoch: Option<i64>) -> String {
     }
 }
 
-impl<'a> Builder<'a> {
-    fn new(e: &'a Engine, o: &'a BuildOptions, out: Output<'a>) -> Result<Builder<'a>> {
+impl<'a> Common<'a> {
+    fn new(e: &Engine, o: &'a BuildOptions, out: Output<'a>) -> Result<Common<'a>> {
         let file = if o.dockerfile_name.is_empty() { "Dockerfile".to_string() } else { o.dockerfile_name.clone() };
         let df = Dockerfile::parse(&o.dockerfile).map_err(|err| anyhow::anyhow!("{}", err.with_file(file.clone())))?;
         let stages = df.stages().map_err(|err| anyhow::anyhow!("{}", err.with_file(file.clone())))?;
@@ -420,8 +494,7 @@ impl<'a> Builder<'a> {
             .iter()
             .map(|n| e.load_img(n).with_context(|| format!("--cache-from {n}: no such local image")))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Builder {
-            e,
+        Ok(Common {
             o,
             out,
             df,
@@ -431,39 +504,28 @@ impl<'a> Builder<'a> {
             ctx_root,
             ignore,
             meta,
-            built: HashMap::new(),
-            step: 0,
             total: 0,
-            consumed,
             tmp: BuildDir::new(e)?,
             host,
             cache_from,
-            step_key: String::new(),
+            consumed: Mutex::new(consumed),
+            positions: HashMap::new(),
+            progress: Mutex::new(Progress::default()),
+            changed: Condvar::new(),
+            failed: AtomicBool::new(false),
         })
-    }
-
-    fn say(&self, line: &str) {
-        (self.out)(line);
-    }
-
-    /// An error of `inst`, as `FILE:LINE: INSTRUCTION: message` (a failed RUN keeps its code).
-    fn at(&self, inst: &Instruction, e: anyhow::Error) -> anyhow::Error {
-        let line = if inst.line == 0 { String::new() } else { format!("{}:{}: ", self.file, inst.line) };
-        if let Some(x) = e.downcast_ref::<ExitError>() {
-            return ExitError { code: x.code, msg: format!("{line}{}", x.msg) }.into();
-        }
-        anyhow::anyhow!("{line}{}: {e:#}", inst.command.name())
     }
 
     fn warn(&self, line: usize, message: &str) {
         if line == 0 {
-            self.say(&format!("[WARNING]: {}: {message}", self.file));
+            (self.out)(&format!("[WARNING]: {}: {message}", self.file));
         } else {
-            self.say(&format!("[WARNING]: {}:{line}: {message}", self.file));
+            (self.out)(&format!("[WARNING]: {}:{line}: {message}", self.file));
         }
     }
 
-    fn run(&mut self) -> Result<Img> {
+    /// The stages the target needs, dependencies first; the warnings said; the step count.
+    fn plan(&mut self) -> Result<(Plan, usize)> {
         let file = self.file.clone();
         let ferr = move |err: berth_build::ParseError| anyhow::anyhow!("{}", err.with_file(file.clone()));
         let target = self.stages.target(self.o.target.as_deref()).map_err(&ferr)?;
@@ -478,28 +540,182 @@ impl<'a> Builder<'a> {
         if self.df.directives.check.as_ref().is_some_and(|c| c.error) && !warnings.is_empty() {
             bail!("{}: the build has warnings and `# check=error=true` makes them errors", self.file);
         }
-        self.total =
-            plan.stages.iter().map(|p| self.stages.stages[p.index].end - self.stages.stages[p.index].from).sum();
+        self.total = plan.stages.iter().map(|p| self.steps_of(p.index)).sum();
         if !self.o.labels.is_empty() {
             self.total += 1;
         }
-        let mut last = None;
-        for sp in &plan.stages {
-            let img = self.stage(sp, sp.index == target)?;
-            self.built.insert(sp.index, img.clone());
-            last = Some(img);
+        self.positions = plan.stages.iter().enumerate().map(|(pos, sp)| (sp.index, pos)).collect();
+        let n = plan.stages.len();
+        *self.lock() = Progress { ended: vec![false; n], held: vec![Vec::new(); n], ..Default::default() };
+        Ok((plan, target))
+    }
+
+    /// The steps a stage counts (its FROM and body; ONBUILD triggers are not counted).
+    fn steps_of(&self, index: usize) -> usize {
+        self.stages.stages[index].end - self.stages.stages[index].from
+    }
+
+    /// Builds the plan's stages: one on this thread; several each on a thread of its own, a
+    /// stage starting once the stages it needs are built (so independent stages build in
+    /// parallel), their lines shown in plan order. The first failure stops the others.
+    fn build_plan(&self, e: &Engine, plan: &Plan, target: usize) -> Result<Img> {
+        if let [sp] = &plan.stages[..] {
+            let mut b = Builder { e, c: self, pos: 0, step: 0, step_key: String::new() };
+            return b.stage(sp, sp.index == target);
         }
-        let unused: Vec<&String> = self
+        let mut firsts = Vec::with_capacity(plan.stages.len());
+        let mut step = 0;
+        for sp in &plan.stages {
+            firsts.push(step);
+            step += self.steps_of(sp.index);
+        }
+        let (root, runroot) = (&e.root, &e.runroot);
+        let results: Vec<Result<Img>> = std::thread::scope(|s| {
+            let workers: Vec<_> = plan
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(pos, sp)| {
+                    let first = firsts[pos];
+                    s.spawn(move || {
+                        let r = (|| {
+                            for &d in &sp.deps {
+                                self.wait_for(pos, d)?;
+                            }
+                            let e = Engine::open_unrepaired(root, runroot)?;
+                            let mut b = Builder { e: &e, c: self, pos, step: first, step_key: String::new() };
+                            b.stage(sp, sp.index == target)
+                        })();
+                        self.ended(pos, sp.index, &r);
+                        r
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a build thread panicked"))))
+                .collect()
+        });
+        let first_failure = {
+            let mut p = self.lock();
+            self.show_ended(&mut p, true);
+            p.first_failure
+        };
+        let mut results = results;
+        if let Some(pos) = first_failure {
+            return Err(results.swap_remove(pos).err().unwrap_or_else(|| anyhow::anyhow!("{GaveUp}")));
+        }
+        results.pop().context("no stage was built")?
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until stage `index` is built, for the stage at plan position `pos`: only a stage
+    /// earlier in the plan can be waited for (as if built one by one).
+    fn wait_for(&self, pos: usize, index: usize) -> Result<Img> {
+        let mut p = self.lock();
+        loop {
+            if let Some(img) = p.built.get(&index) {
+                return Ok(img.clone());
+            }
+            match self.positions.get(&index) {
+                Some(&d) if d < pos && !p.ended[d] && p.first_failure.is_none() => {}
+                Some(&d) if d < pos => return Err(GaveUp.into()),
+                _ => bail!("a stage was used before it was built"),
+            }
+            p = self.changed.wait(p).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Records the end of the stage at `pos`; a failure stops the other stages.
+    fn ended(&self, pos: usize, index: usize, r: &Result<Img>) {
+        let mut p = self.lock();
+        match r {
+            Ok(img) => {
+                p.built.insert(index, img.clone());
+            }
+            Err(err) if err.downcast_ref::<GaveUp>().is_none() && p.first_failure.is_none() => {
+                p.first_failure = Some(pos);
+                self.failed.store(true, Ordering::SeqCst);
+                kill_runs(None);
+            }
+            Err(_) => {}
+        }
+        p.ended[pos] = true;
+        self.show_ended(&mut p, false);
+        self.changed.notify_all();
+    }
+
+    /// Shows the held lines of the stages whose turn came (`all`: of every stage, at the end).
+    fn show_ended(&self, p: &mut Progress, all: bool) {
+        let n = p.ended.len();
+        while p.shown < n && (all || p.ended[p.shown]) {
+            p.shown += 1;
+            if p.shown < n {
+                for l in std::mem::take(&mut p.held[p.shown]) {
+                    (self.out)(&l);
+                }
+            }
+        }
+    }
+
+    /// A line of the stage at `pos`: shown now if its turn came, else held.
+    fn say_at(&self, pos: usize, line: &str) {
+        let mut p = self.lock();
+        if pos <= p.shown || p.held.is_empty() {
+            (self.out)(line);
+        } else {
+            p.held[pos].push(line.to_string());
+        }
+    }
+
+    /// The stage at `pos` shows its lines as they come.
+    fn is_shown(&self, pos: usize) -> bool {
+        let p = self.lock();
+        pos <= p.shown || p.held.is_empty()
+    }
+
+    fn warn_unused_args(&self) {
+        let consumed = self.consumed.lock().unwrap_or_else(|p| p.into_inner());
+        let unused: Vec<&str> = self
             .o
             .build_args
             .keys()
-            .filter(|k| !self.consumed.contains(*k) && !berth_build::subst::is_proxy_arg(k))
+            .filter(|k| !consumed.contains(*k) && !berth_build::subst::is_proxy_arg(k))
+            .map(|k| k.as_str())
             .collect();
         if !unused.is_empty() {
-            let names: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
-            self.say(&format!("[Warning] One or more build-args [{}] were not consumed", names.join(" ")));
+            (self.out)(&format!("[Warning] One or more build-args [{}] were not consumed", unused.join(" ")));
         }
-        last.context("no stage was built")
+    }
+}
+
+impl<'a> Builder<'a> {
+    fn say(&self, line: &str) {
+        self.c.say_at(self.pos, line);
+    }
+
+    /// An error of `inst`, as `FILE:LINE: INSTRUCTION: message` (a failed RUN keeps its code).
+    fn at(&self, inst: &Instruction, e: anyhow::Error) -> anyhow::Error {
+        if e.downcast_ref::<GaveUp>().is_some() {
+            return e;
+        }
+        let line = if inst.line == 0 { String::new() } else { format!("{}:{}: ", self.file, inst.line) };
+        if let Some(x) = e.downcast_ref::<ExitError>() {
+            return ExitError { code: x.code, msg: format!("{line}{}", x.msg) }.into();
+        }
+        anyhow::anyhow!("{line}{}: {e:#}", inst.command.name())
+    }
+
+    /// Stops the stage when the build was interrupted or another stage failed.
+    fn check_stop(&self) -> Result<()> {
+        check_interrupted()?;
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(GaveUp.into());
+        }
+        Ok(())
     }
 
     fn stage(&mut self, sp: &StagePlan, is_target: bool) -> Result<Img> {
@@ -507,7 +723,7 @@ impl<'a> Builder<'a> {
         let from = self.df.instructions[stage.from].clone();
         self.step += 1;
         self.say(&format!("Step {}/{} : {}", self.step, self.total, from.original));
-        check_interrupted()?;
+        self.check_stop()?;
         if let Some(p) = &sp.platform {
             let ok = Platform::parse(p).is_ok_and(|w| w.os == self.host.os && w.arch == self.host.arch);
             if !ok {
@@ -518,7 +734,7 @@ impl<'a> Builder<'a> {
         }
         let img = match &sp.base {
             Base::Scratch => self.scratch(),
-            Base::Stage(j) => self.built.get(j).cloned().context("a stage was used before it was built"),
+            Base::Stage(j) => self.wait_for(self.pos, *j),
             Base::Image(name) => self.base_image(name),
         }
         .map_err(|e| self.at(&from, e))?;
@@ -583,7 +799,8 @@ impl<'a> Builder<'a> {
         };
         if pull {
             let opts = crate::pull::PullOptions { unpack: true, ..Default::default() };
-            self.e.pull(name, &opts, self.out)?;
+            let (c, pos) = (self.c, self.pos);
+            self.e.pull(name, &opts, &move |l: &str| c.say_at(pos, l))?;
         } else if !present {
             bail!("image {name} is not here and --pull=never forbids pulling it");
         }
@@ -600,8 +817,11 @@ impl<'a> Builder<'a> {
             _ => self.stages.find(from),
         };
         match stage {
-            Some(i) => self.built.get(&i).cloned().with_context(|| {
-                format!("stage {from:?} is not built before stage {:?} (it must come earlier)", st.name)
+            Some(i) => self.wait_for(self.pos, i).map_err(|e| match e.downcast_ref::<GaveUp>() {
+                Some(_) => e,
+                None => {
+                    anyhow::anyhow!("stage {from:?} is not built before stage {:?} (it must come earlier)", st.name)
+                }
             }),
             None => self.base_image(from),
         }
@@ -614,7 +834,7 @@ impl<'a> Builder<'a> {
             self.step += 1;
             self.say(&format!("Step {}/{} : {}", self.step, self.total, inst.original));
         }
-        check_interrupted()?;
+        self.check_stop()?;
         let r = self.instruction_inner(st, inst);
         r.map_err(|e| self.at(inst, e))
     }
@@ -625,7 +845,7 @@ impl<'a> Builder<'a> {
             Command::Arg(decls) => {
                 for d in decls {
                     let value = if let Some(v) = self.o.build_args.get(&d.name) {
-                        self.consumed.insert(d.name.clone());
+                        self.consumed.lock().unwrap_or_else(|p| p.into_inner()).insert(d.name.clone());
                         Some(v.clone())
                     } else if let Some(def) = &d.default {
                         Some(self.lexer.word(def, &vars)?)

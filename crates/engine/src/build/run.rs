@@ -17,7 +17,7 @@ use berth_runtime::safepath;
 use super::image::{HistoryEntry, Img};
 use super::mounts::{HostMount, Overlay};
 use super::tree::{self, Tree, TreeHasher};
-use super::{Builder, INTERRUPTED, RUN_PID, Secret, StageState, check_interrupted, join_clean};
+use super::{Builder, INTERRUPTED, Secret, StageState, join_clean, run_pid_clear, run_pid_set};
 use crate::containers::{Attach, Bind, ContainerConfig, CreateRequest};
 use crate::{Engine, ExitError, FileLock};
 
@@ -28,11 +28,13 @@ const RUNTIME_MOUNTS: [&str; 6] = ["/proc", "/sys", "/dev", "/etc/hosts", "/etc/
 struct ContainerGuard<'a> {
     e: &'a Engine,
     id: String,
+    /// Its init's slot among the running steps' (for Ctrl-C).
+    slot: Option<usize>,
 }
 
 impl Drop for ContainerGuard<'_> {
     fn drop(&mut self) {
-        RUN_PID.store(0, Ordering::SeqCst);
+        run_pid_clear(self.slot.take());
         let row = self.e.container(&self.id).ok();
         let _ = self.e.remove_container(&self.id, true);
         if let Some(r) = row {
@@ -311,12 +313,14 @@ impl Builder<'_> {
             Network::Default if self.o.network == "default" => String::new(),
             Network::Default => self.o.network.clone(),
         };
+        // A stage whose lines are held while an earlier one builds writes to its log instead.
+        let live = !self.o.quiet && self.is_shown(self.pos);
         let config = ContainerConfig {
             env,
             network,
             binds: std::mem::take(&mut p.binds),
             tmpfs: std::mem::take(&mut p.tmpfs),
-            log_driver: if self.o.quiet { "json-file".into() } else { "none".into() },
+            log_driver: if live { "none".into() } else { "json-file".into() },
             ..Default::default()
         };
         let req = CreateRequest {
@@ -326,30 +330,32 @@ impl Builder<'_> {
             entrypoint: Some(String::new()),
             config,
         };
-        check_interrupted()?;
+        self.check_stop()?;
         let id = self.e.create_container(req)?;
-        let guard = ContainerGuard { e: self.e, id: id.clone() };
+        let mut guard = ContainerGuard { e: self.e, id: id.clone(), slot: None };
         self.say(&format!(" ---> Running in {}", &id[..12]));
-        let started = self.e.start_container(&id, Attach { stdout: !self.o.quiet, ..Default::default() })?;
-        RUN_PID.store(started.pid, Ordering::SeqCst);
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        let started = self.e.start_container(&id, Attach { stdout: live, ..Default::default() })?;
+        guard.slot = run_pid_set(started.pid);
+        if INTERRUPTED.load(Ordering::SeqCst) || self.failed.load(Ordering::SeqCst) {
             // SAFETY: kill(2) of the container's init.
             unsafe { libc::kill(started.pid, libc::SIGKILL) };
         }
         let code = started.wait()?;
-        RUN_PID.store(0, Ordering::SeqCst);
-        check_interrupted()?;
-        if code != 0 {
-            if self.o.quiet
-                && let Ok(row) = self.e.container(&id)
-                && let Ok(text) = std::fs::read_to_string(row.log_path())
-            {
+        run_pid_clear(guard.slot.take());
+        self.check_stop()?;
+        // Not shown live (-q, or a stage built alongside an earlier one): its output is in
+        // its log; -q shows it only when the step failed.
+        if !live && (!self.o.quiet || code != 0) {
+            let text = self.e.container(&id).map(|row| run_log(&row.log_path())).unwrap_or_default();
+            if self.o.quiet {
+                eprint!("{text}");
+            } else {
                 for l in text.lines() {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(l) {
-                        eprint!("{}", v["log"].as_str().unwrap_or(""));
-                    }
+                    self.say(l);
                 }
             }
+        }
+        if code != 0 {
             let shown = argv.join(" ");
             return Err(
                 ExitError { code, msg: format!("The command '{shown}' returned a non-zero code: {code}") }.into()
@@ -385,6 +391,17 @@ impl Builder<'_> {
         };
         self.e.commit_img(&st.img, st.img.config.clone(), layer.as_ref(), Some(h), created)
     }
+}
+
+/// The text of a json-file log.
+fn run_log(path: &Path) -> String {
+    let mut text = String::new();
+    for l in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(l) {
+            text.push_str(v["log"].as_str().unwrap_or(""));
+        }
+    }
+    text
 }
 
 fn mount_name(k: MountType) -> &'static str {
