@@ -44,11 +44,28 @@ pub struct Check {
     pub experimental: Vec<String>,
 }
 
-/// Something accepted but worth telling the user.
+/// Something accepted but worth telling the user: a lint check's finding (`Rule: message`,
+/// BuildKit's rule names, which `# check=skip=` names) or a note (no rule).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Warning {
     pub line: usize,
     pub message: String,
+}
+
+impl Warning {
+    /// The check rule, when the warning is a check's finding.
+    pub fn rule(&self) -> Option<&str> {
+        let (rule, _) = self.message.split_once(": ")?;
+        let ok = rule.starts_with(|c: char| c.is_ascii_uppercase()) && rule.chars().all(|c| c.is_ascii_alphanumeric());
+        ok.then_some(rule)
+    }
+}
+
+impl Check {
+    /// `skip=` names the warning's rule (or `all`).
+    pub fn skips(&self, w: &Warning) -> bool {
+        w.rule().is_some_and(|r| self.skip.iter().any(|s| s == "all" || s.eq_ignore_ascii_case(r)))
+    }
 }
 
 /// One instruction with where it came from.
@@ -187,6 +204,9 @@ pub struct Mount {
     pub required: bool,
     /// secret: the environment variable to put it in.
     pub env: Option<String>,
+    /// The `--mount` value as written: parsed again once its variables are expanded.
+    #[serde(skip)]
+    pub spec: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -453,7 +473,7 @@ impl Parser<'_> {
             }
             if empty_continuation {
                 let line_no = self.lines.number;
-                self.warn(line_no, format!("Empty continuation line found in: {line}"));
+                self.warn(line_no, format!("NoEmptyContinuation: Empty continuation line found in: {line}"));
             }
             let instruction = self.instruction(&line, start)?;
             self.instructions.push(instruction);
@@ -1357,11 +1377,25 @@ fn csv_fields(s: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// What expands a `--mount` value's variables.
+pub type Expander<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+
 impl Mount {
     /// One `--mount` value: `type=cache,target=/root/.cache,...` (BuildKit's rules and
-    /// messages). Options that take numbers or keywords cannot use variables.
+    /// messages). A number or keyword option with a variable is checked once expanded
+    /// ([`Mount::expand`]); `from` takes no variables.
     pub fn parse(spec: &str) -> Result<Mount, String> {
+        Mount::parse_with(spec, None)
+    }
+
+    /// The mount with every value but `from` expanded by `word`, then checked.
+    pub fn expand(&self, word: Expander) -> Result<Mount, String> {
+        Mount::parse_with(&self.spec, Some(word))
+    }
+
+    fn parse_with(spec: &str, word: Option<Expander>) -> Result<Mount, String> {
         let mut m = Mount {
+            spec: spec.to_string(),
             kind: MountType::Bind,
             from: None,
             source: None,
@@ -1411,12 +1445,18 @@ impl Mount {
                     | "uid"
                     | "gid"
             );
-            if key == "from" && value.find('$').is_some_and(|i| i + 1 != value.len()) {
-                return Err("'from' doesn't support variable expansion, define alias stage instead".into());
-            }
-            if typed && value.contains('$') {
-                return Err(format!("variable expansion is not supported in mount option '{key}'"));
-            }
+            let value = match word {
+                _ if key == "from" => {
+                    if value.find('$').is_some_and(|i| i + 1 != value.len()) {
+                        return Err("'from' doesn't support variable expansion, define alias stage instead".into());
+                    }
+                    value
+                }
+                Some(word) => word(&value)?,
+                // Checked once expanded.
+                None if typed && value.contains('$') => continue,
+                None => value,
+            };
             let invalid = || format!("invalid value for {key}: {value}");
             match key.as_str() {
                 "type" => {

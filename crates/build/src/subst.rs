@@ -24,7 +24,7 @@
 //! | ADD, COPY | sources, destination, `--chown`, `--chmod`, ADD's `--checksum`, bodies of heredocs whose delimiter is unquoted ([`Lexer::heredoc`]) |
 //! | EXPOSE | each word, then split again on whitespace ([`Lexer::words`]) |
 //! | VOLUME, WORKDIR, USER, STOPSIGNAL | the argument(s) ([`Lexer::word`]) |
-//! | RUN | only the `--mount` values `source`, `target`, `id`, `env` |
+//! | RUN | every `--mount` value but `from` |
 //! | FROM | image and `--platform`, with the global ARGs only ([`crate::stages::Stages::plan`]) |
 //! | ARG | the default, only when no `--build-arg` gives a value; never the name (the engine's call) |
 //! | not at all | RUN/CMD/ENTRYPOINT/SHELL/HEALTHCHECK commands, MAINTAINER, ONBUILD (expanded when the trigger runs), `COPY --from`, `--exclude`, `--network` |
@@ -685,10 +685,8 @@ pub fn expand_command(cmd: &Command, lexer: &Lexer, vars: &dyn Vars) -> Result<C
         Command::Run(r) => {
             let mut r = r.clone();
             for m in &mut r.mounts {
-                m.source = opt(&m.source)?;
-                m.target = opt(&m.target)?;
-                m.id = opt(&m.id)?;
-                m.env = opt(&m.env)?;
+                let expand = |v: &str| word(v).map_err(|e| e.to_string());
+                *m = m.expand(&expand).map_err(|message| SubstError { text: m.spec.clone(), message })?;
             }
             Command::Run(r)
         }
@@ -934,6 +932,29 @@ mod tests {
         assert_eq!(err(&deep), "too many nested substitutions");
         let e = Lexer::new('\\').word("${}", &NoVars).err().map(|e| e.to_string());
         assert_eq!(e.as_deref(), Some("failed to process \"${}\": syntax error: bad substitution"));
+    }
+
+    #[test]
+    fn every_mount_value_but_from_is_expanded() {
+        let df = crate::Dockerfile::parse(
+            "FROM x\nRUN --mount=type=cache,target=$T,uid=$U,mode=$M,sharing=$S,id=c-$U true\n\
+             RUN --mount=type=tmpfs,target=/t,size=$Z true",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let run = |i: usize, vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            match expand_command(&df.instructions[i].command, &Lexer::new('\\'), &vars) {
+                Ok(Command::Run(r)) => Ok(r.mounts[0].clone()),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let m = run(1, &[("T", "/c"), ("U", "1000"), ("M", "0700"), ("S", "locked")]).unwrap();
+        assert_eq!((m.target.as_deref(), m.uid, m.mode), (Some("/c"), Some(1000), Some(0o700)));
+        assert_eq!((m.sharing, m.id.as_deref()), (Some(crate::dockerfile::Sharing::Locked), Some("c-1000")));
+        let e = run(1, &[("T", "/c"), ("U", "abc"), ("M", "0700"), ("S", "shared")]).unwrap_err();
+        assert!(e.contains("invalid value abc for uid"), "{e}");
+        assert_eq!(run(2, &[("Z", "64m")]).unwrap().size, Some(64 << 20));
     }
 
     #[test]

@@ -530,15 +530,25 @@ impl<'a> Common<'a> {
         let ferr = move |err: berth_build::ParseError| anyhow::anyhow!("{}", err.with_file(file.clone()));
         let target = self.stages.target(self.o.target.as_deref()).map_err(&ferr)?;
         let plan = self.stages.plan(&self.df, target, &self.meta).map_err(&ferr)?;
-        let mut warnings: Vec<(usize, String)> = Vec::new();
-        warnings.extend(self.df.warnings.iter().map(|w| (w.line, w.message.clone())));
-        warnings.extend(self.stages.warnings.iter().map(|w| (w.line, w.message.clone())));
-        warnings.extend(plan.warnings.iter().map(|w| (w.line, w.message.clone())));
-        for (line, m) in &warnings {
-            self.warn(*line, m);
+        // `# check=skip=` drops a rule's findings; `error=true` makes the others fail the build
+        // (notes, such as the one on `# syntax=`, are not findings).
+        let check = self.df.directives.check.clone().unwrap_or_default();
+        let warnings: Vec<&berth_build::dockerfile::Warning> = (self.df.warnings.iter())
+            .chain(&self.stages.warnings)
+            .chain(&plan.warnings)
+            .filter(|w| !check.skips(w))
+            .collect();
+        for w in &warnings {
+            self.warn(w.line, &w.message);
         }
-        if self.df.directives.check.as_ref().is_some_and(|c| c.error) && !warnings.is_empty() {
-            bail!("{}: the build has warnings and `# check=error=true` makes them errors", self.file);
+        let rules: BTreeSet<&str> = warnings.iter().filter_map(|w| w.rule()).collect();
+        if check.error && !rules.is_empty() {
+            let rules: Vec<&str> = rules.into_iter().collect();
+            bail!(
+                "{}: lint violation found for rules: {} (`# check=error=true` makes them errors; `# check=skip=RULE` leaves one out)",
+                self.file,
+                rules.join(", ")
+            );
         }
         self.total = plan.stages.iter().map(|p| self.steps_of(p.index)).sum();
         if !self.o.labels.is_empty() {
@@ -683,7 +693,7 @@ impl<'a> Common<'a> {
             .o
             .build_args
             .keys()
-            .filter(|k| !consumed.contains(*k) && !berth_build::subst::is_proxy_arg(k))
+            .filter(|k| !consumed.contains(*k) && !berth_build::subst::is_proxy_arg(k) && *k != "SOURCE_DATE_EPOCH")
             .map(|k| k.as_str())
             .collect();
         if !unused.is_empty() {
@@ -855,8 +865,7 @@ impl<'a> Builder<'a> {
                     st.args.retain(|(k, _)| *k != d.name);
                     st.args.push((d.name.clone(), value));
                 }
-                self.say(&format!(" ---> {}", st.img.short()));
-                return Ok(());
+                // Then a step of its own, as Docker records it: a history entry, no layer.
             }
             Command::From(_) => bail!("FROM cannot be used here"),
             _ => {}
@@ -1120,6 +1129,7 @@ fn apply_metadata(cfg: &mut Value, cmd: &Command, st: &StageState) -> Result<()>
                 a.push(json!(o.expression));
             }
         }
+        Command::Arg(_) => {}
         other => bail!("{} is not a metadata instruction", other.name()),
     }
     Ok(())

@@ -179,6 +179,12 @@ impl Builder<'_> {
                             bail!("creating the cache mount {id:?}");
                         }
                     }
+                    if let Some(from) = &m.from {
+                        bail!(
+                            "--mount=type=cache,from={from}: a cache mount seeded from a stage or image is not supported; \
+                             bind it (type=bind,from={from}) and copy what the cache should start with"
+                        );
+                    }
                     if matches!(m.sharing, Some(Sharing::Locked | Sharing::Private)) {
                         p._locks.push(FileLock::take(&base.join(format!("{}.lock", &hex[..32])), true)?);
                     }

@@ -170,15 +170,6 @@ pub fn build(e: &Engine, a: BuildArgs) -> Result<i32> {
         Some("docker") => ImageFormat::Docker,
         Some(other) => bail!("invalid --format {other:?}: use oci or docker"),
     };
-    let epoch = match a.timestamp {
-        Some(t) => Some(t),
-        None => match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) if !v.is_empty() => {
-                Some(v.trim().parse::<i64>().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?)
-            }
-            _ => None,
-        },
-    };
     let mut build_args = BTreeMap::new();
     for b in &a.build_arg {
         match parse_kv(b) {
@@ -193,6 +184,19 @@ pub fn build(e: &Engine, a: BuildArgs) -> Result<i32> {
             }
         }
     }
+    // --timestamp, else BuildKit's SOURCE_DATE_EPOCH build arg, else the environment's.
+    let epoch = match (a.timestamp, build_args.get("SOURCE_DATE_EPOCH")) {
+        (Some(t), _) => Some(t),
+        (None, Some(v)) => Some(
+            v.trim().parse::<i64>().with_context(|| format!("--build-arg SOURCE_DATE_EPOCH={v:?} is not a number"))?,
+        ),
+        (None, None) => match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) if !v.is_empty() => {
+                Some(v.trim().parse::<i64>().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?)
+            }
+            _ => None,
+        },
+    };
     let labels: BTreeMap<String, String> =
         a.label.iter().map(|l| parse_kv(l)).map(|(k, v)| (k, v.unwrap_or_default())).collect();
     let mut secrets = BTreeMap::new();
