@@ -402,6 +402,14 @@ fn contexts_archives_stdin_and_dockerfile_flags() {
     assert_eq!(code, 0, "{err}");
     build_ok(&b, &["-t", "from-tar", s(&tar)]);
     assert_eq!(sh(&b, "from-tar", "ls /ctx"), "Dockerfile\nhello.txt\nother.txt\n");
+    // Compressed: gzip and zstd.
+    for (flag, name) in [("-z", "ctx.tar.gz"), ("--zstd", "ctx.tar.zst")] {
+        let packed = b.g.path(name);
+        let (code, _, err) = b.host("tar", &["-C", s(&ctx), flag, "-cf", s(&packed), "."]);
+        assert_eq!(code, 0, "{err}");
+        build_ok(&b, &["-t", "from-packed", s(&packed)]);
+        assert_eq!(sh(&b, "from-packed", "cat /ctx/other.txt"), "other\n", "{name}");
+    }
     let mut c = b.cmd(&["build", "--network", "none", "-t", "from-stdin-tar", "-"]);
     c.stdin(std::fs::File::open(&tar).unwrap());
     assert!(c.output().unwrap().status.success());
@@ -454,7 +462,7 @@ fn add_fetches_urls() {
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
         use std::io::{Read, Write};
-        for _ in 0..2 {
+        for _ in 0..3 {
             let (mut conn, _) = listener.accept().unwrap();
             let mut req = [0u8; 4096];
             let _ = conn.read(&mut req).unwrap();
@@ -481,6 +489,14 @@ fn add_fetches_urls() {
     let (code, _, err) = build(&b, &[s(&ctx)]);
     assert_ne!(code, 0);
     assert!(err.contains("(--checksum)"), "{err}");
+    // The right one (sha256 of "downloaded\n").
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox\nADD --checksum=sha256:30031a9831674dd684c3817399acebc88a116ce5a7a3fbc0cf34d92521a534e6 http://127.0.0.1:{port}/files/data.txt /sum/\n"),
+    )
+    .unwrap();
+    build_ok(&b, &["-t", "summed", s(&ctx)]);
+    assert_eq!(sh(&b, "summed", "cat /sum/data.txt"), "downloaded\n");
     server.join().unwrap();
     std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\nADD http://127.0.0.1:{port}/files/data.txt /dl/\n"))
         .unwrap();
@@ -758,4 +774,95 @@ fn independent_stages_build_in_parallel() {
     assert!(out.contains("failing"), "{out}");
     assert!(b.ids().is_empty(), "{:?}", b.ids());
     assert!(b.run(&["image", "inspect", "never"]).0 != 0);
+}
+
+#[test]
+fn the_parsers_forms_build() {
+    let b = Berth::new("build-forms");
+    let ctx = context(&b, "forms");
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    // Several tags, --platform of this machine, a build arg from the environment, a proxy arg
+    // (seen by RUN without an ARG, never reported as unused).
+    let mut c = b.cmd(&[
+        "build",
+        "--network",
+        "none",
+        "--target",
+        "base",
+        "--platform",
+        &format!("linux/{arch}"),
+        "--build-arg",
+        "FROM_ENVIRONMENT",
+        "--build-arg",
+        "HTTP_PROXY=http://proxy.invalid:3128",
+        "-t",
+        "forms:1",
+        "-t",
+        "forms:2",
+        s(&ctx),
+    ]);
+    let o = c.env("FROM_ENVIRONMENT", "from-env").output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.contains("not consumed"), "{out}");
+    assert!(out.contains("Successfully tagged forms:1") && out.contains("Successfully tagged forms:2"), "{out}");
+    let id = |r: &str| b.ok(&["image", "inspect", "-f", "{{.Id}}", r]);
+    assert_eq!(id("forms:1"), id("forms:2"));
+    let files = sh(
+        &b,
+        "forms:1",
+        "cat /platform.txt /subst.txt /continued.txt /dash-heredoc.txt /quoted.txt /expanded.txt /env.txt; \
+         ls /added; stat -c '%u:%g %a %n' /added/data.txt /added/keep.txt",
+    );
+    assert_eq!(
+        files,
+        format!(
+            "linux/{arch} linux {arch} linux/{arch} linux\n\
+             tar.gz|archive.tar|gz|/usr/local/sbin:/usr/bin|set||fallback|colon|yes\n\
+             one two three\n\
+             tab-stripped\n\
+             kept $FILE as written\n\
+             file is archive.tar.gz\n\
+             proxy=http://proxy.invalid:3128 arg=from-env\n\
+             data.txt\nkeep.txt\n\
+             7:8 640 /added/data.txt\n7:8 640 /added/keep.txt\n"
+        )
+    );
+    let cc = config(&b, "forms:1")["config"].clone();
+    assert_eq!(cc["Healthcheck"]["Test"], serde_json::json!(["NONE"]));
+    assert_eq!(cc["Entrypoint"], serde_json::json!(["/bin/sh", "-c", "echo entry"]));
+    assert_eq!(cc["Cmd"], serde_json::json!(["/bin/sh", "-c", "echo cmd"]));
+    assert!(!cc["Env"].to_string().contains("HTTP_PROXY"), "{}", cc["Env"]);
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "forms:1"]), "entry\n");
+    // Another proxy value is not another step: every step is taken from the cache.
+    let again = build_ok(
+        &b,
+        &[
+            "--target",
+            "base",
+            "--build-arg",
+            "FROM_ENVIRONMENT=from-env",
+            "--build-arg",
+            "HTTP_PROXY=http://other.invalid",
+            s(&ctx),
+        ],
+    );
+    assert!(!again.contains("Running in"), "{again}");
+    // The whole file: COPY --from with --chown.
+    build_ok(&b, &["-t", "forms-final", s(&ctx)]);
+    assert_eq!(sh(&b, "forms-final", "stat -c '%u:%g' /owned.txt"), "3:4\n");
+    // A changed --chmod alone is a changed step.
+    let df = std::fs::read_to_string(ctx.join("Dockerfile")).unwrap().replace("--chmod=640", "--chmod=600");
+    std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+    let changed = build_ok(&b, &["--target", "base", "-t", "forms:3", s(&ctx)]);
+    assert!(
+        changed.contains("ADD --chown=7:8 --chmod=600")
+            && !changed.contains("--chmod=600 --exclude=*.skip data.txt extra/ /added/\n ---> Using cache"),
+        "{changed}"
+    );
+    assert_eq!(sh(&b, "forms:3", "stat -c '%a' /added/data.txt"), "600\n");
 }
