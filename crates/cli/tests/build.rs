@@ -866,3 +866,38 @@ fn the_parsers_forms_build() {
     );
     assert_eq!(sh(&b, "forms:3", "stat -c '%a' /added/data.txt"), "600\n");
 }
+
+#[test]
+fn copy_link_layers_survive_a_changed_parent() {
+    let b = Berth::new("build-link");
+    let ctx = b.g.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    let df = |base: &str| {
+        format!("FROM busybox\nRUN echo {base} > /base\nWORKDIR /app\nCOPY --link --chmod=600 a.txt sub/\n")
+    };
+    std::fs::write(ctx.join("Dockerfile"), df("v1")).unwrap();
+    build_ok(&b, &["-t", "link:1", s(&ctx)]);
+    // The layer is made without the parent's files, so it is the same on any parent.
+    let diff = |r: &str| config(&b, r)["rootfs"]["diff_ids"].as_array().unwrap().last().unwrap().clone();
+    // A changed step before it: the RUN runs again, the linked COPY is taken as it was.
+    std::fs::write(ctx.join("Dockerfile"), df("v2")).unwrap();
+    let out = build_ok(&b, &["-t", "link:2", s(&ctx)]);
+    assert!(out.contains("Step 4/4 : COPY --link --chmod=600 a.txt sub/\n ---> Using cache"), "{out}");
+    assert_eq!(diff("link:1"), diff("link:2"));
+    assert_eq!(sh(&b, "link:2", "cat /base /app/sub/a.txt; stat -c %a /app/sub/a.txt"), "v2\na\n600\n");
+    // The same file without --link is built again on the new parent.
+    std::fs::write(ctx.join("Dockerfile"), df("v3").replace("--link ", "")).unwrap();
+    let out = build_ok(&b, &["-t", "nolink", s(&ctx)]);
+    assert!(!out.contains("a.txt sub/\n ---> Using cache"), "{out}");
+    // A new source file is a new layer; names in --chown cannot be looked up.
+    std::fs::write(ctx.join("a.txt"), "a2\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), df("v2")).unwrap();
+    let out = build_ok(&b, &["-t", "link:3", s(&ctx)]);
+    assert!(!out.contains("a.txt sub/\n ---> Using cache"), "{out}");
+    assert_ne!(diff("link:1"), diff("link:3"));
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY --link --chown=nobody a.txt /\n").unwrap();
+    let (code, _, err) = build(&b, &[s(&ctx)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Dockerfile:2: COPY: COPY --link --chown=nobody: a linked layer is made without"), "{err}");
+}

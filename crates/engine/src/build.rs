@@ -264,31 +264,35 @@ impl StageState {
 
 /// The cache key of a step: the parent image and everything the step reads. Alongside, the
 /// step key: the same without the parent image's id (its image config instead), written into
-/// the step's history entry for `--cache-from`.
+/// the step's history entry for `--cache-from`; and the link key: the same without anything
+/// of the parent, under which a `COPY --link` layer is found again on another parent.
 struct Key {
     local: Hasher,
     step: Hasher,
+    link: Hasher,
 }
 
 impl Key {
     fn new(parent: &Img, cmd: &Command) -> Key {
-        let mut k = Key { local: Hasher::new(berth_image::Algo::Sha256), step: Hasher::new(berth_image::Algo::Sha256) };
+        let h = || Hasher::new(berth_image::Algo::Sha256);
+        let mut k = Key { local: h(), step: h(), link: h() };
         k.local.update(format!("berth-build-cache/1\n{}\n", parent.id).as_bytes());
         k.step.update(format!("berth-build-step/1\n{}\n", parent.config["config"]).as_bytes());
+        k.link.update(b"berth-build-link/1\n");
         k.text(&serde_json::to_string(cmd).unwrap_or_default());
         k
     }
 
     fn text(&mut self, s: &str) {
-        for h in [&mut self.local, &mut self.step] {
+        for h in [&mut self.local, &mut self.step, &mut self.link] {
             h.update(s.as_bytes());
             h.update(b"\n");
         }
     }
 
-    /// (cache key, step key).
-    fn finish(self) -> (String, String) {
-        (self.local.finish().hex, self.step.finish().hex)
+    /// (cache key, step key, link key).
+    fn finish(self) -> (String, String, String) {
+        (self.local.finish().hex, self.step.finish().hex, self.link.finish().hex)
     }
 }
 
@@ -878,17 +882,24 @@ impl<'a> Builder<'a> {
             Command::Copy(_) | Command::Add(_) => {
                 let spec = copy::CopySpec::of(&cmd).context("not a copy")?;
                 prep = Some(self.copy_prepare(st, &spec, &mut key)?);
+                // A relative destination is the parent's business (the link key has no parent).
+                key.link.update(format!("workdir {}\n", st.img.workdir()).as_bytes());
             }
             Command::Entrypoint(_) => key.text(&format!("cmd_set={}", st.cmd_set)),
             _ => {}
         }
-        let (key, step) = key.finish();
+        let (key, step, link_key) = key.finish();
+        let linked = matches!(&cmd, Command::Copy(c) if c.link) || matches!(&cmd, Command::Add(a) if a.link);
         if matches!(cmd, Command::Cmd(_)) {
             st.cmd_set = true;
         }
         if !self.o.no_cache {
             let hit = match self.e.cache_get(&key)? {
                 Some(id) => Some(self.e.load_img(&id.to_string())?),
+                None if linked => match self.linked_layer(st, &link_key, &step)? {
+                    Some(img) => Some(img),
+                    None => self.step_from_cache_images(st, &cmd, &step)?,
+                },
                 None => self.step_from_cache_images(st, &cmd, &step)?,
             };
             if let Some(img) = hit {
@@ -917,9 +928,32 @@ impl<'a> Builder<'a> {
             }
         };
         self.e.cache_put(&key, &img.id, &st.img.id)?;
+        if linked {
+            self.e.cache_put(&link_key, &img.id, &st.img.id)?;
+        }
         st.img = img;
         self.say(&format!(" ---> {}", st.img.short()));
         Ok(())
+    }
+
+    /// `COPY --link`: a layer made by the same step on another parent (it never saw its
+    /// parent's files), put on this one.
+    fn linked_layer(&self, st: &StageState, link_key: &str, step: &str) -> Result<Option<Img>> {
+        let Some(id) = self.e.cache_get(link_key)? else { return Ok(None) };
+        let Ok(c) = self.e.load_img(&id.to_string()) else { return Ok(None) };
+        let Some(entry) = c.config["history"].as_array().and_then(|h| h.last()).cloned() else { return Ok(None) };
+        let layer = if entry["empty_layer"].as_bool().unwrap_or(false) {
+            None
+        } else {
+            match (c.layers.last(), c.diff_ids().last()) {
+                (Some(d), Some(diff)) => Some((d.clone(), diff.clone())),
+                _ => return Ok(None),
+            }
+        };
+        let mut entry = entry;
+        entry["created"] = json!(now(self.o.epoch));
+        entry["comment"] = json!(image::step_comment(step));
+        Ok(Some(self.e.commit_entry(&st.img, st.img.config.clone(), layer, Some(entry))?))
     }
 
     /// WORKDIR: the config, and the directory made in a layer when the image lacks it.
@@ -931,7 +965,7 @@ impl<'a> Builder<'a> {
         let layer = if tree::exists_in_layers(&layer_dirs, &dir) {
             None
         } else {
-            self.in_view(st, None, |out, _| {
+            self.in_view(st, false, None, |out, _| {
                 let (rel, exists) = out.resolve(&dir)?;
                 if !exists {
                     out.parents(&rel)?;
@@ -994,6 +1028,7 @@ impl<'a> Builder<'a> {
     fn in_view(
         &self,
         st: &StageState,
+        linked: bool,
         from: Option<&Img>,
         f: impl FnOnce(&mut emit::LayerOut, Option<RawFd>) -> Result<()> + Send,
     ) -> Result<Option<crate::layer::NewLayer>> {
@@ -1007,7 +1042,11 @@ impl<'a> Builder<'a> {
         for d in [&root, &fdir, &empty] {
             std::fs::create_dir(d)?;
         }
-        let mut overlays = vec![mounts::Overlay { lowers: lowers_of(&st.img)?, upper: None, target: root.clone() }];
+        // A linked layer is made on an empty root: it depends on nothing of its parent.
+        let mut overlays = Vec::new();
+        if !linked {
+            overlays.push(mounts::Overlay { lowers: lowers_of(&st.img)?, upper: None, target: root.clone() });
+        }
         if let Some(v) = from {
             overlays.push(mounts::Overlay { lowers: lowers_of(v)?, upper: None, target: fdir.clone() });
         }

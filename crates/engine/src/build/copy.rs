@@ -39,6 +39,8 @@ pub(super) struct CopySpec {
     pub unpack: Option<bool>,
     pub exclude: Vec<String>,
     pub parents: bool,
+    /// `--link`: the layer is made without the parent's files.
+    pub link: bool,
 }
 
 impl CopySpec {
@@ -56,6 +58,7 @@ impl CopySpec {
                 unpack: Some(false),
                 exclude: c.exclude.clone(),
                 parents: c.parents,
+                link: c.link,
             }),
             Command::Add(a) => Some(CopySpec {
                 add: true,
@@ -69,6 +72,7 @@ impl CopySpec {
                 unpack: a.unpack,
                 exclude: a.exclude.clone(),
                 parents: false,
+                link: a.link,
             }),
             _ => None,
         }
@@ -356,7 +360,16 @@ impl Builder<'_> {
         let now = self.o.epoch.unwrap_or_else(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
         });
-        let layer = self.in_view(st, prep.from.as_ref(), |out, view| {
+        if spec.link
+            && let Some(c) = &spec.chown
+            && c.split(':').any(|p| p.parse::<u32>().is_err())
+        {
+            bail!(
+                "{name} --link --chown={c}: a linked layer is made without the image's files, so user and group names \
+                 cannot be looked up there; give numeric ids"
+            );
+        }
+        let layer = self.in_view(st, spec.link, prep.from.as_ref(), |out, view| {
             let owner = spec.chown.as_deref().map(|c| parse_chown(out.root(), c)).transpose()?;
             let resolved;
             let groups: &[Vec<Source>] = match view {
