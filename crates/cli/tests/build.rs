@@ -255,6 +255,26 @@ step arg: unset
     let (code, _, err) = build(&b, &["--no-cache", s(&ctx)]);
     assert_eq!(code, 1);
     assert!(err.contains("can't open '/run/secrets/token'"), "{err}");
+    // The host's network (here, the test's namespace): --network host for every step, or
+    // RUN --network=host for one.
+    let o = b.ns.command("readlink").arg("/proc/self/ns/net").output().unwrap();
+    let host_ns = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(host_ns.starts_with("net:["), "{host_ns}");
+    let hctx = b.g.path("ctx-host");
+    std::fs::create_dir_all(&hctx).unwrap();
+    std::fs::write(
+        hctx.join("Dockerfile"),
+        "FROM busybox\nRUN readlink /proc/self/ns/net > /ns-all.txt\n\
+        RUN --network=host readlink /proc/self/ns/net > /ns-one.txt\nRUN readlink /proc/self/ns/net > /ns-none.txt\n",
+    )
+    .unwrap();
+    build_ok(&b, &["--network", "host", "-t", "on-host", s(&hctx)]);
+    assert_eq!(sh(&b, "on-host", "cat /ns-all.txt /ns-one.txt"), format!("{host_ns}{host_ns}"));
+    build_ok(&b, &["--no-cache", "-t", "one-on-host", s(&hctx)]);
+    let ns = sh(&b, "one-on-host", "cat /ns-all.txt /ns-one.txt /ns-none.txt");
+    let lines: Vec<&str> = ns.lines().collect();
+    assert_eq!(lines[1], host_ns.trim(), "{ns}");
+    assert!(lines[0] != lines[1] && lines[2] != lines[1], "--network none steps have their own: {ns}");
     assert!(b.network_leftovers().is_empty(), "{:?}", b.network_leftovers());
 }
 
@@ -563,7 +583,7 @@ fn bad_input_gives_clear_errors() {
             &["--pull=never"],
             "Dockerfile:2: COPY: image nostage is not here",
         ),
-        ("ARG VER\nFROM busybox:$VER\n", &[], "Dockerfile:2: FROM"),
+        ("ARG VER\nFROM busybox:$VER\n", &[], "Dockerfile:2: FROM: invalid reference format: bad tag \"\" in \"busybox:\""),
         ("FROM busybox\nENV X=${V:?needs}\n", &[], "Dockerfile:2: ENV: failed to process \"${V:?needs}\": V: needs"),
         (
             "FROM busybox\nRUN --mount=type=cache,from=busybox,target=/c true\n",
@@ -659,20 +679,30 @@ fn copy_chmod_takes_symbolic_modes() {
 }
 
 #[test]
-fn add_unpacks_bzip2_and_xz_archives() {
+fn add_unpacks_bzip2_xz_and_zstd_archives() {
     let b = Berth::new("build-addz");
     let ctx = b.g.path("ctx-addz");
     let src = b.g.path("payload");
     std::fs::create_dir_all(src.join("pkg")).unwrap();
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(src.join("pkg/data"), "packed\n").unwrap();
-    for (flag, name) in [("-cjf", "p.tar.bz2"), ("-cJf", "p.tar.xz")] {
-        let (code, _, err) = b.host("tar", &["-C", s(&src), flag, s(&ctx.join(name)), "pkg"]);
+    for (flag, name) in [("-cjf", "p.tar.bz2"), ("-cJf", "p.tar.xz"), ("--zstd", "p.tar.zst")] {
+        let out = s(&ctx.join(name)).to_string();
+        let args: Vec<&str> = if flag == "--zstd" {
+            vec!["-C", s(&src), flag, "-cf", &out, "pkg"]
+        } else {
+            vec!["-C", s(&src), flag, &out, "pkg"]
+        };
+        let (code, _, err) = b.host("tar", &args);
         assert_eq!(code, 0, "{err}");
     }
-    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nADD p.tar.bz2 /bz/\nADD p.tar.xz /xz/\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nADD p.tar.bz2 /bz/\nADD p.tar.xz /xz/\nADD p.tar.zst /zst/\n",
+    )
+    .unwrap();
     build_ok(&b, &["-t", "addz", s(&ctx)]);
-    assert_eq!(sh(&b, "addz", "cat /bz/pkg/data /xz/pkg/data"), "packed\npacked\n");
+    assert_eq!(sh(&b, "addz", "cat /bz/pkg/data /xz/pkg/data /zst/pkg/data"), "packed\npacked\npacked\n");
     // A corrupt archive is an error, not a file copied as is.
     let mut bad = std::fs::read(ctx.join("p.tar.xz")).unwrap();
     let n = bad.len();
