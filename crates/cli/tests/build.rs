@@ -480,19 +480,28 @@ fn add_fetches_urls() {
     // A one-shot HTTP server in the test's network namespace.
     let listener = common::in_netns(b.ns.path(), || std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let port = listener.local_addr().unwrap().port();
+    // An archive for ADD --unpack, served at /files/p.tar.
+    let src = b.g.path("payload");
+    std::fs::create_dir_all(src.join("pkg")).unwrap();
+    std::fs::write(src.join("pkg/data"), "unpacked\n").unwrap();
+    let (code, _, err) = b.host("tar", &["-C", s(&src), "-cf", s(&b.g.path("p.tar")), "pkg"]);
+    assert_eq!(code, 0, "{err}");
+    let tar = std::fs::read(b.g.path("p.tar")).unwrap();
     let server = std::thread::spawn(move || {
         use std::io::{Read, Write};
-        for _ in 0..3 {
+        for _ in 0..5 {
             let (mut conn, _) = listener.accept().unwrap();
             let mut req = [0u8; 4096];
-            let _ = conn.read(&mut req).unwrap();
-            let body = "downloaded\n";
+            let n = conn.read(&mut req).unwrap();
+            let body: &[u8] =
+                if String::from_utf8_lossy(&req[..n]).contains("/p.tar ") { &tar } else { b"downloaded\n" };
             write!(
                 conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n",
                 body.len()
             )
             .unwrap();
+            conn.write_all(body).unwrap();
         }
     });
     let ctx = b.g.path("ctx");
@@ -517,6 +526,17 @@ fn add_fetches_urls() {
     .unwrap();
     build_ok(&b, &["-t", "summed", s(&ctx)]);
     assert_eq!(sh(&b, "summed", "cat /sum/data.txt"), "downloaded\n");
+    // An archive from a URL is a file unless --unpack says otherwise.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM busybox\nADD http://127.0.0.1:{port}/files/p.tar /kept/\n\
+             ADD --unpack=true http://127.0.0.1:{port}/files/p.tar /unpacked/\n"
+        ),
+    )
+    .unwrap();
+    build_ok(&b, &["-t", "unpacked", s(&ctx)]);
+    assert_eq!(sh(&b, "unpacked", "ls /kept; cat /unpacked/pkg/data"), "p.tar\nunpacked\n");
     server.join().unwrap();
     std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\nADD http://127.0.0.1:{port}/files/data.txt /dl/\n"))
         .unwrap();
@@ -583,7 +603,11 @@ fn bad_input_gives_clear_errors() {
             &["--pull=never"],
             "Dockerfile:2: COPY: image nostage is not here",
         ),
-        ("ARG VER\nFROM busybox:$VER\n", &[], "Dockerfile:2: FROM: invalid reference format: bad tag \"\" in \"busybox:\""),
+        (
+            "ARG VER\nFROM busybox:$VER\n",
+            &[],
+            "Dockerfile:2: FROM: invalid reference format: bad tag \"\" in \"busybox:\"",
+        ),
         ("FROM busybox\nENV X=${V:?needs}\n", &[], "Dockerfile:2: ENV: failed to process \"${V:?needs}\": V: needs"),
         (
             "FROM busybox\nRUN --mount=type=cache,from=busybox,target=/c true\n",
