@@ -211,7 +211,8 @@ fn options_stand_before_or_after_the_id() {
     assert!(o.status.success() && text(&o).contains("--console-socket"), "{}", text(&o));
 }
 
-/// The default cgroups live in a shared `berth` parent, which goes with its last container
+/// Without a cgroupsPath a container's cgroup is `/<id>` in each hierarchy, as runc's. The
+/// engine's cgroups live in a shared `berth` parent, which goes with its last container
 /// (after a delete and after a failed create alike). Other containers (other tests, the
 /// engine's) may hold it meanwhile, so only a `berth` that stays childless counts as a leak.
 #[test]
@@ -220,9 +221,29 @@ fn the_shared_parent_cgroup_goes_when_empty() {
         return;
     }
     let g = Guard::new("rt-parent");
-    let (code, _, e) = run(&g, Config::default().args(&["true"]));
+    // Seen from the host by a createRuntime hook: the init's cgroup in the pids hierarchy.
+    let report = g.path("cgroup-report");
+    let script = g.path("cgroup-hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\npid=$(sed 's/.*\"pid\": *\\([0-9]*\\).*/\\1/')\ngrep -E '^[0-9]+:pids:' /proc/$pid/cgroup > {}\n",
+            report.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (code, _, e) =
+        run(&g, Config::default().args(&["true"]).set("/hooks/createRuntime", json!([{"path": script}])));
     assert_eq!(code, 0, "{e}");
-    let (code, _, e) = run(&g, Config::default().args(&["no-such-program"]));
+    let seen = std::fs::read_to_string(&report).unwrap();
+    assert!(seen.trim_end().ends_with(&format!(":pids:/{}", g.id("run"))), "{seen}");
+    let shared = |args: &[&str]| {
+        Config::default().args(args).set("/linux/cgroupsPath", json!(format!("/berth/{}", g.id("run"))))
+    };
+    let (code, _, e) = run(&g, shared(&["true"]));
+    assert_eq!(code, 0, "{e}");
+    let (code, _, e) = run(&g, shared(&["no-such-program"]));
     assert_ne!(code, 0, "{e}");
     let childless = || -> Vec<std::path::PathBuf> {
         let mut v = Vec::new();

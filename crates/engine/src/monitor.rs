@@ -324,17 +324,23 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
     let init = if c.config.init { Some(engine.init_binary()?) } else { None };
     let etc = EtcFiles { hosts: &hosts, hostname: &hostname, resolv: &resolv, init: init.as_deref() };
     let v2 = matches!(berth_cgroups::Layout::detect(), berth_cgroups::Layout::V2 { .. });
-    let spec = spec::build(&config, &rootfs.merged(), &etc, v2)?;
-    fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
-    let saved = (dup_cloexec(1)?, dup_cloexec(2)?);
-    let mut opts =
-        CreateOptions { root: engine.runtime_root(), id: c.id.clone(), bundle: dir.clone(), ..Default::default() };
     // The built-in runtime, or another binary with runc's command line (--runtime).
     let external = if crate::runtimes::is_builtin(&c.config.runtime) {
         None
     } else {
         Some((crate::runtimes::resolve(&c.config.runtime)?, engine.external_root(&c.config.runtime)))
     };
+    let mut spec = spec::build(&config, &rootfs.merged(), &etc, v2)?;
+    if external.is_none() {
+        // Ours under one parent (the built-in runtime removes it once empty); another runtime
+        // keeps its own default.
+        let parent = berth_runtime::container::ENGINE_CGROUP_PARENT;
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{parent}/{}", c.id));
+    }
+    fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
+    let saved = (dup_cloexec(1)?, dup_cloexec(2)?);
+    let mut opts =
+        CreateOptions { root: engine.runtime_root(), id: c.id.clone(), bundle: dir.clone(), ..Default::default() };
     let create = |opts: &CreateOptions| -> Result<i32> {
         match &external {
             None => create(opts).map(|s| s.pid),

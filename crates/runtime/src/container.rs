@@ -69,16 +69,15 @@ impl Drop for Undo {
     }
 }
 
-/// The parent of the default cgroups (`berth/<id>` under each hierarchy).
-const DEFAULT_CGROUP_PARENT: &str = "berth";
+/// The parent the engine gives its containers' cgroups (`berth/<id>` under each hierarchy),
+/// removed by the runtime once empty.
+pub const ENGINE_CGROUP_PARENT: &str = "berth";
 
-/// The cgroup a spec asks for: its cgroupsPath, or `berth/<id>`.
+/// The cgroup a spec asks for: its cgroupsPath, or `/<id>` as runc does (no shared parent to
+/// make and remove in each hierarchy).
 fn cgroup_for(spec: &Spec, id: &str) -> Result<Cgroup> {
-    let p = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().clone())
-        .unwrap_or_else(|| PathBuf::from(format!("/{DEFAULT_CGROUP_PARENT}/{id}")));
+    let p =
+        spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).unwrap_or_else(|| PathBuf::from(format!("/{id}")));
     if p.to_string_lossy().contains(':') {
         bail!(
             "linux.cgroupsPath {:?} looks like a systemd slice:prefix:name path; berth-runtime drives cgroupfs directly (drop --systemd-cgroup)",
@@ -88,11 +87,11 @@ fn cgroup_for(spec: &Spec, id: &str) -> Result<Cgroup> {
     Ok(Cgroup::new(Layout::detect(), &p)?)
 }
 
-/// The shared default parent `berth/` goes once empty (after its container's cgroup), race-safely
-/// (see [`Cgroup::remove_parent_if_empty`]). The parents of any other cgroupsPath belong to
-/// whoever chose it and are left alone.
+/// The engine's shared parent `berth/` goes once empty (after its container's cgroup),
+/// race-safely (see [`Cgroup::remove_parent_if_empty`]). The parents of any other cgroupsPath
+/// belong to whoever chose it and are left alone.
 fn remove_default_parent(cg: &Cgroup) {
-    if cg.path().parent() == Some(Path::new(DEFAULT_CGROUP_PARENT)) {
+    if cg.path().parent() == Some(Path::new(ENGINE_CGROUP_PARENT)) {
         let _ = cg.remove_parent_if_empty();
     }
 }
