@@ -823,9 +823,11 @@ fn seccomp_bad_profiles_fail_clearly_and_leave_nothing() {
         ),
         (rule("SCMP_ACT_ERRNO", "SCMP_CMP_ABOUT", 0), "linux.seccomp.syscalls[0].args[0].op: unknown seccomp operator"),
         (rule("SCMP_ACT_ERRNO", "SCMP_CMP_EQ", 6), "linux.seccomp.syscalls[0].args[0].index: 6 is out of range"),
+        (rule("SCMP_ACT_NOTIFY", "SCMP_CMP_EQ", 0), "linux.seccomp.listenerPath is required with SCMP_ACT_NOTIFY"),
         (
-            rule("SCMP_ACT_NOTIFY", "SCMP_CMP_EQ", 0),
-            "linux.seccomp.syscalls[0].action: SCMP_ACT_NOTIFY is not supported",
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/nonexistent/agent.sock",
+                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
+            "linux.seccomp.listenerPath: connecting to the agent at /nonexistent/agent.sock",
         ),
         (json!({"defaultAction": "SCMP_ACT_NONE"}), "linux.seccomp.defaultAction: unknown seccomp action"),
         (
@@ -857,8 +859,9 @@ fn features_list_seccomp() {
     assert!(
         has("actions", "SCMP_ACT_ERRNO")
             && has("actions", "SCMP_ACT_KILL_PROCESS")
-            && !has("actions", "SCMP_ACT_NOTIFY")
+            && has("actions", "SCMP_ACT_NOTIFY")
     );
+    assert!(has("supportedFlags", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"), "{s}");
     assert_eq!(s["operators"].as_array().unwrap().len(), 7);
     assert!(has("archs", "SCMP_ARCH_X86_64") && has("archs", "SCMP_ARCH_X32"));
     assert!(has("knownFlags", "SECCOMP_FILTER_FLAG_LOG") && has("supportedFlags", "SECCOMP_FILTER_FLAG_TSYNC"));
@@ -1195,4 +1198,135 @@ fn features_list_the_process_and_mount_extensions() {
     let a = &f["annotations"];
     assert_eq!(a["io.github.berth.runtime.process"], "ioPriority,scheduler,execCPUAffinity");
     assert!(a["io.github.berth.runtime.personality"].as_str().unwrap().contains("LINUX32"));
+}
+
+/// A seccomp agent for the notify test: takes one connection on `listener`, reads the
+/// container process state and the listener fd, and answers the notifications that come:
+/// the first with EACCES, the next ones by letting the syscall run. Returns the state and the
+/// number of notifications, once the filter has no process left (or after 20 s).
+fn seccomp_agent(listener: std::os::unix::net::UnixListener) -> std::thread::JoinHandle<(serde_json::Value, usize)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    #[repr(C)]
+    struct Notif {
+        id: u64,
+        pid: u32,
+        flags: u32,
+        nr: i32,
+        arch: u32,
+        ip: u64,
+        args: [u64; 6],
+    }
+    #[repr(C)]
+    struct Resp {
+        id: u64,
+        val: i64,
+        error: i32,
+        flags: u32,
+    }
+    const NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+    const NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+    const CONTINUE: u32 = 1;
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 8192];
+        let mut control = [0u64; 4];
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: recvmsg into buffers we own; the fd is read from the control message.
+        let (n, fd) = unsafe {
+            let mut mh: libc::msghdr = std::mem::zeroed();
+            mh.msg_iov = &mut iov;
+            mh.msg_iovlen = 1;
+            mh.msg_control = control.as_mut_ptr().cast();
+            mh.msg_controllen = std::mem::size_of_val(&control) as _;
+            let n = libc::recvmsg(conn.as_raw_fd(), &mut mh, libc::MSG_CMSG_CLOEXEC);
+            assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
+            let c = libc::CMSG_FIRSTHDR(&mh);
+            assert!(!c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS, "no fd with the state");
+            (n as usize, OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>())))
+        };
+        let state: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+        let mut handled = 0;
+        loop {
+            let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: poll on our listener fd.
+            if unsafe { libc::poll(&mut p, 1, 20_000) } <= 0 || p.revents & libc::POLLIN == 0 {
+                break;
+            }
+            // SAFETY: the kernel wants a zeroed seccomp_notif; both structs match the uapi layout.
+            let mut req: Notif = unsafe { std::mem::zeroed() };
+            if unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_RECV, &mut req) } != 0 {
+                break;
+            }
+            let resp = if handled == 0 {
+                Resp { id: req.id, val: 0, error: -libc::EACCES, flags: 0 }
+            } else {
+                Resp { id: req.id, val: 0, error: 0, flags: CONTINUE }
+            };
+            handled += 1;
+            // SAFETY: as above.
+            unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_SEND, &resp) };
+        }
+        (state, handled)
+    })
+}
+
+/// SCMP_ACT_NOTIFY: the listener fd goes to the agent at listenerPath with the container
+/// process state (for the init and for an exec'd process), and the agent's answers decide.
+#[test]
+fn seccomp_notify_hands_the_listener_to_the_agent() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-scmp-notify");
+    let sock = g.path("agent.sock");
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    let profile = |meta: &str| {
+        let mut p =
+            seccomp_profile("SCMP_ACT_ALLOW", json!([{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]));
+        p["listenerPath"] = json!(sock);
+        p["listenerMetadata"] = json!(meta);
+        p
+    };
+    // The init: its mkdirs wait for the agent.
+    let agent = seccomp_agent(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let cfg = Config::default()
+        .sh("mkdir /dev/shm/a 2>&1; mkdir /dev/shm/b && echo made-b; ls /dev/shm")
+        .set("/linux/seccomp", profile("meta-run"));
+    let (code, o, e) = run(&g, cfg);
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(o, "mkdir: can't create directory '/dev/shm/a': Permission denied\nmade-b\nb\n");
+    let (state, handled) = agent.join().unwrap();
+    assert_eq!(handled, 2, "{state}");
+    assert_eq!(state["fds"], json!(["seccompFd"]), "{state}");
+    assert_eq!(state["metadata"], "meta-run", "{state}");
+    assert_eq!(state["state"]["id"], g.id("run"), "{state}");
+    assert_eq!(state["state"]["status"], "creating", "{state}");
+    assert!(state["pid"].as_i64().is_some_and(|p| p > 1) && state["pid"] == state["state"]["pid"], "{state}");
+    no_state_left(&g);
+
+    // An exec'd process has a filter and a listener of its own, forwarded by the runtime.
+    std::fs::remove_file(&sock).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let init_agent = seccomp_agent(listener.try_clone().unwrap());
+    let b = Bundle::busybox(&Config::default().args(&["sleep", "1000"]).set("/linux/seccomp", profile("meta-exec")));
+    let id = g.id("c");
+    let mut c = rt(&g);
+    c.args(["run", "-d", "-b"]).arg(b.path()).arg(&id);
+    let o = out_detached(&g, c);
+    assert!(o.status.success(), "run -d: {}", err(&o));
+    let exec_agent = seccomp_agent(listener);
+    let mut c = rt(&g);
+    c.args(["exec", &id, "sh", "-c", "mkdir /dev/shm/c 2>&1; mkdir /dev/shm/d && echo made-d"]);
+    let o = out(c);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(text(&o), "mkdir: can't create directory '/dev/shm/c': Permission denied\nmade-d\n");
+    let (state, handled) = exec_agent.join().unwrap();
+    assert_eq!((handled, &state["metadata"], &state["state"]["status"]), (2, &json!("meta-exec"), &json!("running")));
+    assert_ne!(state["pid"], state["state"]["pid"], "the exec'd process, not the init: {state}");
+    let mut c = rt(&g);
+    c.args(["delete", "--force", &id]);
+    assert!(out(c).status.success());
+    let (state, handled) = init_agent.join().unwrap();
+    assert_eq!((handled, &state["state"]["id"]), (0, &json!(id)));
+    no_state_left(&g);
 }

@@ -636,8 +636,19 @@ impl Container {
         let undo = Undo { dir: None, cgroup: None, pids: vec![stage] };
         send(lst.as_raw_fd(), b"go");
         let mut pid = 0;
+        let mut listener = None;
         loop {
-            let m = recv(lst.as_raw_fd())?;
+            let (m, fd) = init::recv_with_fd(lst.as_raw_fd())?;
+            if m == b"seccomp" {
+                listener = fd;
+            }
+            if pid > 0
+                && let (Some(l), Some(f)) = (listener.take(), seccomp.as_ref().and_then(|f| f.listener()))
+            {
+                // The agent gets the listener with the process's (host) pid and our state.
+                let state = self.state.to_oci_json(Status::Running);
+                seccomp::Agent::connect(f, pid, state)?.send(l.as_raw_fd())?;
+            }
             if m.is_empty() {
                 if pid > 0 {
                     break;
@@ -697,7 +708,21 @@ fn exec_stage(
                 let args = p.args().clone().unwrap_or_default();
                 let env = p.env().clone().unwrap_or_default();
                 let exe = crate::process::find_executable(args.first().context("process.args is empty")?, &env)?;
-                init::finish_and_exec(p, &exe, preserve, seccomp, Some(attrs))
+                // A filter with NOTIFY rules: its listener goes to the runtime, which forwards it.
+                let agent = match seccomp.and_then(|f| f.listener()) {
+                    Some(_) => {
+                        // SAFETY: fcntl on our end of the channel; a new fd from the kernel.
+                        let d = unsafe { libc::fcntl(sock, libc::F_DUPFD_CLOEXEC, 3) };
+                        if d < 0 {
+                            return Err(std::io::Error::last_os_error()).context("dup");
+                        }
+                        // SAFETY: as above.
+                        let s = unsafe { std::os::fd::FromRawFd::from_raw_fd(d) };
+                        Some(seccomp::Agent::via(s, b"seccomp"))
+                    }
+                    None => None,
+                };
+                init::finish_and_exec(p, &exe, preserve, seccomp, Some(attrs), agent.as_ref())
             })();
             send(sock, format!("error:{e:#}").as_bytes());
             // SAFETY: leave the failed child without running destructors.

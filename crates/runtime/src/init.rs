@@ -29,11 +29,24 @@ pub fn send(fd: RawFd, msg: &[u8]) {
 }
 
 pub fn recv(fd: RawFd) -> Result<Vec<u8>> {
+    recv_with_fd(fd).map(|(m, _)| m)
+}
+
+/// [`recv`], and the fd that came with the message (SCM_RIGHTS), close-on-exec.
+pub fn recv_with_fd(fd: RawFd) -> Result<(Vec<u8>, Option<OwnedFd>)> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut resets = 0;
     loop {
-        // SAFETY: recv into a buffer we own.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let mut control = [0u64; 4];
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: recvmsg into a buffer and a control buffer we own (room for one fd).
+        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = control.as_mut_ptr().cast();
+        mh.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: as above.
+        let n = unsafe { libc::recvmsg(fd, &mut mh, libc::MSG_CMSG_CLOEXEC) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -49,7 +62,19 @@ pub fn recv(fd: RawFd) -> Result<Vec<u8>> {
             return Err(e).context("reading from the container's setup channel");
         }
         buf.truncate(n as usize);
-        return Ok(buf);
+        let mut passed = None;
+        // SAFETY: walking the control messages the kernel filled in.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&mh);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    passed = Some(OwnedFd::from_raw_fd(fd));
+                }
+                c = libc::CMSG_NXTHDR(&mh, c);
+            }
+        }
+        return Ok((buf, passed));
     }
 }
 
@@ -354,6 +379,26 @@ fn init_inner(a: &InitArgs, wait_limits: bool) -> Result<std::convert::Infallibl
         send(a.sync, b"hooks");
         hook_state = expect_go(a.sync)?;
     }
+    // A filter with NOTIFY rules: its agent is reached now, while the host's mount namespace
+    // (the socket's path) and procfs (our pid there) are still what we see.
+    let agent = match a.seccomp.and_then(|f| f.listener()) {
+        Some(l) => {
+            let pid: i32 = std::fs::read_link("/proc/self")
+                .ok()
+                .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+                .context("reading our pid from /proc/self")?;
+            let state = serde_json::json!({
+                "ociVersion": spec.version(),
+                "id": a.id,
+                "status": "creating",
+                "pid": pid,
+                "bundle": a.bundle,
+                "annotations": spec.annotations().clone().unwrap_or_default(),
+            });
+            Some(seccomp::Agent::connect(l, pid, state)?)
+        }
+        None => None,
+    };
     let ctx = rootfs::RootfsCtx {
         spec,
         rootfs: a.rootfs,
@@ -404,7 +449,7 @@ fn init_inner(a: &InitArgs, wait_limits: bool) -> Result<std::convert::Infallibl
         hooks::run_all("startContainer", Some(h), &hook_state)?;
     }
     drop(console);
-    finish_and_exec(proc_, &exe, a.preserve_fds, a.seccomp, start_hooks.then_some(a.attrs))
+    finish_and_exec(proc_, &exe, a.preserve_fds, a.seccomp, start_hooks.then_some(a.attrs), agent.as_ref())
 }
 
 fn join_session_keyring(id: &str) {
@@ -458,14 +503,26 @@ pub fn finish_and_exec(
     preserve_fds: u32,
     seccomp: Option<&seccomp::Filter>,
     attrs: Option<&procattr::Attrs>,
+    agent: Option<&seccomp::Agent>,
 ) -> Result<std::convert::Infallible> {
     let no_new_privs = p.no_new_privileges() == Some(true);
     if let Some(a) = attrs {
         a.apply()?;
     }
     process::set_lsm_labels(p)?;
+    // The listener of a filter with NOTIFY rules goes to the agent at once (its syscalls may
+    // be waiting for it), then our copy is closed.
+    let install = |f: &seccomp::Filter| -> Result<()> {
+        if let Some(l) = f.install()? {
+            agent
+                .context("linux.seccomp: a listener fd but no agent to hand it to")?
+                .send(l.as_raw_fd())
+                .context("linux.seccomp: handing the listener fd to the agent")?;
+        }
+        Ok(())
+    };
     if let Some(f) = seccomp.filter(|_| !no_new_privs) {
-        f.install()?;
+        install(f)?;
     }
     if let Some(c) = p.capabilities() {
         caps::drop_bounding(c)?;
@@ -484,7 +541,7 @@ pub fn finish_and_exec(
     let env = p.env().clone().unwrap_or_default();
     let exec = process::Exec::new(exe, &args, &env)?;
     if let Some(f) = seccomp.filter(|_| no_new_privs) {
-        f.install()?;
+        install(f)?;
     }
     Err(exec.run())
 }

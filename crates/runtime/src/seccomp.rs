@@ -38,8 +38,13 @@
 //! - arguments are always compared as full 64-bit values (for i386 the kernel zero-extends
 //!   them, so a value above 32 bits simply never matches; x32 passes 64-bit registers, so the
 //!   high half is checked too instead of ignored as libseccomp does);
-//! - SCMP_ACT_NOTIFY (user notification to listenerPath) is refused with a clear error;
-//!   SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, which only matters with a listener, is ignored.
+//! - SCMP_ACT_NOTIFY: the filter goes in with SECCOMP_FILTER_FLAG_NEW_LISTENER, and the
+//!   listener fd goes to the agent at `listenerPath` (a unix socket) with the container
+//!   process state (`listenerMetadata` in it) as JSON, in one message ([`Agent`]): the init
+//!   sends it itself (connected before it leaves the host's mount namespace), `exec`'s process
+//!   hands it to the runtime, which forwards it. That send happens after the filter is in
+//!   place, so sendmsg cannot be a NOTIFY rule, nor can the default action be NOTIFY;
+//!   SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV is passed on.
 //!
 //! The syscall tables were generated from Linux 6.1's uapi headers (x86_64, i386, x32) and
 //! the libc crate's aarch64 constants, cross-checked against libc, plus the numbers added up
@@ -58,6 +63,7 @@ pub const RET_TRAP: u32 = 0x0003_0000;
 pub const RET_ERRNO: u32 = 0x0005_0000;
 pub const RET_TRACE: u32 = 0x7ff0_0000;
 pub const RET_LOG: u32 = 0x7ffc_0000;
+pub const RET_USER_NOTIF: u32 = 0x7fc0_0000;
 pub const RET_ALLOW: u32 = 0x7fff_0000;
 /// What a syscall from an architecture the filter does not cover gets.
 pub const RET_BAD_ARCH: u32 = RET_KILL_PROCESS;
@@ -89,6 +95,9 @@ fn off_arg(index: usize, high: bool) -> u32 {
 const FLAG_TSYNC: u32 = 1;
 const FLAG_LOG: u32 = 2;
 const FLAG_SPEC_ALLOW: u32 = 4;
+const FLAG_NEW_LISTENER: u32 = 8;
+const FLAG_TSYNC_ESRCH: u32 = 16;
+const FLAG_WAIT_KILLABLE_RECV: u32 = 32;
 
 /// One `struct sock_filter`.
 #[repr(C)]
@@ -191,32 +200,43 @@ pub const ACTIONS: &[&str] = &[
     "SCMP_ACT_KILL_PROCESS",
     "SCMP_ACT_KILL_THREAD",
     "SCMP_ACT_LOG",
+    "SCMP_ACT_NOTIFY",
     "SCMP_ACT_TRACE",
     "SCMP_ACT_TRAP",
 ];
 pub const OPERATORS: &[&str] =
     &["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"];
-pub const FLAGS: &[&str] = &["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"];
+pub const FLAGS: &[&str] = &[
+    "SECCOMP_FILTER_FLAG_TSYNC",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+];
 
 /// The flags of [`FLAGS`] this kernel accepts: seccomp(SET_MODE_FILTER, flag, NULL) fails
 /// with EFAULT (not EINVAL) for a known flag, without installing anything.
 pub fn supported_flags() -> Vec<&'static str> {
-    [(FLAGS[0], FLAG_TSYNC), (FLAGS[1], FLAG_SPEC_ALLOW), (FLAGS[2], FLAG_LOG)]
-        .into_iter()
-        .filter(|(_, f)| {
-            // SAFETY: a NULL program makes the kernel fail with EFAULT before installing anything.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    *f as libc::c_ulong,
-                    std::ptr::null::<libc::sock_fprog>(),
-                )
-            };
-            rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT)
-        })
-        .map(|(n, _)| n)
-        .collect()
+    [
+        (FLAGS[0], FLAG_TSYNC),
+        (FLAGS[1], FLAG_SPEC_ALLOW),
+        (FLAGS[2], FLAG_LOG),
+        (FLAGS[3], FLAG_NEW_LISTENER | FLAG_WAIT_KILLABLE_RECV),
+    ]
+    .into_iter()
+    .filter(|(_, f)| {
+        // SAFETY: a NULL program makes the kernel fail with EFAULT before installing anything.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                *f as libc::c_ulong,
+                std::ptr::null::<libc::sock_fprog>(),
+            )
+        };
+        rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT)
+    })
+    .map(|(n, _)| n)
+    .collect()
 }
 
 /// A compiled filter, ready to install.
@@ -225,6 +245,14 @@ pub struct Filter {
     insns: Vec<Insn>,
     flags: u32,
     skipped: Vec<String>,
+    listener: Option<Listener>,
+}
+
+/// Where the listener of a filter with NOTIFY rules goes.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub path: std::path::PathBuf,
+    pub metadata: String,
 }
 
 impl Filter {
@@ -242,9 +270,14 @@ impl Filter {
         &self.skipped
     }
 
+    /// The agent a filter with NOTIFY rules hands its listener to.
+    pub fn listener(&self) -> Option<&Listener> {
+        self.listener.as_ref()
+    }
+
     /// Installs the filter on the calling thread. Needs no_new_privs or CAP_SYS_ADMIN. Makes
-    /// no allocation unless it fails.
-    pub fn install(&self) -> Result<()> {
+    /// no allocation unless it fails. Returns the listener fd of a filter with NOTIFY rules.
+    pub fn install(&self) -> Result<Option<std::os::fd::OwnedFd>> {
         let prog = libc::sock_fprog {
             len: self.insns.len() as libc::c_ushort,
             filter: self.insns.as_ptr() as *mut libc::sock_filter,
@@ -258,8 +291,12 @@ impl Filter {
                 &prog as *const libc::sock_fprog,
             )
         };
-        if rc == 0 {
-            return Ok(());
+        if rc >= 0 {
+            if self.flags & FLAG_NEW_LISTENER != 0 {
+                // SAFETY: with NEW_LISTENER seccomp(2) returns a new fd (close-on-exec).
+                return Ok(Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(rc as libc::c_int) }));
+            }
+            return Ok(None);
         }
         let e = std::io::Error::last_os_error();
         match e.raw_os_error() {
@@ -273,6 +310,65 @@ impl Filter {
             ),
             _ => bail!("linux.seccomp: installing the filter: {e}"),
         }
+    }
+}
+
+/// Where a listener fd goes once the filter is in place: the seccomp agent (a connected unix
+/// socket and the container process state to send with the fd), or the runtime (`exec`'s
+/// process hands it to the runtime, which forwards it).
+pub struct Agent {
+    sock: std::os::fd::OwnedFd,
+    msg: Vec<u8>,
+}
+
+impl Agent {
+    /// Connects to the agent at `l.path`; the message is the container process state of the
+    /// process `pid` (host pid) of the container in `state` (the spec's state JSON).
+    pub fn connect(l: &Listener, pid: i32, state: serde_json::Value) -> Result<Agent> {
+        let sock = std::os::unix::net::UnixStream::connect(&l.path).map_err(|e| {
+            anyhow::anyhow!("linux.seccomp.listenerPath: connecting to the agent at {}: {e}", l.path.display())
+        })?;
+        let msg = serde_json::to_vec(&serde_json::json!({
+            "ociVersion": state["ociVersion"],
+            "fds": ["seccompFd"],
+            "pid": pid,
+            "metadata": l.metadata,
+            "state": state,
+        }))?;
+        Ok(Agent { sock: sock.into(), msg })
+    }
+
+    /// Sends `msg` with the listener over an already connected socket (to the runtime).
+    pub fn via(sock: std::os::fd::OwnedFd, msg: &[u8]) -> Agent {
+        Agent { sock, msg: msg.to_vec() }
+    }
+
+    /// Sends the message with `listener` as SCM_RIGHTS, in one sendmsg and without allocating
+    /// (the filter is in place: nothing but this call may be needed).
+    pub fn send(&self, listener: std::os::fd::RawFd) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a msghdr over our message and a stack control buffer sized and aligned for
+        // one fd, filled through the CMSG macros.
+        unsafe {
+            let mut control = [0u64; 4];
+            let space = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+            debug_assert!(space <= std::mem::size_of_val(&control));
+            let mut iov = libc::iovec { iov_base: self.msg.as_ptr() as *mut libc::c_void, iov_len: self.msg.len() };
+            let mut mh: libc::msghdr = std::mem::zeroed();
+            mh.msg_iov = &mut iov;
+            mh.msg_iovlen = 1;
+            mh.msg_control = control.as_mut_ptr().cast();
+            mh.msg_controllen = space as _;
+            let c = libc::CMSG_FIRSTHDR(&mh);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), listener);
+            if libc::sendmsg(self.sock.as_raw_fd(), &mh, libc::MSG_NOSIGNAL) < 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -303,7 +399,7 @@ struct Rule {
     conds: Vec<Cond>,
 }
 
-fn action_value(a: LinuxSeccompAction, errno_ret: Option<u32>, field: &str, errno_field: &str) -> Result<u32> {
+fn action_value(a: LinuxSeccompAction, errno_ret: Option<u32>, errno_field: &str) -> Result<u32> {
     use LinuxSeccompAction::*;
     let data = || -> Result<u32> {
         match errno_ret {
@@ -320,28 +416,20 @@ fn action_value(a: LinuxSeccompAction, errno_ret: Option<u32>, field: &str, errn
         ScmpActTrace => RET_TRACE | data()?,
         ScmpActLog => RET_LOG,
         ScmpActAllow => RET_ALLOW,
-        ScmpActNotify => bail!(
-            "{field}: SCMP_ACT_NOTIFY is not supported by berth-runtime (seccomp user notification to a listenerPath agent is not implemented)"
-        ),
+        ScmpActNotify => RET_USER_NOTIF,
     })
 }
 
 /// Compiles a profile for a host whose native ABI is `native`.
 pub fn compile_for(s: &LinuxSeccomp, native: Abi) -> Result<Filter> {
-    let default = action_value(
-        s.default_action(),
-        s.default_errno_ret(),
-        "linux.seccomp.defaultAction",
-        "linux.seccomp.defaultErrnoRet",
-    )?;
+    let default = action_value(s.default_action(), s.default_errno_ret(), "linux.seccomp.defaultErrnoRet")?;
     let mut flags = 0;
     for f in s.flags().iter().flatten() {
         flags |= match f {
             LinuxSeccompFilterFlag::SeccompFilterFlagTsync => FLAG_TSYNC,
             LinuxSeccompFilterFlag::SeccompFilterFlagLog => FLAG_LOG,
             LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => FLAG_SPEC_ALLOW,
-            // Only meaningful with a notify listener, which berth-runtime refuses.
-            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 0,
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => FLAG_WAIT_KILLABLE_RECV,
         };
     }
     let mut abis = vec![native];
@@ -359,8 +447,7 @@ pub fn compile_for(s: &LinuxSeccomp, native: Abi) -> Result<Filter> {
     let mut skipped = Vec::new();
     for (i, sc) in s.syscalls().iter().flatten().enumerate() {
         let field = format!("linux.seccomp.syscalls[{i}]");
-        let action =
-            action_value(sc.action(), sc.errno_ret(), &format!("{field}.action"), &format!("{field}.errnoRet"))?;
+        let action = action_value(sc.action(), sc.errno_ret(), &format!("{field}.errnoRet"))?;
         let mut conds = Vec::new();
         let mut seen = [0u32; 6];
         for (j, a) in sc.args().iter().flatten().enumerate() {
@@ -424,7 +511,36 @@ pub fn compile_for(s: &LinuxSeccomp, native: Abi) -> Result<Filter> {
             insns.len()
         );
     }
-    Ok(Filter { insns, flags, skipped })
+    let notify = default == RET_USER_NOTIF
+        || rules.values().flat_map(|per_nr| per_nr.values()).flatten().any(|r| r.action == RET_USER_NOTIF);
+    let listener = if notify {
+        if default == RET_USER_NOTIF {
+            bail!(
+                "linux.seccomp.defaultAction: SCMP_ACT_NOTIFY is not supported as the default (berth-runtime hands the listener to the agent with sendmsg once the filter is in place)"
+            );
+        }
+        let sendmsg = native.syscall("sendmsg");
+        let blocked = rules.get(&native).and_then(|r| sendmsg.and_then(|n| r.get(&n)));
+        if blocked.is_some_and(|r| r.iter().any(|r| r.action == RET_USER_NOTIF)) {
+            bail!(
+                "linux.seccomp.syscalls: SCMP_ACT_NOTIFY on sendmsg is not supported (berth-runtime hands the listener to the agent with it once the filter is in place)"
+            );
+        }
+        let Some(path) = s.listener_path().clone().filter(|p| !p.as_os_str().is_empty()) else {
+            bail!("linux.seccomp.listenerPath is required with SCMP_ACT_NOTIFY");
+        };
+        flags |= FLAG_NEW_LISTENER;
+        if flags & FLAG_TSYNC != 0 {
+            // TSYNC with a listener needs ESRCH reporting (as libseccomp sets it).
+            flags |= FLAG_TSYNC_ESRCH;
+        }
+        Some(Listener { path, metadata: s.listener_metadata().clone().unwrap_or_default() })
+    } else {
+        // Only meaningful with a listener.
+        flags &= !FLAG_WAIT_KILLABLE_RECV;
+        None
+    };
+    Ok(Filter { insns, flags, skipped, listener })
 }
 
 /// Where a jump goes: a return of this value (placed wherever is near), or an instruction.
@@ -673,8 +789,7 @@ pub fn explain_json(config: &serde_json::Value) -> Option<String> {
         Some(format!("{field}: unknown seccomp {what} {v} (known: {})", known.join(", ")))
     }
     let s = config.pointer("/linux/seccomp")?;
-    let mut flags = FLAGS.to_vec();
-    flags.push("SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV");
+    let flags = FLAGS.to_vec();
     let list = |key: &str| s.get(key).and_then(|v| v.as_array()).cloned().unwrap_or_default();
     check::<LinuxSeccompAction>(s.get("defaultAction"), "linux.seccomp.defaultAction", "action", ACTIONS)
         .or_else(|| {
@@ -1219,6 +1334,25 @@ mod tests {
     }
 
     #[test]
+    fn notify_rules_return_user_notif_and_ask_for_a_listener() {
+        let f = build(json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/agent.sock",
+            "listenerMetadata": "m",
+            "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+        }));
+        assert_eq!(call(&f, "mkdirat", [0; 6]), RET_USER_NOTIF);
+        assert_eq!(call(&f, "sendmsg", [0; 6]), RET_ALLOW);
+        assert_eq!(f.flags(), FLAG_NEW_LISTENER | FLAG_WAIT_KILLABLE_RECV);
+        let l = f.listener().expect("a listener");
+        assert_eq!((l.path.to_str(), l.metadata.as_str()), (Some("/run/agent.sock"), "m"));
+        // Without NOTIFY rules: no listener, and the flag that only concerns one is dropped.
+        let f = build(json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]}));
+        assert!(f.listener().is_none() && f.flags() == 0);
+    }
+
+    #[test]
     fn bad_profiles_are_refused_naming_the_field() {
         let cases = [
             (
@@ -1227,8 +1361,13 @@ mod tests {
             ),
             (
                 json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock",
+                    "syscalls": [{"names": ["sendmsg", "mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
+                "linux.seccomp.syscalls: SCMP_ACT_NOTIFY on sendmsg is not supported",
+            ),
+            (
+                json!({"defaultAction": "SCMP_ACT_ALLOW",
                     "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
-                "linux.seccomp.syscalls[0].action: SCMP_ACT_NOTIFY is not supported",
+                "linux.seccomp.listenerPath is required with SCMP_ACT_NOTIFY",
             ),
             (
                 json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"},
