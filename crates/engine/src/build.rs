@@ -573,15 +573,23 @@ impl<'a> Common<'a> {
     /// stage starting once the stages it needs are built (so independent stages build in
     /// parallel), their lines shown in plan order. The first failure stops the others.
     fn build_plan(&self, e: &Engine, plan: &Plan, target: usize) -> Result<Img> {
-        if let [sp] = &plan.stages[..] {
-            let mut b = Builder { e, c: self, pos: 0, step: 0, step_key: String::new() };
-            return b.stage(sp, sp.index == target);
-        }
         let mut firsts = Vec::with_capacity(plan.stages.len());
         let mut step = 0;
         for sp in &plan.stages {
             firsts.push(step);
             step += self.steps_of(sp.index);
+        }
+        // A chain (each stage needs the one before it) has nothing to run alongside: built here,
+        // one stage after the other, with no thread or engine handle of its own.
+        if plan.stages.windows(2).all(|w| w[1].deps.contains(&w[0].index)) {
+            let mut last = None;
+            for (pos, sp) in plan.stages.iter().enumerate() {
+                let mut b = Builder { e, c: self, pos, step: firsts[pos], step_key: String::new() };
+                let r = b.stage(sp, sp.index == target);
+                self.ended(pos, sp.index, &r);
+                last = Some(r?);
+            }
+            return last.context("no stage was built");
         }
         let (root, runroot) = (&e.root, &e.runroot);
         let results: Vec<Result<Img>> = std::thread::scope(|s| {
