@@ -54,7 +54,8 @@ fn bad_input_gives_docker_codes_and_leaves_nothing() {
         (&["run", "--rm", "--restart", "always", "busybox", "true"], 125, "Conflicting options"),
         (&["run", "--rm", "--name", "bad name!", "busybox", "true"], 125, "Invalid container name"),
         (&["run", "--rm", "--cap-add", "bogus", "busybox", "true"], 125, "invalid capability"),
-        (&["run", "--no-such-flag", "busybox"], 2, "unexpected argument"),
+        (&["run", "--no-such-flag", "busybox"], 125, "unknown flag: --no-such-flag\nSee 'berth run --help'."),
+        (&["ps", "--bogus=1"], 125, "unknown flag: --bogus"),
         (&["rm", "nosuch"], 1, "No such container: nosuch"),
         (&["stop", "nosuch"], 1, "No such container"),
     ];
@@ -124,6 +125,8 @@ fn detached_lifecycle_logs_exec_pause_stop_rm() {
     // Start again, kill, wait.
     b.ok(&["start", "web"]);
     assert_eq!(b.inspect("web", "{{.State.Status}}"), "running");
+    // Starting a running container does nothing, and says its name (as Docker).
+    assert_eq!(b.ok(&["start", "web"]), "web\n");
     b.ok(&["kill", "web"]);
     assert_eq!(b.ok(&["wait", "web"]).trim(), "137");
     b.ok(&["rm", "web"]);

@@ -551,16 +551,17 @@ fn main() {
         // A sealed copy would cost each container a private copy of this binary.
         std::process::exit(berth_engine::monitor::run(&root, &runroot, &id, attach, stdin));
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => usage_error(e),
+    };
     // Flags end at the image: a flag-like word there is an unknown flag, not an image name.
     if let Cmd::Run(a) | Cmd::Create(a) = &cli.cmd
         && a.image().starts_with('-')
     {
-        eprintln!(
-            "error: unexpected argument '{}' found\n\nUsage: berth run [OPTIONS] IMAGE [COMMAND] [ARG...]",
-            a.image()
-        );
-        std::process::exit(2);
+        let cmd = if matches!(cli.cmd, Cmd::Run(_)) { "run" } else { "create" };
+        eprintln!("unknown flag: {}\nSee 'berth {cmd} --help'.", a.image());
+        std::process::exit(125);
     }
     let default_code = if matches!(cli.cmd, Cmd::Run(_) | Cmd::Create(_)) { 125 } else { 1 };
     if let Cmd::Monitor { attach, stdin, id } = &cli.cmd {
@@ -603,6 +604,11 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Start { attach, interactive, containers } => {
             let mut code = 0;
             for c in &containers {
+                // Already running: nothing to do, as Docker says (by its name).
+                if !attach && e.container(c).is_ok_and(|r| r.is_running()) {
+                    println!("{c}");
+                    continue;
+                }
                 let s = e.start_container(
                     c,
                     Attach { stdout: attach, stdin: interactive, skip: [false, false], sig_proxy: true },
@@ -950,6 +956,28 @@ fn prune_images(e: &Engine, all: bool) -> Result<Vec<String>> {
 
 /// Runs `f` for each name, printing the name on success as Docker does; the exit code is 1 if
 /// any failed.
+/// A command line that does not parse: Docker's words for an unknown flag, and its exit code
+/// (125: the engine was never reached); help and version go to stdout with 0.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        std::process::exit(0);
+    }
+    // The subcommand, for "See 'berth CMD --help'".
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    let sub = words.iter().find(|w| !w.starts_with('-')).cloned().unwrap_or_default();
+    let see = if sub.is_empty() { "berth --help".to_string() } else { format!("berth {sub} --help") };
+    match (e.kind(), e.get(ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(ContextValue::String(arg))) if arg.starts_with('-') => {
+            let flag = arg.split('=').next().unwrap_or(arg);
+            eprintln!("unknown flag: {flag}\nSee '{see}'.");
+        }
+        _ => eprint!("{e}"),
+    }
+    std::process::exit(125);
+}
+
 fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
     let mut code = 0;
     for n in names {
