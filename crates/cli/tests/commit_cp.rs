@@ -55,6 +55,18 @@ fn commit_makes_an_image_of_the_changes() {
     b.ok(&["run", "--name", "second", "--network", "none", "committed:v1", "sh", "-c", "echo more >> /made.txt"]);
     b.ok(&["commit", "second", "committed:v2"]);
     assert_eq!(b.ok(&["run", "--rm", "--network", "none", "committed:v2", "cat", "/made.txt"]), "made\nmore\n");
+    // Without -c CMD the image runs what the container ran, as Docker commits it; inspect of
+    // a container shows its entrypoint and command apart.
+    assert_eq!(
+        b.ok(&["inspect", "-f", "{{json .Config.Cmd}}", "committed:v2"]).trim(),
+        r#"["sh","-c","echo more >> /made.txt"]"#
+    );
+    b.ok(&["create", "--name", "ep", "--network", "none", "--entrypoint", "echo", "busybox", "a", "b"]);
+    assert_eq!(b.inspect("ep", "{{json .Config.Entrypoint}} {{json .Config.Cmd}}"), r#"["echo"] ["a","b"]"#);
+    b.ok(&["commit", "ep", "committed:ep"]);
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "committed:ep"]), "a b\n");
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "committed:ep", "c"]), "c\n");
+    b.ok(&["rm", "ep"]);
     let (code, _, err) = b.run(&["commit", "-c", "RUN rm -rf /", "second", "bad:v1"]);
     assert_ne!(code, 0);
     assert!(err.contains("cannot be changed"), "{err}");

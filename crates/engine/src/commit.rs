@@ -52,6 +52,14 @@ impl Engine {
             if !c.config.exposed.is_empty() {
                 cc["ExposedPorts"] = c.config.exposed.iter().map(|p| (p.clone(), json!({}))).collect();
             }
+            // The container's command, as Docker commits it (the image's, unless run gave
+            // another; containers made before the split was recorded keep the image's).
+            if c.config.entrypoint_len.is_some() {
+                let (entry, cmd) = c.config.entrypoint_and_cmd();
+                let list = |v: &[String]| if v.is_empty() { Value::Null } else { json!(v) };
+                cc["Entrypoint"] = list(entry);
+                cc["Cmd"] = list(cmd);
+            }
             for (instr, v) in &changes {
                 apply_change(cc, instr, v.clone());
             }

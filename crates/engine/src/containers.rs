@@ -41,6 +41,9 @@ pub struct Bind {
 pub struct ContainerConfig {
     pub image_ref: String,
     pub args: Vec<String>,
+    /// How many of `args` are the entrypoint (the rest is the command); None for containers
+    /// made before it was recorded (all of `args` counts as the command).
+    pub entrypoint_len: Option<usize>,
     pub env: Vec<String>,
     pub workdir: String,
     pub user: String,
@@ -119,6 +122,13 @@ pub struct ContainerConfig {
     pub detach_keys: String,
     /// `--runtime`: another OCI runtime binary (name in PATH or path); empty for the built-in one.
     pub runtime: String,
+}
+
+impl ContainerConfig {
+    /// (entrypoint, command), as Docker shows and commits them.
+    pub fn entrypoint_and_cmd(&self) -> (&[String], &[String]) {
+        self.args.split_at(self.entrypoint_len.unwrap_or(0).min(self.args.len()))
+    }
 }
 
 /// What `create` is asked for: the image and the user's overrides of its defaults.
@@ -355,6 +365,7 @@ impl Engine {
         } else {
             icfg.cmd.clone().unwrap_or_default()
         };
+        c.entrypoint_len = Some(entry.len());
         c.args = entry.into_iter().chain(cmd).collect();
         if c.args.is_empty() {
             return Err(ExitError { code: 125, msg: "no command specified".into() }.into());

@@ -978,6 +978,11 @@ fn usage_error(e: clap::Error) -> ! {
     std::process::exit(125);
 }
 
+/// A list as Docker's JSON has it: null when empty.
+fn nullable(v: &[String]) -> Value {
+    if v.is_empty() { Value::Null } else { json!(v) }
+}
+
 fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
     let mut code = 0;
     for n in names {
@@ -1738,7 +1743,8 @@ fn inspect_container(e: &Engine, c: &ContainerRow) -> Value {
             "Tty": c.config.tty,
             "OpenStdin": c.config.interactive,
             "Env": c.config.env,
-            "Cmd": c.config.args,
+            "Cmd": nullable(c.config.entrypoint_and_cmd().1),
+            "Entrypoint": nullable(c.config.entrypoint_and_cmd().0),
             "Image": c.config.image_ref,
             "WorkingDir": c.config.workdir,
             "Labels": c.config.labels,
