@@ -64,6 +64,34 @@ fn bad_input_gives_docker_codes_and_leaves_nothing() {
         assert_eq!(c, *code, "berth {args:?}: {err}");
         assert!(err.contains(msg), "berth {args:?}: expected {msg:?} in {err:?}");
     }
+    // A create refused late leaves none of what it made: volumes (anonymous, or named and new),
+    // bind sources.
+    b.ok(&["create", "--name", "taken", "--network", "none", "busybox", "true"]);
+    let bind = b.g.path("made-by-create");
+    let bind_arg = format!("{}:/y", bind.join("sub").display());
+    for args in [
+        vec!["create", "--name", "taken", "-v", "newvol:/x", "-v", "/anon", "-v", &bind_arg, "busybox", "true"],
+        vec![
+            "run",
+            "--rm",
+            "-v",
+            "newvol:/x",
+            "-v",
+            "/anon",
+            "-v",
+            &bind_arg,
+            "--blkio-weight",
+            "5",
+            "busybox",
+            "true",
+        ],
+    ] {
+        let (c, _, err) = b.run(&args);
+        assert_eq!(c, 125, "{args:?}: {err}");
+        assert_eq!(b.ok(&["volume", "ls", "-q"]), "", "{args:?}: {err}");
+        assert!(!bind.exists(), "{args:?}: the bind source stayed");
+    }
+    b.ok(&["rm", "taken"]);
     // A failed start without --rm leaves a created container, as Docker does; nothing mounted.
     let (c, _, _) = b.run(&["run", "--name", "failed", "busybox", "nosuchcmd"]);
     assert_eq!(c, 127);

@@ -435,26 +435,36 @@ impl Engine {
             }
         }
         c.healthcheck = (!hc.test.is_empty()).then_some(hc);
-        let image_volumes: Vec<String> = icfg.volumes.iter().flatten().map(|(k, _)| k.clone()).collect();
-        let anonymous = self.plan_volumes(&mut c, &image_volumes)?;
-        for b in &c.binds {
-            if b.volume.is_none() && !b.source.exists() {
-                std::fs::create_dir_all(&b.source)
-                    .with_context(|| format!("creating the bind source {}", b.source.display()))?;
-            }
-        }
+        // Everything that can refuse the request first: nothing is made for a bad one.
         crate::resources::check(&c)?;
         let userns = crate::userns::parse(&c.userns_mode)?;
         if c.privileged && userns != crate::userns::Mode::Host {
             bail!("privileged mode is incompatible with user namespaces: use --userns host with --privileged");
         }
-        // Held until the row is in: two creates never pick the same ids.
-        let (shift, _userns_lock) = self.allocate_userns(userns)?;
-        c.userns = shift;
+        let image_volumes: Vec<String> = icfg.volumes.iter().flatten().map(|(k, _)| k.clone()).collect();
+        // The volumes this create makes (anonymous ones, and named ones that did not exist) and
+        // the bind sources it makes go again if it fails.
+        let volumes = self.plan_volumes(&mut c, &image_volumes)?;
+        let mut dirs: Vec<PathBuf> = Vec::new();
         let dir = self.container_dir(&id);
-        std::fs::create_dir_all(&dir)?;
         let rootfs = RootFs::path(&self.layers, &id);
         let made = (|| -> Result<()> {
+            for b in &c.binds {
+                if b.volume.is_none() && !b.source.exists() {
+                    // The topmost directory that is not there yet is the one to remove.
+                    let mut top = b.source.clone();
+                    while let Some(p) = top.parent().filter(|p| !p.exists()) {
+                        top = p.to_path_buf();
+                    }
+                    std::fs::create_dir_all(&b.source)
+                        .with_context(|| format!("creating the bind source {}", b.source.display()))?;
+                    dirs.push(top);
+                }
+            }
+            // Held until the row is in: two creates never pick the same ids.
+            let (shift, _userns_lock) = self.allocate_userns(userns)?;
+            c.userns = shift;
+            std::fs::create_dir_all(&dir)?;
             rootfs.create()?;
             let insert = |name: &str| -> Result<usize, rusqlite::Error> {
                 self.db.execute(
@@ -501,8 +511,12 @@ impl Engine {
         })();
         if let Err(e) = made {
             let _ = self.db.execute("DELETE FROM containers WHERE id = ?1", [&id]);
-            for v in &anonymous {
+            let _ = self.db.execute("DELETE FROM container_volumes WHERE container = ?1", [&id]);
+            for v in &volumes {
                 let _ = self.remove_volume(v);
+            }
+            for d in &dirs {
+                let _ = std::fs::remove_dir_all(d);
             }
             let _ = rootfs.remove();
             let _ = std::fs::remove_dir_all(&dir);

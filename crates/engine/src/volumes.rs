@@ -177,8 +177,9 @@ impl Engine {
     }
 
     /// At create: named volumes made when missing, anonymous ones for `-v /path` and for the
-    /// image's VOLUMEs that nothing else covers, `--volumes-from` copied. Returns the
-    /// anonymous volumes it made, for the caller to remove if the create fails.
+    /// image's VOLUMEs that nothing else covers, `--volumes-from` copied. Returns the volumes
+    /// it made (anonymous ones and named ones that were missing), for the caller to remove if
+    /// the create fails.
     pub(crate) fn plan_volumes(&self, c: &mut ContainerConfig, image_volumes: &[String]) -> Result<Vec<String>> {
         let mut made = Vec::new();
         for from in std::mem::take(&mut c.volumes_from) {
@@ -220,7 +221,10 @@ impl Engine {
                     match self.volume(&name) {
                         Ok(v) => v,
                         Err(_) => {
-                            self.make_volume(Some(&name), None, b.volume_options.clone(), BTreeMap::new(), false)?
+                            let v =
+                                self.make_volume(Some(&name), None, b.volume_options.clone(), BTreeMap::new(), false)?;
+                            made.push(v.name.clone());
+                            v
                         }
                     }
                 };
