@@ -137,6 +137,22 @@ fn detached_lifecycle_logs_exec_pause_stop_rm() {
         format!("1 {}", &id[..12])
     );
     assert_eq!(b.run(&["exec", "web", "sh", "-c", "exit 5"]).0, 5);
+    // stdin reaches the process only with -i; -d leaves it nothing of ours to hold.
+    let fed = |args: &[&str]| {
+        let mut c = b.cmd(args);
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let _ = std::io::Write::write_all(&mut input, b"fed\n");
+        drop(input);
+        let t0 = std::time::Instant::now();
+        let o = child.wait_with_output().unwrap();
+        (String::from_utf8_lossy(&o.stdout).into_owned(), t0.elapsed())
+    };
+    assert_eq!(fed(&["exec", "-i", "web", "cat"]).0, "fed\n");
+    assert_eq!(fed(&["exec", "web", "cat"]).0, "");
+    let (out, took) = fed(&["exec", "-d", "web", "sh", "-c", "sleep 3; echo late"]);
+    assert!(out.is_empty() && took < Duration::from_secs(2), "{out:?} after {took:?}");
     assert_eq!(b.run(&["exec", "web", "nosuchcmd"]).0, 127);
     // rm without -f refuses.
     let (c, _, err) = b.run(&["rm", "web"]);

@@ -668,6 +668,15 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Exec { detach, interactive, tty, env, user, workdir, privileged, container, command } => {
+            // The process inherits our stdio: stdin only with -i, nothing at all with -d (we
+            // are gone while it runs), as Docker keeps them.
+            if !tty {
+                if detach {
+                    null_stdio(&[0, 1, 2])?;
+                } else if !interactive {
+                    null_stdio(&[0])?;
+                }
+            }
             if env.is_empty()
                 && user.is_none()
                 && workdir.is_none()
@@ -976,6 +985,18 @@ fn usage_error(e: clap::Error) -> ! {
         _ => eprint!("{e}"),
     }
     std::process::exit(125);
+}
+
+/// Points the given stdio fds of ours at /dev/null.
+fn null_stdio(fds: &[i32]) -> Result<()> {
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    for fd in fds {
+        // SAFETY: dup2 of an fd we hold onto one of our stdio numbers.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), *fd) } < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+    }
+    Ok(())
 }
 
 /// A list as Docker's JSON has it: null when empty.
