@@ -350,6 +350,53 @@ fn top_stats_diff_rename_update() {
     assert!(diff.contains("A /new") && diff.contains("D /etc/group") && diff.contains("C /etc"), "{diff}");
     b.ok(&["update", "--memory", "48m", "--pids-limit", "40", "busy"]);
     assert_eq!(b.inspect("busy", "{{.HostConfig.Memory}}"), (48 << 20).to_string());
+    // Every update flag reaches the cgroup and inspect; what does not fit is refused.
+    b.ok(&[
+        "update",
+        "--memory-swap",
+        "96m",
+        "--memory-reservation",
+        "16m",
+        "--cpu-period",
+        "50000",
+        "--cpu-quota",
+        "20000",
+        "--cpuset-mems",
+        "0",
+        "--restart",
+        "on-failure:3",
+        "busy",
+    ]);
+    let pid = b.inspect("busy", "{{.State.Pid}}");
+    let read = |ctrl: &str, file: &str| cgroup_file(&pid, ctrl, file);
+    if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+        assert_eq!(read("memory", "memory.limit_in_bytes"), (48 << 20).to_string());
+        assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), (96 << 20).to_string());
+        assert_eq!(read("memory", "memory.soft_limit_in_bytes"), (16 << 20).to_string());
+        assert_eq!(read("pids", "pids.max"), "40");
+        assert_eq!(
+            (read("cpu", "cpu.cfs_period_us"), read("cpu", "cpu.cfs_quota_us")),
+            ("50000".into(), "20000".into())
+        );
+        assert_eq!(read("cpuset", "cpuset.mems"), "0");
+    } else {
+        assert_eq!(read("", "memory.max"), (48 << 20).to_string());
+        assert_eq!(read("", "pids.max"), "40");
+        assert_eq!(read("", "cpu.max"), "20000 50000");
+    }
+    assert_eq!(
+        b.inspect(
+            "busy",
+            "{{.HostConfig.MemorySwap}} {{.HostConfig.MemoryReservation}} {{.HostConfig.RestartPolicy.Name}}"
+        ),
+        format!("{} {} on-failure", 96 << 20, 16 << 20)
+    );
+    let (c, _, err) = b.run(&["update", "--memory", "128m", "busy"]);
+    assert!(c != 0 && err.contains("Memory limit should be smaller than already set memoryswap limit"), "{err}");
+    let (c, _, err) = b.run(&["update", "--cpus", "1", "busy"]);
+    assert!(c != 0 && err.contains("Conflicting options: Nano CPUs and CPU Period"), "{err}");
+    let (c, _, err) = b.run(&["update", "--restart", "sometimes", "busy"]);
+    assert!(c != 0 && err.contains("invalid restart policy"), "{err}");
     b.ok(&["rename", "busy", "idle"]);
     assert_eq!(b.inspect("idle", "{{.Name}}"), "/idle");
     b.ok(&["run", "-d", "--name", "other", "busybox", "sleep", "60"]);

@@ -83,47 +83,61 @@ impl Engine {
         }
     }
 
-    /// `berth update`: new limits applied to the running container's cgroup and recorded.
-    pub fn update(
-        &self,
-        key: &str,
-        memory: Option<i64>,
-        cpus: Option<f64>,
-        pids: Option<i64>,
-        shares: Option<u64>,
-        cpuset: Option<String>,
-    ) -> Result<()> {
+    /// `berth update`: new limits (and restart policy) checked as at create, recorded, and
+    /// applied to the running container's cgroup through its runtime.
+    pub fn update(&self, key: &str, u: &UpdateRequest) -> Result<()> {
         let mut c = self.container(key)?;
-        let mut res = serde_json::json!({});
-        if let Some(m) = memory {
-            c.config.memory = Some(m);
-            let swap = c.config.memory_swap.unwrap_or(m * 2).max(m);
-            res["memory"] = serde_json::json!({"limit": m, "swap": swap});
+        let cfg = &mut c.config;
+        if let Some(m) = u.memory
+            && u.memory_swap.is_none()
+            && cfg.memory_swap.is_some_and(|s| s != -1 && s < m)
+        {
+            bail!(
+                "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time"
+            );
         }
-        if cpus.is_some() || shares.is_some() || cpuset.is_some() {
-            let mut cpu = serde_json::json!({});
-            if let Some(n) = cpus {
-                c.config.cpus = Some(n);
-                cpu["period"] = 100000.into();
-                cpu["quota"] = ((n * 100000.0) as i64).into();
+        let set = |dst: &mut Option<i64>, v: Option<i64>| {
+            if v.is_some() {
+                *dst = v;
             }
-            if let Some(s) = shares {
-                c.config.cpu_shares = Some(s);
-                cpu["shares"] = s.into();
-            }
-            if let Some(s) = cpuset {
-                cpu["cpus"] = s.clone().into();
-                c.config.cpuset_cpus = Some(s);
-            }
-            res["cpu"] = cpu;
+        };
+        set(&mut cfg.memory, u.memory);
+        set(&mut cfg.memory_swap, u.memory_swap);
+        set(&mut cfg.memory_reservation, u.memory_reservation);
+        set(&mut cfg.cpu_quota, u.cpu_quota);
+        set(&mut cfg.pids_limit, u.pids_limit);
+        if u.cpus.is_some() {
+            cfg.cpus = u.cpus;
         }
-        if let Some(p) = pids {
-            c.config.pids_limit = Some(p);
-            res["pids"] = serde_json::json!({"limit": p});
+        if u.cpu_shares.is_some() {
+            cfg.cpu_shares = u.cpu_shares;
         }
+        if u.cpu_period.is_some() {
+            cfg.cpu_period = u.cpu_period;
+        }
+        if u.blkio_weight.is_some() {
+            cfg.blkio_weight = u.blkio_weight;
+        }
+        if let Some(s) = &u.cpuset_cpus {
+            cfg.cpuset_cpus = Some(s.clone());
+        }
+        if let Some(s) = &u.cpuset_mems {
+            cfg.cpuset_mems = Some(s.clone());
+        }
+        if let Some(r) = &u.restart {
+            if cfg.auto_remove && r != "no" {
+                bail!("Restart policy cannot be updated because AutoRemove is enabled for the container");
+            }
+            cfg.restart = r.clone();
+        }
+        crate::resources::check(cfg)?;
         if c.is_running() {
-            let rc = Container::load(&self.runtime_root(), &c.id)?;
-            rc.update(&serde_json::from_value(res)?)?;
+            let mut res = crate::spec::resources(&c.config);
+            // The device rules were set at create; update leaves them.
+            if let Some(o) = res.as_object_mut() {
+                o.remove("devices");
+            }
+            self.runtime_of(&c)?.update(&res)?;
         }
         self.db.execute(
             "UPDATE containers SET config = ?2 WHERE id = ?1",
@@ -169,4 +183,21 @@ fn walk(upper: &Path, rel: &Path, lowers: &[std::fs::File], out: &mut Vec<Change
         }
     }
     Ok(())
+}
+
+/// `berth update`'s flags: what is given changes, the rest stays.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateRequest {
+    pub memory: Option<i64>,
+    pub memory_swap: Option<i64>,
+    pub memory_reservation: Option<i64>,
+    pub cpus: Option<f64>,
+    pub cpu_shares: Option<u64>,
+    pub cpu_period: Option<u64>,
+    pub cpu_quota: Option<i64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub pids_limit: Option<i64>,
+    pub blkio_weight: Option<u16>,
+    pub restart: Option<String>,
 }

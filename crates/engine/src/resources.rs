@@ -93,6 +93,29 @@ pub fn parse_throttle(flag: &str, spec: &str) -> Result<Throttle> {
 
 /// Docker's checks on the CPU and block I/O numbers (its words).
 pub fn check(c: &crate::ContainerConfig) -> Result<()> {
+    if let (Some(m), Some(s)) = (c.memory, c.memory_swap)
+        && s != -1
+        && s < m
+    {
+        bail!("Minimum memoryswap limit should be larger than memory limit, see usage");
+    }
+    if c.memory_swap.is_some() && c.memory.is_none() {
+        bail!("You should always set the Memory limit when using Memoryswap limit, see usage");
+    }
+    if c.auto_remove && !c.restart.is_empty() && c.restart != "no" {
+        bail!("Conflicting options: --restart and --rm");
+    }
+    match c.restart.split(':').next().unwrap_or("") {
+        "" | "no" | "always" | "unless-stopped" => {}
+        "on-failure" => {
+            if let Some((_, n)) = c.restart.split_once(':') {
+                n.parse::<u32>().with_context(|| {
+                    format!("invalid restart policy {:?}: the maximum retry count must be a number", c.restart)
+                })?;
+            }
+        }
+        other => bail!("invalid restart policy {other:?}: use no, on-failure[:N], always or unless-stopped"),
+    }
     if c.cpus.is_some() && c.cpu_period.is_some() {
         bail!("Conflicting options: Nano CPUs and CPU Period cannot both be set");
     }

@@ -90,6 +90,19 @@ impl Runtime {
         }
     }
 
+    /// New limits for the running container (an OCI linux.resources object).
+    pub(crate) fn update(&self, resources: &serde_json::Value) -> Result<()> {
+        match self {
+            Runtime::Builtin(c) => c.update(&serde_json::from_value(resources.clone())?),
+            Runtime::External { bin, root, id } => {
+                let f = tempfile_in(root, "resources.json", &serde_json::to_vec(resources)?)?;
+                let r = Self::run(bin, root, &["update", "--resources", &f.to_string_lossy(), id]);
+                let _ = std::fs::remove_file(&f);
+                r
+            }
+        }
+    }
+
     pub(crate) fn delete(&self) {
         match self {
             Runtime::Builtin(c) => {
@@ -150,4 +163,12 @@ pub fn external_exec(bin: &Path, root: &Path, id: &str, tty: bool, detach: bool,
     cmd.arg(id).args(args);
     let st = cmd.status().with_context(|| format!("running {}", bin.display()))?;
     Ok(st.code().unwrap_or(126))
+}
+
+/// A file of ours in `dir` holding `bytes` (for a runtime that reads it by path).
+fn tempfile_in(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let p = dir.join(format!(".{}-{name}", std::process::id()));
+    std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+    Ok(p)
 }

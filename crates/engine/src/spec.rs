@@ -163,79 +163,8 @@ pub struct EtcFiles<'a> {
     pub init: Option<&'a Path>,
 }
 
-/// The OCI runtime spec for a container.
-pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool) -> Result<Value> {
-    let (uid, gid, groups) = resolve_user(rootfs, &c.user)?;
-    let caps = capabilities(&c.cap_add, &c.cap_drop, c.privileged)?;
-    // As Podman: open files up to 1048576, or the hard limit we have when that is lower.
-    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(_, h)| h.min(1048576))
-        .unwrap_or(1024);
-    let mut rlimits = vec![json!({"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile})];
-    for (name, soft, hard) in &c.ulimits {
-        let t = format!("RLIMIT_{}", name.to_ascii_uppercase());
-        rlimits.retain(|r| r["type"] != t.as_str());
-        rlimits.push(json!({"type": t, "soft": soft, "hard": hard}));
-    }
-    let mut namespaces =
-        vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
-    match c.network.as_str() {
-        "host" => {}
-        other if other.starts_with("ns:") => namespaces.push(json!({"type": "network", "path": &other[3..]})),
-        other if other.starts_with("container:") => {
-            bail!("network mode {other}: the monitor resolves it to the other container's namespace first")
-        }
-        // none, and bridge networks (the monitor adds their interfaces after create).
-        _ => namespaces.push(json!({"type": "network"})),
-    }
-    if cgroup_v2 {
-        namespaces.push(json!({"type": "cgroup"}));
-    }
-    if c.userns.is_some() {
-        namespaces.push(json!({"type": "user"}));
-    }
-    let shm = c.shm_size.unwrap_or(64 << 20);
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if c.privileged { "rw" } else { "ro" }]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if c.privileged { "rw" } else { "ro" }]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")]}),
-    ];
-    for (src, dst) in [(etc.resolv, "/etc/resolv.conf"), (etc.hostname, "/etc/hostname"), (etc.hosts, "/etc/hosts")] {
-        mounts.push(json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
-    }
-    let mut args = c.args.clone();
-    if let Some(init) = etc.init {
-        // On /dev (a tmpfs of the runtime's): nothing is added to the container's own files.
-        mounts.push(json!({"destination": "/dev/init", "type": "bind", "source": init, "options": ["bind", "ro", "nosuid", "nodev"]}));
-        args.splice(0..0, ["/dev/init".to_string(), "--".to_string()]);
-    }
-    if c.read_only {
-        for d in ["/tmp", "/run"] {
-            if !c.tmpfs.iter().any(|(p, _)| p == d) && !c.binds.iter().any(|b| b.destination == d) {
-                mounts.push(json!({"destination": d, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}));
-            }
-        }
-    }
-    for (dst, opts) in &c.tmpfs {
-        let mut o: Vec<String> = vec!["nosuid".into(), "nodev".into(), "noexec".into()];
-        o.extend(opts.split(',').filter(|s| !s.is_empty()).map(str::to_string));
-        mounts.push(json!({"destination": dst, "type": "tmpfs", "source": "tmpfs", "options": o}));
-    }
-    for b in &c.binds {
-        let mut o = vec!["rbind", if b.readonly { "ro" } else { "rw" }];
-        o.push(b.propagation.as_deref().unwrap_or("rprivate"));
-        if c.userns.is_some() && b.volume.is_some() {
-            // A volume is berth's, like the root: seen through the container's id mapping, so
-            // its root owns what root owns on disk. Host paths (-v /dir:...) are shown as they
-            // are, as Docker does.
-            o.push("idmap");
-        }
-        mounts.push(json!({"destination": b.destination, "type": "bind", "source": b.source, "options": o}));
-    }
+/// The container's linux.resources: its limits and device rules (also what `update` applies).
+pub fn resources(c: &ContainerConfig) -> Value {
     let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
     if c.privileged {
         resources["devices"] = json!([{"allow": true, "access": "rwm"}]);
@@ -312,6 +241,83 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
     if let Some(p) = c.pids_limit {
         resources["pids"] = json!({"limit": p});
     }
+    resources
+}
+
+/// The OCI runtime spec for a container.
+pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool) -> Result<Value> {
+    let (uid, gid, groups) = resolve_user(rootfs, &c.user)?;
+    let caps = capabilities(&c.cap_add, &c.cap_drop, c.privileged)?;
+    // As Podman: open files up to 1048576, or the hard limit we have when that is lower.
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, h)| h.min(1048576))
+        .unwrap_or(1024);
+    let mut rlimits = vec![json!({"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile})];
+    for (name, soft, hard) in &c.ulimits {
+        let t = format!("RLIMIT_{}", name.to_ascii_uppercase());
+        rlimits.retain(|r| r["type"] != t.as_str());
+        rlimits.push(json!({"type": t, "soft": soft, "hard": hard}));
+    }
+    let mut namespaces =
+        vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    match c.network.as_str() {
+        "host" => {}
+        other if other.starts_with("ns:") => namespaces.push(json!({"type": "network", "path": &other[3..]})),
+        other if other.starts_with("container:") => {
+            bail!("network mode {other}: the monitor resolves it to the other container's namespace first")
+        }
+        // none, and bridge networks (the monitor adds their interfaces after create).
+        _ => namespaces.push(json!({"type": "network"})),
+    }
+    if cgroup_v2 {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
+    if c.userns.is_some() {
+        namespaces.push(json!({"type": "user"}));
+    }
+    let shm = c.shm_size.unwrap_or(64 << 20);
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if c.privileged { "rw" } else { "ro" }]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if c.privileged { "rw" } else { "ro" }]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")]}),
+    ];
+    for (src, dst) in [(etc.resolv, "/etc/resolv.conf"), (etc.hostname, "/etc/hostname"), (etc.hosts, "/etc/hosts")] {
+        mounts.push(json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
+    }
+    let mut args = c.args.clone();
+    if let Some(init) = etc.init {
+        // On /dev (a tmpfs of the runtime's): nothing is added to the container's own files.
+        mounts.push(json!({"destination": "/dev/init", "type": "bind", "source": init, "options": ["bind", "ro", "nosuid", "nodev"]}));
+        args.splice(0..0, ["/dev/init".to_string(), "--".to_string()]);
+    }
+    if c.read_only {
+        for d in ["/tmp", "/run"] {
+            if !c.tmpfs.iter().any(|(p, _)| p == d) && !c.binds.iter().any(|b| b.destination == d) {
+                mounts.push(json!({"destination": d, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}));
+            }
+        }
+    }
+    for (dst, opts) in &c.tmpfs {
+        let mut o: Vec<String> = vec!["nosuid".into(), "nodev".into(), "noexec".into()];
+        o.extend(opts.split(',').filter(|s| !s.is_empty()).map(str::to_string));
+        mounts.push(json!({"destination": dst, "type": "tmpfs", "source": "tmpfs", "options": o}));
+    }
+    for b in &c.binds {
+        let mut o = vec!["rbind", if b.readonly { "ro" } else { "rw" }];
+        o.push(b.propagation.as_deref().unwrap_or("rprivate"));
+        if c.userns.is_some() && b.volume.is_some() {
+            // A volume is berth's, like the root: seen through the container's id mapping, so
+            // its root owns what root owns on disk. Host paths (-v /dir:...) are shown as they
+            // are, as Docker does.
+            o.push("idmap");
+        }
+        mounts.push(json!({"destination": b.destination, "type": "bind", "source": b.source, "options": o}));
+    }
+    let resources = resources(c);
     let mut process = json!({
         "terminal": c.tty,
         "user": {"uid": uid, "gid": gid, "additionalGids": groups},

@@ -212,14 +212,30 @@ enum Cmd {
     Update {
         #[arg(short, long)]
         memory: Option<String>,
+        /// Swap limit equal to memory plus swap: -1 for unlimited swap.
+        #[arg(long, allow_hyphen_values = true)]
+        memory_swap: Option<String>,
+        #[arg(long)]
+        memory_reservation: Option<String>,
         #[arg(long)]
         cpus: Option<f64>,
         #[arg(short = 'c', long)]
         cpu_shares: Option<u64>,
         #[arg(long)]
+        cpu_period: Option<u64>,
+        #[arg(long, allow_hyphen_values = true)]
+        cpu_quota: Option<i64>,
+        #[arg(long)]
         cpuset_cpus: Option<String>,
         #[arg(long)]
+        cpuset_mems: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
         pids_limit: Option<i64>,
+        #[arg(long)]
+        blkio_weight: Option<u16>,
+        /// Restart policy to apply when a container exits.
+        #[arg(long)]
+        restart: Option<String>,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -782,9 +798,41 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Stats { no_stream, format, containers } => cmd_stats(&e, &containers, no_stream, format.as_deref()),
         Cmd::Rename { container, name } => e.rename(&container, &name).map(|_| 0),
-        Cmd::Update { memory, cpus, cpu_shares, cpuset_cpus, pids_limit, containers } => {
-            let memory = memory.as_deref().map(parse_size).transpose()?;
-            each(&containers, |c| e.update(c, memory, cpus, pids_limit, cpu_shares, cpuset_cpus.clone()))
+        Cmd::Update {
+            memory,
+            memory_swap,
+            memory_reservation,
+            cpus,
+            cpu_shares,
+            cpu_period,
+            cpu_quota,
+            cpuset_cpus,
+            cpuset_mems,
+            pids_limit,
+            blkio_weight,
+            restart,
+            containers,
+        } => {
+            let size = |flag: &str, v: &Option<String>| -> Result<Option<i64>> {
+                v.as_deref()
+                    .map(|s| if s == "-1" { Ok(-1) } else { parse_size(s).with_context(|| format!("{flag} {s:?}")) })
+                    .transpose()
+            };
+            let u = berth_engine::inspect::UpdateRequest {
+                memory: size("--memory", &memory)?,
+                memory_swap: size("--memory-swap", &memory_swap)?,
+                memory_reservation: size("--memory-reservation", &memory_reservation)?,
+                cpus,
+                cpu_shares,
+                cpu_period,
+                cpu_quota,
+                cpuset_cpus,
+                cpuset_mems,
+                pids_limit,
+                blkio_weight,
+                restart,
+            };
+            each(&containers, |c| e.update(c, &u))
         }
         Cmd::Diff { container } => {
             for ch in e.diff(&container)? {
@@ -1114,30 +1162,6 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
     c.memory_swap = size("--memory-swap", &a.memory_swap)?;
     c.memory_reservation = size("--memory-reservation", &a.memory_reservation)?;
     c.shm_size = size("--shm-size", &a.shm_size)?;
-    if let (Some(m), Some(s)) = (c.memory, c.memory_swap)
-        && s != -1
-        && s < m
-    {
-        bail!("Minimum memoryswap limit should be larger than memory limit, see usage");
-    }
-    if c.memory_swap.is_some() && c.memory.is_none() {
-        bail!("You should always set the Memory limit when using Memoryswap limit, see usage");
-    }
-    if a.rm && !c.restart.is_empty() && c.restart != "no" {
-        bail!("Conflicting options: --restart and --rm");
-    }
-    match c.restart.split(':').next().unwrap_or("") {
-        "" | "no" => {}
-        "always" | "unless-stopped" => {}
-        "on-failure" => {
-            if let Some((_, n)) = c.restart.split_once(':') {
-                n.parse::<u32>().with_context(|| {
-                    format!("invalid restart policy {:?}: the maximum retry count must be a number", c.restart)
-                })?;
-            }
-        }
-        other => bail!("invalid restart policy {other:?}: use no, on-failure[:N], always or unless-stopped"),
-    }
     for f in &a.env_file {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("open {}: no such file or directory", f.display()))?;
