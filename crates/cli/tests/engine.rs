@@ -864,6 +864,16 @@ fn another_oci_runtime_runs_the_container() {
     let id = b.ok(&["run", "-d", "--runtime", "runc", "--network", "none", "busybox", "sleep", "60"]);
     let id = id.trim();
     assert_eq!(b.ok(&["exec", id, "cat", "/proc/1/cmdline"]), "sleep\u{0}60\u{0}");
+    // top, stats and update find the container's cgroup whichever runtime made it.
+    assert!(b.ok(&["top", id]).contains("sleep 60"));
+    b.ok(&["update", "--pids-limit", "21", id]);
+    let stats = b.ok(&["stats", "--no-stream", "--format", "{{.PIDs}}", id]);
+    assert_eq!(stats.trim(), "1", "{stats}");
+    let pid = b.inspect(id, "{{.State.Pid}}");
+    assert_eq!(
+        cgroup_file(&pid, if std::path::Path::new("/sys/fs/cgroup/pids").exists() { "pids" } else { "" }, "pids.max"),
+        "21"
+    );
     b.ok(&["pause", id]);
     assert_eq!(b.inspect(id, "{{.State.Status}}"), "paused");
     b.ok(&["unpause", id]);

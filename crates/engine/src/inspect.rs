@@ -27,19 +27,25 @@ pub struct Change {
 }
 
 impl Engine {
-    fn running(&self, key: &str) -> Result<(crate::ContainerRow, Container)> {
+    /// A running container and its cgroup (from the built-in runtime's state, or for another
+    /// runtime from where its init is).
+    fn running(&self, key: &str) -> Result<(crate::ContainerRow, berth_cgroups::Cgroup)> {
         let c = self.container(key)?;
         if !c.is_running() {
             return Err(ExitError { code: 1, msg: format!("container {} is not running", c.id) }.into());
         }
-        let rc = Container::load(&self.runtime_root(), &c.id)?;
-        Ok((c, rc))
+        let cg = if crate::runtimes::is_builtin(&c.config.runtime) {
+            Container::load(&self.runtime_root(), &c.id)?.cgroup().context("the container has no cgroup")?
+        } else {
+            cgroup_of(c.pid)?
+        };
+        Ok((c, cg))
     }
 
     pub fn top(&self, key: &str) -> Result<Vec<Proc>> {
-        let (_, rc) = self.running(key)?;
+        let (_, cg) = self.running(key)?;
         let mut out = Vec::new();
-        for pid in rc.pids()? {
+        for pid in cg.pids()? {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmd = cmd
                 .split(|&b| b == 0)
@@ -60,8 +66,7 @@ impl Engine {
     }
 
     pub fn stats(&self, key: &str) -> Result<(crate::ContainerRow, berth_cgroups::Stats)> {
-        let (c, rc) = self.running(key)?;
-        let cg = rc.cgroup().context("the container has no cgroup")?;
+        let (c, cg) = self.running(key)?;
         Ok((c, cg.stats()?))
     }
 
@@ -183,6 +188,25 @@ fn walk(upper: &Path, rel: &Path, lowers: &[std::fs::File], out: &mut Vec<Change
         }
     }
     Ok(())
+}
+
+/// The cgroup a process is in, as /proc/PID/cgroup names it (the pids controller's path on
+/// v1, the unified one on v2; runtimes give a container the same path in every hierarchy).
+fn cgroup_of(pid: i32) -> Result<berth_cgroups::Cgroup> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .with_context(|| format!("reading /proc/{pid}/cgroup"))?;
+    let path = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            Some((ctrl, path))
+        })
+        .find(|(ctrl, _)| ctrl.split(',').any(|c| c == "pids"))
+        .or_else(|| text.lines().find_map(|l| l.strip_prefix("0::").map(|p| ("", p))))
+        .map(|(_, p)| p.to_string())
+        .with_context(|| format!("no cgroup of process {pid}"))?;
+    Ok(berth_cgroups::Cgroup::new(berth_cgroups::Layout::detect(), Path::new(&path))?)
 }
 
 /// `berth update`'s flags: what is given changes, the rest stays.
