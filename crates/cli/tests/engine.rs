@@ -1395,3 +1395,50 @@ fn inspect_shows_dockers_host_config_fields() {
     assert_eq!(b.inspect(id.trim(), "{{.HostConfig.RestartPolicy.Name}}"), "on-failure");
     b.ok(&["rm", id.trim()]);
 }
+
+#[test]
+fn settings_file_info_version_and_container_prune() {
+    let b = Berth::new("eng-settings");
+    // /etc/berth/berth.toml (here through $BERTH_CONFIG) gives root and runroot when no flag
+    // or variable does.
+    let conf = b.g.path("berth.toml");
+    let (root, run) = (b.g.path("root"), b.g.path("run"));
+    std::fs::write(&conf, format!("root = {:?}\nrunroot = {:?}\n", root, run)).unwrap();
+    let with_conf = |args: &[&str]| {
+        let o =
+            b.ns.command(common::BERTH)
+                .env("BERTH_CONFIG", &conf)
+                .env_remove("BERTH_ROOT")
+                .env_remove("BERTH_RUNROOT")
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = with_conf(&["info", "--format", "{{.DockerRootDir}} {{.Images}} {{.Driver}}"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("{} 1 overlay\n", root.display()));
+    std::fs::write(&conf, "rootdir = \"/x\"\n").unwrap();
+    let (code, _, err) = with_conf(&["ps"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("berth.toml: not a berth settings file") && err.contains("unknown field `rootdir`"), "{err}");
+    // info and version, as text and through a template.
+    assert!(b.ok(&["info"]).contains("Storage Driver: overlay"));
+    assert_eq!(b.ok(&["version", "--format", "{{.Client.Version}}"]).trim(), env!("CARGO_PKG_VERSION"));
+    assert!(b.ok(&["version", "-f", "json"]).contains("\"Os\":\"linux\""));
+    // container prune: Docker's sections and the space the writable layers held.
+    let id = b.ok(&["run", "--network", "none", "busybox", "sh", "-c", "head -c 5000 /dev/zero > /blob"]);
+    let id = id.trim();
+    let keep = b.ok(&["run", "-d", "--network", "none", "busybox", "sleep", "60"]);
+    let out = b.ok(&["container", "prune", "-f"]);
+    assert!(out.starts_with(&format!("Deleted Containers:\n{id}")), "{out}");
+    assert!(out.contains("Total reclaimed space: 5kB"), "{out}");
+    assert_eq!(b.ids(), vec![keep.trim()[..12].to_string()]);
+    assert_eq!(b.ok(&["container", "prune", "-f"]), "Total reclaimed space: 0B\n");
+    b.ok(&["rm", "-f", keep.trim()]);
+}

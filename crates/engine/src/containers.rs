@@ -528,6 +528,22 @@ impl Engine {
         Ok(id)
     }
 
+    /// `container prune`: removes the stopped containers; their ids and what their writable
+    /// layers held.
+    pub fn prune_containers(&self) -> Result<(Vec<String>, u64)> {
+        let mut gone = Vec::new();
+        let mut bytes = 0;
+        for c in self.containers(true)? {
+            if !c.is_running() && !c.monitor_alive() {
+                let upper = RootFs::path(&self.layers, &c.id).upper();
+                bytes += berth_storage::tarball::tree_size(&upper).unwrap_or(0);
+                self.remove_container(&c.id, false)?;
+                gone.push(c.id);
+            }
+        }
+        Ok((gone, bytes))
+    }
+
     /// Records a container event with Docker's attributes (image, name, labels).
     pub(crate) fn container_event(&self, c: &ContainerRow, action: &str, extra: &[(&str, &str)]) {
         let mut attrs: Vec<(&str, &str)> = vec![("image", &c.config.image_ref), ("name", &c.name)];

@@ -27,6 +27,7 @@ pub mod pull;
 pub mod resources;
 pub mod runtimes;
 pub mod seccomp;
+pub mod settings;
 pub mod spec;
 pub mod system;
 pub mod userns;

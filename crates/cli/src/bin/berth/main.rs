@@ -23,14 +23,31 @@ use template::{Template, print_tabbed, print_table};
 #[derive(Parser)]
 #[command(name = "berth", version, about = "A daemonless container engine with Docker's command line")]
 struct Cli {
-    /// Where images, containers and the state database live.
-    #[arg(long, global = true, env = "BERTH_ROOT", default_value = berth_engine::DEFAULT_ROOT)]
-    root: PathBuf,
-    /// Where runtime state (gone at reboot) lives.
-    #[arg(long, global = true, env = "BERTH_RUNROOT", default_value = berth_engine::DEFAULT_RUNROOT)]
-    runroot: PathBuf,
+    /// Where images, containers and the state database live [default: root in
+    /// /etc/berth/berth.toml, else /var/lib/berth].
+    #[arg(long, global = true, env = "BERTH_ROOT")]
+    root: Option<PathBuf>,
+    /// Where runtime state (gone at reboot) lives [default: runroot in /etc/berth/berth.toml,
+    /// else /run/berth].
+    #[arg(long, global = true, env = "BERTH_RUNROOT")]
+    runroot: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+impl Cli {
+    /// --root and --runroot (or their environment variables), else the settings file's, else
+    /// the defaults.
+    fn dirs(&self) -> Result<(PathBuf, PathBuf)> {
+        let s = if self.root.is_some() && self.runroot.is_some() {
+            berth_engine::settings::Settings::default()
+        } else {
+            berth_engine::settings::Settings::load()?
+        };
+        let root = self.root.clone().or(s.root).unwrap_or_else(|| berth_engine::DEFAULT_ROOT.into());
+        let runroot = self.runroot.clone().or(s.runroot).unwrap_or_else(|| berth_engine::DEFAULT_RUNROOT.into());
+        Ok((root, runroot))
+    }
 }
 
 #[derive(Subcommand)]
@@ -279,9 +296,17 @@ enum Cmd {
     /// Show what a container changed in its root filesystem.
     Diff { container: String },
     /// Show the engine's version.
-    Version,
+    Version {
+        /// A Go template over the version (`{{.Client.Version}}`), or `json`.
+        #[arg(short, long)]
+        format: Option<String>,
+    },
     /// Show system-wide information.
-    Info,
+    Info {
+        /// A Go template over the information (`{{.Containers}}`), or `json`.
+        #[arg(short, long)]
+        format: Option<String>,
+    },
     /// Internal: the per-container monitor process.
     #[command(name = "container-monitor", hide = true)]
     Monitor {
@@ -581,7 +606,14 @@ fn main() {
     }
     let default_code = if matches!(cli.cmd, Cmd::Run(_) | Cmd::Create(_)) { 125 } else { 1 };
     if let Cmd::Monitor { attach, stdin, id } = &cli.cmd {
-        std::process::exit(berth_engine::monitor::run(&cli.root, &cli.runroot, id, *attach, *stdin));
+        let (root, runroot) = match cli.dirs() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                std::process::exit(125);
+            }
+        };
+        std::process::exit(berth_engine::monitor::run(&root, &runroot, id, *attach, *stdin));
     }
     if let Cmd::NetworkDns { listen, dir } = &cli.cmd {
         std::process::exit(berth_engine::networks::serve_dns(*listen, dir));
@@ -613,7 +645,8 @@ fn run(cli: Cli) -> Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         bail!("berth needs root for now (rootless mode is not implemented yet); run it with sudo");
     }
-    let e = Engine::open(&cli.root, &cli.runroot)?;
+    let (root, runroot) = cli.dirs()?;
+    let e = Engine::open(&root, &runroot)?;
     match cli.cmd {
         Cmd::Run(a) => cmd_run(&e, a, true),
         Cmd::Create(a) => cmd_run(&e, a, false),
@@ -840,15 +873,25 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Version => {
+        Cmd::Version { format } => {
+            let arch = berth_image::Platform::host().architecture;
+            let v = json!({"Client": {
+                "Version": env!("CARGO_PKG_VERSION"),
+                "Os": "linux",
+                "Arch": arch,
+                "Runtime": "berth-runtime",
+            }});
+            if let Some(f) = format {
+                return template::print_inspected(&[v], Some(if f == "json" { "{{json .}}" } else { &f })).map(|_| 0);
+            }
+            // Daemonless: one part, as podman prints it.
             println!(
-                "Client: berth\n Version:\t{}\n OS/Arch:\tlinux/{}",
-                env!("CARGO_PKG_VERSION"),
-                berth_image::Platform::host().architecture
+                "Client:\n Version:           {}\n OS/Arch:           linux/{arch}\n Runtime:           berth-runtime (built in)",
+                env!("CARGO_PKG_VERSION")
             );
             Ok(0)
         }
-        Cmd::Info => {
+        Cmd::Info { format } => {
             let cs = e.containers(true)?;
             let running = cs.iter().filter(|c| c.state == "running").count();
             let paused = cs.iter().filter(|c| c.state == "paused").count();
@@ -856,18 +899,68 @@ fn run(cli: Cli) -> Result<i32> {
                 berth_cgroups::Layout::V2 { .. } => "2",
                 _ => "1",
             };
+            let uname = nix::sys::utsname::uname()?;
+            let mem_total: u64 = std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string())))
+                .and_then(|v| v.trim_end_matches(" kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024;
+            let os = std::fs::read_to_string("/etc/os-release")
+                .ok()
+                .and_then(|t| {
+                    t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+                })
+                .unwrap_or_else(|| "Linux".into());
+            let info = json!({
+                "Containers": cs.len(),
+                "ContainersRunning": running,
+                "ContainersPaused": paused,
+                "ContainersStopped": cs.len() - running - paused,
+                "Images": e.images()?.len(),
+                "Driver": "overlay",
+                "CgroupVersion": layout,
+                "DefaultRuntime": "berth-runtime",
+                "DockerRootDir": e.root,
+                "RunRoot": e.runroot,
+                "KernelVersion": uname.release().to_string_lossy(),
+                "OperatingSystem": os,
+                "OSType": "linux",
+                "Architecture": uname.machine().to_string_lossy(),
+                "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                "MemTotal": mem_total,
+                "Name": uname.nodename().to_string_lossy(),
+                "ServerVersion": env!("CARGO_PKG_VERSION"),
+            });
+            if let Some(f) = format {
+                return template::print_inspected(&[info], Some(if f == "json" { "{{json .}}" } else { &f }))
+                    .map(|_| 0);
+            }
             println!(
-                "Containers: {}\n Running: {running}\n Paused: {paused}\n Stopped: {}\nImages: {}\nStorage Driver: overlay\nCgroup Version: {layout}\nDefault Runtime: berth-runtime\nBerth Root Dir: {}\nBerth Run Dir: {}",
+                "Containers: {}\n Running: {running}\n Paused: {paused}\n Stopped: {}\nImages: {}\nServer Version: {}\nStorage Driver: overlay\nCgroup Version: {layout}\nDefault Runtime: berth-runtime\nKernel Version: {}\nOperating System: {}\nOSType: linux\nArchitecture: {}\nCPUs: {}\nTotal Memory: {}\nName: {}\nBerth Root Dir: {}\nBerth Run Dir: {}",
                 cs.len(),
                 cs.len() - running - paused,
-                e.images()?.len(),
+                info["Images"],
+                env!("CARGO_PKG_VERSION"),
+                info["KernelVersion"].as_str().unwrap_or(""),
+                info["OperatingSystem"].as_str().unwrap_or(""),
+                info["Architecture"].as_str().unwrap_or(""),
+                info["NCPU"],
+                image_cmds::human_size_binary(mem_total),
+                info["Name"].as_str().unwrap_or(""),
                 e.root.display(),
                 e.runroot.display()
             );
             Ok(0)
         }
         Cmd::Container(ContainerCmd::Prune { force: _ }) => {
-            prune_containers(&e)?.iter().for_each(|id| println!("{id}"));
+            let (gone, bytes) = e.prune_containers()?;
+            if !gone.is_empty() {
+                println!("Deleted Containers:");
+                gone.iter().for_each(|id| println!("{id}"));
+                println!();
+            }
+            println!("Total reclaimed space: {}", image_cmds::human_size(bytes));
             Ok(0)
         }
         Cmd::Commit { author, change, message, pause, container, reference } => {
@@ -979,14 +1072,7 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
 
 /// `container prune`: the stopped containers go; their ids.
 fn prune_containers(e: &Engine) -> Result<Vec<String>> {
-    let mut gone = Vec::new();
-    for c in e.containers(true)? {
-        if !c.is_running() && !c.monitor_alive() {
-            e.remove_container(&c.id, false)?;
-            gone.push(c.id);
-        }
-    }
-    Ok(gone)
+    e.prune_containers().map(|(gone, _)| gone)
 }
 
 /// `image prune`: dangling images (every unused one with `all`); Docker's lines.
