@@ -3,7 +3,7 @@
 # Skips apt entirely when everything is already there.
 set -euo pipefail
 pkgs=(busybox-static docker-registry skopeo runc crun libseccomp-dev pkg-config iproute2 nftables uidmap
-      apache2-utils openssl curl hyperfine bzip2 xz-utils zstd
+      apache2-utils openssl curl hyperfine bzip2 xz-utils zstd procps
       podman   # podman: the peer in benches/pull.sh (two packages on top of skopeo's)
       buildah) # buildah: the peer in benches/build.sh
 missing=()

@@ -342,8 +342,13 @@ fn top_stats_diff_rename_update() {
         "echo x > /new; rm /etc/group; sleep 60",
     ]);
     std::thread::sleep(Duration::from_millis(300));
+    // top: the host's `ps -ef` columns (Docker's), or the ps options given.
     let top = b.ok(&["top", "busy"]);
-    assert!(top.starts_with("PID") && top.contains("sleep 60"), "{top}");
+    let head: Vec<&str> = top.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(head, ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], "{top}");
+    assert!(top.contains("sleep 60") && top.lines().count() == 2, "{top}");
+    let top = b.ok(&["top", "busy", "-o", "pid,comm"]);
+    assert!(top.starts_with("PID") && top.lines().nth(1).is_some_and(|l| l.ends_with("sleep")), "{top}");
     let stats = b.ok(&["stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", "busy"]);
     assert!(stats.starts_with("busy ") && stats.contains("/ 32MiB 1"), "{stats}");
     let diff = b.ok(&["diff", "busy"]);

@@ -214,7 +214,12 @@ enum Cmd {
     /// Log out from a registry.
     Logout(registry_cmds::LogoutArgs),
     /// Show the processes of a running container.
-    Top { container: String },
+    Top {
+        container: String,
+        /// Options for ps(1) (default `-ef`), as Docker passes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
     /// Show containers' resource use.
     Stats {
         #[arg(long)]
@@ -821,11 +826,39 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Push(a) | Cmd::Image(ImageCmd::Push(a)) => registry_cmds::push(&e, a),
         Cmd::Login(a) => registry_cmds::login(a),
         Cmd::Logout(a) => registry_cmds::logout(a),
-        Cmd::Top { container } => {
-            let mut rows = vec![vec!["PID".to_string(), "UID".into(), "CMD".into()]];
-            for p in e.top(&container)? {
-                rows.push(vec![p.pid.to_string(), p.uid.to_string(), p.cmd]);
+        Cmd::Top { container, ps_args } => {
+            // As Docker: the host's ps with the given options, the container's processes kept.
+            let pids: std::collections::HashSet<String> = e.top(&container)?.iter().map(|p| p.pid.to_string()).collect();
+            let args = if ps_args.is_empty() { vec!["-ef".to_string()] } else { ps_args };
+            let out = std::process::Command::new("ps")
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .context("running ps (procps) for top")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
             }
+            let mut lines = text.lines();
+            let header = lines.next().unwrap_or_default();
+            let heads: Vec<&str> = header.split_whitespace().collect();
+            let Some(col) = heads.iter().position(|h| *h == "PID") else {
+                bail!("Couldn't find PID field in ps output (ps {})", args.join(" "));
+            };
+            // The last column (CMD/COMMAND) may hold spaces: split the others off.
+            let split = |l: &str| -> Vec<String> {
+                let mut f: Vec<String> = Vec::new();
+                let mut rest = l.trim_start();
+                while f.len() + 1 < heads.len() {
+                    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                    f.push(rest[..end].to_string());
+                    rest = rest[end..].trim_start();
+                }
+                f.push(rest.to_string());
+                f
+            };
+            let mut rows = vec![heads.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+            rows.extend(lines.map(split).filter(|f| f.get(col).is_some_and(|p| pids.contains(p))));
             print_table(&rows);
             Ok(0)
         }
