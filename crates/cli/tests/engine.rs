@@ -351,6 +351,14 @@ fn top_stats_diff_rename_update() {
     assert!(top.starts_with("PID") && top.lines().nth(1).is_some_and(|l| l.ends_with("sleep")), "{top}");
     let stats = b.ok(&["stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", "busy"]);
     assert!(stats.starts_with("busy ") && stats.contains("/ 32MiB 1"), "{stats}");
+    // Docker's default table, NET I/O (the container's interfaces but lo) included.
+    let table = b.ok(&["stats", "--no-stream", "busy"]);
+    let head = table.lines().next().unwrap_or("");
+    for col in ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"] {
+        assert!(head.contains(col), "{col} missing: {table}");
+    }
+    let net = b.ok(&["stats", "--no-stream", "--format", "{{.NetIO}}", "busy"]);
+    assert!(net.trim().split(" / ").count() == 2 && net.trim().ends_with('B'), "{net}");
     let diff = b.ok(&["diff", "busy"]);
     assert!(diff.contains("A /new") && diff.contains("D /etc/group") && diff.contains("C /etc"), "{diff}");
     b.ok(&["update", "--memory", "48m", "--pids-limit", "40", "busy"]);

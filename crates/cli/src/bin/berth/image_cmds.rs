@@ -120,18 +120,6 @@ pub fn human_size(b: u64) -> String {
     format!("{}{}", g4(v), units[i])
 }
 
-/// Docker's memory sizes (`units.BytesSize`): binary units, four significant digits.
-pub fn human_size_binary(b: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{}{}", g4(v), units[i])
-}
-
 /// `%.4g` of a value below 1000.
 fn g4(v: f64) -> String {
     let decimals = if v >= 100.0 {

@@ -828,7 +828,8 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Logout(a) => registry_cmds::logout(a),
         Cmd::Top { container, ps_args } => {
             // As Docker: the host's ps with the given options, the container's processes kept.
-            let pids: std::collections::HashSet<String> = e.top(&container)?.iter().map(|p| p.pid.to_string()).collect();
+            let pids: std::collections::HashSet<String> =
+                e.top(&container)?.iter().map(|p| p.pid.to_string()).collect();
             let args = if ps_args.is_empty() { vec!["-ef".to_string()] } else { ps_args };
             let out = std::process::Command::new("ps")
                 .args(&args)
@@ -979,7 +980,7 @@ fn run(cli: Cli) -> Result<i32> {
                 info["OperatingSystem"].as_str().unwrap_or(""),
                 info["Architecture"].as_str().unwrap_or(""),
                 info["NCPU"],
-                image_cmds::human_size_binary(mem_total),
+                bytes_binary(mem_total),
                 info["Name"].as_str().unwrap_or(""),
                 e.root.display(),
                 e.runroot.display()
@@ -1680,16 +1681,16 @@ fn cmd_ps(e: &Engine, a: &PsArgs) -> Result<i32> {
 
 fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>) -> Result<i32> {
     let all = names.is_empty();
-    let t = Template::parse(
-        format
-            .unwrap_or("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.BlockIO}}\t{{.PIDs}}"),
-    );
+    let t = Template::parse(format.unwrap_or(
+        "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}",
+    ));
     let header: BTreeMap<&str, &str> = [
         ("ID", "CONTAINER ID"),
         ("Name", "NAME"),
         ("CPUPerc", "CPU %"),
         ("MemUsage", "MEM USAGE / LIMIT"),
         ("MemPerc", "MEM %"),
+        ("NetIO", "NET I/O"),
         ("BlockIO", "BLOCK I/O"),
         ("PIDs", "PIDS"),
     ]
@@ -1732,6 +1733,7 @@ fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>
             };
             now.insert(c.id.clone(), s.cpu_usage_ns);
             let limit = s.memory_limit.filter(|&l| l < total_mem).unwrap_or(total_mem);
+            let (rx, tx) = if c.config.network == "host" { (0, 0) } else { net_io(c.pid) };
             let v = json!({
                 "ID": &c.id[..12],
                 "Container": &c.id[..12],
@@ -1739,6 +1741,7 @@ fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>
                 "CPUPerc": format!("{cpu:.2}%"),
                 "MemUsage": format!("{} / {}", bytes_binary(s.memory_usage), bytes_binary(limit)),
                 "MemPerc": format!("{:.2}%", s.memory_usage as f64 / limit.max(1) as f64 * 100.0),
+                "NetIO": format!("{} / {}", human_size(rx as i64), human_size(tx as i64)),
                 "BlockIO": format!("{} / {}", human_size(s.io_read_bytes as i64), human_size(s.io_write_bytes as i64)),
                 "PIDs": s.pids_current.to_string(),
             });
@@ -1759,6 +1762,21 @@ fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>
             return Ok(0);
         }
     }
+}
+
+/// Bytes received and sent on a process's network interfaces but lo (its namespace's, as
+/// /proc/PID/net/dev shows them).
+fn net_io(pid: i32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+    text.lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| name.trim() != "lo")
+        .map(|(_, v)| {
+            let f: Vec<u64> = v.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            (f.first().copied().unwrap_or(0), f.get(8).copied().unwrap_or(0))
+        })
+        .fold((0, 0), |(r, t), (a, b)| (r + a, t + b))
 }
 
 /// Docker's binary sizes with four significant digits: `344KiB`, `1.512MiB`, `32MiB`.
