@@ -921,6 +921,30 @@ fn ps_size_counts_the_containers_own_files() {
     assert!(out.starts_with("big 2.097MB (virtual "), "{out}");
     let table = b.ok(&["ps", "-a", "-s"]);
     assert!(table.lines().next().unwrap().ends_with("SIZE"), "{table}");
+    // Filters: the same key twice is either, different keys are both, labels all hold;
+    // -n/-l/--no-trunc and the json format.
+    b.ok(&["create", "--name", "fresh", "-l", "a=1", "-l", "b=2", "--network", "none", "busybox", "true"]);
+    b.ok(&["run", "-d", "--name", "up", "-l", "a=1", "--network", "none", "busybox", "sleep", "60"]);
+    let names = |args: &[&str]| {
+        let mut all = vec!["ps", "-a", "--format", "{{.Names}}"];
+        all.extend(args);
+        let mut v: Vec<String> = b.ok(&all).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&["--filter", "status=exited", "--filter", "status=created"]), ["big", "fresh"]);
+    assert_eq!(names(&["--filter", "status=created", "--filter", "label=a=1"]), ["fresh"]);
+    assert_eq!(names(&["--filter", "label=a=1", "--filter", "label=b"]), ["fresh"]);
+    assert_eq!(names(&["--filter", "status=running", "--filter", "name=up"]), ["up"]);
+    let (code, _, err) = b.run(&["ps", "--filter", "status=sleepy"]);
+    assert!(code != 0 && err.contains("Invalid filter 'status=sleepy'"), "{err}");
+    assert_eq!(b.ok(&["ps", "-a", "-n", "2", "--format", "{{.Names}}"]), "up\nfresh\n");
+    assert_eq!(b.ok(&["ps", "-l", "--format", "{{.Names}}"]), "up\n");
+    assert_eq!(b.ok(&["ps", "-q", "--no-trunc", "--filter", "name=up"]).trim().len(), 64);
+    let json = b.ok(&["ps", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!((v["Names"].as_str(), v["State"].as_str()), (Some("up"), Some("running")), "{json}");
+    b.ok(&["rm", "-f", "up"]);
 }
 
 #[test]

@@ -1601,10 +1601,31 @@ fn matches_filter(c: &ContainerRow, f: &str) -> Result<bool> {
 
 fn cmd_ps(e: &Engine, a: &PsArgs) -> Result<i32> {
     let mut list = e.containers(a.all || a.last.is_some() || a.latest || !a.filter.is_empty())?;
+    // As Docker: filters with the same key are alternatives (label ones all have to hold),
+    // different keys all have to hold.
+    let mut groups: Vec<(&str, Vec<&String>)> = Vec::new();
     for f in &a.filter {
+        let (key, v) = f.split_once('=').with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
+        match key {
+            "status" if !["created", "restarting", "running", "removing", "paused", "exited", "dead"].contains(&v) => {
+                bail!("Invalid filter 'status={v}'")
+            }
+            "status" | "name" | "id" | "label" | "ancestor" | "exited" | "health" => {}
+            other => bail!("invalid filter '{other}'"),
+        }
+        match groups.iter_mut().find(|(k, _)| *k == key && key != "label") {
+            Some((_, g)) => g.push(f),
+            None => groups.push((key, vec![f])),
+        }
+    }
+    for (_, group) in &groups {
         let mut keep = Vec::new();
         for c in list {
-            if matches_filter(&c, f)? {
+            let mut any = false;
+            for f in group {
+                any |= matches_filter(&c, f)?;
+            }
+            if any {
                 keep.push(c);
             }
         }
