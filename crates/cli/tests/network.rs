@@ -101,6 +101,13 @@ fn user_networks_resolve_names_and_aliases_and_are_isolated() {
     // Another network can neither resolve the name nor reach the address.
     let (code, _, _) = b.run(&["run", "--rm", "--network", "back", "busybox", "nslookup", "web"]);
     assert_ne!(code, 0, "a container on another network resolved web");
+    // Not even by asking front's DNS server itself.
+    let (code, out, _) =
+        b.run(&["run", "--rm", "--network", "back", "busybox", "timeout", "2", "nslookup", "web", "10.123.0.1"]);
+    assert_ne!(code, 0, "front's DNS server answered a container on back: {out}");
+    // The same query from front works (the server is there).
+    let out = b.ok(&["run", "--rm", "--network", "front", "busybox", "nslookup", "web", "10.123.0.1"]);
+    assert!(out.contains(&ip), "{out}");
     let (code, out, _) = b.run(&["run", "--rm", "--network", "back", "busybox", "sh", "-c", &get(&ip, "80")]);
     assert_ne!(code, 0, "a container on another network reached web: {out}");
     // The default bridge has no names, as Docker's.

@@ -128,6 +128,17 @@ pub fn script(networks: &[NetworkRules], ports: &[PortRule]) -> Result<String> {
     }
     chain(&mut s, "forward", "type filter hook forward priority filter; policy accept;", &fwd);
 
+    // input: a network's DNS server (on its gateway, port 53) answers its own network only;
+    // from another network it would hand out the names isolation keeps apart.
+    let mut input = Vec::new();
+    for n in networks {
+        let (b, gw) = (&n.bridge, n.gateway);
+        input.push(format!(
+            r#"ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 iifname != {{ "{b}", "lo" }} drop comment "{b}: its DNS server answers its own network only""#
+        ));
+    }
+    chain(&mut s, "input", "type filter hook input priority filter; policy accept;", &input);
+
     let mut post = Vec::new();
     for n in networks.iter().filter(|n| !n.internal) {
         let (b, net) = (&n.bridge, n.subnet);
@@ -392,6 +403,11 @@ mod tests {
         has(
             &s,
             r#"ip saddr 10.88.0.0/16 ip daddr != 10.88.0.0/16 masquerade comment "berth0 (10.88.0.0/16): outbound NAT""#,
+        );
+        has(&s, "type filter hook input priority filter; policy accept;");
+        has(
+            &s,
+            r#"ip daddr 10.88.0.1 meta l4proto { tcp, udp } th dport 53 iifname != { "berth0", "lo" } drop comment "berth0: its DNS server answers its own network only""#,
         );
         has(&s, "type filter hook prerouting priority raw; policy accept;");
         has(
