@@ -327,3 +327,56 @@ fn network_modes_container_host_and_namespace_path() {
     b.ok(&["rm", "-f", "web"]);
     assert_eq!(b.network_leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn names_of_every_network_a_container_is_on_and_its_dns_servers() {
+    let b = Berth::new("net-multi");
+    b.ok(&["network", "create", "--subnet", "10.125.0.0/24", "na"]);
+    b.ok(&["network", "create", "--subnet", "10.126.0.0/24", "nb"]);
+    b.ok(&["run", "-d", "--name", "onlyb", "--network", "nb", "busybox", "sleep", "60"]);
+    let onlyb = b.inspect("onlyb", "{{.NetworkSettings.Networks.nb.IPAddress}}");
+    // A container on na and nb resolves names of both (here through na's server, the first
+    // in its resolv.conf); one on na only does not see nb's.
+    b.ok(&["run", "-d", "--name", "both", "--network", "na", "busybox", "sleep", "60"]);
+    b.ok(&["network", "connect", "nb", "both"]);
+    let out = b.ok(&["exec", "both", "sh", "-c", &retry("nslookup onlyb 10.125.0.1 >/tmp/o")]);
+    assert_eq!(out, "");
+    let out = b.ok(&["exec", "both", "cat", "/tmp/o"]);
+    assert!(out.contains(&onlyb), "{out}");
+    let (code, out, _) = b.run(&["run", "--rm", "--network", "na", "busybox", "nslookup", "onlyb"]);
+    assert_ne!(code, 0, "a container on na only resolved onlyb: {out}");
+    // --dns on a user network: names stay resolved by the network's server, which sends the
+    // others to the given server (here berth's own DNS server on the test's loopback).
+    let upstream = b.g.path("upstream");
+    std::fs::create_dir_all(&upstream).unwrap();
+    std::fs::write(upstream.join("records"), "10.9.9.9 upstream.example\n").unwrap();
+    let st =
+        b.ns.command(common::BERTH).args(["network-dns", "--listen", "127.0.0.2:53"]).arg(&upstream).status().unwrap();
+    assert!(st.success());
+    let resolv = b.ok(&["run", "--rm", "--network", "na", "--dns", "127.0.0.2", "busybox", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 10.125.0.1") && !resolv.contains("127.0.0.2"), "{resolv}");
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "na",
+        "--dns",
+        "127.0.0.2",
+        "busybox",
+        "sh",
+        "-c",
+        "nslookup upstream.example; nslookup both",
+    ]);
+    assert!(out.contains("10.9.9.9") && out.contains("10.125.0."), "{out}");
+    // Without --dns the same name goes to the host's resolvers, which do not know it.
+    let (code, out, _) =
+        b.run(&["run", "--rm", "--network", "na", "busybox", "timeout", "3", "nslookup", "upstream.example"]);
+    assert!(code != 0 || !out.contains("10.9.9.9"), "{out}");
+    std::fs::remove_file(upstream.join("records")).unwrap();
+    b.ok(&["rm", "-f", "both", "onlyb"]);
+    b.ok(&["network", "rm", "na", "nb"]);
+    // The upstream server goes once its records are gone.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(!upstream.join("dns.pid").exists(), "the upstream DNS server is still there");
+    assert_eq!(b.network_leftovers(), Vec::<String>::new());
+}

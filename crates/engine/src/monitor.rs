@@ -722,16 +722,30 @@ fn write_etc(
     fs::write(hostname, format!("{}\n", c.config.hostname))?;
     let host_conf = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let named: Vec<&Network> = eps.iter().map(|(_, n)| n).filter(|n| n.dns).collect();
-    let r = if !c.config.dns.is_empty() {
-        c.config.dns.iter().map(|d| format!("nameserver {d}\n")).collect()
-    } else if !named.is_empty() {
-        // User networks: their DNS servers (on the gateways) answer container names and
-        // forward the rest to the host's resolvers.
-        let mut r = format!("search {}\n", berth_network::dns::DOMAIN);
+    let r = if !named.is_empty() {
+        // User networks: their DNS servers (on the gateways) answer the names of every network
+        // the container is on and forward the rest to its --dns servers, else the host's
+        // resolvers (as Docker's embedded server does); the host's search list and options
+        // follow ours.
+        let host_search: Vec<&str> = host_conf
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("search "))
+            .flat_map(str::split_whitespace)
+            .collect();
+        let mut r = format!(
+            "search {}\n",
+            std::iter::once(berth_network::dns::DOMAIN).chain(host_search).collect::<Vec<_>>().join(" ")
+        );
         for n in named {
             r.push_str(&format!("nameserver {}\n", n.gateway));
         }
+        for l in host_conf.lines().filter(|l| l.trim_start().starts_with("options ")) {
+            r.push_str(l.trim_start());
+            r.push('\n');
+        }
         r
+    } else if !c.config.dns.is_empty() {
+        c.config.dns.iter().map(|d| format!("nameserver {d}\n")).collect()
     } else if c.config.network == "host" {
         host_conf
     } else {

@@ -559,10 +559,8 @@ impl Engine {
         if firewall_changed || !held.is_empty() {
             self.sync_firewall()?;
         }
-        for (_, net) in &eps {
-            if net.dns && only.is_none_or(|o| o == net.id) {
-                self.sync_dns(net)?;
-            }
+        if eps.iter().any(|(_, n)| n.dns) {
+            self.sync_all_dns()?;
         }
         Ok(held)
     }
@@ -610,10 +608,8 @@ impl Engine {
         if only.is_none() && self.db.execute("DELETE FROM ports WHERE container = ?1", [&c.id])? > 0 {
             self.sync_firewall()?;
         }
-        for (ep, net) in &eps {
-            if net.dns && ep.active && only.is_none_or(|o| o == net.id) {
-                self.sync_dns(net)?;
-            }
+        if eps.iter().any(|(ep, n)| n.dns && ep.active) {
+            self.sync_all_dns()?;
         }
         Ok(())
     }
@@ -703,8 +699,20 @@ impl Engine {
         firewall::apply(&rules, &ports).context("updating berth's nftables table")
     }
 
+    /// [`Engine::sync_dns`] of every user network: a container on several networks sees the
+    /// names of all of them through each one's server, so a change on one network changes what
+    /// the others' servers answer.
+    fn sync_all_dns(&self) -> Result<()> {
+        for net in self.networks()?.iter().filter(|n| n.dns) {
+            self.sync_dns(net)?;
+        }
+        Ok(())
+    }
+
     /// Writes a user network's name records and makes sure its DNS server runs while the
-    /// network has active endpoints; stops the server when it has none.
+    /// network has active endpoints; stops the server when it has none. Each container on it
+    /// also gets the names of its other user networks and its `--dns` servers, under its own
+    /// address (see berth_network::dns::Records).
     fn sync_dns(&self, net: &Network) -> Result<()> {
         let dir = self.net_dir(&net.id);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -717,10 +725,43 @@ impl Engine {
         let rows = st.query_map([&net.id], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
         })?;
+        let mut members: Vec<(String, String)> = Vec::new();
         for row in rows {
             let (ip, name, id, aliases) = row?;
             let aliases: Vec<String> = serde_json::from_str(&aliases).unwrap_or_default();
             text.push_str(&format!("{ip} {name} {} {}\n", &id[..12], aliases.join(" ")));
+            members.push((ip, id));
+        }
+        // What each member sees besides: the names of its other user networks.
+        let mut st = self.db.prepare(
+            "SELECT me.ip, o.ip, c.name, c.id, o.aliases FROM endpoints me
+             JOIN endpoints other ON other.container = me.container AND other.network != me.network AND other.active = 1
+             JOIN networks n ON n.id = other.network AND n.dns = 1
+             JOIN endpoints o ON o.network = other.network AND o.active = 1
+             JOIN containers c ON c.id = o.container
+             WHERE me.network = ?1 AND me.active = 1 ORDER BY me.ip, o.ip",
+        )?;
+        let rows = st.query_map([&net.id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (me, ip, name, id, aliases) = row?;
+            let aliases: Vec<String> = serde_json::from_str(&aliases).unwrap_or_default();
+            text.push_str(&format!("@{me} {ip} {name} {} {}\n", &id[..12], aliases.join(" ")));
+        }
+        // And its --dns servers, which its other names go to.
+        for (ip, id) in &members {
+            if let Ok(c) = self.container(id)
+                && !c.config.dns.is_empty()
+            {
+                text.push_str(&format!("@{ip} dns {}\n", c.config.dns.join(" ")));
+            }
         }
         if text.is_empty() {
             let _ = fs::remove_file(&records);

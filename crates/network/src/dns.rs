@@ -78,12 +78,25 @@ const HEADER_LEN: usize = 12;
 /// One line per container endpoint: `IP NAME [NAME...]` (the container's name, its aliases, its
 /// 12-character short id). `#` starts a comment; blank lines, lines whose first field is not an
 /// IPv4 address and names that are not valid DNS names are skipped.
+///
+/// Lines that begin with `@QUERIER` are for the container at that address only: `@Q IP NAME...`
+/// the names of its other networks (a container resolves the names of every network it is on),
+/// `@Q dns ADDR...` the servers its other names go to (`--dns`; port 53 unless given).
 #[derive(Debug, Clone, Default)]
 pub struct Records {
     /// Lowercased name -> addresses in file order, without duplicates.
     by_name: HashMap<String, Vec<Ipv4Addr>>,
     /// Address -> the first name given for it (PTR answers).
     by_addr: HashMap<Ipv4Addr, String>,
+    /// What one querier sees besides: querier address -> its view.
+    views: HashMap<Ipv4Addr, View>,
+}
+
+/// A querier's own names and upstream servers.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    records: Records,
+    upstreams: Vec<SocketAddr>,
 }
 
 impl Records {
@@ -92,20 +105,60 @@ impl Records {
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("");
             let mut fields = line.split_whitespace();
-            let Some(Ok(ip)) = fields.next().map(str::parse::<Ipv4Addr>) else { continue };
-            for name in fields {
-                let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-                if !valid_name(&name) {
-                    continue;
+            let Some(first) = fields.next() else { continue };
+            if let Some(q) = first.strip_prefix('@') {
+                let Ok(q) = q.parse::<Ipv4Addr>() else { continue };
+                let view = records.views.entry(q).or_default();
+                let mut rest = fields.clone();
+                if rest.next() == Some("dns") {
+                    view.upstreams.extend(rest.filter_map(|a| {
+                        a.parse::<SocketAddr>()
+                            .ok()
+                            .or_else(|| a.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+                    }));
+                } else if let Some(Ok(ip)) = fields.next().map(str::parse::<Ipv4Addr>) {
+                    view.records.add(ip, fields);
                 }
-                records.by_addr.entry(ip).or_insert_with(|| name.clone());
-                let addrs = records.by_name.entry(name).or_default();
-                if !addrs.contains(&ip) {
-                    addrs.push(ip);
-                }
+                continue;
             }
+            let Ok(ip) = first.parse::<Ipv4Addr>() else { continue };
+            records.add(ip, fields);
         }
         records
+    }
+
+    fn add<'a>(&mut self, ip: Ipv4Addr, names: impl Iterator<Item = &'a str>) {
+        for name in names {
+            let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+            if !valid_name(&name) {
+                continue;
+            }
+            self.by_addr.entry(ip).or_insert_with(|| name.clone());
+            let addrs = self.by_name.entry(name).or_default();
+            if !addrs.contains(&ip) {
+                addrs.push(ip);
+            }
+        }
+    }
+
+    /// [`Records::lookup`] as the container at `from` sees it: its network's names, then those
+    /// of its other networks.
+    pub fn lookup_from(&self, name: &str, from: Option<Ipv4Addr>) -> Vec<Ipv4Addr> {
+        let own = self.lookup(name);
+        match from.and_then(|f| self.views.get(&f)) {
+            Some(v) if own.is_empty() => v.records.lookup(name),
+            _ => own,
+        }
+    }
+
+    /// [`Records::reverse`] as the container at `from` sees it.
+    pub fn reverse_from(&self, ip: Ipv4Addr, from: Option<Ipv4Addr>) -> Option<&str> {
+        self.reverse(ip).or_else(|| from.and_then(|f| self.views.get(&f)).and_then(|v| v.records.reverse(ip)))
+    }
+
+    /// The servers the container at `from` asked for (`--dns`), if any.
+    pub fn upstreams_for(&self, from: Option<Ipv4Addr>) -> Option<&[SocketAddr]> {
+        from.and_then(|f| self.views.get(&f)).map(|v| v.upstreams.as_slice()).filter(|u| !u.is_empty())
     }
 
     /// The addresses of `name`: case-insensitive, a trailing dot ignored, and `name.dns.berth`
@@ -419,12 +472,12 @@ enum Local {
 }
 
 /// The local answer to `question`, or None when it is not ours and goes upstream.
-fn answer_locally(records: &Records, question: &Question) -> Option<Local> {
+fn answer_locally(records: &Records, from: Option<Ipv4Addr>, question: &Question) -> Option<Local> {
     let name = question.name.to_text()?;
     let class_in = question.qclass == CLASS_IN || question.qclass == CLASS_ANY;
     let wants = |qtype: u16| class_in && (question.qtype == qtype || question.qtype == TYPE_ANY);
 
-    let addrs = records.lookup(&name);
+    let addrs = records.lookup_from(&name, from);
     if !addrs.is_empty() {
         // Other types get an empty NOERROR: sending them upstream would leak container names
         // and make clients take an upstream answer for a local name.
@@ -436,7 +489,7 @@ fn answer_locally(records: &Records, question: &Question) -> Option<Local> {
     if strip_domain(&name).is_some() {
         return Some(Local::NxDomain);
     }
-    let target = reverse_ipv4(&name).and_then(|ip| records.reverse(ip));
+    let target = reverse_ipv4(&name).and_then(|ip| records.reverse_from(ip, from));
     if let Some(target) = target {
         if !wants(TYPE_PTR) {
             return Some(Local::NoData);
@@ -651,14 +704,18 @@ impl Server {
     }
 
     fn on_udp<'s>(&'s self, scope: &'s Scope<'s, '_>, shared: &'s Shared, packet: &[u8], from: SocketAddr) {
-        let query = match shared.decide(packet, UDP_LIMIT) {
+        let querier = match from.ip() {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        };
+        let (query, upstreams) = match shared.decide(packet, UDP_LIMIT, querier) {
             Decision::Reply(reply) => {
                 // A full send buffer drops the reply; the client asks again.
                 let _ = self.udp.send_to(&reply, from);
                 return;
             }
             Decision::Drop => return,
-            Decision::Forward(query) => query,
+            Decision::Forward(query, upstreams) => (query, upstreams),
         };
         if shared.forwards.fetch_add(1, Ordering::SeqCst) >= MAX_FORWARDS {
             shared.forwards.fetch_sub(1, Ordering::SeqCst);
@@ -670,7 +727,7 @@ impl Server {
         let servfail = build_reply(&query, SERVFAIL, None, UDP_LIMIT);
         let spawned =
             thread::Builder::new().name("dns-forward".into()).stack_size(256 << 10).spawn_scoped(scope, move || {
-                let reply = shared.forward(&packet, &query, false);
+                let reply = shared.forward(&packet, &query, false, &upstreams);
                 let _ = self.udp.send_to(&reply, from);
                 shared.forwards.fetch_sub(1, Ordering::SeqCst);
             });
@@ -753,7 +810,8 @@ struct Shared {
 enum Decision {
     Drop,
     Reply(Vec<u8>),
-    Forward(Query),
+    /// Ask these servers.
+    Forward(Query, Vec<SocketAddr>),
 }
 
 impl Shared {
@@ -798,25 +856,30 @@ impl Shared {
     }
 
     /// Answers locally, or says to forward. `limit` is the largest reply the client takes.
-    fn decide(&self, packet: &[u8], limit: usize) -> Decision {
+    fn decide(&self, packet: &[u8], limit: usize, from: Option<Ipv4Addr>) -> Decision {
         let query = match parse_query(packet) {
             Parsed::Drop => return Decision::Drop,
             Parsed::Error(header, rcode) => return Decision::Reply(error_reply(&header, rcode)),
             Parsed::Query(query) => query,
         };
         self.refresh();
-        let local = answer_locally(&self.loaded().records, &query.question);
+        let (local, upstreams) = {
+            let loaded = self.loaded();
+            let upstreams = loaded.records.upstreams_for(from).map(<[SocketAddr]>::to_vec);
+            (answer_locally(&loaded.records, from, &query.question), upstreams)
+        };
+        let upstreams = upstreams.unwrap_or_else(|| self.upstreams.clone());
         match local {
             Some(local) => Decision::Reply(build_reply(&query, NOERROR, Some(&local), limit)),
-            None if self.upstreams.is_empty() => Decision::Reply(build_reply(&query, REFUSED, None, limit)),
-            None => Decision::Forward(query),
+            None if upstreams.is_empty() => Decision::Reply(build_reply(&query, REFUSED, None, limit)),
+            None => Decision::Forward(query, upstreams),
         }
     }
 
     /// Asks the upstreams in order and returns the reply for the client (with its id):
     /// the first good answer, else the last error answer, else SERVFAIL. Over TCP (`tcp`), a
     /// truncated UDP answer is asked again over TCP.
-    fn forward(&self, packet: &[u8], query: &Query, tcp: bool) -> Vec<u8> {
+    fn forward(&self, packet: &[u8], query: &Query, tcp: bool, upstreams: &[SocketAddr]) -> Vec<u8> {
         let limit = if tcp { usize::from(u16::MAX) } else { UDP_LIMIT };
         let mut sent = packet.to_vec();
         // A fresh random id (and a fresh socket, so a random port) for each forwarded query
@@ -824,7 +887,7 @@ impl Shared {
         let id = random_id();
         sent[..2].copy_from_slice(&id.to_be_bytes());
         let mut fallback = None;
-        for upstream in &self.upstreams {
+        for upstream in upstreams {
             if self.stopped() {
                 break;
             }
@@ -853,6 +916,10 @@ impl Shared {
     /// One TCP connection: length-prefixed queries, answered in order, until the client closes,
     /// stays idle too long, sends garbage framing, or the server stops.
     fn serve_connection(&self, mut stream: TcpStream) -> io::Result<()> {
+        let querier = match stream.peer_addr()?.ip() {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        };
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(TICK))?;
         stream.set_write_timeout(Some(TCP_MESSAGE))?;
@@ -866,11 +933,11 @@ impl Shared {
             if !self.read_full(&mut stream, &mut packet, TCP_MESSAGE)? {
                 return Ok(());
             }
-            let reply = match self.decide(&packet, usize::from(u16::MAX)) {
+            let reply = match self.decide(&packet, usize::from(u16::MAX), querier) {
                 Decision::Reply(reply) => reply,
                 // A packet we do not answer over a stream: the stream is not a DNS client.
                 Decision::Drop => return Ok(()),
-                Decision::Forward(query) => self.forward(&packet, &query, true),
+                Decision::Forward(query, upstreams) => self.forward(&packet, &query, true, &upstreams),
             };
             let Ok(reply_len) = u16::try_from(reply.len()) else { return Ok(()) };
             let mut framed = Vec::with_capacity(reply.len() + 2);
@@ -989,6 +1056,28 @@ not-an-ip web
 
 10.89.0.4 other
 ";
+
+    #[test]
+    fn a_querier_sees_its_other_networks_and_its_own_upstreams() {
+        let r = Records::parse(
+            "10.1.0.2 web\n10.1.0.3 both\n@10.1.0.3 10.2.0.5 db data\n@10.1.0.3 dns 192.0.2.53 192.0.2.54:5353\n@bogus 1.2.3.4 x\n",
+        );
+        let (both, web) = (Some(Ipv4Addr::new(10, 1, 0, 3)), Some(Ipv4Addr::new(10, 1, 0, 2)));
+        let db = Ipv4Addr::new(10, 2, 0, 5);
+        // Only the container that is on the other network too resolves its names.
+        assert_eq!(r.lookup_from("db", both), vec![db]);
+        assert_eq!(r.lookup_from("data.dns.berth", both), vec![db]);
+        assert!(r.lookup_from("db", web).is_empty() && r.lookup_from("db", None).is_empty());
+        assert_eq!(answer_locally(&r, both, &question("db", TYPE_A)), Some(Local::Addrs(vec![db])));
+        assert_eq!(answer_locally(&r, web, &question("db.dns.berth", TYPE_A)), Some(Local::NxDomain));
+        assert_eq!(r.reverse_from(db, both), Some("db"));
+        assert_eq!(r.reverse_from(db, web), None);
+        // Own names first, whoever asks.
+        assert_eq!(r.lookup_from("web", both), vec![Ipv4Addr::new(10, 1, 0, 2)]);
+        let ups: Vec<SocketAddr> = vec!["192.0.2.53:53".parse().unwrap(), "192.0.2.54:5353".parse().unwrap()];
+        assert_eq!(r.upstreams_for(both), Some(&ups[..]));
+        assert_eq!(r.upstreams_for(web), None);
+    }
 
     #[test]
     fn records_parse_and_lookup() {
@@ -1166,7 +1255,7 @@ nameserver 127.0.0.53#x
                 let mut p = packet.clone();
                 p[i] = value;
                 if let Parsed::Query(q) = parse_query(&p) {
-                    let local = answer_locally(&records, &q.question);
+                    let local = answer_locally(&records, None, &q.question);
                     let _ = build_reply(&q, NOERROR, local.as_ref(), UDP_LIMIT);
                 }
             }
@@ -1188,23 +1277,23 @@ nameserver 127.0.0.53#x
     fn local_answers() {
         let r = Records::parse(RECORDS);
         let ip = |d| Ipv4Addr::new(10, 89, 0, d);
-        assert_eq!(answer_locally(&r, &question("WWW", TYPE_A)), Some(Local::Addrs(vec![ip(2)])));
-        assert_eq!(answer_locally(&r, &question("www.dns.berth.", TYPE_ANY)), Some(Local::Addrs(vec![ip(2)])));
-        assert_eq!(answer_locally(&r, &question("www", 28)), Some(Local::NoData));
-        assert_eq!(answer_locally(&r, &question("www", 15)), Some(Local::NoData));
-        assert_eq!(answer_locally(&r, &question("nope.dns.berth", TYPE_A)), Some(Local::NxDomain));
-        assert_eq!(answer_locally(&r, &question("dns.berth", TYPE_A)), Some(Local::NoData));
-        assert_eq!(answer_locally(&r, &question("nope", TYPE_A)), None);
-        assert_eq!(answer_locally(&r, &question("example.com", TYPE_A)), None);
+        assert_eq!(answer_locally(&r, None, &question("WWW", TYPE_A)), Some(Local::Addrs(vec![ip(2)])));
+        assert_eq!(answer_locally(&r, None, &question("www.dns.berth.", TYPE_ANY)), Some(Local::Addrs(vec![ip(2)])));
+        assert_eq!(answer_locally(&r, None, &question("www", 28)), Some(Local::NoData));
+        assert_eq!(answer_locally(&r, None, &question("www", 15)), Some(Local::NoData));
+        assert_eq!(answer_locally(&r, None, &question("nope.dns.berth", TYPE_A)), Some(Local::NxDomain));
+        assert_eq!(answer_locally(&r, None, &question("dns.berth", TYPE_A)), Some(Local::NoData));
+        assert_eq!(answer_locally(&r, None, &question("nope", TYPE_A)), None);
+        assert_eq!(answer_locally(&r, None, &question("example.com", TYPE_A)), None);
         assert_eq!(
-            answer_locally(&r, &question("3.0.89.10.in-addr.arpa", TYPE_PTR)),
+            answer_locally(&r, None, &question("3.0.89.10.in-addr.arpa", TYPE_PTR)),
             Some(Local::Ptr(Name::from_text("db.dns.berth").unwrap()))
         );
-        assert_eq!(answer_locally(&r, &question("3.0.89.10.in-addr.arpa", TYPE_A)), Some(Local::NoData));
-        assert_eq!(answer_locally(&r, &question("9.0.89.10.in-addr.arpa", TYPE_PTR)), None);
+        assert_eq!(answer_locally(&r, None, &question("3.0.89.10.in-addr.arpa", TYPE_A)), Some(Local::NoData));
+        assert_eq!(answer_locally(&r, None, &question("9.0.89.10.in-addr.arpa", TYPE_PTR)), None);
         // Another class is not answered with addresses, but not forwarded either.
         let chaos = Question { qclass: 3, ..question("web", TYPE_A) };
-        assert_eq!(answer_locally(&r, &chaos), Some(Local::NoData));
+        assert_eq!(answer_locally(&r, None, &chaos), Some(Local::NoData));
     }
 
     #[test]
