@@ -88,6 +88,15 @@ fn cp_copies_both_ways_without_leaving_the_container() {
     b.ok(&["cp", &format!("{id}:/srv/d"), host.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(host.join("d/a")).unwrap(), "a\n");
     assert_eq!(std::fs::read_link(host.join("d/link")).unwrap(), std::path::Path::new("/etc/passwd"));
+    // -L copies what a link points to (resolved in the container), under the link's name.
+    b.ok(&["exec", id, "sh", "-c", "echo real > /srv/real && ln -s ../srv/real /srv/rel && ln -s /srv/rel /srv/abs"]);
+    let followed = b.g.path("followed");
+    std::fs::create_dir_all(&followed).unwrap();
+    b.ok(&["cp", "-L", &format!("{id}:/srv/abs"), followed.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(followed.join("abs")).unwrap(), "real\n");
+    assert!(!std::fs::symlink_metadata(followed.join("abs")).unwrap().file_type().is_symlink());
+    b.ok(&["cp", &format!("{id}:/srv/abs"), followed.join("kept").to_str().unwrap()]);
+    assert_eq!(std::fs::read_link(followed.join("kept")).unwrap(), std::path::Path::new("/srv/rel"));
     // Symlinks planted in the container resolve inside it, in both directions.
     let outside = b.g.path("outside");
     std::fs::create_dir_all(&outside).unwrap();
@@ -108,6 +117,9 @@ fn cp_copies_both_ways_without_leaving_the_container() {
     b.ok(&["cp", host.join("f.txt").to_str().unwrap(), &format!("{c2}:/f.txt")]);
     b.ok(&["cp", &format!("{c2}:/f.txt"), host.join("back.txt").to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(host.join("back.txt")).unwrap(), "hello\n");
+    // -L of a stopped one: /bin/sh is a link to busybox there.
+    b.ok(&["cp", "-L", &format!("{c2}:/bin/sh"), host.join("sh").to_str().unwrap()]);
+    assert!(std::fs::metadata(host.join("sh")).unwrap().len() > 100_000);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(c2), "the stopped container's root stayed mounted");
     let (code, _, err) = b.run(&["cp", &format!("{c2}:/nope"), host.to_str().unwrap()]);

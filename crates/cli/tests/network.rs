@@ -203,12 +203,21 @@ fn internal_networks_and_connect_disconnect() {
     assert!(addrs.contains(&ip2), "{addrs} / {ip2}");
     let out = b.ok(&["run", "--rm", "--network", "extra", "busybox", "sh", "-c", &retry("nslookup hubby >/dev/null")]);
     assert_eq!(out, "");
+    // The connected container now resolves through the user network's server too.
+    let resolv = b.ok(&["exec", "hub", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("search dns.berth"), "{resolv}");
+    b.ok(&["run", "-d", "--name", "peer", "--network", "extra", "busybox", "sleep", "60"]);
+    let out = b.ok(&["exec", "hub", "sh", "-c", &retry("nslookup peer >/dev/null")]);
+    assert_eq!(out, "");
     let (code, _, err) = b.run(&["network", "connect", "extra", "hub"]);
     assert_ne!(code, 0);
     assert!(err.contains("already connected"), "{err}");
     b.ok(&["network", "disconnect", "extra", "hub"]);
     let (code, _, _) = b.run(&["exec", "hub", "ip", "link", "show", "eth1"]);
     assert_ne!(code, 0, "eth1 is still there after disconnect");
+    let resolv = b.ok(&["exec", "hub", "cat", "/etc/resolv.conf"]);
+    assert!(!resolv.contains("dns.berth"), "{resolv}");
+    b.ok(&["rm", "-f", "peer"]);
     // A network with containers cannot be removed; names them.
     b.ok(&["network", "connect", "extra", "hub"]);
     let (code, _, err) = b.run(&["network", "rm", "extra"]);
@@ -378,5 +387,22 @@ fn names_of_every_network_a_container_is_on_and_its_dns_servers() {
     // The upstream server goes once its records are gone.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(!upstream.join("dns.pid").exists(), "the upstream DNS server is still there");
+    assert_eq!(b.network_leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_dns_server_that_cannot_listen_fails_the_start_clearly() {
+    let b = Berth::new("net-dns-busy");
+    b.ok(&["network", "create", "--subnet", "10.127.0.0/24", "busy53"]);
+    // Something else holds port 53 on every address of the (test's) host.
+    let squatter = common::in_netns(b.ns.path(), || std::net::UdpSocket::bind("0.0.0.0:53").unwrap());
+    let (code, _, err) = b.run(&["run", "--rm", "--network", "busy53", "busybox", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("the DNS server of network busy53 did not start") && err.contains("10.127.0.1:53"), "{err}");
+    drop(squatter);
+    // Once the port is free the network works, and nothing of the failed start is left.
+    assert!(b.ids().is_empty(), "{:?}", b.ids());
+    b.ok(&["run", "--rm", "--network", "busy53", "busybox", "true"]);
+    b.ok(&["network", "rm", "busy53"]);
     assert_eq!(b.network_leftovers(), Vec::<String>::new());
 }

@@ -181,9 +181,28 @@ impl Engine {
 
     /// `berth cp SRC DST`; one side must be in a container.
     pub fn copy(&self, src: &Location, dst: &Location, archive: bool) -> Result<()> {
+        self.copy_following(src, dst, archive, false)
+    }
+
+    /// [`Engine::copy`]; with `follow` (`cp -L`) a source in the container that is a symbolic
+    /// link is copied as what it points to (resolved inside the container's root), under its
+    /// own name.
+    pub fn copy_following(&self, src: &Location, dst: &Location, archive: bool, follow: bool) -> Result<()> {
         match (src, dst) {
             (Location::Container(c, p), Location::Host(h)) => {
                 let root = self.copy_root(c)?;
+                let (_, own_name) = split(p)?;
+                let resolved;
+                let p: &str = if follow {
+                    resolved = resolve_links(root.fd.as_raw_fd(), p)
+                        .map_err(|e| e.context(format!("Could not find the file {p} in container {c}")))?;
+                    &resolved
+                } else {
+                    p
+                };
+                if p == "/" {
+                    bail!("{}: a link to the container's root cannot be copied with -L", own_name.to_string_lossy());
+                }
                 let (parent, name) = split(p)?;
                 let dir = safepath::openat_in_root(
                     root.fd.as_raw_fd(),
@@ -197,7 +216,7 @@ impl Engine {
                 })?;
                 // SAFETY: getuid/getgid.
                 let me = unsafe { (libc::getuid(), libc::getgid()) };
-                let (hdir, hname) = host_target(h, &name)?;
+                let (hdir, hname) = host_target(h, &own_name)?;
                 let hfd = fs::File::open(&hdir).map_err(err("opening", &hdir))?;
                 let shift = root.shift;
                 let owner = move |u: u32, g: u32| match (archive, shift) {
@@ -252,6 +271,49 @@ impl Engine {
 }
 
 /// A container path relative to its root (`.` for the root itself).
+/// `p` with its last component's symbolic links followed (up to 40), read inside `root`:
+/// absolute targets start at the container's root, `..` stops there. The directories on the
+/// way are resolved inside the root again when the result is opened.
+fn resolve_links(root: RawFd, p: &str) -> Result<String> {
+    let mut cur = clean(p);
+    for _ in 0..40 {
+        if cur == "/" {
+            return Ok(cur);
+        }
+        let (parent, name) = split(&cur)?;
+        let dir =
+            safepath::openat_in_root(root, &inside(parent), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
+        let st = lstat_at(dir.as_raw_fd(), &name)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            return Ok(cur);
+        }
+        let mut buf = vec![0u8; libc::PATH_MAX as usize];
+        // SAFETY: readlinkat into our buffer.
+        let n = unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let target = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+        cur = if target.starts_with('/') { clean(&target) } else { clean(&format!("{}/{target}", parent.display())) };
+    }
+    bail!("too many levels of symbolic links")
+}
+
+/// A path made absolute and lexically clean (`.` dropped, `..` goes up but not above `/`).
+fn clean(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 fn inside(p: &Path) -> PathBuf {
     let r = safepath::relative(p);
     if r.as_os_str().is_empty() { PathBuf::from(".") } else { r }

@@ -698,6 +698,17 @@ fn finish(engine: &Engine, c: &ContainerRow, code: i32, oom: bool, status: Optio
     0
 }
 
+/// A running container's /etc/hosts and resolv.conf again, after a connect or disconnect: the
+/// networks it resolves names on changed. Written in place (they are bind-mounted).
+pub(crate) fn rewrite_etc(engine: &Engine, c: &ContainerRow) -> Result<()> {
+    if !matches!(c.state.as_str(), "running" | "paused") || c.config.network.starts_with("container:") {
+        return Ok(());
+    }
+    let dir = engine.container_dir(&c.id);
+    let eps = engine.endpoints_of_container(&c.id)?;
+    write_etc(c, &eps, &dir.join("hosts"), &dir.join("hostname"), &dir.join("resolv.conf"))
+}
+
 fn write_etc(
     c: &ContainerRow,
     eps: &[(Endpoint, Network)],

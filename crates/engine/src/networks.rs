@@ -490,6 +490,7 @@ impl Engine {
                 self.drop_endpoint(&c, &n);
                 return Err(e);
             }
+            crate::monitor::rewrite_etc(self, &c)?;
         }
         crate::events::emit(&self.runroot, "network", "connect", &n.id, &[("container", &c.id), ("name", &n.name)]);
         Ok(())
@@ -503,6 +504,7 @@ impl Engine {
             return Err(in_use(1, format!("container {} is not connected to network {}", c.name, n.name)));
         }
         self.drop_endpoint(&c, &n);
+        crate::monitor::rewrite_etc(self, &c)?;
         crate::events::emit(&self.runroot, "network", "disconnect", &n.id, &[("container", &c.id), ("name", &n.name)]);
         Ok(())
     }
@@ -781,12 +783,16 @@ impl Engine {
                 .arg(&dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .process_group(0)
-                .status()
+                .output()
                 .context("starting the network's DNS server")?;
-            if !st.success() {
-                bail!("the DNS server of network {} did not start", net.name);
+            if !st.status.success() {
+                bail!(
+                    "the DNS server of network {} did not start: {}",
+                    net.name,
+                    String::from_utf8_lossy(&st.stderr).trim()
+                );
             }
         }
         Ok(())
@@ -863,18 +869,37 @@ pub fn serve_dns(listen: SocketAddr, dir: &Path) -> i32 {
     // The lock first, so that it is held (by the child, through the shared open file) by the
     // time the caller, who waits for this parent only, goes on.
     let Ok(Some(_lock)) = FileLock::try_take(&dir.join("dns.lock")) else { return 0 };
+    // Bound before the fork, so that a port taken or an address missing fails the caller
+    // (the child inherits the sockets).
+    let upstreams = berth_network::dns::upstreams(&fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let server = match berth_network::dns::Server::bind(listen, &dir.join("records"), upstreams) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("berth network-dns: listening on {listen}: {e}");
+            return 1;
+        }
+    };
     // SAFETY: fork in a single-threaded process; the parent exits at once.
     match unsafe { libc::fork() } {
         0 => {}
         n if n > 0 => return 0,
         _ => return 1,
     }
-    // SAFETY: setsid in the new child.
-    unsafe { libc::setsid() };
+    // SAFETY: setsid in the new child; its stdio (the caller's pipes) let go, so that the
+    // caller's read of them ends with the parent.
+    unsafe {
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            libc::close(null);
+        }
+    }
     let pid_file = dir.join("dns.pid");
     let _ = fs::write(&pid_file, std::process::id().to_string());
-    let upstreams = berth_network::dns::upstreams(&fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
-    let served = berth_network::dns::serve(listen, &dir.join("records"), upstreams);
+    let served = server.run();
     let _ = fs::remove_file(&pid_file);
     if served.is_ok() { 0 } else { 1 }
 }

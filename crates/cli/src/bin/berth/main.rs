@@ -1011,9 +1011,9 @@ fn run(cli: Cli) -> Result<i32> {
             println!("{id}");
             Ok(0)
         }
-        Cmd::Cp { archive, follow_link: _, src, dst } => {
+        Cmd::Cp { archive, follow_link, src, dst } => {
             use berth_engine::copy::parse_location;
-            e.copy(&parse_location(&src), &parse_location(&dst), archive)?;
+            e.copy_following(&parse_location(&src), &parse_location(&dst), archive, follow_link)?;
             Ok(0)
         }
         Cmd::Events { since, until, filter, format } => cmd_events(&e, since, until, &filter, format),
