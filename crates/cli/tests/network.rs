@@ -287,6 +287,9 @@ fn bad_network_input_fails_clearly() {
         (&["run", "--rm", "--network", "none", "-p", "80:80", "busybox", "true"], "conflicting options"),
         (&["run", "--rm", "--network", "a", "--ip", "10.99.0.5", "busybox", "true"], "does not belong"),
         (&["run", "--rm", "--ip", "10.77.0.9", "busybox", "true"], "user defined networks only"),
+        (&["run", "--rm", "--network", "a", "--ip", "10.125.255.255", "busybox", "true"], "does not belong"),
+        (&["network", "create", "--subnet", "10.126.0.0/24", "--gateway", "10.126.0.255", "b"], "invalid gateway"),
+        (&["run", "--rm", "-p", "192.0.2.7:80:80", "busybox", "true"], "192.0.2.7 is not an address of this host"),
     ];
     for (args, want) in cases {
         let (code, _, err) = b.run(args);
@@ -327,6 +330,11 @@ fn network_modes_container_host_and_namespace_path() {
     ]);
     assert!(out.contains(&format!("{ip}/16")), "{out}");
     // host: the host's interfaces, among them the default network's bridge with its gateway.
+    // On the host's network: the host's name, and -p is dropped with Docker's warning.
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(b.ok(&["run", "--rm", "--network", "host", "busybox", "hostname"]), host_name);
+    let (code, _, err) = b.run(&["run", "--rm", "--network", "host", "-p", "80:80", "busybox", "true"]);
+    assert!(code == 0 && err.contains("WARNING: Published ports are discarded when using host network mode"), "{err}");
     let out = b.ok(&["run", "--rm", "--network", "host", "busybox", "ip", "-o", "-4", "addr", "show", "berth0"]);
     assert!(out.contains("10.77.0.1/16"), "{out}");
     // Publishing needs a bridge network.

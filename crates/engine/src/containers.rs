@@ -382,7 +382,11 @@ impl Engine {
         }
         let id = names::new_id();
         if c.hostname.is_empty() {
-            c.hostname = id[..12].to_string();
+            // On the host's network the host's name, as Docker does; else the short id.
+            c.hostname = match nix::unistd::gethostname() {
+                Ok(h) if c.network == "host" => h.to_string_lossy().into_owned(),
+                _ => id[..12].to_string(),
+            };
         }
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.push(format!("HOSTNAME={}", c.hostname));
@@ -608,7 +612,8 @@ impl Engine {
         c.networks.clear();
         if !c.ports.is_empty() {
             if c.network == "host" {
-                // Docker's behaviour: the container has the host's ports already.
+                // Docker's behaviour (and words): the container has the host's ports already.
+                eprintln!("WARNING: Published ports are discarded when using host network mode");
                 c.ports.clear();
             } else {
                 bail!("conflicting options: port publishing and network mode {}", c.network);

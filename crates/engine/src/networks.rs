@@ -330,7 +330,7 @@ impl Engine {
         let gateway = match &req.gateway {
             Some(g) => {
                 let g: Ipv4Addr = g.parse().with_context(|| format!("invalid gateway {g:?}: not an IPv4 address"))?;
-                if !subnet.contains(g) || g == subnet.addr {
+                if !subnet.is_host(g) {
                     bail!("invalid gateway {g}: it is not a host address of the subnet {subnet}");
                 }
                 g
@@ -633,6 +633,7 @@ impl Engine {
             let ip = p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
             let candidates: Vec<u16> = if p.host_lo == 0 { vec![0] } else { (p.host_lo..=p.host_hi).collect() };
             let mut bound = None;
+            let mut last_err = None;
             for port in candidates {
                 let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
                 let got: std::io::Result<(OwnedFd, u16)> = if p.proto == "udp" {
@@ -640,14 +641,25 @@ impl Engine {
                 } else {
                     TcpListener::bind(addr).and_then(|s| Ok((s.local_addr()?.port(), s))).map(|(n, s)| (s.into(), n))
                 };
-                if let Ok(b) = got {
-                    bound = Some(b);
-                    break;
+                match got {
+                    Ok(b) => {
+                        bound = Some(b);
+                        break;
+                    }
+                    Err(e) => last_err = Some(e),
                 }
             }
             let Some((fd, port)) = bound else {
                 let want =
                     if p.host_lo == p.host_hi { p.host_lo.to_string() } else { format!("{}-{}", p.host_lo, p.host_hi) };
+                if last_err.as_ref().and_then(|e| e.raw_os_error()) == Some(libc::EADDRNOTAVAIL) {
+                    return Err(in_use(
+                        125,
+                        format!(
+                            "Bind for {ip}:{want} failed: cannot assign requested address ({ip} is not an address of this host)"
+                        ),
+                    ));
+                }
                 return Err(in_use(
                     125,
                     format!(
@@ -816,7 +828,7 @@ fn add_endpoint(tx: &Transaction, container: &str, req: &NetRequest, ifname: &st
     };
     let ip = match req.ip {
         Some(ip) => {
-            if !n.subnet.contains(ip) || ip == n.subnet.addr {
+            if !n.subnet.is_host(ip) {
                 bail!("invalid address {ip}: it does not belong to the subnet {} of network {}", n.subnet, n.name);
             }
             if taken.contains(&ip) {

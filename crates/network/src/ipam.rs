@@ -46,6 +46,12 @@ impl Subnet {
         Ipv4Addr::from(if hi - lo >= 2 { lo + 1 } else { lo })
     }
 
+    /// Whether `ip` is a host address of the subnet (not its network or broadcast address,
+    /// except in a /31 or /32).
+    pub fn is_host(&self, ip: Ipv4Addr) -> bool {
+        self.contains(ip) && self.hosts().contains(&u32::from(ip))
+    }
+
     /// Host addresses in order: without the network and broadcast addresses (except /31, /32).
     fn hosts(&self) -> std::ops::RangeInclusive<u32> {
         let (lo, hi) = self.bits();
