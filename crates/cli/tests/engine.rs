@@ -1472,6 +1472,28 @@ fn settings_file_info_version_and_container_prune() {
     let id = b.ok(&["run", "--network", "none", "busybox", "sh", "-c", "head -c 5000 /dev/zero > /blob"]);
     let id = id.trim();
     let keep = b.ok(&["run", "-d", "--network", "none", "busybox", "sleep", "60"]);
+    // Without -f it asks first, as Docker does; no (or no answer) keeps everything.
+    let answer = |args: &[&str], input: &str| {
+        let mut c = b.cmd(args);
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        let o = child.wait_with_output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let (code, out) = answer(&["container", "prune"], "n\n");
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "),
+        "{out}"
+    );
+    assert_eq!(b.ids().len(), 2);
+    assert_eq!(answer(&["network", "prune"], "").0, Some(0));
+    let (_, out) = answer(&["container", "prune"], "y\n");
+    assert!(out.contains(&format!("Deleted Containers:\n{id}")), "{out}");
+    b.ok(&["run", "--network", "none", "busybox", "sh", "-c", "head -c 5000 /dev/zero > /blob"]);
+    let id = b.ok(&["ps", "-aq", "--no-trunc", "--filter", "status=exited"]);
+    let id = id.trim();
     let out = b.ok(&["container", "prune", "-f"]);
     assert!(out.starts_with(&format!("Deleted Containers:\n{id}")), "{out}");
     assert!(out.contains("Total reclaimed space: 5kB"), "{out}");

@@ -320,7 +320,10 @@ fn human_size(n: u64) -> String {
 
 pub fn builder(e: &Engine, c: BuilderCmd) -> Result<i32> {
     match c {
-        BuilderCmd::Prune { all: _, force: _ } => {
+        BuilderCmd::Prune { all: _, force } => {
+            if !crate::confirmed(force, "WARNING! This will remove all dangling build cache.") {
+                return Ok(0);
+            }
             let r = e.prune_build_cache()?;
             if !r.images.is_empty() {
                 println!("Deleted build cache objects:");

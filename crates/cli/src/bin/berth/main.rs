@@ -761,7 +761,23 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Image(ImageCmd::Inspect(a)) => image_cmds::inspect(&e, &a),
         Cmd::Save(a) | Cmd::Image(ImageCmd::Save(a)) => image_cmds::save(&e, &a),
         Cmd::Export(a) | Cmd::Container(ContainerCmd::Export(a)) => image_cmds::export(&e, &a),
-        Cmd::System(image_cmds::SystemCmd::Prune { all, volumes, force: _ }) => {
+        Cmd::System(image_cmds::SystemCmd::Prune { all, volumes, force }) => {
+            let mut what = vec![
+                "all stopped containers",
+                "all networks not used by at least one container",
+                if volumes { "all anonymous volumes not used by at least one container" } else { "" },
+                if all {
+                    "all images without at least one container associated to them"
+                } else {
+                    "all dangling images"
+                },
+                "unused build cache",
+            ];
+            what.retain(|w| !w.is_empty());
+            let list: String = what.iter().map(|w| format!("\n  - {w}")).collect();
+            if !confirmed(force, &format!("WARNING! This will remove:{list}\n")) {
+                return Ok(0);
+            }
             let mut sections: Vec<(&str, Vec<String>)> =
                 vec![("Deleted Containers:", prune_containers(&e)?), ("Deleted Networks:", e.prune_networks()?)];
             if volumes {
@@ -777,7 +793,15 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::System(s) => image_cmds::system(&e, s),
-        Cmd::Image(ImageCmd::Prune { all, force: _ }) => {
+        Cmd::Image(ImageCmd::Prune { all, force }) => {
+            let what = if all {
+                "all images without at least one container associated to them"
+            } else {
+                "all dangling images"
+            };
+            if !confirmed(force, &format!("WARNING! This will remove {what}.")) {
+                return Ok(0);
+            }
             prune_images(&e, all)?.iter().for_each(|l| println!("{l}"));
             Ok(0)
         }
@@ -987,7 +1011,10 @@ fn run(cli: Cli) -> Result<i32> {
             );
             Ok(0)
         }
-        Cmd::Container(ContainerCmd::Prune { force: _ }) => {
+        Cmd::Container(ContainerCmd::Prune { force }) => {
+            if !confirmed(force, "WARNING! This will remove all stopped containers.") {
+                return Ok(0);
+            }
             let (gone, bytes) = e.prune_containers()?;
             if !gone.is_empty() {
                 println!("Deleted Containers:");
@@ -1153,6 +1180,19 @@ fn usage_error(e: clap::Error) -> ! {
         _ => eprint!("{e}"),
     }
     std::process::exit(125);
+}
+
+/// Docker's question before a prune: yes with -f, else what the user answers on stdin (an
+/// empty answer or none at all is no).
+pub(crate) fn confirmed(force: bool, warning: &str) -> bool {
+    if force {
+        return true;
+    }
+    print!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
 }
 
 /// Points the given stdio fds of ours at /dev/null.

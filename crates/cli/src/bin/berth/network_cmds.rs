@@ -242,7 +242,13 @@ pub fn network(e: &Engine, cmd: NetworkCmd) -> Result<i32> {
             }
             Ok(code)
         }
-        NetworkCmd::Prune { force: _ } => {
+        NetworkCmd::Prune { force } => {
+            if !crate::confirmed(
+                force,
+                "WARNING! This will remove all custom networks not used by at least one container.",
+            ) {
+                return Ok(0);
+            }
             let gone = e.prune_networks()?;
             if !gone.is_empty() {
                 println!("Deleted Networks:");

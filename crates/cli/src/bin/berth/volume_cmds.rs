@@ -136,7 +136,14 @@ pub fn volume(e: &Engine, cmd: VolumeCmd) -> Result<i32> {
             }
             Ok(code)
         }
-        VolumeCmd::Prune { all, force: _ } => {
+        VolumeCmd::Prune { all, force } => {
+            let what = if all { "all local volumes" } else { "anonymous local volumes" };
+            if !crate::confirmed(
+                force,
+                &format!("WARNING! This will remove {what} not used by at least one container."),
+            ) {
+                return Ok(0);
+            }
             let gone = e.prune_volumes(all)?;
             if !gone.is_empty() {
                 println!("Deleted Volumes:");
