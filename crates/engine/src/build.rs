@@ -435,17 +435,7 @@ fn join_clean(base: &str, path: &str) -> String {
     } else {
         format!("{}/{path}", if base.is_empty() { "/" } else { base })
     };
-    let mut parts: Vec<&str> = Vec::new();
-    for c in full.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    crate::copy::clean(&full)
 }
 
 fn now(epoch: Option<i64>) -> String {

@@ -300,7 +300,7 @@ fn resolve_links(root: RawFd, p: &str) -> Result<String> {
 }
 
 /// A path made absolute and lexically clean (`.` dropped, `..` goes up but not above `/`).
-fn clean(p: &str) -> String {
+pub(crate) fn clean(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {
         match c {
