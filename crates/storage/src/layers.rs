@@ -154,6 +154,23 @@ impl Layers {
         };
         fs::write(tmp.0.join("layer.json"), serde_json::to_vec(&meta)?)?;
         let dest = self.dir(chain);
+        // The short link overlay mounts through goes in first, and atomically (its target is
+        // the same whoever unpacks): a layer that looks present (`has`) always has it. Made
+        // after the rename, a concurrent start that found the layer in place could mount
+        // before the link existed (ENOENT), as 50 parallel first runs of an image showed.
+        let link = self.lower_path(chain);
+        let pending = link.with_file_name(format!(
+            ".{}-{}",
+            link.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        let _ = fs::remove_file(&pending);
+        std::os::unix::fs::symlink(
+            Path::new("../layers").join(dest.file_name().unwrap_or_default()).join("diff"),
+            &pending,
+        )
+        .context("linking the layer")?;
+        fs::rename(&pending, &link).context("linking the layer")?;
         match fs::rename(&tmp.0, &dest) {
             Ok(()) => {}
             // Someone else unpacked the same layer meanwhile: theirs is as good as ours.
@@ -161,13 +178,6 @@ impl Layers {
             Err(e) => return Err(e).with_context(|| format!("moving layer {chain} into place")),
         }
         std::mem::forget(tmp);
-        let link = self.lower_path(chain);
-        let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink(
-            Path::new("../layers").join(dest.file_name().unwrap_or_default()).join("diff"),
-            &link,
-        )
-        .context("linking the layer")?;
         Ok(stats)
     }
 
