@@ -63,14 +63,15 @@ impl RootFs {
             return Ok(());
         }
         let lowers = self.lower_dirs(layers, chains)?;
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lowers.join(":"),
-            self.dir.join("upper").display(),
-            self.dir.join("work").display()
-        );
+        let rw = self.dir.display().to_string();
+        self.mount_overlay(&lowers, &rw)
+    }
+
+    /// Mounts overlay at `merged` over `lowers` (top first) with `rw`/upper and `rw`/work.
+    fn mount_overlay(&self, lowers: &[String], rw: &str) -> Result<()> {
+        let opts = format!("lowerdir={},upperdir={rw}/upper,workdir={rw}/work", lowers.join(":"));
         if opts.len() >= 4000 {
-            bail!("the image has too many layers ({}) for one overlay mount", chains.len());
+            bail!("the image has too many layers ({}) for one overlay mount", lowers.len());
         }
         nix::mount::mount(
             Some("overlay"),
@@ -112,23 +113,10 @@ impl RootFs {
             for (i, l) in lowers.iter().enumerate() {
                 shifted.push(view_of(Path::new(l), &i.to_string())?);
             }
-            let opts = format!("lowerdir={},upperdir={rw}/upper,workdir={rw}/work", shifted.join(":"));
-            if opts.len() >= 4000 {
-                bail!("the image has too many layers ({}) for one overlay mount", chains.len());
-            }
             // overlayfs works on its layers with the credentials of whoever mounted it: as
             // host root (uid 0, which the idmapped views cannot map) it could not even make its
             // work dir. Mount as the container's root instead, keeping every capability.
-            as_fs_ids(shift.uid, shift.gid, || {
-                nix::mount::mount(
-                    Some("overlay"),
-                    &self.merged(),
-                    Some("overlay"),
-                    nix::mount::MsFlags::empty(),
-                    Some(opts.as_str()),
-                )
-                .with_context(|| format!("mounting the overlay root at {}", self.merged().display()))
-            })
+            as_fs_ids(shift.uid, shift.gid, || self.mount_overlay(&shifted, &rw))
         })();
         // overlayfs keeps private copies of its layers' mounts: the views can go now.
         self.drop_views();
