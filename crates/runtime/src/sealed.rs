@@ -61,20 +61,7 @@ pub fn ensure_sealed() -> Result<()> {
         return Ok(());
     }
     // SAFETY: plain syscalls on an fd we hold.
-    let sealed = match unsafe { overlay_view(exe.as_raw_fd()) } {
-        Some(v) => v,
-        None => {
-            let mem = memfd("berth-runtime")?;
-            let len = exe.metadata()?.len();
-            copy(exe.as_raw_fd(), &mem, len)?;
-            let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-            // SAFETY: fcntl on our memfd.
-            if unsafe { libc::fcntl(mem.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-                return Err(std::io::Error::last_os_error()).context("sealing the memfd");
-            }
-            mem
-        }
-    };
+    let sealed = unsafe { sealed_exe(exe.as_raw_fd()) }?;
     let args: Vec<CString> = std::env::args_os().filter_map(|a| CString::new(a.into_encoded_bytes()).ok()).collect();
     let mut env: Vec<CString> = std::env::vars_os()
         .filter_map(|(k, v)| CString::new(format!("{}={}", k.to_string_lossy(), v.to_string_lossy())).ok())
@@ -112,29 +99,43 @@ pub unsafe fn reexec_sealed_raw(argv: *const *const libc::c_char, envp: *const *
         if is_sealed(exe.as_raw_fd()) {
             return;
         }
-        let sealed = match overlay_view(exe.as_raw_fd()) {
-            Some(v) => v,
-            None => {
-                let Ok(mem) = memfd("berth-runtime") else { return };
-                let mut st: libc::stat = std::mem::zeroed();
-                if libc::fstat(exe.as_raw_fd(), &mut st) != 0
-                    || sendfile_all(mem.as_raw_fd(), exe.as_raw_fd(), 0, st.st_size as u64).is_err()
-                {
-                    return;
-                }
-                let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-                if libc::fcntl(mem.as_raw_fd(), libc::F_ADD_SEALS, seals) != 0 {
-                    return;
-                }
-                mem
-            }
-        };
+        let Ok(sealed) = sealed_exe(exe.as_raw_fd()) else { return };
         let mut env: Vec<*const libc::c_char> = Vec::with_capacity(n + 2);
         env.extend((0..n).map(|i| *envp.add(i)));
         env.push(c"_BERTH_SEALED=1".as_ptr());
         env.push(std::ptr::null());
         libc::syscall(libc::SYS_execveat, sealed.as_raw_fd(), c"".as_ptr(), argv, env.as_ptr(), libc::AT_EMPTY_PATH);
     }
+}
+
+/// The seals of the memfd copy: nothing can write, grow or shrink it, or take the seals off.
+const SEALS: libc::c_int = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+/// What we re-exec from: the read-only overlay view of our binary `exe`, else a sealed memfd
+/// copy of it (copied in one sendfile: two threads were slower, the page allocation in the
+/// memfd does not scale and a thread's start costs more). Syscalls only (and the memfd's
+/// name), so that the ELF constructor can use it.
+///
+/// # Safety
+/// `exe` is an open fd.
+unsafe fn sealed_exe(exe: RawFd) -> Result<OwnedFd> {
+    // SAFETY: as the caller promises.
+    if let Some(view) = unsafe { overlay_view(exe) } {
+        return Ok(view);
+    }
+    let mem = memfd("berth-runtime")?;
+    // SAFETY: fstat into a zeroed struct, fcntl on our memfd.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(exe, &mut st) != 0 {
+            return Err(std::io::Error::last_os_error()).context("fstat of our binary");
+        }
+        sendfile_all(mem.as_raw_fd(), exe, 0, st.st_size as u64)?;
+        if libc::fcntl(mem.as_raw_fd(), libc::F_ADD_SEALS, SEALS) != 0 {
+            return Err(std::io::Error::last_os_error()).context("sealing the memfd");
+        }
+    }
+    Ok(mem)
 }
 
 const OVERLAYFS_SUPER_MAGIC: libc::c_long = 0x794c_7630;
@@ -253,10 +254,9 @@ fn on_detached_readonly_overlay(fd: RawFd) -> bool {
 
 /// Whether `fd` is a memfd with the seals we put on the copy (nothing can write it again).
 fn memfd_sealed(fd: RawFd) -> bool {
-    let want = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
     // SAFETY: fcntl on an fd we hold; EINVAL for anything but a memfd.
     let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
-    seals >= 0 && seals & want == want
+    seals >= 0 && seals & SEALS == SEALS
 }
 
 /// An executable, sealable memfd (MFD_EXEC where the kernel knows it, so that a
@@ -276,12 +276,6 @@ fn memfd(name: &str) -> Result<OwnedFd> {
     }
     // SAFETY: a new fd from the kernel.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Copies `len` bytes of `src` into the empty memfd `mem`, in one piece (two threads were
-/// slower: the page allocation in the memfd does not scale, and the thread's start costs more).
-fn copy(src: RawFd, mem: &OwnedFd, len: u64) -> Result<()> {
-    sendfile_all(mem.as_raw_fd(), src, 0, len)
 }
 
 /// sendfile from `src` at `off` (its own offset untouched) to `dst` at dst's file offset.
@@ -337,11 +331,10 @@ mod tests {
     fn the_memfd_copy_is_sealed_against_writes() {
         let exe = exe();
         let mem = memfd("berth-test").unwrap();
-        copy(exe.as_raw_fd(), &mem, exe.metadata().unwrap().len()).unwrap();
+        sendfile_all(mem.as_raw_fd(), exe.as_raw_fd(), 0, exe.metadata().unwrap().len()).unwrap();
         assert!(!is_sealed(mem.as_raw_fd()), "not sealed yet");
-        let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
         // SAFETY: fcntl on our memfd.
-        assert_eq!(unsafe { libc::fcntl(mem.as_raw_fd(), libc::F_ADD_SEALS, seals) }, 0);
+        assert_eq!(unsafe { libc::fcntl(mem.as_raw_fd(), libc::F_ADD_SEALS, SEALS) }, 0);
         assert!(is_sealed(mem.as_raw_fd()));
         let mut w = std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{}", mem.as_raw_fd())).unwrap();
         assert_eq!(w.write(b"x").err().and_then(|e| e.raw_os_error()), Some(libc::EPERM));
