@@ -940,7 +940,7 @@ fn run(cli: Cli) -> Result<i32> {
                 "Runtime": "berth-runtime",
             }});
             if let Some(f) = format {
-                return template::print_inspected(&[v], Some(if f == "json" { "{{json .}}" } else { &f })).map(|_| 0);
+                return print_one(&v, &f);
             }
             // Daemonless: one part, as podman prints it.
             println!(
@@ -958,12 +958,7 @@ fn run(cli: Cli) -> Result<i32> {
                 _ => "1",
             };
             let uname = nix::sys::utsname::uname()?;
-            let mem_total: u64 = std::fs::read_to_string("/proc/meminfo")
-                .ok()
-                .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string())))
-                .and_then(|v| v.trim_end_matches(" kB").trim().parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024;
+            let mem_total = mem_total();
             let os = std::fs::read_to_string("/etc/os-release")
                 .ok()
                 .and_then(|t| {
@@ -991,8 +986,7 @@ fn run(cli: Cli) -> Result<i32> {
                 "ServerVersion": env!("CARGO_PKG_VERSION"),
             });
             if let Some(f) = format {
-                return template::print_inspected(&[info], Some(if f == "json" { "{{json .}}" } else { &f }))
-                    .map(|_| 0);
+                return print_one(&info, &f);
             }
             println!(
                 "Containers: {}\n Running: {running}\n Paused: {paused}\n Stopped: {}\nImages: {}\nServer Version: {}\nStorage Driver: overlay\nCgroup Version: {layout}\nDefault Runtime: berth-runtime\nKernel Version: {}\nOperating System: {}\nOSType: linux\nArchitecture: {}\nCPUs: {}\nTotal Memory: {}\nName: {}\nBerth Root Dir: {}\nBerth Run Dir: {}",
@@ -1757,11 +1751,7 @@ fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>
     ]
     .into_iter()
     .collect();
-    let total_mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().next()?.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024;
+    let total_mem = mem_total();
     let list = |e: &Engine| -> Result<Vec<String>> {
         Ok(if all { e.containers(false)?.into_iter().map(|c| c.id).collect() } else { names.to_vec() })
     };
@@ -1823,6 +1813,21 @@ fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>
             return Ok(0);
         }
     }
+}
+
+/// The host's memory in bytes (MemTotal in /proc/meminfo; 0 when unreadable).
+fn mem_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok()))
+        .unwrap_or(0)
+        * 1024
+}
+
+/// `info -f`/`version -f`: `json`, or a Go template over one value.
+fn print_one(v: &Value, format: &str) -> Result<i32> {
+    template::print_inspected(std::slice::from_ref(v), Some(if format == "json" { "{{json .}}" } else { format }))
+        .map(|_| 0)
 }
 
 /// Bytes received and sent on a process's network interfaces but lo (its namespace's, as
