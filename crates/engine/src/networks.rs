@@ -561,9 +561,7 @@ impl Engine {
         if firewall_changed || !held.is_empty() {
             self.sync_firewall()?;
         }
-        if eps.iter().any(|(_, n)| n.dns) {
-            self.sync_all_dns()?;
-        }
+        self.sync_dns_around(eps.iter().map(|(_, n)| n))?;
         Ok(held)
     }
 
@@ -610,9 +608,7 @@ impl Engine {
         if only.is_none() && self.db.execute("DELETE FROM ports WHERE container = ?1", [&c.id])? > 0 {
             self.sync_firewall()?;
         }
-        if eps.iter().any(|(ep, n)| n.dns && ep.active) {
-            self.sync_all_dns()?;
-        }
+        self.sync_dns_around(eps.iter().filter(|(ep, _)| ep.active).map(|(_, n)| n))?;
         Ok(())
     }
 
@@ -713,11 +709,26 @@ impl Engine {
         firewall::apply(&rules, &ports).context("updating berth's nftables table")
     }
 
-    /// [`Engine::sync_dns`] of every user network: a container on several networks sees the
-    /// names of all of them through each one's server, so a change on one network changes what
-    /// the others' servers answer.
-    fn sync_all_dns(&self) -> Result<()> {
-        for net in self.networks()?.iter().filter(|n| n.dns) {
+    /// [`Engine::sync_dns`] of the user networks among `changed` and of those a member of one
+    /// of them is on too: a container on several networks sees the names of all of them through
+    /// each one's server, so a change on one network changes what those servers answer.
+    fn sync_dns_around<'n>(&self, changed: impl Iterator<Item = &'n Network>) -> Result<()> {
+        let ids: BTreeSet<String> = changed.filter(|n| n.dns).map(|n| n.id.clone()).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut linked = ids.clone();
+        let mut st = self.db.prepare(
+            "SELECT DISTINCT other.network FROM endpoints mine
+             JOIN endpoints other ON other.container = mine.container AND other.active = 1
+             WHERE mine.network = ?1 AND mine.active = 1",
+        )?;
+        for id in &ids {
+            for n in st.query_map([id], |r| r.get::<_, String>(0))? {
+                linked.insert(n?);
+            }
+        }
+        for net in self.networks()?.iter().filter(|n| n.dns && linked.contains(&n.id)) {
             self.sync_dns(net)?;
         }
         Ok(())
