@@ -339,6 +339,13 @@ struct Progress {
     held: Vec<Vec<String>>,
 }
 
+impl Progress {
+    /// Whether the stage at `pos` shows its lines as they come (always before a plan is set).
+    fn turn_came(&self, pos: usize) -> bool {
+        pos <= self.shown || self.held.is_empty()
+    }
+}
+
 /// A stage gave up because another one failed (that one's error is the build's).
 #[derive(Debug)]
 struct GaveUp;
@@ -676,7 +683,7 @@ impl<'a> Common<'a> {
     /// A line of the stage at `pos`: shown now if its turn came, else held.
     fn say_at(&self, pos: usize, line: &str) {
         let mut p = self.lock();
-        if pos <= p.shown || p.held.is_empty() {
+        if p.turn_came(pos) {
             (self.out)(line);
         } else {
             p.held[pos].push(line.to_string());
@@ -685,8 +692,7 @@ impl<'a> Common<'a> {
 
     /// The stage at `pos` shows its lines as they come.
     fn is_shown(&self, pos: usize) -> bool {
-        let p = self.lock();
-        pos <= p.shown || p.held.is_empty()
+        self.lock().turn_came(pos)
     }
 
     fn warn_unused_args(&self) {

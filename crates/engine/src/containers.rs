@@ -532,15 +532,17 @@ impl Engine {
         Ok(id)
     }
 
-    /// `container prune`: removes the stopped containers; their ids and what their writable
-    /// layers held.
-    pub fn prune_containers(&self) -> Result<(Vec<String>, u64)> {
+    /// `container prune`: removes the stopped containers; their ids and (with `measure`) what
+    /// their writable layers held.
+    pub fn prune_containers(&self, measure: bool) -> Result<(Vec<String>, u64)> {
         let mut gone = Vec::new();
         let mut bytes = 0;
         for c in self.containers(true)? {
             if !c.is_running() && !c.monitor_alive() {
-                let upper = RootFs::path(&self.layers, &c.id).upper();
-                bytes += berth_storage::tarball::tree_size(&upper).unwrap_or(0);
+                if measure {
+                    let upper = RootFs::path(&self.layers, &c.id).upper();
+                    bytes += berth_storage::tarball::tree_size(&upper).unwrap_or(0);
+                }
                 self.remove_container(&c.id, false)?;
                 gone.push(c.id);
             }

@@ -704,10 +704,7 @@ impl Server {
     }
 
     fn on_udp<'s>(&'s self, scope: &'s Scope<'s, '_>, shared: &'s Shared, packet: &[u8], from: SocketAddr) {
-        let querier = match from.ip() {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(_) => None,
-        };
+        let querier = ipv4(from);
         let (query, upstreams) = match shared.decide(packet, UDP_LIMIT, querier) {
             Decision::Reply(reply) => {
                 // A full send buffer drops the reply; the client asks again.
@@ -751,6 +748,14 @@ impl Server {
         if spawned.is_err() {
             shared.conns.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+/// The IPv4 address of a client, whose view of the records applies (see [`Records`]).
+fn ipv4(from: SocketAddr) -> Option<Ipv4Addr> {
+    match from.ip() {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
     }
 }
 
@@ -916,10 +921,7 @@ impl Shared {
     /// One TCP connection: length-prefixed queries, answered in order, until the client closes,
     /// stays idle too long, sends garbage framing, or the server stops.
     fn serve_connection(&self, mut stream: TcpStream) -> io::Result<()> {
-        let querier = match stream.peer_addr()?.ip() {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(_) => None,
-        };
+        let querier = ipv4(stream.peer_addr()?);
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(TICK))?;
         stream.set_write_timeout(Some(TCP_MESSAGE))?;

@@ -779,7 +779,7 @@ fn run(cli: Cli) -> Result<i32> {
                 return Ok(0);
             }
             let mut sections: Vec<(&str, Vec<String>)> =
-                vec![("Deleted Containers:", prune_containers(&e)?), ("Deleted Networks:", e.prune_networks()?)];
+                vec![("Deleted Containers:", e.prune_containers(false)?.0), ("Deleted Networks:", e.prune_networks()?)];
             if volumes {
                 sections.push(("Deleted Volumes:", e.prune_volumes(false)?));
             }
@@ -1009,7 +1009,7 @@ fn run(cli: Cli) -> Result<i32> {
             if !confirmed(force, "WARNING! This will remove all stopped containers.") {
                 return Ok(0);
             }
-            let (gone, bytes) = e.prune_containers()?;
+            let (gone, bytes) = e.prune_containers(true)?;
             if !gone.is_empty() {
                 println!("Deleted Containers:");
                 gone.iter().for_each(|id| println!("{id}"));
@@ -1123,11 +1123,6 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146097 + doe - 719468;
     Some(((days * 86400 + hh * 3600 + mm * 60 + ss - off) * 1_000_000_000) + nanos)
-}
-
-/// `container prune`: the stopped containers go; their ids.
-fn prune_containers(e: &Engine) -> Result<Vec<String>> {
-    e.prune_containers().map(|(gone, _)| gone)
 }
 
 /// `image prune`: dangling images (every unused one with `all`); Docker's lines.
