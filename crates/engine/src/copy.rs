@@ -54,6 +54,18 @@ fn openat(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> st
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The target of the symbolic link `name` in `dir`.
+fn readlink_at(dir: RawFd, name: &CStr) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: readlinkat into our buffer.
+    let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
 fn lstat_at(dir: RawFd, name: &CStr) -> std::io::Result<libc::stat> {
     // SAFETY: fstatat into a zeroed stat.
     unsafe {
@@ -118,14 +130,7 @@ fn copy_entry(
             }
         }
         libc::S_IFLNK => {
-            let mut buf = vec![0u8; libc::PATH_MAX as usize];
-            // SAFETY: readlinkat into our buffer.
-            let n = unsafe { libc::readlinkat(from, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error().into());
-            }
-            buf.truncate(n as usize);
-            let target = CString::new(buf)?;
+            let target = CString::new(readlink_at(from, name)?)?;
             // SAFETY: as above; the link is made, never followed.
             unsafe {
                 libc::unlinkat(to, as_name.as_ptr(), 0);
@@ -287,13 +292,7 @@ fn resolve_links(root: RawFd, p: &str) -> Result<String> {
         if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
             return Ok(cur);
         }
-        let mut buf = vec![0u8; libc::PATH_MAX as usize];
-        // SAFETY: readlinkat into our buffer.
-        let n = unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        let target = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+        let target = String::from_utf8_lossy(&readlink_at(dir.as_raw_fd(), &name)?).into_owned();
         cur = if target.starts_with('/') { clean(&target) } else { clean(&format!("{}/{target}", parent.display())) };
     }
     bail!("too many levels of symbolic links")
