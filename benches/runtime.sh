@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # berth-runtime against runc and crun on the same busybox bundle, side by side in one hyperfine
 # run per phase: `run` of /bin/true, then create / start / delete separately, then peak RSS.
-# Prints medians and berth/peer ratios. Run as root after `cargo build --release`
-# (`make bench` does both). See benches/README.md.
+# Prints medians and berth/peer ratios. Run as root after `make build` (the release build,
+# with berth-runtime linked statically; `make bench` does both). See benches/README.md.
 #
 # Knobs (environment): RUNS (timed runs per command, 50), WARMUP (5), RSS_RUNS (5),
 # BERTH (target/release/berth-runtime), BUNDLE (target/release/berth-bundle).
@@ -144,10 +144,14 @@ for i in "${!names[@]}"; do
   fi
 done
 
+linkage() { command -v file >/dev/null && file -bL "$1" | grep -o 'static-pie\|statically\|dynamically' | sed 's/^dynamically$/(dynamic)/; s/^static.*$/(static)/'; }
 echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for i in "${!names[@]}"; do
-  echo "   ${names[$i]}: $("${bins[$i]}" --version 2>&1 | head -1)"
+  echo "   ${names[$i]}: $("${bins[$i]}" --version 2>&1 | head -1) $(linkage "${bins[$i]}")"
 done
+case $(linkage "$BERTH") in
+  *dynamic*) echo "   note: $BERTH is linked dynamically; 'make build' (or 'make runtime-static') links it statically, as shipped" ;;
+esac
 
 # hyperfine -N: no intermediate shell, so nothing to subtract. Prepare commands run untimed.
 hf() {

@@ -15,7 +15,8 @@ use std::process::{Command, Output, Stdio};
 
 use berth_testkit::leak::Guard;
 
-const RT: &str = env!("CARGO_BIN_EXE_berth-runtime");
+static RT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| berth_testkit::runtime_under_test(env!("CARGO_BIN_EXE_berth-runtime")));
 const IMAGE: &str = "berth-test/busybox";
 
 struct Podman {
@@ -37,7 +38,7 @@ impl Podman {
             .arg(self.g.path("runroot"))
             .arg("--tmpdir")
             .arg(self.g.path("tmp"))
-            .args(["--events-backend", "none", "--cgroup-manager", "cgroupfs", "--runtime", RT])
+            .args(["--events-backend", "none", "--cgroup-manager", "cgroupfs", "--runtime", &*RT])
             .args(args)
             .env("CONTAINERS_CONF", self.g.path("containers.conf"))
             .stdin(Stdio::null());

@@ -8,10 +8,11 @@ use berth_testkit::bundle::{Bundle, Config};
 use berth_testkit::leak::Guard;
 use serde_json::json;
 
-const RT: &str = env!("CARGO_BIN_EXE_berth-runtime");
+static RT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| berth_testkit::runtime_under_test(env!("CARGO_BIN_EXE_berth-runtime")));
 
 fn rt(g: &Guard) -> Command {
-    let mut c = Command::new(RT);
+    let mut c = Command::new(&*RT);
     c.arg("--root").arg(g.path("state"));
     c
 }
@@ -166,7 +167,7 @@ fn options_stand_before_or_after_the_id() {
     let root = g.path("state");
     let pidfile = g.path("pid");
     let cmd = |args: &[&str]| {
-        let mut c = Command::new(RT);
+        let mut c = Command::new(&*RT);
         c.args(args);
         c
     };
@@ -510,7 +511,7 @@ fn runtime_binary_cannot_be_overwritten_from_a_hook() {
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let cfg = Config::default().args(&["true"]).set("/hooks/createRuntime", json!([{"path": script}]));
-    let before = std::fs::read(RT).unwrap();
+    let before = std::fs::read(&*RT).unwrap();
     let (code, _, e) = run(&g, cfg);
     assert_eq!(code, 0, "{e}");
     // A read-only view of the binary on an overlay mounted nowhere (or, where the kernel
@@ -521,7 +522,7 @@ fn runtime_binary_cannot_be_overwritten_from_a_hook() {
         "runtime ran from {r}"
     );
     assert!(r.trim_end().ends_with("refused"), "{r}");
-    assert_eq!(std::fs::read(RT).unwrap(), before, "binary unchanged");
+    assert_eq!(std::fs::read(&*RT).unwrap(), before, "binary unchanged");
 }
 
 #[test]
@@ -547,7 +548,7 @@ fn features_and_spec_commands() {
     c.args(["checkpoint", "x"]);
     let o = out(c);
     assert!(err(&o).contains("CRIU"), "{}", err(&o));
-    assert!(Path::new(RT).exists());
+    assert!(Path::new(&*RT).exists());
 }
 
 /// The x86 family as a seccomp profile lists it (Docker's and containers' default profiles).
