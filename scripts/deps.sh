@@ -5,6 +5,7 @@ set -euo pipefail
 pkgs=(busybox-static docker-registry skopeo runc crun libseccomp-dev pkg-config iproute2 nftables uidmap
       apache2-utils openssl curl hyperfine bzip2 xz-utils zstd procps
       libc6-dev   # libc.a: berth-runtime is linked statically (Makefile: runtime-static)
+      qemu-system-x86 criu   # tests/vm: cgroup v2 and checkpoint/restore in a VM
       podman   # podman: the peer in benches/pull.sh (two packages on top of skopeo's)
       buildah) # buildah: the peer in benches/build.sh
 missing=()

@@ -16,6 +16,8 @@ status=0
 cargo rustc --quiet -p berth-cli --bin berth-runtime -- -C target-feature=+crt-static || exit 1
 mkdir -p target/static && cp target/debug/berth-runtime target/static/berth-runtime
 BERTH_RUNTIME_BIN=$PWD/target/static/berth-runtime run_tests -p berth-cli --test runtime --test podman || status=1
+# The same runtime on cgroup v2 only, in a VM on Debian 12's kernel (tests/vm/run.sh).
+RUNTIME=target/static/berth-runtime bash tests/vm/run.sh || status=1
 # Then everything, with this build's binaries.
 run_tests --workspace || status=1
 cargo run --quiet -p berth-testkit --bin berth-leak-check || status=1
