@@ -3,7 +3,7 @@
 RT=/berth-runtime
 CG=/sys/fs/cgroup
 pass() { echo "VM-PASS $1"; }
-fail() { echo "VM-FAIL $1: $2"; }
+fail() { echo "VM-FAIL $1: $(printf "%s" "$2" | tr "\n" "|")"; }
 # expect NAME WANT GOT
 expect() { if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "want '$2', got '$3'"; fi; }
 
@@ -33,3 +33,36 @@ $RT kill sleeper KILL
 sleep 0.3
 $RT delete sleeper
 [ -d $CG/vmtest/sleep ] && fail "v2 delete removes the cgroup" "left" || pass "v2 delete removes the cgroup"
+
+# checkpoint and restore through CRIU: the counter goes on from where it was, not from 1.
+count() { cat /proc/$($RT state counter | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p')/root/dev/shm/n 2>/dev/null; }
+$RT run -d -b /b/counter counter </dev/null >/dev/null 2>&1
+sleep 1
+n1=$(count)
+if out=$($RT checkpoint --image-path /tmp/ckpt counter 2>&1); then
+  pass "criu checkpoint"
+else
+  fail "criu checkpoint" "$out"
+fi
+$RT state counter >/dev/null 2>&1 && fail "checkpoint removes the container" "still there" || pass "checkpoint removes the container"
+if out=$($RT restore -d -b /b/counter --image-path /tmp/ckpt counter 2>&1 </dev/null); then
+  pass "criu restore"
+else
+  fail "criu restore" "$out"
+fi
+n2=$(count)
+sleep 0.5
+n3=$(count)
+if [ -n "$n1" ] && [ -n "$n2" ] && [ -n "$n3" ] && [ "$n2" -ge "$n1" ] && [ "$n3" -gt "$n2" ]; then
+  pass "restored counter goes on ($n1 before, $n2 then $n3 after)"
+else
+  fail "restored counter goes on" "before $n1, after $n2 then $n3"
+fi
+expect "restored container is running" "running" "$($RT state counter 2>&1 | sed -n 's/.*"status": *"\([a-z]*\)".*/\1/p')"
+if out=$($RT checkpoint --leave-running --image-path /tmp/ckpt2 counter 2>&1); then
+  expect "checkpoint --leave-running leaves it running" "running" "$($RT state counter | sed -n 's/.*"status": *"\([a-z]*\)".*/\1/p')"
+else
+  fail "checkpoint --leave-running" "$out"
+fi
+$RT delete -f counter
+[ -d $CG/counter ] && fail "restored container's cgroup removed by delete" "left" || pass "restored container's cgroup removed by delete"

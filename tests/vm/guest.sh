@@ -12,7 +12,8 @@ if [ ! -e /.on-tmpfs ]; then
   exec /bin/busybox switch_root /newroot /init
 fi
 /bin/busybox --install -s /bin
-export PATH=/bin:/usr/sbin:/usr/bin
+# GNU tar (/usr/bin) before busybox's: criu calls tar with GNU options.
+export PATH=/usr/sbin:/usr/bin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -21,7 +22,8 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
-for m in /modules/*.ko; do [ -e "$m" ] && insmod "$m"; done
+ip link set lo up
+for m in $(cat /modules/order); do insmod "/modules/$m"; done
 echo "VM-INFO kernel $(uname -r), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 . /checks.sh
 echo VM-DONE

@@ -39,9 +39,9 @@ case $(python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); print("dynamic" 
 esac
 
 # Debian 12's kernel, from the package linux-image-amd64 points to (downloaded once), and the
-# modules the checks need: overlay (the runtime's sealed view of itself), the socket diag
-# modules criu dumps sockets with.
-MODULES='overlay|unix_diag|inet_diag|tcp_diag|udp_diag|netlink_diag|af_packet_diag'
+# modules the checks need, in load order: overlay (the runtime's sealed view of itself), the
+# socket diag modules criu dumps sockets with, nf_tables (criu probes it at start).
+MODULES='overlay|unix_diag|inet_diag|tcp_diag|udp_diag|netlink_diag|af_packet_diag|crc32c_generic|libcrc32c|nfnetlink|nf_tables'
 
 mkdir -p "$VM_CACHE"
 kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -1; }
@@ -69,10 +69,16 @@ cp "$RUNTIME" "$root/berth-runtime"
 cp tests/vm/guest.sh "$root/init"
 cp tests/vm/checks.sh "$root/checks.sh"
 chmod 755 "$root/init"
-for f in $(find "$modules" -name '*.ko*'); do cp "$f" "$root/modules/"; done
-# criu and the libraries it loads, at the paths the loader looks in.
+for m in ${MODULES//|/ }; do
+  f=$(find "$modules" -name "$m.ko*" | head -1)
+  [ -n "$f" ] || die "module $m missing from $modules (rm -rf $kdir to fetch it again)"
+  cp "$f" "$root/modules/" && basename "$f" >>"$root/modules/order"
+done
+# criu, GNU tar (criu saves tmpfs contents with it) and the libraries they load, at the paths
+# the loader looks in.
 cp "$(command -v criu)" "$root/usr/sbin/criu"
-for lib in $(ldd "$(command -v criu)" | grep -o '/[^ ]*'); do
+mkdir -p "$root/usr/bin" && cp "$(command -v tar)" "$root/usr/bin/tar"
+for lib in $(ldd "$(command -v criu)" "$(command -v tar)" | grep -v ':$' | grep -o '/[^ ]*' | sort -u); do
   mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
 done
 
@@ -109,6 +115,13 @@ bundle("devices", sh("try() { if m=$( (: >$1) 2>&1); then echo $2-opened; else c
        {"devices": [{"allow": False, "access": "rwm"}, {"allow": True, "type": "c", "major": 240, "minor": 0, "access": "rw"}]},
        caps=("CAP_MKNOD",))
 bundle("sleep", ["/bin/sleep", "600"])
+# A counter in the container's /dev/shm (a tmpfs CRIU saves and restores), stdio on the
+# container's own /dev/null; in the host's network namespace (CRIU would need iproute2 and
+# iptables in the VM to save a new one).
+def host_net(c):
+    c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "network"]
+bundle("counter", sh("exec </dev/null >/dev/null 2>&1; i=0; while :; do i=$((i+1)); echo $i >/dev/shm/n; sleep 0.1; done"),
+       edit=host_net)
 PY
 
 (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null) | gzip -1 >"$tmp/initrd"

@@ -305,6 +305,15 @@ impl Cgroup {
         Ok(pids)
     }
 
+    /// The directory that freezes the container: v1's freezer hierarchy, the cgroup itself on
+    /// v2 (`cgroup.freeze`). What CRIU's `--freeze-cgroup` takes.
+    pub fn freezer_dir(&self) -> PathBuf {
+        match &self.layout {
+            Layout::V1 { root, .. } => root.join("freezer").join(&self.path),
+            Layout::V2 { root } => root.join(&self.path),
+        }
+    }
+
     /// The directory whose `cgroup.procs` lists every process of the container.
     fn procs_dir(&self) -> PathBuf {
         match &self.layout {

@@ -544,10 +544,28 @@ fn features_and_spec_commands() {
     let mut c = rt(&g);
     c.args(["spec", "--bundle"]).arg(&dir);
     assert!(!out(c).status.success(), "refuses to overwrite");
+    // checkpoint/restore: without criu, an error that names it; with it, bad input refused
+    // before criu runs (checkpoints themselves are tested in tests/vm: Debian 12's criu cannot
+    // run on this host's kernel).
     let mut c = rt(&g);
-    c.args(["checkpoint", "x"]);
+    c.args(["checkpoint", "x"]).env("PATH", "/nonexistent");
     let o = out(c);
-    assert!(err(&o).contains("CRIU"), "{}", err(&o));
+    assert!(err(&o).contains("CRIU") && err(&o).contains("apt install criu"), "{}", err(&o));
+    let mut c = rt(&g);
+    c.args(["checkpoint", "--pre-dump", "x"]);
+    let o = out(c);
+    assert!(err(&o).contains("--pre-dump is not supported"), "{}", err(&o));
+    if Command::new("criu").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        let mut c = rt(&g);
+        c.args(["checkpoint", "x"]);
+        let o = out(c);
+        assert!(!o.status.success() && err(&o).contains("x"), "{}", err(&o));
+        let mut c = rt(&g);
+        c.args(["restore", "--image-path"]).arg(&dir).args(["-b"]).arg(&dir).arg("x");
+        let o = out(c);
+        assert!(err(&o).contains("holds no checkpoint"), "{}", err(&o));
+        assert!(!g.path("state").join("x").exists());
+    }
     assert!(Path::new(&*RT).exists());
 }
 

@@ -31,17 +31,17 @@ pub struct CreateOptions {
 }
 
 pub const DEFAULT_ROOT: &str = "/run/berth-runtime";
-const SPEC_COPY: &str = "config.json";
+pub(crate) const SPEC_COPY: &str = "config.json";
 
 /// Undoes a half-made create when dropped without `disarm`.
-struct Undo {
-    dir: Option<PathBuf>,
-    cgroup: Option<Cgroup>,
-    pids: Vec<i32>,
+pub(crate) struct Undo {
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) cgroup: Option<Cgroup>,
+    pub(crate) pids: Vec<i32>,
 }
 
 impl Undo {
-    fn disarm(mut self) {
+    pub(crate) fn disarm(mut self) {
         self.dir = None;
         self.cgroup = None;
         self.pids.clear();
@@ -75,7 +75,7 @@ pub const ENGINE_CGROUP_PARENT: &str = "berth";
 
 /// The cgroup a spec asks for: its cgroupsPath, or `/<id>` as runc does (no shared parent to
 /// make and remove in each hierarchy).
-fn cgroup_for(spec: &Spec, id: &str) -> Result<Cgroup> {
+pub(crate) fn cgroup_for(spec: &Spec, id: &str) -> Result<Cgroup> {
     let p =
         spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).unwrap_or_else(|| PathBuf::from(format!("/{id}")));
     if p.to_string_lossy().contains(':') {
@@ -299,7 +299,7 @@ pub fn create(o: &CreateOptions) -> Result<State> {
 
 /// The spec's resources plus, as runc does, device cgroup rules that let the container use
 /// its default devices and the ones listed in linux.devices (after the spec's own rules).
-fn effective_resources(spec: &Spec) -> Result<Option<LinuxResources>> {
+pub(crate) fn effective_resources(spec: &Spec) -> Result<Option<LinuxResources>> {
     use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
     let Some(linux) = spec.linux().as_ref() else { return Ok(None) };
     let Some(mut res) = linux.resources().clone() else { return Ok(None) };
@@ -387,7 +387,7 @@ fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-fn write_pid_file(p: &Path, pid: i32) -> Result<()> {
+pub(crate) fn write_pid_file(p: &Path, pid: i32) -> Result<()> {
     let tmp = p.with_extension("tmp-berth");
     fs::write(&tmp, pid.to_string()).with_context(|| format!("writing --pid-file {}", p.display()))?;
     fs::rename(&tmp, p).with_context(|| format!("writing --pid-file {}", p.display()))

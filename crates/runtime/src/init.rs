@@ -420,7 +420,12 @@ fn init_inner(a: &InitArgs, wait_limits: bool) -> Result<std::convert::Infallibl
     rootfs::finalize(spec)?;
     let console = match a.console {
         Some(sock) => Some(setup_console(sock, proc_, true)?),
-        None => None,
+        None => {
+            // A session of its own, as runc's init: no session leader outside the container
+            // (what CRIU needs to dump it) and no terminal of the caller's to signal it.
+            nix::unistd::setsid().ok();
+            None
+        }
     };
     prepare_process(proc_)?;
     let args = proc_.args().clone().unwrap_or_default();

@@ -5,6 +5,7 @@
 
 pub mod caps;
 pub mod container;
+pub mod criu;
 pub mod hooks;
 pub mod init;
 pub mod mountopts;

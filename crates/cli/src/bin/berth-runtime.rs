@@ -111,12 +111,19 @@ mod cli {
             rootless: bool,
         },
         Checkpoint {
-            #[allow(dead_code)]
-            rest: Vec<String>,
+            criu: berth_runtime::criu::CriuOptions,
+            leave_running: bool,
+            /// A runc option berth-runtime does not have, if one was given.
+            unsupported: Option<&'static str>,
+            id: String,
         },
         Restore {
-            #[allow(dead_code)]
-            rest: Vec<String>,
+            criu: berth_runtime::criu::CriuOptions,
+            bundle: PathBuf,
+            detach: bool,
+            pid_file: Option<PathBuf>,
+            unsupported: Option<&'static str>,
+            id: String,
         },
     }
 
@@ -190,6 +197,43 @@ mod cli {
         ("bundle", Some('b'), true, "Bundle to write config.json into [default: .]"),
         ("rootless", None, false, "A spec for an unprivileged user"),
     ];
+    const CHECKPOINT: &[Opt] = &[
+        ("image-path", None, true, "Directory for the images [default: ./checkpoint]"),
+        ("work-path", None, true, "Directory for CRIU's log and work files [default: the image path]"),
+        ("leave-running", None, false, "Leave the container running after the checkpoint"),
+        ("tcp-established", None, false, "Checkpoint established TCP connections"),
+        ("ext-unix-sk", None, false, "Allow external unix sockets"),
+        ("shell-job", None, false, "The container is a shell job (a terminal of the caller's)"),
+        ("file-locks", None, false, "Checkpoint file locks"),
+        ("manage-cgroups-mode", None, true, "soft, full, strict or ignore [default: soft]"),
+        ("parent-path", None, true, "Not supported: incremental dumps"),
+        ("pre-dump", None, false, "Not supported: incremental dumps"),
+        ("page-server", None, true, "Not supported: a page server"),
+        ("lazy-pages", None, false, "Not supported: lazy migration"),
+        ("status-fd", None, true, "Not supported: lazy migration"),
+        ("auto-dedup", None, false, "Not supported"),
+        ("empty-ns", None, true, "Not supported"),
+    ];
+    const RESTORE: &[Opt] = &[
+        ("bundle", Some('b'), true, "Path of the bundle [default: .]"),
+        ("image-path", None, true, "Directory of the images [default: ./checkpoint]"),
+        ("work-path", None, true, "Directory for CRIU's log and work files [default: the image path]"),
+        ("detach", Some('d'), false, "Return once the container is restored"),
+        ("pid-file", None, true, "File to write the init's pid to"),
+        ("tcp-established", None, false, "Restore established TCP connections"),
+        ("ext-unix-sk", None, false, "Allow external unix sockets"),
+        ("shell-job", None, false, "The container is a shell job (a terminal of the caller's)"),
+        ("file-locks", None, false, "Restore file locks"),
+        ("manage-cgroups-mode", None, true, "soft, full, strict or ignore [default: soft]"),
+        ("no-subreaper", None, false, "Accepted for compatibility"),
+        ("no-pivot", None, false, "Accepted for compatibility (CRIU sets up the root)"),
+        ("console-socket", None, true, "Not supported: restoring a terminal container"),
+        ("lazy-pages", None, false, "Not supported: lazy migration"),
+        ("auto-dedup", None, false, "Not supported"),
+        ("empty-ns", None, true, "Not supported"),
+        ("lsm-profile", None, true, "Not supported"),
+        ("lsm-mount-context", None, true, "Not supported"),
+    ];
     const NONE: &[Opt] = &[];
 
     /// (name, options, positionals for the usage line, about)
@@ -209,8 +253,8 @@ mod cli {
         ("events", EVENTS, "<ID>", "Print resource usage (once with --stats, else every --interval)"),
         ("features", NONE, "", "Print what this runtime supports, as the OCI features JSON"),
         ("spec", SPEC, "", "Write a default config.json into the bundle"),
-        ("checkpoint", NONE, "[ARGS]...", "Checkpoint a running container (needs CRIU)"),
-        ("restore", NONE, "[ARGS]...", "Restore a container from a checkpoint (needs CRIU)"),
+        ("checkpoint", CHECKPOINT, "<ID>", "Checkpoint a running container (needs CRIU)"),
+        ("restore", RESTORE, "<ID>", "Restore a container from a checkpoint (needs CRIU)"),
     ];
 
     /// A usage error: the message, and the command whose usage to show.
@@ -296,14 +340,8 @@ mod cli {
             let arg = &args[i];
             i += 1;
             let name = sub.map(|s| s.0);
-            // exec's ARGS start at the first word after the id; checkpoint/restore take all.
-            if !verbatim
-                && match name {
-                    Some("exec") => m.pos.len() >= 2,
-                    Some("checkpoint" | "restore") => !arg.starts_with("--") || !is_global(arg),
-                    _ => false,
-                }
-            {
+            // exec's ARGS start at the first word after the id.
+            if !verbatim && name == Some("exec") && m.pos.len() >= 2 {
                 verbatim = true;
             }
             if verbatim {
@@ -403,10 +441,22 @@ mod cli {
         Ok(Parsed::Run(Box::new(Cli { root, log, log_format, debug, systemd_cgroup: systemd, cmd })))
     }
 
-    fn is_global(arg: &str) -> bool {
-        let n = arg.trim_start_matches('-');
-        let n = n.split_once('=').map(|(n, _)| n).unwrap_or(n);
-        GLOBAL.iter().any(|o| o.0 == n)
+    /// The options checkpoint and restore share (runc's defaults).
+    fn criu_options(m: &Matches) -> berth_runtime::criu::CriuOptions {
+        berth_runtime::criu::CriuOptions {
+            image_path: m.path("image-path").unwrap_or_else(|| PathBuf::from("checkpoint")),
+            work_path: m.path("work-path"),
+            tcp_established: m.flag("tcp-established"),
+            ext_unix_sk: m.flag("ext-unix-sk"),
+            shell_job: m.flag("shell-job"),
+            file_locks: m.flag("file-locks"),
+            manage_cgroups_mode: m.last("manage-cgroups-mode"),
+        }
+    }
+
+    /// The first option given whose help says it is not supported.
+    fn unsupported(m: &Matches, table: &[Opt]) -> Option<&'static str> {
+        table.iter().find(|o| o.3.starts_with("Not supported") && (m.flag(o.0) || m.last(o.0).is_some())).map(|o| o.0)
     }
 
     fn version() -> String {
@@ -417,11 +467,11 @@ mod cli {
         let wanted: &[&str] = match name {
             "list" | "features" | "spec" => &[],
             "kill" => &["<ID>", "[SIGNAL]"],
-            "exec" | "checkpoint" | "restore" => &[],
+            "exec" => &[],
             _ => &["<ID>"],
         };
         let required = wanted.iter().filter(|w| w.starts_with('<')).count();
-        if !matches!(name, "exec" | "checkpoint" | "restore") {
+        if name != "exec" {
             if m.pos.len() < required {
                 return Err(Usage(
                     format!("the following required arguments were not provided:\n  {}", wanted[m.pos.len()]),
@@ -513,8 +563,20 @@ mod cli {
                 bundle: m.path("bundle").unwrap_or_else(|| PathBuf::from(".")),
                 rootless: m.flag("rootless"),
             },
-            "checkpoint" => Cmd::Checkpoint { rest: pos.collect() },
-            _ => Cmd::Restore { rest: pos.collect() },
+            "checkpoint" => Cmd::Checkpoint {
+                criu: criu_options(&m),
+                leave_running: m.flag("leave-running"),
+                unsupported: unsupported(&m, CHECKPOINT),
+                id: id(),
+            },
+            _ => Cmd::Restore {
+                criu: criu_options(&m),
+                bundle: m.path("bundle").unwrap_or_else(|| PathBuf::from(".")),
+                detach: m.flag("detach"),
+                pid_file: m.path("pid-file"),
+                unsupported: unsupported(&m, RESTORE),
+                id: id(),
+            },
         })
     }
 
@@ -709,10 +771,27 @@ mod cli {
             let Cmd::Spec { bundle, rootless } = p(&["spec", "--rootless", "-b", "/b"]).cmd else { panic!() };
             assert!(rootless);
             assert_eq!(bundle, PathBuf::from("/b"));
-            let Cmd::Checkpoint { rest } = p(&["checkpoint", "--image-path", "/i", "id"]).cmd else { panic!() };
-            assert_eq!(rest, ["--image-path", "/i", "id"]);
-            let Cmd::Restore { rest } = p(&["restore", "id"]).cmd else { panic!() };
-            assert_eq!(rest, ["id"]);
+            let Cmd::Checkpoint { criu, leave_running, unsupported, id } =
+                p(&["checkpoint", "--image-path", "/i", "id", "--leave-running", "--manage-cgroups-mode=full"]).cmd
+            else {
+                panic!()
+            };
+            assert_eq!(
+                (criu.image_path, id, leave_running, unsupported),
+                (PathBuf::from("/i"), "id".into(), true, None)
+            );
+            assert_eq!(criu.manage_cgroups_mode.as_deref(), Some("full"));
+            let Cmd::Checkpoint { unsupported, .. } = p(&["checkpoint", "--pre-dump", "id"]).cmd else { panic!() };
+            assert_eq!(unsupported, Some("pre-dump"));
+            let Cmd::Restore { criu, bundle, detach, unsupported, id, .. } =
+                p(&["restore", "-d", "-b", "/b", "id"]).cmd
+            else {
+                panic!()
+            };
+            assert_eq!(
+                (criu.image_path, bundle, detach, unsupported, id),
+                (PathBuf::from("checkpoint"), PathBuf::from("/b"), true, None, "id".into())
+            );
         }
 
         #[test]
@@ -1033,18 +1112,39 @@ fn run(cli: &Cli) -> Result<i32> {
             std::fs::write(&p, serde_json::to_string_pretty(&spec)?)
                 .with_context(|| format!("writing {}", p.display()))?;
         }
-        Cmd::Checkpoint { .. } | Cmd::Restore { .. } => {
-            if which("criu").is_none() {
-                bail!("checkpoint/restore needs CRIU, which is not installed (criu not found in PATH)");
+        Cmd::Checkpoint { criu, leave_running, unsupported, id } => {
+            if let Some(o) = unsupported {
+                bail!("checkpoint --{o} is not supported by berth-runtime");
             }
-            bail!("checkpoint/restore through CRIU is not implemented in berth-runtime yet");
+            berth_runtime::criu::binary()?;
+            Container::load(&cli.root, id)?.checkpoint(criu, *leave_running)?;
+        }
+        Cmd::Restore { criu, bundle, detach, pid_file, unsupported, id } => {
+            if let Some(o) = unsupported {
+                bail!("restore --{o} is not supported by berth-runtime");
+            }
+            berth_runtime::criu::binary()?;
+            if !*detach {
+                // The restored init is orphaned when criu exits: to us, so that we can wait.
+                // SAFETY: a prctl on ourselves.
+                unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+            }
+            let st = berth_runtime::criu::restore(&berth_runtime::criu::RestoreOptions {
+                root: cli.root.clone(),
+                id: id.clone(),
+                bundle: bundle.clone(),
+                pid_file: pid_file.clone(),
+                criu: criu.clone(),
+            })?;
+            if !*detach {
+                let c = Container { root: cli.root.clone(), state: st };
+                let code = forward_and_wait(c.state.pid)?;
+                c.delete(true)?;
+                return Ok(code);
+            }
         }
     }
     Ok(0)
-}
-
-fn which(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(cmd)).find(|p| p.is_file()))
 }
 
 /// `run`: create and start; unless detached, forward signals, wait, delete, and exit with the
