@@ -66,3 +66,23 @@ else
 fi
 $RT delete -f counter
 [ -d $CG/counter ] && fail "restored container's cgroup removed by delete" "left" || pass "restored container's cgroup removed by delete"
+
+# The engine on cgroup v2: resource flags, update, pause, stats, rm (cgroups under /berth).
+B="/berth --root /var/lib/berth --runroot /run/berth"
+tar -C /rootfs -cf /tmp/bb.tar . && $B import /tmp/bb.tar vmtest/busybox >/dev/null
+out=$($B run --rm --network none --memory 64m --pids-limit 20 --cpus 0.5 --cpu-shares 2048 vmtest/busybox \
+  sh -c 'cd /sys/fs/cgroup && cat memory.max pids.max cpu.max cpu.weight' 2>&1 | tr '\n' ' ')
+expect "engine: run --memory --pids-limit --cpus --cpu-shares on v2" "67108864 20 50000 100000 79 " "$out"
+id=$($B run -d --name web --network none vmtest/busybox sleep 600 2>&1)
+$B update --memory 128m --pids-limit 30 web >/dev/null
+expect "engine: update on v2" "134217728 30" "$(cat $CG/berth/$id/memory.max $CG/berth/$id/pids.max 2>&1 | tr '\n' ' ' | sed 's/ $//')"
+$B pause web
+expect "engine: pause on v2" "paused 1" "$($B inspect -f '{{.State.Status}}' web) $(cat $CG/berth/$id/cgroup.freeze)"
+$B unpause web
+expect "engine: unpause on v2" "running 0" "$($B inspect -f '{{.State.Status}}' web) $(cat $CG/berth/$id/cgroup.freeze)"
+case $($B stats --no-stream --format '{{.MemUsage}} {{.PIDs}}' web 2>&1) in
+  *"/ 128MiB 1") pass "engine: stats on v2" ;;
+  *) fail "engine: stats on v2" "$($B stats --no-stream --format '{{.MemUsage}} {{.PIDs}}' web 2>&1)" ;;
+esac
+$B rm -f web >/dev/null
+[ -e $CG/berth/$id ] && fail "engine: rm removes the cgroup on v2" "left" || pass "engine: rm removes the cgroup on v2"

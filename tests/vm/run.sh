@@ -11,7 +11,7 @@
 # check failed or the VM did not get to the end.
 #
 # Knobs: RUNTIME (a statically linked berth-runtime; default: built here, debug, into
-# target/static), BUNDLE_BIN (target/debug/berth-bundle), VM_CACHE (where the kernel package is
+# target/static), BERTH (the engine, target/debug/berth), BUNDLE_BIN (target/debug/berth-bundle), VM_CACHE (where the kernel package is
 # kept, target/vm), VM_TIMEOUT (seconds, 900). Uses qemu-system-x86, apt-get download, dpkg-deb,
 # python3, the host's busybox-static and criu (scripts/deps.sh installs them); about 10 s here.
 set -euo pipefail
@@ -20,6 +20,7 @@ cd "$(dirname "$0")/../.."
 VM_CACHE=$(realpath -m "${VM_CACHE:-target/vm}")
 VM_TIMEOUT=${VM_TIMEOUT:-900}
 BUNDLE_BIN=$(realpath -m "${BUNDLE_BIN:-target/debug/berth-bundle}")
+BERTH=$(realpath -m "${BERTH:-target/debug/berth}")
 die() { echo "tests/vm/run.sh: $*" >&2; exit 1; }
 for t in qemu-system-x86_64 dpkg-deb python3 criu; do
   command -v "$t" >/dev/null || die "$t missing (bash scripts/deps.sh)"
@@ -33,6 +34,7 @@ if [ -z "${RUNTIME:-}" ]; then
 fi
 RUNTIME=$(realpath "$RUNTIME")
 [ -x "$BUNDLE_BIN" ] || cargo build --quiet -p berth-testkit --bin berth-bundle
+[ -x "$BERTH" ] || cargo build --quiet -p berth-cli --bin berth
 case $(python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); print("dynamic" if b"/lib64/ld-linux" in d[:4096] else "static")' "$RUNTIME") in
   static) ;;
   *) die "$RUNTIME is linked dynamically; the VM has no libc for it (make runtime-static)" ;;
@@ -74,11 +76,12 @@ for m in ${MODULES//|/ }; do
   [ -n "$f" ] || die "module $m missing from $modules (rm -rf $kdir to fetch it again)"
   cp "$f" "$root/modules/" && basename "$f" >>"$root/modules/order"
 done
-# criu, GNU tar (criu saves tmpfs contents with it) and the libraries they load, at the paths
-# the loader looks in.
+# The engine (stripped), criu, GNU tar (criu saves tmpfs contents with it) and the libraries
+# they load, at the paths the loader looks in.
+strip -o "$root/berth" "$BERTH"
 cp "$(command -v criu)" "$root/usr/sbin/criu"
 mkdir -p "$root/usr/bin" && cp "$(command -v tar)" "$root/usr/bin/tar"
-for lib in $(ldd "$(command -v criu)" "$(command -v tar)" | grep -v ':$' | grep -o '/[^ ]*' | sort -u); do
+for lib in $(ldd "$BERTH" "$(command -v criu)" "$(command -v tar)" | grep -v ':$' | grep -o '/[^ ]*' | sort -u); do
   mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
 done
 
