@@ -235,6 +235,17 @@ fn limits_and_security_defaults() {
         b.run(&["run", "--rm", "busybox", "sh", "-c", "cat /proc/keys | wc -c; echo 1 > /proc/sys/kernel/panic"]);
     assert_eq!(out.trim(), "0");
     assert_ne!(code, 0, "/proc/sys must be read-only");
+    // --privileged: all capabilities, the host's device nodes (loop-control is on every host
+    // with loop devices, the test kit uses them), none of them without it.
+    let out = b.ok(&["run", "--rm", "--privileged", "busybox", "sh", "-c", "grep CapEff /proc/self/status; ls /dev"]);
+    let bounding = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = bounding.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim();
+    assert_eq!(out.lines().next().and_then(|l| l.split_whitespace().nth(1)), Some(bounding), "{out}");
+    if std::path::Path::new("/dev/loop-control").exists() {
+        assert!(out.lines().any(|l| l == "loop-control"), "{out}");
+        let out = b.ok(&["run", "--rm", "busybox", "ls", "/dev"]);
+        assert!(!out.lines().any(|l| l == "loop-control"), "{out}");
+    }
     // --read-only keeps /tmp writable.
     let (code, _, err) = b.run(&["run", "--rm", "--read-only", "busybox", "sh", "-c", "touch /tmp/ok && touch /nope"]);
     assert_ne!(code, 0);

@@ -194,6 +194,30 @@ fn internal_networks_and_connect_disconnect() {
     assert!(!out.contains("default"), "{out}");
     let (code, _, _) = b.run(&["run", "--rm", "--network", "inner", "busybox", "sh", "-c", &get(&outside, "80")]);
     assert_ne!(code, 0, "an internal container got out");
+    // Docker's bridge options: the bridge's name, no outbound NAT, the MTU.
+    b.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.127.0.0/24",
+        "-o",
+        "com.docker.network.bridge.name=brtest0",
+        "-o",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "plain",
+    ]);
+    let mtu = b.ok(&["run", "--rm", "--network", "plain", "busybox", "cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(mtu.trim(), "1400");
+    let (code, out, err) = b.host("ip", &["-o", "link", "show", "brtest0"]);
+    assert!(code == 0 && out.contains("brtest0"), "{out}{err}");
+    let (_, nft, _) = b.host("nft", &["list", "table", "ip", "berth"]);
+    assert!(nft.contains("brtest0") && !nft.contains("brtest0 (10.127.0.0/24): outbound NAT"), "{nft}");
+    assert!(nft.contains("outbound NAT"), "the default network still masquerades: {nft}");
+    b.ok(&["network", "rm", "plain"]);
+    let (code, _, _) = b.host("ip", &["link", "show", "brtest0"]);
+    assert_ne!(code, 0, "brtest0 is left");
     // Connect a running container to a second network, then disconnect it.
     b.ok(&["network", "create", "extra"]);
     b.ok(&["run", "-d", "--name", "hub", "busybox", "sleep", "60"]);
@@ -290,6 +314,13 @@ fn bad_network_input_fails_clearly() {
         (&["run", "--rm", "--network", "a", "--ip", "10.125.255.255", "busybox", "true"], "does not belong"),
         (&["network", "create", "--subnet", "10.126.0.0/24", "--gateway", "10.126.0.255", "b"], "invalid gateway"),
         (&["run", "--rm", "-p", "192.0.2.7:80:80", "busybox", "true"], "192.0.2.7 is not an address of this host"),
+        (&["network", "create", "-o", "com.docker.network.bridge.name=abcdefghijklmnop", "b"], "1 to 15 letters"),
+        (
+            &["network", "create", "-o", "com.docker.network.bridge.name=lo", "b"],
+            "interface of that name already exists",
+        ),
+        (&["network", "create", "-o", "com.docker.network.bridge.enable_ip_masquerade=maybe", "b"], "true or false"),
+        (&["network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "b"], "unknown network option"),
     ];
     for (args, want) in cases {
         let (code, _, err) = b.run(args);

@@ -228,6 +228,10 @@ fn host_veth(container: &str, network: &str) -> String {
 }
 
 /// Docker's rule for network names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, here at most 64 bytes.
+/// Docker's bridge driver options berth takes besides the MTU.
+const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+const MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+
 fn valid_network_name(n: &str) -> bool {
     let mut chars = n.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -289,6 +293,7 @@ impl Engine {
             bail!("--ipv6: IPv6 networks are not supported yet");
         }
         let mut mtu = 0u32;
+        let mut bridge_name = None;
         for (k, v) in &req.options {
             match k.as_str() {
                 "mtu" | "com.docker.network.driver.mtu" => {
@@ -298,7 +303,27 @@ impl Engine {
                         .filter(|m| (68..=65535).contains(m))
                         .with_context(|| format!("invalid mtu {v:?}: expected a number from 68 to 65535"))?;
                 }
-                _ => bail!("unknown network option {k:?}: berth's bridge driver knows mtu"),
+                BRIDGE_NAME => {
+                    if v.is_empty()
+                        || v.len() > 15
+                        || !v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                        || v == "."
+                        || v == ".."
+                    {
+                        bail!(
+                            "invalid {BRIDGE_NAME} {v:?}: an interface name of 1 to 15 letters, digits, '_', '.' or '-'"
+                        );
+                    }
+                    bridge_name = Some(v.clone());
+                }
+                MASQUERADE => {
+                    if v != "true" && v != "false" {
+                        bail!("invalid {MASQUERADE} {v:?}: expected true or false");
+                    }
+                }
+                _ => bail!(
+                    "unknown network option {k:?}: berth's bridge driver knows mtu (com.docker.network.driver.mtu), {BRIDGE_NAME} and {MASQUERADE}"
+                ),
             }
         }
         let tx = Transaction::new_unchecked(&self.db, TransactionBehavior::Immediate)?;
@@ -348,7 +373,21 @@ impl Engine {
             None => None,
         };
         let id = names::new_id();
-        let bridge = format!("br-{}", &id[..12]);
+        let bridge = match bridge_name {
+            Some(b) => {
+                if let Some(o) = existing.iter().find(|n| n.bridge == b) {
+                    bail!("bridge name {b} is already used by network {}", o.name);
+                }
+                // An interface of someone else's must not become a berth bridge.
+                let c = std::ffi::CString::new(b.as_str())?;
+                // SAFETY: a lookup by a NUL-terminated name, in our network namespace.
+                if unsafe { libc::if_nametoindex(c.as_ptr()) } != 0 {
+                    bail!("bridge name {b}: an interface of that name already exists");
+                }
+                b
+            }
+            None => format!("br-{}", &id[..12]),
+        };
         tx.execute(
             &format!("INSERT INTO networks ({NET_COLUMNS}) VALUES (?1, ?2, 'bridge', ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?10, ?11)"),
             params![
@@ -684,6 +723,7 @@ impl Engine {
                 subnet: n.subnet,
                 gateway: n.gateway,
                 internal: n.internal,
+                masquerade: n.options.get(MASQUERADE).is_none_or(|v| v != "false"),
             })
             .collect();
         let ports: Vec<PortRule> = {

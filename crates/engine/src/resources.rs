@@ -45,6 +45,54 @@ fn device_numbers(path: &str, flag: &str) -> Result<(String, i64, i64, std::fs::
     Ok((kind.into(), libc::major(rdev) as i64, libc::minor(rdev) as i64, m))
 }
 
+/// The host's device nodes under `dir` (recursively), as `--privileged` gives them to a
+/// container (Docker's list: every character and block device but the terminals of
+/// /dev/pts, and none of the ones every container gets anyway).
+pub fn host_devices(dir: &Path) -> Vec<DeviceNode> {
+    const SKIP_DIRS: &[&str] = &["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+    const DEFAULTS: &[&str] = &["null", "zero", "full", "random", "urandom", "tty", "console", "ptmx"];
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ft = m.file_type();
+            if ft.is_dir() {
+                if !SKIP_DIRS.contains(&name.as_str()) {
+                    stack.push(e.path());
+                }
+                continue;
+            }
+            let kind = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            if d == dir && DEFAULTS.contains(&name.as_str()) {
+                continue;
+            }
+            let path = e.path().to_string_lossy().into_owned();
+            out.push(DeviceNode {
+                host: path.clone(),
+                path,
+                kind: kind.into(),
+                major: libc::major(m.rdev()) as i64,
+                minor: libc::minor(m.rdev()) as i64,
+                perms: "rwm".into(),
+                mode: m.mode() & 0o777,
+                uid: m.uid(),
+                gid: m.gid(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
 /// `--device HOST[:CONTAINER[:PERMS]]`, as Docker reads it.
 pub fn parse_device(spec: &str) -> Result<DeviceNode> {
     let parts: Vec<&str> = spec.split(':').collect();

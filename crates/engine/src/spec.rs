@@ -58,10 +58,19 @@ pub fn capabilities(add: &[String], drop: &[String], privileged: bool) -> Result
         }
         Ok(n)
     };
+    // ALL and --privileged: every capability we can hand on, the ones in our own bounding set
+    // (as Podman: a capability we lack makes the container's capset fail).
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string())))
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .unwrap_or(u64::MAX);
     let all: Vec<String> = berth_runtime::caps::NAMES
         .iter()
         .take(berth_runtime::caps::last_cap() as usize + 1)
-        .map(|n| n.to_string())
+        .enumerate()
+        .filter(|(i, _)| bounding & (1u64 << i) != 0)
+        .map(|(_, n)| n.to_string())
         .collect();
     let mut caps: Vec<String> =
         if privileged { all.clone() } else { DEFAULT_CAPS.iter().map(|s| s.to_string()).collect() };
@@ -342,9 +351,13 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, etc: &EtcFiles, cgroup_v2: bool
         "resources": resources,
         "sysctl": c.sysctls.iter().collect::<BTreeMap<_, _>>(),
     });
-    if !c.devices.is_empty() {
+    // --privileged: the host's device nodes too, as Docker (those --device names first).
+    let host = if c.privileged { crate::resources::host_devices(Path::new("/dev")) } else { Vec::new() };
+    let devices: Vec<&crate::resources::DeviceNode> =
+        c.devices.iter().chain(host.iter().filter(|h| !c.devices.iter().any(|d| d.path == h.path))).collect();
+    if !devices.is_empty() {
         linux["devices"] = json!(
-            c.devices
+            devices
                 .iter()
                 .map(|d| json!({"path": d.path, "type": d.kind, "major": d.major, "minor": d.minor, "fileMode": d.mode, "uid": d.uid, "gid": d.gid}))
                 .collect::<Vec<_>>()

@@ -41,6 +41,9 @@ pub struct NetworkRules {
     pub gateway: Ipv4Addr,
     /// No traffic to or from anything but the network itself, no outbound NAT.
     pub internal: bool,
+    /// Outbound traffic leaves with the host's address (Docker's
+    /// `com.docker.network.bridge.enable_ip_masquerade`, on by default).
+    pub masquerade: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
@@ -140,7 +143,7 @@ pub fn script(networks: &[NetworkRules], ports: &[PortRule]) -> Result<String> {
     chain(&mut s, "input", "type filter hook input priority filter; policy accept;", &input);
 
     let mut post = Vec::new();
-    for n in networks.iter().filter(|n| !n.internal) {
+    for n in networks.iter().filter(|n| !n.internal && n.masquerade) {
         let (b, net) = (&n.bridge, n.subnet);
         post.push(format!(r#"ip saddr {net} ip daddr != {net} masquerade comment "{b} ({net}): outbound NAT""#));
     }
@@ -343,7 +346,7 @@ mod tests {
 
     fn net(bridge: &str, subnet: &str, internal: bool) -> NetworkRules {
         let subnet: Subnet = subnet.parse().unwrap();
-        NetworkRules { bridge: bridge.into(), subnet, gateway: subnet.first_host(), internal }
+        NetworkRules { bridge: bridge.into(), subnet, gateway: subnet.first_host(), internal, masquerade: true }
     }
 
     fn port(proto: Proto, host_ip: Option<&str>, host_port: u16, bridge: &str, cip: &str, cport: u16) -> PortRule {
@@ -386,6 +389,15 @@ mod tests {
     #[test]
     fn empty_state_only_deletes() {
         assert_eq!(script(&[], &[]).unwrap(), "table ip berth {}\ndelete table ip berth\n");
+    }
+
+    #[test]
+    fn a_network_without_masquerade_has_no_outbound_nat() {
+        let mut n = net("br-x", "10.89.0.0/24", false);
+        n.masquerade = false;
+        let s = script(&[n, net("berth0", "10.88.0.0/16", false)], &[]).unwrap();
+        assert!(!s.contains("br-x (10.89.0.0/24): outbound NAT"), "{s}");
+        has(&s, r#"masquerade comment "berth0 (10.88.0.0/16): outbound NAT""#);
     }
 
     #[test]

@@ -183,7 +183,7 @@ fn udp_ask(ns: &NetNs, to: &str) -> Option<String> {
 
 fn net(bridge: &str, subnet: &str, internal: bool) -> NetworkRules {
     let subnet: berth_network::ipam::Subnet = subnet.parse().unwrap();
-    NetworkRules { bridge: bridge.into(), subnet, gateway: subnet.first_host(), internal }
+    NetworkRules { bridge: bridge.into(), subnet, gateway: subnet.first_host(), internal, masquerade: true }
 }
 
 fn port(proto: Proto, host_ip: Option<&str>, host_port: u16, container_ip: &str, container_port: u16) -> PortRule {
