@@ -292,12 +292,68 @@ fn run_with_and_without_poststart_hooks() {
         .set("/hooks/prestart", hook("prestart"))
         .set("/hooks/poststart", hook("poststart"))
         .set("/hooks/poststop", hook("poststop"));
-    let (code, o, e) = run(&g, cfg);
+    let (code, o, e) = run(&g, cfg.clone());
     assert_eq!((code, o.as_str()), (0, "500\n"), "{e}");
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
         "prestart \"status\":\"creating\"\npoststart \"status\":\"running\"\npoststop \"status\":\"stopped\"\n"
     );
+    no_state_left(&g);
+    // createContainer runs before pivot_root: its path (a file of the host's) resolves. A
+    // failed poststart hook is a warning and the next one still runs.
+    std::fs::remove_file(&log).unwrap();
+    let failing = json!({"path": "/bin/false"});
+    let cfg = cfg
+        .set("/hooks/createContainer", hook("createContainer"))
+        .set("/hooks/poststart", json!([failing, {"path": script, "args": ["hook", "poststart"]}]));
+    let (code, o, e) = run(&g, cfg.clone());
+    assert_eq!((code, o.as_str()), (0, "500\n"), "{e}");
+    assert!(e.contains("warning: hooks.poststart[0]"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "prestart \"status\":\"creating\"\ncreateContainer \"status\":\"creating\"\npoststart \"status\":\"running\"\npoststop \"status\":\"stopped\"\n"
+    );
+    // A failed prestart hook fails the create, and the poststop hooks still run.
+    std::fs::remove_file(&log).unwrap();
+    let (code, _, e) = run(&g, cfg.set("/hooks/prestart", json!([failing])));
+    assert_ne!(code, 0);
+    assert!(e.contains("hooks.prestart[0]"), "{e}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "poststop \"status\":\"stopped\"\n");
+    no_state_left(&g);
+}
+
+/// Without a pid namespace of its own, a container's processes outlive its init: `kill --all`
+/// still reaches them and `delete` of the stopped container kills them (as runc).
+#[test]
+fn processes_left_by_a_stopped_init_go_with_delete() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-left");
+    let cfg = Config::default()
+        .set("/linux/namespaces", json!([{"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]))
+        .sh("sleep 1000 </dev/null >/dev/null 2>&1 & exit 0");
+    let b = Bundle::busybox(&cfg);
+    let id = g.id("c");
+    let mut c = rt(&g);
+    c.args(["run", "-d", "-b"]).arg(b.path()).arg(&id);
+    let o = out_detached(&g, c);
+    assert!(o.status.success(), "{}", err(&o));
+    for _ in 0..200 {
+        if state(&g, &id)["status"] == "stopped" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(state(&g, &id)["status"], "stopped");
+    let mut c = rt(&g);
+    c.args(["kill", "--all", &id, "SIGCONT"]);
+    let o = out(c);
+    assert!(o.status.success(), "kill --all of a stopped container with processes: {}", err(&o));
+    let mut c = rt(&g);
+    c.args(["delete", &id]);
+    let o = out(c);
+    assert!(o.status.success(), "{}", err(&o));
     no_state_left(&g);
 }
 
@@ -318,6 +374,21 @@ fn exec_runs_inside_the_container() {
     let o = out(c);
     assert_eq!(o.status.code(), Some(7), "{}", err(&o));
     assert_eq!(text(&o), "berth-test\nsleep 1000 ");
+    // -e replaces a variable of the container's (PATH here) or adds one.
+    let mut c = rt(&g);
+    c.args([
+        "exec",
+        "-e",
+        "PATH=/bin:/nowhere",
+        "-e",
+        "NEW=1",
+        &id,
+        "sh",
+        "-c",
+        "echo $PATH $NEW; env | grep -c ^PATH=",
+    ]);
+    let o = out(c);
+    assert_eq!(text(&o), "/bin:/nowhere 1\n1\n", "{}", err(&o));
     let mut c = rt(&g);
     c.args(["exec", &id, "nonexistent-cmd"]);
     let o = out(c);
@@ -403,6 +474,30 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
             "/no/such",
         ),
         (Config::default().set("/linux/sysctl", json!({"kernel.panic": "1"})), "not namespaced"),
+        // A namespaced key of a namespace the container shares with the host would change the
+        // host's value; so would a domainname without a uts namespace.
+        (
+            Config::default()
+                .set("/linux/namespaces", json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]))
+                .set("/linux/sysctl", json!({"net.ipv4.ip_forward": "1"})),
+            "needs a network namespace",
+        ),
+        (
+            Config::default()
+                .set(
+                    "/linux/namespaces",
+                    json!([{"type": "pid"}, {"type": "network"}, {"type": "uts"}, {"type": "mount"}]),
+                )
+                .set("/linux/sysctl", json!({"kernel.shmmni": "100"})),
+            "needs a ipc namespace",
+        ),
+        (
+            Config::default()
+                .set("/linux/namespaces", json!([{"type": "pid"}, {"type": "network"}, {"type": "mount"}]))
+                .set("/hostname", json!(""))
+                .set("/domainname", json!("example.org")),
+            "domainname needs a uts namespace",
+        ),
     ];
     for (cfg, want) in cases {
         let (code, _, e) = run(&g, cfg);
@@ -434,6 +529,11 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     c.args(["kill", &id, "SIGNOPE"]);
     let o = out(c);
     assert!(err(&o).contains("unknown signal"), "{}", err(&o));
+    // A real-time signal by number and by name is sent (it ends the waiting init).
+    let mut c = rt(&g);
+    c.args(["kill", &id, "SIGRTMIN+1"]);
+    let o = out(c);
+    assert!(o.status.success(), "{}", err(&o));
     let mut c = rt(&g);
     c.args(["delete", &id]);
     assert!(out(c).status.success(), "a created container can be deleted");

@@ -397,7 +397,10 @@ mod tests {
         n.masquerade = false;
         let s = script(&[n, net("berth0", "10.88.0.0/16", false)], &[]).unwrap();
         assert!(!s.contains("br-x (10.89.0.0/24): outbound NAT"), "{s}");
-        has(&s, r#"ip saddr 10.88.0.0/16 ip daddr != 10.88.0.0/16 masquerade comment "berth0 (10.88.0.0/16): outbound NAT""#);
+        has(
+            &s,
+            r#"ip saddr 10.88.0.0/16 ip daddr != 10.88.0.0/16 masquerade comment "berth0 (10.88.0.0/16): outbound NAT""#,
+        );
     }
 
     #[test]

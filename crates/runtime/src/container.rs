@@ -255,6 +255,14 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         st.pid = init_pid;
         st.pid_start = state::proc_start(init_pid).map(|s| s.0).unwrap_or(0);
     }
+    let mut hooks_ran = false;
+    let poststop_after_failure = |st: &State| {
+        if let Some(h) = hooks.and_then(|h| h.poststop().as_ref())
+            && let Ok(json) = serde_json::to_vec(&st.to_oci_json(Status::Stopped))
+        {
+            hooks::run_all_warn("poststop", Some(h), &json);
+        }
+    };
     loop {
         let m = recv(sock)?;
         if m.is_empty() {
@@ -273,14 +281,24 @@ pub fn create(o: &CreateOptions) -> Result<State> {
             oom_score_adj(init_pid)?;
         } else if m == b"hooks" {
             let json = serde_json::to_vec(&st.to_oci_json(Status::Creating))?;
-            hooks::run_all("prestart", hooks.and_then(|h| h.prestart().as_ref()), &json)?;
-            hooks::run_all("createRuntime", hooks.and_then(|h| h.create_runtime().as_ref()), &json)?;
+            hooks_ran = true;
+            let ran = hooks::run_all("prestart", hooks.and_then(|h| h.prestart().as_ref()), &json)
+                .and_then(|_| hooks::run_all("createRuntime", hooks.and_then(|h| h.create_runtime().as_ref()), &json));
+            if let Err(e) = ran {
+                poststop_after_failure(&st);
+                return Err(e);
+            }
             let mut go = b"go".to_vec();
             go.extend_from_slice(&json);
             send(sock, &go);
         } else if m == b"ready" {
             break;
         } else if let Some(e) = m.strip_prefix(b"error:") {
+            // A createContainer hook (or anything after the hooks began) failed: the spec
+            // goes on to delete, poststop hooks included.
+            if hooks_ran {
+                poststop_after_failure(&st);
+            }
             bail!("{}", String::from_utf8_lossy(e));
         } else {
             bail!("unexpected message from the container's init: {:?}", String::from_utf8_lossy(&m));
@@ -458,30 +476,40 @@ impl Container {
         {
             let json = serde_json::to_vec(&self.state.to_oci_json(Status::Running))?;
             // A failed poststart hook is reported but the container keeps running (spec).
-            if let Err(e) = hooks::run_all("poststart", Some(h), &json) {
-                eprintln!("warning: {e:#}");
-            }
+            hooks::run_all_warn("poststart", Some(h), &json);
         }
         Ok(())
     }
 
     pub fn kill(&self, sig: i32, all: bool) -> Result<()> {
         let s = self.status();
+        let cg = self.cgroup();
+        if all && let Some(cg) = &cg {
+            // A stopped container's init is gone, but without a pid namespace of its own its
+            // other processes may live on: --all reaches them (as runc's).
+            if s == Status::Stopped && cg.pids().map(|p| p.is_empty()).unwrap_or(true) {
+                bail!("container {} is not running", self.state.id);
+            }
+            return Ok(cg.kill_all(sig)?);
+        }
         if s == Status::Stopped {
             bail!("container {} is not running", self.state.id);
         }
-        if all && let Some(cg) = self.cgroup() {
-            return Ok(cg.kill_all(sig)?);
+        // libc's kill: real-time signals (SIGRTMIN..) have no nix::Signal.
+        // SAFETY: kill(2) of the init, checked alive with its start time by status().
+        if unsafe { libc::kill(self.state.pid, sig) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("sending signal {sig} to {}", self.state.pid));
         }
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.state.pid), nix::sys::signal::Signal::try_from(sig)?)
-            .with_context(|| format!("sending signal {sig} to {}", self.state.pid))
+        Ok(())
     }
 
     /// Removes a stopped (or created, or with `force` any) container and everything it had.
     pub fn delete(&self, force: bool) -> Result<()> {
         let s = self.status();
         match s {
-            Status::Stopped => {}
+            // Processes the init left behind (no pid namespace of its own) go with it, as runc.
+            Status::Stopped => self.kill_leftovers()?,
             Status::Created => self.kill_and_wait()?,
             _ if force => self.kill_and_wait()?,
             _ => bail!("cannot delete container {} that is not stopped: {s} (use --force)", self.state.id),
@@ -494,11 +522,24 @@ impl Container {
             && let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststop().as_ref())
         {
             let json = serde_json::to_vec(&self.state.to_oci_json(Status::Stopped))?;
-            if let Err(e) = hooks::run_all("poststop", Some(h), &json) {
-                eprintln!("warning: {e:#}");
-            }
+            hooks::run_all_warn("poststop", Some(h), &json);
         }
         fs::remove_dir_all(self.dir()).with_context(|| format!("removing {}", self.dir().display()))
+    }
+
+    fn kill_leftovers(&self) -> Result<()> {
+        let Some(cg) = self.cgroup() else { return Ok(()) };
+        if cg.pids().map(|p| p.is_empty()).unwrap_or(true) {
+            return Ok(());
+        }
+        cg.kill_all(libc::SIGKILL)?;
+        for _ in 0..2000 {
+            if cg.pids().map(|p| p.is_empty()).unwrap_or(true) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        bail!("the processes left in container {}'s cgroup did not die after SIGKILL", self.state.id)
     }
 
     fn kill_and_wait(&self) -> Result<()> {

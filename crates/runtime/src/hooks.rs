@@ -14,6 +14,16 @@ pub fn run_all(kind: &str, hooks: Option<&Vec<Hook>>, state_json: &[u8]) -> Resu
     Ok(())
 }
 
+/// poststart and poststop: a failed hook is a warning and the ones after it still run (the
+/// spec: "log a warning, but the remaining hooks and lifecycle continue").
+pub fn run_all_warn(kind: &str, hooks: Option<&Vec<Hook>>, state_json: &[u8]) {
+    for (i, h) in hooks.into_iter().flatten().enumerate() {
+        if let Err(e) = run(h, state_json) {
+            eprintln!("warning: hooks.{kind}[{i}] ({}): {e:#}", h.path().display());
+        }
+    }
+}
+
 fn run(h: &Hook, state_json: &[u8]) -> Result<()> {
     let args = h.args().clone().unwrap_or_default();
     let mut cmd = Command::new(h.path());

@@ -312,7 +312,7 @@ fn write_time_offsets(spec: &Spec) -> Result<()> {
         text.push_str(&format!("{clock} {} {}\n", o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0)));
     }
     if !text.is_empty() {
-        std::fs::write("/proc/self/timens_offsets", text).context("linux.timeOffsets")?;
+        process::write_proc("/proc/self/timens_offsets", &text).context("linux.timeOffsets")?;
     }
     Ok(())
 }
@@ -361,6 +361,9 @@ fn init_inner(a: &InitArgs, wait_limits: bool) -> Result<std::convert::Infallibl
         nix::unistd::sethostname(h).context("setting the hostname")?;
     }
     if let Some(d) = spec.domainname().as_deref().filter(|h| !h.is_empty()) {
+        if !a.plan.has(LinuxNamespaceType::Uts) {
+            bail!("domainname needs a uts namespace");
+        }
         let c = CString::new(d)?;
         // SAFETY: setdomainname with a valid buffer.
         if unsafe { libc::setdomainname(c.as_ptr(), d.len()) } != 0 {
@@ -408,15 +411,20 @@ fn init_inner(a: &InitArgs, wait_limits: bool) -> Result<std::convert::Infallibl
         new_cgroupns: a.plan.has_new(LinuxNamespaceType::Cgroup),
         idmapped: a.idmapped,
     };
-    rootfs::prepare(&ctx, a.no_pivot)?;
-    if a.hook_stop {
-        hooks::run_all(
-            "createContainer",
-            spec.hooks().as_ref().and_then(|h| h.create_container().as_ref()),
-            &hook_state,
-        )?;
-    }
-    write_sysctls(spec)?;
+    // createContainer hooks: in the container's namespaces, its mounts made, before pivot_root
+    // (their paths resolve in the runtime's file system, as the spec says).
+    let create_container = || -> Result<()> {
+        if a.hook_stop {
+            hooks::run_all(
+                "createContainer",
+                spec.hooks().as_ref().and_then(|h| h.create_container().as_ref()),
+                &hook_state,
+            )?;
+        }
+        Ok(())
+    };
+    rootfs::prepare(&ctx, a.no_pivot, &create_container)?;
+    write_sysctls(spec, a.plan)?;
     rootfs::finalize(spec)?;
     let console = match a.console {
         Some(sock) => Some(setup_console(sock, proc_, true)?),
@@ -551,13 +559,17 @@ pub fn finish_and_exec(
     Err(exec.run())
 }
 
-fn write_sysctls(spec: &Spec) -> Result<()> {
+/// linux.sysctl: namespaced keys only, each in a namespace of the container's own (runc's
+/// rules: net.* needs a network namespace, the IPC keys an ipc one, the UTS ones a uts one;
+/// otherwise the write would change the host's value).
+fn write_sysctls(spec: &Spec, plan: &ns::Plan) -> Result<()> {
     let Some(s) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) else { return Ok(()) };
     let mut keys: Vec<_> = s.keys().collect();
     keys.sort();
     for k in keys {
-        let namespaced = k.starts_with("net.")
-            || k.starts_with("fs.mqueue.")
+        let needs = if k.starts_with("net.") {
+            Some(LinuxNamespaceType::Network)
+        } else if k.starts_with("fs.mqueue.")
             || matches!(
                 k.as_str(),
                 "kernel.msgmax"
@@ -568,19 +580,36 @@ fn write_sysctls(spec: &Spec) -> Result<()> {
                     | "kernel.shmmax"
                     | "kernel.shmmni"
                     | "kernel.shm_rmid_forced"
-                    | "kernel.hostname"
-                    | "kernel.domainname"
-            );
-        if !namespaced {
+            )
+        {
+            Some(LinuxNamespaceType::Ipc)
+        } else if matches!(k.as_str(), "kernel.hostname" | "kernel.domainname") {
+            Some(LinuxNamespaceType::Uts)
+        } else {
+            None
+        };
+        let Some(ns) = needs else {
             bail!("linux.sysctl: {k} is not namespaced and cannot be set for a container");
+        };
+        if !plan.has(ns) {
+            bail!("linux.sysctl: {k} needs a {} namespace of the container's own (linux.namespaces)", ns_name(ns));
         }
-        if k.contains("..") || k.contains('/') && k.contains("..") {
+        if k.split(['.', '/']).any(|p| p.is_empty() || p == "..") {
             bail!("linux.sysctl: bad key {k}");
         }
         let path = format!("/proc/sys/{}", k.replace('.', "/"));
-        std::fs::write(&path, &s[k]).with_context(|| format!("linux.sysctl: writing {:?} to {path}", s[k]))?;
+        process::write_proc(&path, &s[k]).with_context(|| format!("linux.sysctl {k}"))?;
     }
     Ok(())
+}
+
+fn ns_name(t: LinuxNamespaceType) -> &'static str {
+    match t {
+        LinuxNamespaceType::Network => "network",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Uts => "uts",
+        _ => "matching",
+    }
 }
 
 /// Opens a pty inside the container, sends its master through the console socket, and makes

@@ -2,6 +2,7 @@
 //! Shared by the container's init and by `exec`.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -196,14 +197,41 @@ pub fn set_lsm_labels(p: &Process) -> Result<()> {
 }
 
 fn write_attr(name: &str, value: &str) -> Result<()> {
-    // Checked to be a real procfs before writing (CVE-2025-52881: no redirected /proc).
+    write_proc(&format!("/proc/thread-self/attr/{name}"), value)
+}
+
+/// Writes `value` to a file of /proc, refusing one that is not what its path says: the file
+/// must be on procfs and on the same mount as /proc itself, so that nothing mounted over it
+/// (a container's bind mount of another procfs file, CVE-2025-52881) takes the write. Opened
+/// without following a last symlink.
+pub fn write_proc(path: &str, value: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     const PROC_SUPER_MAGIC: i64 = 0x9fa0;
-    let st = nix::sys::statfs::statfs("/proc/thread-self/attr")?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("opening {path}"))?;
+    let st = nix::sys::statfs::fstatfs(&f).with_context(|| format!("statfs of {path}"))?;
     if st.filesystem_type().0 as i64 != PROC_SUPER_MAGIC {
-        bail!("/proc is not procfs");
+        bail!("{path} is not on procfs: refusing to write to it");
     }
-    std::fs::write(format!("/proc/thread-self/attr/{name}"), value)?;
-    Ok(())
+    let proc_root = std::fs::File::open("/proc").context("opening /proc")?;
+    match (mount_id(proc_root.as_raw_fd()), mount_id(f.as_raw_fd())) {
+        (Some(a), Some(b)) if a != b => bail!("{path} is covered by another mount: refusing to write to it"),
+        _ => {}
+    }
+    (&f).write_all(value.as_bytes()).with_context(|| format!("writing {value:?} to {path}"))
+}
+
+/// The mount id of an open file (statx STATX_MNT_ID), where the kernel reports it.
+fn mount_id(fd: i32) -> Option<u64> {
+    const STATX_MNT_ID: u32 = 0x1000;
+    // SAFETY: statx of an fd ("" with AT_EMPTY_PATH) into a zeroed struct.
+    let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statx(fd, c"".as_ptr(), libc::AT_EMPTY_PATH, STATX_MNT_ID, &mut sx) };
+    (r == 0 && sx.stx_mask & STATX_MNT_ID != 0).then_some(sx.stx_mnt_id)
 }
 
 /// execve with the spec's args and env. Only returns on failure.

@@ -52,7 +52,9 @@ fn propagation_flag(s: &str) -> Result<MsFlags> {
 }
 
 /// Everything up to and including pivot_root.
-pub fn prepare(ctx: &RootfsCtx, no_pivot: bool) -> Result<()> {
+/// Mounts the container's root and its mounts, then (after `before_pivot`: the createContainer
+/// hooks, which the spec runs there) pivots into it.
+pub fn prepare(ctx: &RootfsCtx, no_pivot: bool, before_pivot: &dyn Fn() -> Result<()>) -> Result<()> {
     let linux = ctx.spec.linux().as_ref();
     let prop = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         Some(p) => propagation_flag(p)?,
@@ -80,6 +82,7 @@ pub fn prepare(ctx: &RootfsCtx, no_pivot: bool) -> Result<()> {
         dev_symlinks(&root)?;
     }
     drop(root);
+    before_pivot()?;
 
     if no_pivot {
         nix::unistd::chdir(ctx.rootfs).context("chdir to rootfs")?;

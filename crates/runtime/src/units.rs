@@ -12,6 +12,20 @@ pub fn parse_signal(s: &str) -> Result<i32> {
     }
     let up = s.to_ascii_uppercase();
     let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    // Real-time signals by name: RTMIN, RTMIN+N, RTMAX, RTMAX-N.
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let rt = match name.strip_prefix("SIGRTMIN") {
+        Some("") => Some(min),
+        Some(r) => r.strip_prefix('+').and_then(|n| n.parse::<i32>().ok()).map(|n| min + n),
+        None => match name.strip_prefix("SIGRTMAX") {
+            Some("") => Some(max),
+            Some(r) => r.strip_prefix('-').and_then(|n| n.parse::<i32>().ok()).map(|n| max - n),
+            None => None,
+        },
+    };
+    if let Some(n) = rt {
+        return if (min..=max).contains(&n) { Ok(n) } else { bail!("unknown signal {s:?}") };
+    }
     name.parse::<nix::sys::signal::Signal>().map(|s| s as i32).map_err(|_| anyhow::anyhow!("unknown signal {s:?}"))
 }
 
@@ -47,6 +61,10 @@ mod tests {
         assert_eq!(parse_signal("10").unwrap(), 10);
         assert!(parse_signal("NOPE").is_err());
         assert!(parse_signal("99").is_err());
+        assert_eq!(parse_signal("RTMIN").unwrap(), libc::SIGRTMIN());
+        assert_eq!(parse_signal("SIGRTMIN+2").unwrap(), libc::SIGRTMIN() + 2);
+        assert_eq!(parse_signal("rtmax-1").unwrap(), libc::SIGRTMAX() - 1);
+        assert!(parse_signal("RTMIN+99").is_err());
         assert_eq!(parse_size("256m").unwrap(), 256 << 20);
         assert_eq!(parse_size("1.5g").unwrap(), 3 << 29);
         assert_eq!(parse_size("-1").unwrap(), -1);

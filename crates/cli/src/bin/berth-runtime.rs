@@ -1226,8 +1226,13 @@ fn exec_process(
     let mut p = spec.process().clone().context("the container's config has no process")?;
     p.set_args(Some(args.to_vec()));
     p.set_terminal(Some(tty));
+    // -e NAME=VALUE replaces the container's NAME (runc's), or adds it.
     let mut e = p.env().clone().unwrap_or_default();
-    e.extend(env.iter().cloned());
+    for kv in env {
+        let name = kv.split_once('=').map_or(kv.as_str(), |(n, _)| n);
+        e.retain(|old| old.split_once('=').map_or(old.as_str(), |(n, _)| n) != name);
+        e.push(kv.clone());
+    }
     p.set_env(Some(e));
     if let Some(c) = cwd {
         p.set_cwd(c.clone());
