@@ -121,9 +121,44 @@ fn lifecycle_create_start_pause_resume_kill_delete() {
     let pids: Vec<i64> = serde_json::from_slice(&out(c).stdout).unwrap();
     assert_eq!(pids, vec![pid]);
     let mut c = rt(&g);
+    c.args(["ps", &id]);
+    let table = text(&out(c));
+    assert!(table.starts_with("UID") && table.contains("sleep 1000"), "{table}");
+    let mut c = rt(&g);
     c.args(["list", "--format", "json"]);
     let l: serde_json::Value = serde_json::from_slice(&out(c).stdout).unwrap();
     assert_eq!(l[0]["id"], id.as_str());
+
+    // events --stats: one event in runc's shape.
+    let mut c = rt(&g);
+    c.args(["events", "--stats", &id]);
+    let ev: serde_json::Value = serde_json::from_slice(&out(c).stdout).unwrap();
+    assert_eq!((ev["type"].as_str(), ev["id"].as_str()), (Some("stats"), Some(id.as_str())), "{ev}");
+    assert_eq!(ev["data"]["pids"]["current"], 1, "{ev}");
+    assert!(ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap() > 0, "{ev}");
+    assert!(ev["data"]["cpu"]["usage"]["total"].as_u64().is_some(), "{ev}");
+    // update with runc's flags reaches the cgroup.
+    let mut c = rt(&g);
+    c.args(["update", "--cpu-quota", "20000", "--cpu-period", "100000", "--cpu-shares", "512", &id]);
+    let o = out(c);
+    assert!(o.status.success(), "update: {}", err(&o));
+    let cg = format!("/proc/{pid}/cgroup");
+    let line = std::fs::read_to_string(&cg).unwrap();
+    if let Some(p) = line
+        .lines()
+        .find_map(|l| l.split(':').nth(1).filter(|c| c.split(',').any(|c| c == "cpu")).and(l.rsplit(':').next()))
+    {
+        let dir = std::fs::read_dir("/sys/fs/cgroup").ok().and_then(|_| {
+            ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"]
+                .iter()
+                .map(|r| format!("{r}{p}"))
+                .find(|d| std::path::Path::new(d).exists())
+        });
+        if let Some(d) = dir {
+            assert_eq!(std::fs::read_to_string(format!("{d}/cpu.cfs_quota_us")).unwrap().trim(), "20000");
+            assert_eq!(std::fs::read_to_string(format!("{d}/cpu.shares")).unwrap().trim(), "512");
+        }
+    }
 
     // delete of a running container needs --force.
     let mut c = rt(&g);

@@ -76,6 +76,8 @@ mod cli {
         Ps {
             format: String,
             id: String,
+            /// Options for ps(1) in table format [default: -ef].
+            ps_args: Vec<String>,
         },
         List {
             format: String,
@@ -245,7 +247,12 @@ mod cli {
         ("delete", DELETE, "<ID>", "Delete a container and everything it had"),
         ("run", RUN, "<ID>", "Create, start and wait for a container; then delete it"),
         ("exec", EXEC, "<ID> [ARGS]...", "Run a process in a running container"),
-        ("ps", PS, "<ID>", "List the processes of a container"),
+        (
+            "ps",
+            PS,
+            "<ID> [-- PS_OPTIONS...]",
+            "List the processes of a container (table: the host's ps, -ef by default)",
+        ),
         ("list", LIST, "", "List containers"),
         ("pause", NONE, "<ID>", "Freeze every process of a container"),
         ("resume", NONE, "<ID>", "Thaw a paused container"),
@@ -467,6 +474,7 @@ mod cli {
         let wanted: &[&str] = match name {
             "list" | "features" | "spec" => &[],
             "kill" => &["<ID>", "[SIGNAL]"],
+            "ps" => &["<ID>", "[PS_OPTIONS]..."],
             "exec" => &[],
             _ => &["<ID>"],
         };
@@ -478,7 +486,7 @@ mod cli {
                     Some(name),
                 ));
             }
-            if m.pos.len() > wanted.len() {
+            if m.pos.len() > wanted.len() && !wanted.last().is_some_and(|w| w.ends_with("...")) {
                 return Err(Usage(format!("unexpected argument '{}' found", m.pos[wanted.len()]), Some(name)));
             }
         }
@@ -536,7 +544,9 @@ mod cli {
                     args: pos.collect(),
                 }
             }
-            "ps" => Cmd::Ps { format: m.last("format").unwrap_or_else(|| "table".into()), id: id() },
+            "ps" => {
+                Cmd::Ps { format: m.last("format").unwrap_or_else(|| "table".into()), id: id(), ps_args: pos.collect() }
+            }
             "list" => Cmd::List { format: m.last("format").unwrap_or_else(|| "table".into()), quiet: m.flag("quiet") },
             "pause" => Cmd::Pause { id: id() },
             "resume" => Cmd::Resume { id: id() },
@@ -709,6 +719,8 @@ mod cli {
             assert_eq!(pid_file.as_deref(), Some(std::path::Path::new("/p")));
             assert_eq!(preserve_fds, 1);
             let Cmd::Ps { format, .. } = p(&["ps", "id", "--format", "json"]).cmd else { panic!() };
+            let Cmd::Ps { ps_args, .. } = p(&["ps", "id", "--", "-o", "pid,comm"]).cmd else { panic!() };
+            assert_eq!(ps_args, ["-o", "pid,comm"]);
             assert_eq!(format, "json");
             let Cmd::List { format, quiet } = p(&["list", "-f", "json", "-q"]).cmd else { panic!() };
             assert_eq!(format, "json");
@@ -973,22 +985,13 @@ fn run(cli: &Cli) -> Result<i32> {
             }
             return forward_and_wait(pid);
         }
-        Cmd::Ps { format, id } => {
+        Cmd::Ps { format, id, ps_args } => {
             let c = Container::load(root, id)?;
             let pids = c.pids()?;
             if format == "json" {
                 println!("{}", serde_json::to_string(&pids)?);
             } else {
-                println!("{:>8} CMD", "PID");
-                for p in pids {
-                    let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-                    let cmd: Vec<String> = cmd
-                        .split(|b| *b == 0)
-                        .filter(|s| !s.is_empty())
-                        .map(|s| String::from_utf8_lossy(s).into_owned())
-                        .collect();
-                    println!("{p:>8} {}", cmd.join(" "));
-                }
+                print!("{}", ps_table(&pids, ps_args)?);
             }
         }
         Cmd::List { format, quiet } => {
@@ -1089,12 +1092,18 @@ fn run(cli: &Cli) -> Result<i32> {
             let c = Container::load(root, id)?;
             let cg = c.cgroup().context("container has no cgroup")?;
             let every = parse_duration(interval)?;
+            let mut ooms = None;
             loop {
                 if c.status() == Status::Stopped {
                     bail!("container {id} is not running");
                 }
                 let s = cg.stats()?;
-                println!("{}", serde_json::json!({"type": "stats", "id": id, "data": s}));
+                // Between two looks the OOM killer struck: runc's "oom" event first.
+                if ooms.is_some_and(|o| s.oom_kills > o) {
+                    println!("{}", serde_json::json!({"type": "oom", "id": id}));
+                }
+                ooms = Some(s.oom_kills);
+                println!("{}", serde_json::json!({"type": "stats", "id": id, "data": runc_stats(&s)}));
                 if *stats {
                     break;
                 }
@@ -1168,6 +1177,48 @@ fn run_container(cli: &Cli, a: &CreateArgs, detach: bool, keep: bool) -> Result<
         c.delete(true)?;
     }
     Ok(code)
+}
+
+/// `ps` as runc's: the host's ps(1) with the given options (`-ef` by default), its header and
+/// the lines of the container's processes (found by the PID column).
+fn ps_table(pids: &[i32], args: &[String]) -> Result<String> {
+    let args: Vec<String> = if args.is_empty() { vec!["-ef".into()] } else { args.to_vec() };
+    let o = std::process::Command::new("ps").args(&args).output().context("running ps (apt install procps)")?;
+    if !o.status.success() {
+        bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let col =
+        header.split_whitespace().position(|c| c == "PID").context("the ps options give no PID column (add -o pid)")?;
+    let mut out = format!("{header}\n");
+    for l in lines {
+        if l.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok()).is_some_and(|p| pids.contains(&p)) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// `events` data in runc's shape (its types/events.go): what the cgroup tells, by controller.
+/// Block I/O is summed over devices (major and minor 0).
+fn runc_stats(s: &berth_cgroups::Stats) -> serde_json::Value {
+    serde_json::json!({
+        "cpu": {"usage": {"total": s.cpu_usage_ns}, "throttling": {}},
+        "memory": {
+            "usage": {"limit": s.memory_limit.unwrap_or(u64::MAX), "usage": s.memory_usage, "max": s.memory_max_usage, "failcnt": 0},
+            "raw": {"oom_kill": s.oom_kills},
+        },
+        "pids": {"current": s.pids_current, "limit": s.pids_limit.unwrap_or(0)},
+        "blkio": {"ioServiceBytesRecursive": [
+            {"major": 0, "minor": 0, "op": "Read", "value": s.io_read_bytes},
+            {"major": 0, "minor": 0, "op": "Write", "value": s.io_write_bytes},
+        ]},
+        "hugetlb": {},
+        "intel_rdt": {},
+    })
 }
 
 /// Forwards the usual signals to `pid` until it exits; returns its exit code.
