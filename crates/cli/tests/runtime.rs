@@ -1484,3 +1484,52 @@ fn seccomp_notify_hands_the_listener_to_the_agent() {
     assert_eq!((handled, &state["state"]["id"]), (0, &json!(id)));
     no_state_left(&g);
 }
+
+/// Rootless: an unprivileged user (nobody) runs a container from `spec --rootless`: root
+/// inside through its own one-id mapping, no cgroup (none is delegated to nobody), state under
+/// its $XDG_RUNTIME_DIR. Limits without a delegated cgroup are refused clearly.
+#[test]
+fn rootless_container_of_an_unprivileged_user() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    use std::os::unix::process::CommandExt;
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-rootless");
+    let (uid, gid) = (65534u32, 65534u32);
+    let b = Bundle::busybox(&Config::default());
+    for d in [b.path(), g.dir.path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    chown(b.path(), Some(uid), Some(gid)).unwrap();
+    std::fs::remove_file(b.path().join("config.json")).unwrap();
+    let xdg = g.path("xdg");
+    std::fs::create_dir(&xdg).unwrap();
+    chown(&xdg, Some(uid), Some(gid)).unwrap();
+    let user = |args: &[&str]| {
+        let mut c = Command::new(&*RT);
+        c.args(args).current_dir(b.path()).env("XDG_RUNTIME_DIR", &xdg).uid(uid).gid(gid);
+        out(c)
+    };
+    let o = user(&["spec", "--rootless"]);
+    assert!(o.status.success(), "spec --rootless: {}", err(&o));
+    let p = b.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    cfg["process"]["terminal"] = json!(false);
+    cfg["process"]["args"] = json!(["sh", "-c", "id -u; cat /proc/self/uid_map"]);
+    std::fs::write(&p, cfg.to_string()).unwrap();
+    let id = g.id("c");
+    let o = user(&["run", "-b", ".", &id]);
+    assert!(o.status.success(), "rootless run: {}", err(&o));
+    let t = text(&o);
+    let mut lines = t.lines();
+    assert_eq!(lines.next(), Some("0"), "{t}");
+    assert_eq!(lines.next().map(|l| l.split_whitespace().collect::<Vec<_>>()), Some(vec!["0", "65534", "1"]), "{t}");
+    assert!(xdg.join("berth-runtime").is_dir(), "state under $XDG_RUNTIME_DIR");
+    assert!(!xdg.join("berth-runtime").join(&id).exists(), "run removed its state");
+    cfg["linux"]["resources"] = json!({"pids": {"limit": 10}});
+    std::fs::write(&p, cfg.to_string()).unwrap();
+    let o = user(&["run", "-b", ".", &id]);
+    assert!(!o.status.success() && err(&o).contains("delegated"), "{}", err(&o));
+    assert!(!xdg.join("berth-runtime").join(&id).exists());
+}

@@ -87,6 +87,31 @@ pub(crate) fn cgroup_for(spec: &Spec, id: &str) -> Result<Cgroup> {
     Ok(Cgroup::new(Layout::detect(), &p)?)
 }
 
+/// Rootless (not euid 0): the cgroup is made now if the user may (a cgroup delegated to it);
+/// otherwise the container runs without one, as runc's rootless containers do, unless the spec
+/// asks for limits, which only a cgroup gives.
+fn rootless_cgroup(cg: Cgroup, spec: &Spec) -> Result<Option<Cgroup>> {
+    match cg.create() {
+        Ok(()) => Ok(Some(cg)),
+        Err(e) if matches!(e.source.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS)) => {
+            let _ = cg.remove();
+            let r = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+            let limits = r.is_some_and(|r| {
+                r.memory().is_some()
+                    || r.cpu().is_some()
+                    || r.pids().is_some()
+                    || r.block_io().is_some()
+                    || r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
+            });
+            if limits {
+                bail!("linux.resources: {e}: a rootless container gets limits only in a cgroup delegated to its user");
+            }
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The engine's shared parent `berth/` goes once empty (after its container's cgroup),
 /// race-safely (see [`Cgroup::remove_parent_if_empty`]). The parents of any other cgroupsPath
 /// belong to whoever chose it and are left alone.
@@ -129,16 +154,22 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     // The direct path (init::direct) clones the init as soon as the cgroup2 directory exists
     // and makes the rest of the cgroup while the init creates its namespaces.
     let direct = init::direct(&plan);
-    undo.cgroup = Some(cg.clone());
-    cg.create_v2()?;
+    // SAFETY: geteuid cannot fail.
+    let cg = if unsafe { libc::geteuid() } != 0 { rootless_cgroup(cg, &spec)? } else { Some(cg) };
+    undo.cgroup = cg.clone();
+    if let Some(cg) = &cg {
+        cg.create_v2()?;
+    }
     let limits = |r: Option<&LinuxResources>| -> Result<()> {
-        if let Some(r) = r {
+        if let (Some(r), Some(cg)) = (r, &cg) {
             cg.apply(r).context("linux.resources")?;
         }
         Ok(())
     };
     if !direct {
-        cg.create_v1()?;
+        if let Some(cg) = &cg {
+            cg.create_v1()?;
+        }
         limits(resources.as_ref())?;
     }
 
@@ -179,7 +210,7 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         no_pivot: o.no_pivot,
         no_new_keyring: o.no_new_keyring,
         preserve_fds: o.preserve_fds,
-        cgroup: Some(&cg),
+        cgroup: cg.as_ref(),
         hook_stop,
         seccomp: seccomp.as_ref(),
         parent: std::process::id() as libc::pid_t,
@@ -189,9 +220,9 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     // The child puts itself into the cgroup (see init::fork_into): moving it from here would
     // wait for an RCU grace period, often the largest part of `create`.
     let (stage, v2_joined) = if direct {
-        init::fork_into_with(init::direct_clone_flags(&plan), Some(&cg))?
+        init::fork_into_with(init::direct_clone_flags(&plan), cg.as_ref())?
     } else {
-        init::fork_into(Some(&cg))?
+        init::fork_into(cg.as_ref())?
     };
     if stage == 0 {
         drop(parent_sock);
@@ -221,13 +252,17 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         // The child is the init: it creates its namespaces while we finish the cgroup, and
         // mounts the container's root while we apply the limits.
         send(sock, b"go");
-        cg.create_v1()?;
+        if let Some(cg) = &cg {
+            cg.create_v1()?;
+        }
         // The device rules go in before the init joins: it makes device nodes as soon as it is
         // in, and on v1 the deny-all that starts the list would refuse them until the allow
         // rules after it are written.
         let rest = match &resources {
             Some(r) if r.devices().as_ref().is_some_and(|d| !d.is_empty()) => {
-                cg.apply_devices(r).context("linux.resources.devices")?;
+                if let Some(cg) = &cg {
+                    cg.apply_devices(r).context("linux.resources.devices")?;
+                }
                 let mut rest = r.clone();
                 rest.set_devices(None);
                 Some(rest)
@@ -248,7 +283,7 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         rootfs: rootfs.clone(),
         created: state::now_rfc3339(),
         annotations: spec.annotations().clone().unwrap_or_default(),
-        cgroup_path: Some(cg.path().to_path_buf()),
+        cgroup_path: cg.as_ref().map(|c| c.path().to_path_buf()),
         owner: String::new(),
     };
     if direct {

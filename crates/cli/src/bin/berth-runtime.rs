@@ -133,7 +133,12 @@ mod cli {
     type Opt = (&'static str, Option<char>, bool, &'static str);
 
     const GLOBAL: &[Opt] = &[
-        ("root", None, true, "Directory for container state [default: /run/berth-runtime]"),
+        (
+            "root",
+            None,
+            true,
+            "Directory for container state [default: /run/berth-runtime; $XDG_RUNTIME_DIR/berth-runtime for a user]",
+        ),
         ("log", None, true, "Also write errors to this file"),
         ("log-format", None, true, "Format of --log: text or json [default: text]"),
         ("debug", None, false, "Accepted for compatibility"),
@@ -337,7 +342,12 @@ mod cli {
     }
 
     pub fn parse(args: &[String]) -> Result<Parsed, Usage> {
-        let mut root = PathBuf::from(berth_runtime::DEFAULT_ROOT);
+        // As runc: a user's containers live under $XDG_RUNTIME_DIR, root's under /run.
+        // SAFETY: geteuid cannot fail.
+        let mut root = match std::env::var_os("XDG_RUNTIME_DIR").filter(|_| unsafe { libc::geteuid() } != 0) {
+            Some(d) => PathBuf::from(d).join("berth-runtime"),
+            None => PathBuf::from(berth_runtime::DEFAULT_ROOT),
+        };
         let (mut log, mut log_format, mut debug, mut systemd) = (None, "text".to_string(), false, false);
         let mut sub: Option<(&'static str, &'static [Opt])> = None;
         let mut m = Matches::default();
