@@ -56,6 +56,17 @@ fn state(g: &Guard, id: &str) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// Waits (up to 2 s) for the container to be stopped.
+fn wait_stopped(g: &Guard, id: &str) {
+    for _ in 0..200 {
+        if state(g, id)["status"] == "stopped" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(state(g, id)["status"], "stopped");
+}
+
 fn no_state_left(g: &Guard) {
     let root = g.path("state");
     let left: Vec<_> =
@@ -170,13 +181,7 @@ fn lifecycle_create_start_pause_resume_kill_delete() {
     let mut c = rt(&g);
     c.args(["kill", &id, "KILL"]);
     assert!(out(c).status.success());
-    for _ in 0..200 {
-        if state(&g, &id)["status"] == "stopped" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert_eq!(state(&g, &id)["status"], "stopped");
+    wait_stopped(&g, &id);
     let mut c = rt(&g);
     c.args(["delete", &id]);
     let o = out(c);
@@ -225,12 +230,7 @@ fn options_stand_before_or_after_the_id() {
     assert_eq!(text(&o), "10\n", "{}", err(&o));
     let o = out(cmd(&["kill", &id, "--all", "KILL", "--root", r]));
     assert!(o.status.success(), "kill: {}", err(&o));
-    for _ in 0..200 {
-        if state(&g, &id)["status"] == "stopped" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_stopped(&g, &id);
     let o = out(cmd(&["delete", &id, "-f", "--root", r]));
     assert!(o.status.success(), "delete: {}", err(&o));
     no_state_left(&g);
@@ -374,13 +374,7 @@ fn processes_left_by_a_stopped_init_go_with_delete() {
     c.args(["run", "-d", "-b"]).arg(b.path()).arg(&id);
     let o = out_detached(&g, c);
     assert!(o.status.success(), "{}", err(&o));
-    for _ in 0..200 {
-        if state(&g, &id)["status"] == "stopped" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert_eq!(state(&g, &id)["status"], "stopped");
+    wait_stopped(&g, &id);
     let mut c = rt(&g);
     c.args(["kill", "--all", &id, "SIGCONT"]);
     let o = out(c);

@@ -87,6 +87,21 @@ pub(crate) fn cgroup_for(spec: &Spec, id: &str) -> Result<Cgroup> {
     Ok(Cgroup::new(Layout::detect(), &p)?)
 }
 
+/// The new container's state dir (refused if the id is taken) with the spec's bytes as read
+/// (they parsed to the spec: no serialization on the way), and what undoes it.
+pub(crate) fn new_state_dir(root: &Path, id: &str, spec_bytes: &[u8]) -> Result<(PathBuf, Undo)> {
+    fs::create_dir_all(root).with_context(|| format!("creating the state root {}", root.display()))?;
+    let dir = state::dir(root, id);
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!("container with id {id} already exists"),
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    let undo = Undo { dir: Some(dir.clone()), cgroup: None, pids: Vec::new() };
+    fs::write(dir.join(SPEC_COPY), spec_bytes).context("saving the spec")?;
+    Ok((dir, undo))
+}
+
 /// Rootless (not euid 0): the cgroup is made now if the user may (a cgroup delegated to it);
 /// otherwise the container runs without one, as runc's rootless containers do, unless the spec
 /// asks for limits, which only a cgroup gives.
@@ -137,16 +152,7 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     let seccomp = seccomp::for_spec(&spec)?;
     let attrs = procattr::Attrs::new(spec.linux().as_ref(), proc_, false)?;
 
-    fs::create_dir_all(&o.root).with_context(|| format!("creating the state root {}", o.root.display()))?;
-    let dir = state::dir(&o.root, &o.id);
-    match fs::create_dir(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!("container with id {} already exists", o.id),
-        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-    }
-    let mut undo = Undo { dir: Some(dir.clone()), cgroup: None, pids: Vec::new() };
-    // The bytes as read (they parsed to `spec`): no serialization on the way.
-    fs::write(dir.join(SPEC_COPY), &spec_bytes).context("saving the spec")?;
+    let (dir, mut undo) = new_state_dir(&o.root, &o.id, &spec_bytes)?;
     drop(spec_bytes);
 
     let cg = cgroup_for(&spec, &o.id)?;

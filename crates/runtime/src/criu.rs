@@ -19,7 +19,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use oci_spec::runtime::Spec;
 
-use crate::container::{Container, Undo, cgroup_for, effective_resources, write_pid_file};
+use crate::container::{Container, cgroup_for, effective_resources, new_state_dir, write_pid_file};
 use crate::state::{self, State, Status};
 
 /// What both take (runc's flags of the same names).
@@ -179,15 +179,7 @@ pub fn restore(o: &RestoreOptions) -> Result<State> {
     };
     let work = work_dir(&o.criu)?;
 
-    fs::create_dir_all(&o.root).with_context(|| format!("creating the state root {}", o.root.display()))?;
-    let dir = state::dir(&o.root, &o.id);
-    match fs::create_dir(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!("container with id {} already exists", o.id),
-        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-    }
-    let mut undo = Undo { dir: Some(dir.clone()), cgroup: None, pids: Vec::new() };
-    fs::write(dir.join(crate::container::SPEC_COPY), &spec_bytes).context("saving the spec")?;
+    let (dir, mut undo) = new_state_dir(&o.root, &o.id, &spec_bytes)?;
 
     // The cgroup with the bundle's limits; CRIU puts the processes back into it (same path).
     let cg = cgroup_for(&spec, &o.id)?;
