@@ -177,7 +177,23 @@ fn published_ports_answer_from_loopback_and_other_containers() {
     assert!(hp.parse::<u16>().unwrap() > 1024, "{hp}");
     let (code, out, _) = b.host("sh", &["-c", &retry(&get("127.0.0.1", &hp))]);
     assert_eq!((code, out.as_str()), (0, "hi-from-auto\n"));
-    for c in [id, other.trim(), p.trim(), "dup"] {
+    // A range shows as one, as Docker's ps; so do exposed ports left unpublished.
+    let r = b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ranged",
+        "-p",
+        "18090-18092:90-92",
+        "--expose",
+        "7000-7001/udp",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let ps = b.ok(&["ps", "--format", "{{.Ports}}", "-f", "name=ranged"]);
+    assert_eq!(ps.trim(), "0.0.0.0:18090-18092->90-92/tcp, 7000-7001/udp");
+    for c in [id, other.trim(), p.trim(), "dup", r.trim()] {
         b.ok(&["rm", "-f", c]);
     }
     assert_eq!(b.network_leftovers(), Vec::<String>::new());
@@ -303,6 +319,8 @@ fn bad_network_input_fails_clearly() {
         (&["network", "create", "--subnet", "10.126.0.1/24", "b"], "it should be 10.126.0.0/24"),
         (&["network", "create", "a"], "already exists"),
         (&["network", "create", "--ipv6", "b"], "IPv6"),
+        (&["run", "--rm", "--ip6", "fd00::5", "busybox", "true"], "IPv6 is not supported yet"),
+        (&["network", "connect", "--ip6", "fd00::5", "a", "x"], "IPv6 is not supported yet"),
         (&["network", "rm", "bridge"], "pre-defined"),
         (&["network", "rm", "nope"], "network nope not found"),
         (&["run", "--rm", "--network", "nope", "busybox", "true"], "network nope not found"),

@@ -24,6 +24,12 @@ pub struct NetArgs {
     ip: Option<String>,
     #[arg(long)]
     mac_address: Option<String>,
+    /// IPv6 address: refused clearly (berth's networks are IPv4 only for now).
+    #[arg(long, hide = true)]
+    ip6: Option<String>,
+    /// Link-local addresses: refused clearly, as --ip6.
+    #[arg(long, hide = true)]
+    link_local_ip: Vec<String>,
     /// Another name the container has on its (first) user-defined network.
     #[arg(long, alias = "net-alias")]
     network_alias: Vec<String>,
@@ -40,6 +46,9 @@ pub struct NetArgs {
 
 impl NetArgs {
     pub fn apply(&self, c: &mut ContainerConfig) -> Result<()> {
+        if self.ip6.is_some() || !self.link_local_ip.is_empty() {
+            bail!("--ip6 and --link-local-ip: IPv6 is not supported yet (berth's networks are IPv4 only)");
+        }
         let first = self.network.first().cloned().unwrap_or_else(|| "bridge".into());
         c.network = first.clone();
         if uses_endpoints(&first) {
@@ -143,6 +152,9 @@ pub enum NetworkCmd {
     Connect {
         #[arg(long)]
         ip: Option<String>,
+        /// Refused clearly: IPv6 is not supported yet.
+        #[arg(long, hide = true)]
+        ip6: Option<String>,
         #[arg(long)]
         alias: Vec<String>,
         network: String,
@@ -256,7 +268,10 @@ pub fn network(e: &Engine, cmd: NetworkCmd) -> Result<i32> {
             }
             Ok(0)
         }
-        NetworkCmd::Connect { ip, alias, network, container } => {
+        NetworkCmd::Connect { ip, ip6, alias, network, container } => {
+            if ip6.is_some() {
+                bail!("--ip6: IPv6 is not supported yet (berth's networks are IPv4 only)");
+            }
             let ip = ip.as_deref().map(|i| i.parse().with_context(|| format!("invalid --ip {i:?}"))).transpose()?;
             e.connect(&network, &container, NetRequest { name: network.clone(), ip, mac: None, aliases: alias })?;
             Ok(0)
@@ -332,16 +347,53 @@ fn inspect_network(e: &Engine, n: &Network) -> Result<Value> {
     }))
 }
 
-/// The PORTS column of `ps`: `0.0.0.0:8080->80/tcp, 443/tcp`.
+/// The PORTS column of `ps`: `0.0.0.0:8080->80/tcp, 443/tcp`; consecutive ports as Docker
+/// shows them, `0.0.0.0:8000-8002->80-82/tcp` and `7000-7001/udp`.
 pub fn ports_text(e: &Engine, c: &ContainerRow) -> String {
     let bound = e.published_ports(&c.id).unwrap_or_default();
-    let mut parts: Vec<String> =
-        bound.iter().map(|p| format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.proto)).collect();
-    for x in &c.config.exposed {
-        let published = bound.iter().any(|p| format!("{}/{}", p.container_port, p.proto) == *x);
-        if !published {
-            parts.push(x.clone());
+    let mut pubs: Vec<(String, String, u16, u16)> =
+        bound.iter().map(|p| (p.host_ip.to_string(), p.proto.clone(), p.container_port, p.host_port)).collect();
+    pubs.sort();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < pubs.len() {
+        let (ip, proto, c0, h0) = &pubs[i];
+        let mut j = i;
+        while j + 1 < pubs.len() {
+            let (ip2, proto2, c2, h2) = &pubs[j + 1];
+            let (_, _, c1, h1) = &pubs[j];
+            if ip2 != ip || proto2 != proto || *c2 != c1 + 1 || *h2 != h1 + 1 {
+                break;
+            }
+            j += 1;
         }
+        let (_, _, c1, h1) = &pubs[j];
+        parts.push(if j == i {
+            format!("{ip}:{h0}->{c0}/{proto}")
+        } else {
+            format!("{ip}:{h0}-{h1}->{c0}-{c1}/{proto}")
+        });
+        i = j + 1;
+    }
+    // Exposed but not published: by protocol, consecutive numbers as ranges.
+    let mut exposed: Vec<(String, u16)> = c
+        .config
+        .exposed
+        .iter()
+        .filter_map(|x| x.split_once('/').map(|(n, p)| (p.to_string(), n)).or(Some(("tcp".to_string(), x.as_str()))))
+        .filter_map(|(p, n)| n.parse().ok().map(|n| (p, n)))
+        .filter(|(p, n)| !bound.iter().any(|b| b.container_port == *n && b.proto == *p))
+        .collect();
+    exposed.sort();
+    let mut k = 0;
+    while k < exposed.len() {
+        let mut l = k;
+        while l + 1 < exposed.len() && exposed[l + 1].0 == exposed[k].0 && exposed[l + 1].1 == exposed[l].1 + 1 {
+            l += 1;
+        }
+        let (p, a) = &exposed[k];
+        parts.push(if l == k { format!("{a}/{p}") } else { format!("{a}-{}/{p}", exposed[l].1) });
+        k = l + 1;
     }
     parts.join(", ")
 }
