@@ -30,7 +30,10 @@ $RT resume sleeper
 expect "v2 resume" "0 running" "$(cat $CG/vmtest/sleep/cgroup.freeze) $($RT state sleeper | sed -n 's/.*"status": *"\([a-z]*\)".*/\1/p')"
 expect "v2 ps lists the container's processes" "1" "$($RT ps --format json sleeper | tr ',' '\n' | grep -c '[0-9]')"
 $RT kill sleeper KILL
-sleep 0.3
+for _ in $(seq 100); do
+  [ "$($RT state sleeper | sed -n 's/.*"status": *"\([a-z]*\)".*/\1/p')" = stopped ] && break
+  sleep 0.1
+done
 $RT delete sleeper
 [ -d $CG/vmtest/sleep ] && fail "v2 delete removes the cgroup" "left" || pass "v2 delete removes the cgroup"
 
@@ -59,13 +62,19 @@ else
   fail "restored counter goes on" "before $n1, after $n2 then $n3"
 fi
 expect "restored container is running" "running" "$($RT state counter 2>&1 | sed -n 's/.*"status": *"\([a-z]*\)".*/\1/p')"
+rpid=$($RT state counter | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p')
+if [ -n "$rpid" ] && grep -qx "$rpid" $CG/vmtest/counter/cgroup.procs 2>/dev/null; then
+  pass "restored init is in the bundle's cgroup"
+else
+  fail "restored init is in the bundle's cgroup" "pid $rpid, procs: $(cat $CG/vmtest/counter/cgroup.procs 2>&1)"
+fi
 if out=$($RT checkpoint --leave-running --image-path /tmp/ckpt2 counter 2>&1); then
   expect "checkpoint --leave-running leaves it running" "running" "$($RT state counter | sed -n 's/.*"status": *"\([a-z]*\)".*/\1/p')"
 else
   fail "checkpoint --leave-running" "$out"
 fi
 $RT delete -f counter
-[ -d $CG/counter ] && fail "restored container's cgroup removed by delete" "left" || pass "restored container's cgroup removed by delete"
+[ -d $CG/vmtest/counter ] && fail "restored container's cgroup removed by delete" "left" || pass "restored container's cgroup removed by delete"
 
 # The engine on cgroup v2: resource flags, update, pause, stats, rm (cgroups under /berth).
 B="/berth --root /var/lib/berth --runroot /run/berth"

@@ -47,12 +47,18 @@ MODULES='overlay|unix_diag|inet_diag|tcp_diag|udp_diag|netlink_diag|af_packet_di
 
 mkdir -p "$VM_CACHE"
 kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -1; }
-pkg=$(kernel_pkg)
-[ -n "$pkg" ] || { apt-get update -qq >/dev/null 2>&1 || true; pkg=$(kernel_pkg); }
+pkg=$(kernel_pkg || true)
+[ -n "$pkg" ] || { apt-get update -qq >/dev/null 2>&1 || true; pkg=$(kernel_pkg || true); }
 [ -n "$pkg" ] || die "no linux-image package known to apt"
 kdir=$VM_CACHE/$pkg
 if [ ! -d "$kdir" ]; then
-  (cd "$VM_CACHE" && apt-get download -q "$pkg" >/dev/null 2>&1) || die "apt-get download $pkg failed"
+  # Stale lists may name a kernel the mirror no longer has: update once and ask again.
+  if ! (cd "$VM_CACHE" && apt-get download -q "$pkg" >/dev/null 2>&1); then
+    apt-get update -qq >/dev/null 2>&1 || true
+    pkg=$(kernel_pkg || true)
+    kdir=$VM_CACHE/$pkg
+    (cd "$VM_CACHE" && apt-get download -q "$pkg" >/dev/null 2>&1) || die "apt-get download $pkg failed"
+  fi
   rm -rf "$kdir.tmp"
   dpkg-deb -x "$VM_CACHE/$pkg"_*.deb "$kdir.tmp"
   # Keep the kernel and the few modules the checks load (the package holds ~400 MB of them).

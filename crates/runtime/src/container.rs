@@ -38,13 +38,21 @@ pub(crate) struct Undo {
     pub(crate) dir: Option<PathBuf>,
     pub(crate) cgroup: Option<Cgroup>,
     pub(crate) pids: Vec<i32>,
+    /// Once the create hooks began, a failure still runs the poststop hooks (the spec), after
+    /// the processes are gone: the hooks and the state they get.
+    pub(crate) poststop: Option<(Vec<oci_spec::runtime::Hook>, Vec<u8>)>,
 }
 
 impl Undo {
+    pub(crate) fn new(dir: PathBuf) -> Undo {
+        Undo { dir: Some(dir), cgroup: None, pids: Vec::new(), poststop: None }
+    }
+
     pub(crate) fn disarm(mut self) {
         self.dir = None;
         self.cgroup = None;
         self.pids.clear();
+        self.poststop = None;
     }
 }
 
@@ -62,6 +70,9 @@ impl Drop for Undo {
             if cg.remove().is_ok() {
                 remove_default_parent(cg);
             }
+        }
+        if let Some((hooks, json)) = &self.poststop {
+            hooks::run_all_warn("poststop", Some(hooks), json);
         }
         if let Some(d) = &self.dir {
             let _ = fs::remove_dir_all(d);
@@ -97,12 +108,33 @@ pub(crate) fn new_state_dir(root: &Path, id: &str, spec_bytes: &[u8]) -> Result<
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!("container with id {id} already exists"),
         Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
     }
-    let undo = Undo { dir: Some(dir.clone()), cgroup: None, pids: Vec::new() };
+    let undo = Undo::new(dir.clone());
     fs::write(dir.join(SPEC_COPY), spec_bytes).context("saving the spec")?;
     Ok((dir, undo))
 }
 
-/// Rootless (not euid 0): the cgroup is made now if the user may (a cgroup delegated to it);
+/// Not root of the host: an unprivileged user, or root of a user namespace other than the
+/// initial one (rootless Podman, `unshare -r`), where cgroups are not ours to make either.
+pub(crate) fn rootless() -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return true;
+    }
+    fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false)
+}
+
+/// A cgroup that already holds processes belongs to another container (two specs with one
+/// linux.cgroupsPath): refused, as runc does, before anything could kill them.
+pub(crate) fn refuse_busy(cg: &Cgroup) -> Result<()> {
+    if cg.pids().is_ok_and(|p| !p.is_empty()) {
+        bail!("linux.cgroupsPath {}: the cgroup already has processes (another container's?)", cg.path().display());
+    }
+    Ok(())
+}
+
+/// Rootless: the cgroup is made now if the user may (a cgroup delegated to it);
 /// otherwise the container runs without one, as runc's rootless containers do, unless the spec
 /// asks for limits, which only a cgroup gives.
 fn rootless_cgroup(cg: Cgroup, spec: &Spec) -> Result<Option<Cgroup>> {
@@ -160,8 +192,10 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     // The direct path (init::direct) clones the init as soon as the cgroup2 directory exists
     // and makes the rest of the cgroup while the init creates its namespaces.
     let direct = init::direct(&plan);
-    // SAFETY: geteuid cannot fail.
-    let cg = if unsafe { libc::geteuid() } != 0 { rootless_cgroup(cg, &spec)? } else { Some(cg) };
+    let cg = if rootless() { rootless_cgroup(cg, &spec)? } else { Some(cg) };
+    if let Some(cg) = &cg {
+        refuse_busy(cg)?;
+    }
     undo.cgroup = cg.clone();
     if let Some(cg) = &cg {
         cg.create_v2()?;
@@ -296,14 +330,6 @@ pub fn create(o: &CreateOptions) -> Result<State> {
         st.pid = init_pid;
         st.pid_start = state::proc_start(init_pid).map(|s| s.0).unwrap_or(0);
     }
-    let mut hooks_ran = false;
-    let poststop_after_failure = |st: &State| {
-        if let Some(h) = hooks.and_then(|h| h.poststop().as_ref())
-            && let Ok(json) = serde_json::to_vec(&st.to_oci_json(Status::Stopped))
-        {
-            hooks::run_all_warn("poststop", Some(h), &json);
-        }
-    };
     loop {
         let m = recv(sock)?;
         if m.is_empty() {
@@ -322,24 +348,20 @@ pub fn create(o: &CreateOptions) -> Result<State> {
             oom_score_adj(init_pid)?;
         } else if m == b"hooks" {
             let json = serde_json::to_vec(&st.to_oci_json(Status::Creating))?;
-            hooks_ran = true;
-            let ran = hooks::run_all("prestart", hooks.and_then(|h| h.prestart().as_ref()), &json)
-                .and_then(|_| hooks::run_all("createRuntime", hooks.and_then(|h| h.create_runtime().as_ref()), &json));
-            if let Err(e) = ran {
-                poststop_after_failure(&st);
-                return Err(e);
+            if let Some(h) = hooks.and_then(|h| h.poststop().as_ref()) {
+                let stopped = serde_json::to_vec(&st.to_oci_json(Status::Stopped))?;
+                undo.poststop = Some((h.clone(), stopped));
             }
+            hooks::run_all("prestart", hooks.and_then(|h| h.prestart().as_ref()), &json)?;
+            hooks::run_all("createRuntime", hooks.and_then(|h| h.create_runtime().as_ref()), &json)?;
             let mut go = b"go".to_vec();
             go.extend_from_slice(&json);
             send(sock, &go);
         } else if m == b"ready" {
             break;
         } else if let Some(e) = m.strip_prefix(b"error:") {
-            // A createContainer hook (or anything after the hooks began) failed: the spec
-            // goes on to delete, poststop hooks included.
-            if hooks_ran {
-                poststop_after_failure(&st);
-            }
+            // A failure after the hooks began (a createContainer hook...) still runs the
+            // poststop hooks: Undo does, once the processes are gone.
             bail!("{}", String::from_utf8_lossy(e));
         } else {
             bail!("unexpected message from the container's init: {:?}", String::from_utf8_lossy(&m));
@@ -715,7 +737,7 @@ impl Container {
         }
         drop(sock);
         drop(console);
-        let undo = Undo { dir: None, cgroup: None, pids: vec![stage] };
+        let undo = Undo { dir: None, cgroup: None, pids: vec![stage], poststop: None };
         send(lst.as_raw_fd(), b"go");
         let mut pid = 0;
         let mut listener = None;

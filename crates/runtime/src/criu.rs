@@ -125,6 +125,14 @@ impl Container {
         }
         binary()?;
         let spec = self.spec()?;
+        // Absolute paths: criu works from its own directory.
+        let mut abs = o.clone();
+        for p in [Some(&mut abs.image_path), abs.work_path.as_mut()].into_iter().flatten() {
+            if p.is_relative() {
+                *p = std::env::current_dir()?.join(&*p);
+            }
+        }
+        let o = &abs;
         fs::create_dir_all(&o.image_path)
             .with_context(|| format!("creating the image path {}", o.image_path.display()))?;
         let work = work_dir(o)?;
@@ -162,11 +170,45 @@ impl Container {
     }
 }
 
+/// The bundle's root bind-mounted where CRIU wants it (a mount point of its own), outside the
+/// container's state dir so that no removal of that dir can reach into the root; unmounted when
+/// dropped.
+struct CriuRoot(PathBuf);
+
+impl CriuRoot {
+    fn mount(root: &Path, id: &str, rootfs: &Path) -> Result<CriuRoot> {
+        let p = root.join(format!(".criu-root-{id}"));
+        fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+        let flags = nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC;
+        if let Err(e) = nix::mount::mount(Some(rootfs), &p, None::<&str>, flags, None::<&str>) {
+            let _ = fs::remove_dir(&p);
+            return Err(e).with_context(|| format!("bind-mounting {} for criu", rootfs.display()));
+        }
+        Ok(CriuRoot(p))
+    }
+}
+
+impl Drop for CriuRoot {
+    fn drop(&mut self) {
+        // Only an empty directory is removed: if the unmount failed, the root stays untouched.
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
 /// Restores a checkpoint as container `o.id` of the bundle. Returns its state (running).
 pub fn restore(o: &RestoreOptions) -> Result<State> {
     state::validate_id(&o.id)?;
     binary()?;
-    let images = &o.criu.image_path;
+    // Absolute paths: criu works from its own directory.
+    let abs = |p: &Path| -> Result<PathBuf> {
+        Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) })
+    };
+    let mut opts = o.criu.clone();
+    opts.image_path = abs(&o.criu.image_path)?;
+    opts.work_path = o.criu.work_path.as_deref().map(abs).transpose()?;
+    let root = abs(&o.root)?;
+    let images = &opts.image_path;
     if !images.join("inventory.img").is_file() {
         bail!("{} holds no checkpoint (no inventory.img): see `berth-runtime checkpoint`", images.display());
     }
@@ -177,40 +219,27 @@ pub fn restore(o: &RestoreOptions) -> Result<State> {
         Ok(b) => serde_json::from_slice(&b).with_context(|| format!("reading {DESCRIPTORS}"))?,
         Err(_) => Vec::new(),
     };
-    let work = work_dir(&o.criu)?;
-
-    let (dir, mut undo) = new_state_dir(&o.root, &o.id, &spec_bytes)?;
-
-    // The cgroup with the bundle's limits; CRIU puts the processes back into it (same path).
+    let work = work_dir(&opts)?;
+    // Everything checked before anything is made.
+    let shared = common(&opts, &work, "restore.log")?;
     let cg = cgroup_for(&spec, &o.id)?;
+    crate::container::refuse_busy(&cg)?;
+
+    let (dir, mut undo) = new_state_dir(&root, &o.id, &spec_bytes)?;
+    // The cgroup with the bundle's limits; CRIU puts the processes back into it (same path).
     undo.cgroup = Some(cg.clone());
     cg.create()?;
     if let Some(r) = effective_resources(&spec)? {
         cg.apply(&r).context("linux.resources")?;
     }
-
-    // CRIU wants the root as a mount point of its own.
-    let criu_root = dir.join("criu-root");
-    fs::create_dir(&criu_root).context("creating criu-root")?;
-    nix::mount::mount(
-        Some(&rootfs),
-        &criu_root,
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .with_context(|| format!("bind-mounting {} for criu", rootfs.display()))?;
-    let unmount = |p: &Path| {
-        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-        let _ = fs::remove_dir(p);
-    };
+    let criu_root = CriuRoot::mount(&root, &o.id, &rootfs)?;
 
     let pidfile = dir.join("restore.pid");
     let mut a: Vec<OsString> =
         vec!["restore".into(), "--restore-detached".into(), "--pidfile".into(), pidfile.clone().into()];
-    a.extend(common(&o.criu, &work, "restore.log")?);
+    a.extend(shared);
     a.push("--root".into());
-    a.push(criu_root.clone().into());
+    a.push(criu_root.0.clone().into());
     // Device nodes by any path when the dumped one is not there (runc's EvasiveDevices).
     a.push("--evasive-devices".into());
     for (dest, src) in bind_mounts(&spec) {
@@ -226,7 +255,7 @@ pub fn restore(o: &RestoreOptions) -> Result<State> {
         }
     }
     let res = run_criu(&a, &work, "restore.log", "restore");
-    unmount(&criu_root);
+    drop(criu_root);
     res?;
     let pid: i32 = fs::read_to_string(&pidfile)
         .context("reading criu's pid file")?
@@ -246,7 +275,7 @@ pub fn restore(o: &RestoreOptions) -> Result<State> {
         cgroup_path: Some(cg.path().to_path_buf()),
         owner: String::new(),
     };
-    st.save(&o.root)?;
+    st.save(&root)?;
     if let Some(pf) = &o.pid_file {
         write_pid_file(pf, pid)?;
     }

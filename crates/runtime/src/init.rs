@@ -355,14 +355,14 @@ fn init_inner(a: &InitArgs, wait_limits: bool) -> Result<std::convert::Infallibl
         bail!("linux.namespaces: berth-runtime needs a new mount namespace");
     }
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
-        if !a.plan.has(LinuxNamespaceType::Uts) {
-            bail!("hostname needs a uts namespace");
+        if !a.plan.own(LinuxNamespaceType::Uts) {
+            bail!("hostname needs a uts namespace of the container's own");
         }
         nix::unistd::sethostname(h).context("setting the hostname")?;
     }
     if let Some(d) = spec.domainname().as_deref().filter(|h| !h.is_empty()) {
-        if !a.plan.has(LinuxNamespaceType::Uts) {
-            bail!("domainname needs a uts namespace");
+        if !a.plan.own(LinuxNamespaceType::Uts) {
+            bail!("domainname needs a uts namespace of the container's own");
         }
         let c = CString::new(d)?;
         // SAFETY: setdomainname with a valid buffer.
@@ -591,7 +591,7 @@ fn write_sysctls(spec: &Spec, plan: &ns::Plan) -> Result<()> {
         let Some(ns) = needs else {
             bail!("linux.sysctl: {k} is not namespaced and cannot be set for a container");
         };
-        if !plan.has(ns) {
+        if !plan.own(ns) {
             bail!("linux.sysctl: {k} needs a {} namespace of the container's own (linux.namespaces)", ns_name(ns));
         }
         if k.split(['.', '/']).any(|p| p.is_empty() || p == "..") {

@@ -37,6 +37,8 @@ pub struct Plan {
     pub new_flags: libc::c_int,
     /// user first, then the others, as the kernel needs.
     pub join: Vec<(LinuxNamespaceType, OwnedFd)>,
+    /// Joined namespaces that are the runtime's own (the host's, as a rule).
+    pub joins_ours: Vec<LinuxNamespaceType>,
 }
 
 impl Plan {
@@ -46,11 +48,17 @@ impl Plan {
     pub fn has(&self, t: LinuxNamespaceType) -> bool {
         self.has_new(t) || self.join.iter().any(|(j, _)| *j == t)
     }
+    /// A namespace of the container that is not the runtime's: new, or joined by a path that
+    /// is not our own (what makes a hostname or a sysctl the container's, not the host's).
+    pub fn own(&self, t: LinuxNamespaceType) -> bool {
+        self.has(t) && !self.joins_ours.contains(&t)
+    }
 }
 
 pub fn plan(list: &[LinuxNamespace]) -> Result<Plan> {
     let mut new_flags = 0;
     let mut join = Vec::new();
+    let mut joins_ours = Vec::new();
     let mut seen = Vec::new();
     for ns in list {
         let t = ns.typ();
@@ -68,12 +76,20 @@ pub fn plan(list: &[LinuxNamespace]) -> Result<Plan> {
                 )
                 .with_context(|| format!("linux.namespaces: opening {} namespace {}", proc_name(t), p.display()))?;
                 check_nsfs(&fd, t, p)?;
+                let ours = std::fs::metadata(format!("/proc/self/ns/{}", proc_name(t))).ok();
+                let theirs = nix::sys::stat::fstat(&fd).ok();
+                if let (Some(o), Some(t2)) = (ours, theirs) {
+                    use std::os::unix::fs::MetadataExt;
+                    if o.ino() == t2.st_ino && o.dev() == t2.st_dev {
+                        joins_ours.push(t);
+                    }
+                }
                 join.push((t, fd));
             }
         }
     }
     join.sort_by_key(|(t, _)| *t != LinuxNamespaceType::User);
-    Ok(Plan { new_flags, join })
+    Ok(Plan { new_flags, join, joins_ours })
 }
 
 /// A path to join must be a namespace file of the right type.

@@ -344,7 +344,9 @@ mod cli {
     pub fn parse(args: &[String]) -> Result<Parsed, Usage> {
         // As runc: a user's containers live under $XDG_RUNTIME_DIR, root's under /run.
         // SAFETY: geteuid cannot fail.
-        let mut root = match std::env::var_os("XDG_RUNTIME_DIR").filter(|_| unsafe { libc::geteuid() } != 0) {
+        let mut root = match std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|d| std::path::Path::new(d).is_absolute() && unsafe { libc::geteuid() } != 0)
+        {
             Some(d) => PathBuf::from(d).join("berth-runtime"),
             None => PathBuf::from(berth_runtime::DEFAULT_ROOT),
         };
@@ -1157,9 +1159,9 @@ fn run(cli: &Cli) -> Result<i32> {
             })?;
             if !*detach {
                 let c = Container { root: cli.root.clone(), state: st };
-                let code = forward_and_wait(c.state.pid)?;
+                let code = forward_and_wait(c.state.pid);
                 c.delete(true)?;
-                return Ok(code);
+                return code;
             }
         }
     }
