@@ -231,9 +231,22 @@ fn internal_networks_and_connect_disconnect() {
     let (_, nft, _) = b.host("nft", &["list", "table", "ip", "berth"]);
     assert!(nft.contains("brtest0") && !nft.contains("brtest0 (10.127.0.0/24): outbound NAT"), "{nft}");
     assert!(nft.contains("outbound NAT"), "the default network still masquerades: {nft}");
+    let (_, link, _) = b.host("ip", &["-d", "link", "show", "brtest0"]);
+    assert!(link.contains("alias berth"), "berth marks its bridges: {link}");
     b.ok(&["network", "rm", "plain"]);
     let (code, _, _) = b.host("ip", &["link", "show", "brtest0"]);
     assert_ne!(code, 0, "brtest0 is left");
+    // A bridge of that name made by someone else after `network create` is neither used nor
+    // removed by berth.
+    b.ok(&["network", "create", "-o", "com.docker.network.bridge.name=brlater", "later"]);
+    let (code, _, err) = b.host("ip", &["link", "add", "brlater", "type", "bridge"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = b.run(&["run", "--rm", "--network", "later", "busybox", "true"]);
+    assert!(code != 0 && err.contains("is not berth's"), "{err}");
+    b.ok(&["network", "rm", "later"]);
+    let (code, _, _) = b.host("ip", &["link", "show", "brlater"]);
+    assert_eq!(code, 0, "someone else's bridge was removed");
+    b.host("ip", &["link", "del", "brlater"]);
     // Connect a running container to a second network, then disconnect it.
     b.ok(&["network", "create", "extra"]);
     b.ok(&["run", "-d", "--name", "hub", "busybox", "sleep", "60"]);

@@ -227,11 +227,11 @@ fn host_veth(container: &str, network: &str) -> String {
     format!("vb{}{}", &container[..9.min(container.len())], &network[..4.min(network.len())])
 }
 
-/// Docker's rule for network names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, here at most 64 bytes.
 /// Docker's bridge driver options berth takes besides the MTU.
 const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
 const MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
 
+/// Docker's rule for network names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, here at most 64 bytes.
 fn valid_network_name(n: &str) -> bool {
     let mut chars = n.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -437,9 +437,7 @@ impl Engine {
         // Its bridge (ports of dead containers' namespaces may still hang on it for a moment:
         // deleting the bridge releases them) and its firewall rules.
         let _lock = self.network_lock()?;
-        if let Ok(mut nl) = netlink::Netlink::open() {
-            let _ = nl.delete_link(&n.bridge);
-        }
+        let _ = netlink::remove_bridge(&n.bridge);
         let had_rules = self.net_dir(&n.id).join("up").exists();
         let _ = fs::remove_dir_all(self.net_dir(&n.id));
         if had_rules {

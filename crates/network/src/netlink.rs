@@ -37,6 +37,7 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_IFALIAS: u16 = 20;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
@@ -244,6 +245,22 @@ struct Link {
     name: String,
     master: Option<u32>,
     kind: Option<String>,
+    alias: Option<String>,
+}
+
+/// The alias berth gives the bridges it makes: a bridge of someone else's, even with the name
+/// a network asks for, is never used or removed.
+const BRIDGE_ALIAS: &str = "berth";
+
+/// A bridge berth may use and remove: marked as its own, or (made before the mark existed)
+/// named the way berth names its bridges (`berth0`, `br-` and 12 hex digits).
+fn bridge_is_ours(l: &Link) -> bool {
+    l.alias.as_deref() == Some(BRIDGE_ALIAS)
+        || (l.alias.is_none()
+            && (l.name == "berth0"
+                || l.name
+                    .strip_prefix("br-")
+                    .is_some_and(|h| h.len() == 12 && h.chars().all(|c| c.is_ascii_hexdigit()))))
 }
 
 /// An RTM_NEWLINK payload: struct ifinfomsg then attributes.
@@ -255,6 +272,7 @@ fn parse_link(p: &[u8]) -> Option<Link> {
         name: find(a, IFLA_IFNAME).map(cstr)?,
         master: find(a, IFLA_MASTER).and_then(|m| u32_at(m, 0)),
         kind: find(a, IFLA_LINKINFO).and_then(|li| find(li, IFLA_INFO_KIND)).map(cstr),
+        alias: find(a, IFLA_IFALIAS).map(cstr).filter(|s| !s.is_empty()),
     })
 }
 
@@ -401,12 +419,26 @@ impl Netlink {
         // containers come and go and leaves stale ARP entries behind in the others.
         m.attr(IFLA_ADDRESS, &random_mac()?);
         m.begin(IFLA_LINKINFO).attr(IFLA_INFO_KIND, b"bridge").end();
-        match self.run(m) {
+        let made = match self.run(m) {
             Err(e) if e.errno() != Some(libc::EEXIST) => return Err(e.context(&format!("create bridge {name}"))),
-            _ => {}
-        }
+            r => r.is_ok(),
+        };
         match self.get_link(name)? {
-            Some(l) if l.kind.as_deref() == Some("bridge") => Ok(l.index),
+            Some(l) if l.kind.as_deref() == Some("bridge") && made => {
+                // Marked as ours (the alias is set on a link that exists, not at creation).
+                let mut m = Msg::new(RTM_SETLINK, NLM_F_ACK, &ifinfo(l.index, 0, 0));
+                m.attr(IFLA_IFALIAS, BRIDGE_ALIAS.as_bytes());
+                self.run(m).map_err(|e| e.context(&format!("mark bridge {name} as berth's")))?;
+                Ok(l.index)
+            }
+            Some(l) if l.kind.as_deref() == Some("bridge") && bridge_is_ours(&l) => Ok(l.index),
+            Some(_) if made => Err(io::Error::other(format!("create bridge {name}: it changed right after creation"))),
+            Some(l) if l.kind.as_deref() == Some("bridge") => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "create bridge {name}: a bridge of that name exists and is not berth's (no alias {BRIDGE_ALIAS:?}); rename or remove it"
+                ),
+            )),
             Some(l) => Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!(
@@ -719,10 +751,24 @@ pub fn remove_bridge_if_unused(bridge: &str) -> io::Result<bool> {
             format!("remove bridge {bridge}: that link is not a bridge"),
         ));
     }
+    if !bridge_is_ours(&link) {
+        // Someone else's bridge of the same name: left alone.
+        return Ok(false);
+    }
     if !nl.ports_of(link.index)?.is_empty() {
         return Ok(false);
     }
     nl.delete_link(bridge)
+}
+
+/// Deletes the bridge of a network being removed, ports and all, if it is berth's (see
+/// [`bridge_is_ours`]); returns whether it did.
+pub fn remove_bridge(bridge: &str) -> io::Result<bool> {
+    let mut nl = Netlink::open()?;
+    match nl.get_link(bridge)? {
+        Some(l) if l.kind.as_deref() == Some("bridge") && bridge_is_ours(&l) => nl.delete_link(bridge),
+        _ => Ok(false),
+    }
 }
 
 /// Brings `lo` up (used for --network none containers, inside in_netns).
@@ -765,7 +811,10 @@ mod tests {
         m.begin(IFLA_LINKINFO).attr(IFLA_INFO_KIND, b"veth").end();
         let b = m.finish(1);
         let link = parse_link(&b[HDR..]).unwrap();
-        assert_eq!(link, Link { index: 9, name: "vb1".into(), master: Some(3), kind: Some("veth".into()) });
+        assert_eq!(
+            link,
+            Link { index: 9, name: "vb1".into(), master: Some(3), kind: Some("veth".into()), alias: None }
+        );
 
         // An error with the capped echo and an extended-ack message.
         let mut p = (-libc::EEXIST).to_ne_bytes().to_vec();

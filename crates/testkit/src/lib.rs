@@ -16,8 +16,6 @@ pub mod token;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// A short tag unique to this test process and call, used in ids and paths so that leaks can
-/// be traced to the test that made them.
 /// The runtime binary a test runs: `built` (this build's, from `CARGO_BIN_EXE_berth-runtime`),
 /// or the one `$BERTH_RUNTIME_BIN` names (scripts/test.sh runs the runtime's tests again
 /// against the statically linked build that `make build` ships).
@@ -25,6 +23,8 @@ pub fn runtime_under_test(built: &str) -> String {
     std::env::var("BERTH_RUNTIME_BIN").unwrap_or_else(|_| built.to_string())
 }
 
+/// A short tag unique to this test process and call, used in ids and paths so that leaks can
+/// be traced to the test that made them.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!("{prefix}-bt{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
