@@ -423,7 +423,18 @@ impl Netlink {
             Err(e) if e.errno() != Some(libc::EEXIST) => return Err(e.context(&format!("create bridge {name}"))),
             r => r.is_ok(),
         };
-        match self.get_link(name)? {
+        let mut link = self.get_link(name)?;
+        // Another berth made it a moment ago and is about to mark it: give it that moment.
+        for _ in 0..50 {
+            match &link {
+                Some(l) if !made && l.kind.as_deref() == Some("bridge") && l.alias.is_none() && !bridge_is_ours(l) => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    link = self.get_link(name)?;
+                }
+                _ => break,
+            }
+        }
+        match link {
             Some(l) if l.kind.as_deref() == Some("bridge") && made => {
                 // Marked as ours (the alias is set on a link that exists, not at creation).
                 let mut m = Msg::new(RTM_SETLINK, NLM_F_ACK, &ifinfo(l.index, 0, 0));
