@@ -784,6 +784,21 @@ fn attach_follows_a_running_container() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot attach to a stopped container"), "{err}");
     b.ok(&["rm", id.trim()]);
+    // -i keeps a detached container's stdin open (no terminal): attach writes to it.
+    let id =
+        b.ok(&["run", "-d", "-i", "--network", "none", "busybox", "sh", "-c", "read line; echo got-$line; exit 4"]);
+    let mut c = b.cmd(&["attach", id.trim()]);
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"hello\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).as_ref()),
+        (Some(4), "got-hello\n"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    b.ok(&["rm", id.trim()]);
 }
 
 #[test]

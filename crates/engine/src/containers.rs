@@ -889,7 +889,8 @@ impl Engine {
         let sock = std::os::unix::net::UnixStream::connect(&path)
             .with_context(|| format!("connecting to the monitor of container {}", c.name))?;
         let _raw = if c.config.tty { Some(RawMode::enter()) } else { None };
-        let mut input = stdin && c.config.tty;
+        // Input goes to a pty, or to the stdin pipe the monitor keeps for a -i container.
+        let mut input = stdin && (c.config.tty || c.config.interactive);
         let mut buf = vec![0u8; 64 << 10];
         let mut pending: Vec<u8> = Vec::new();
         let mut keys = DetachKeys::new(detach_keys.unwrap_or(&c.config.detach_keys))?;
@@ -909,9 +910,12 @@ impl Engine {
                     input = false;
                 } else {
                     let data = &buf[..n as usize];
+                    // The detach keys are a terminal's (Docker: only with -t).
                     let mut detach = false;
-                    for &b in data {
-                        detach |= keys.feed(b);
+                    if c.config.tty {
+                        for &b in data {
+                            detach |= keys.feed(b);
+                        }
                     }
                     if detach {
                         return Ok(0);

@@ -124,6 +124,9 @@ struct Running {
     /// stdout, or the pty master with -t.
     out: OwnedFd,
     err: Option<OwnedFd>,
+    /// The write end of a `-i` container's stdin pipe when no caller's input is on it (run -di,
+    /// start without -i): `berth attach` writes there.
+    input: Option<OwnedFd>,
     saved: Option<(OwnedFd, OwnedFd)>,
     tty: bool,
     /// Sockets that hold the published host ports while the container runs.
@@ -157,9 +160,16 @@ fn setup_forked(
             Some((c, r)) => {
                 let mut fds = vec![r.out.as_raw_fd()];
                 fds.extend(r.err.as_ref().map(|e| e.as_raw_fd()));
+                fds.extend(r.input.as_ref().map(|e| e.as_raw_fd()));
                 fds.extend(r.held.iter().map(|h| h.as_raw_fd()));
                 let row = serde_json::to_string(&c).unwrap_or_default();
-                let msg = format!("ok {} {} {} {row}", r.pid, r.err.is_some() as u8, r.held.len());
+                let msg = format!(
+                    "ok {} {} {} {} {row}",
+                    r.pid,
+                    r.err.is_some() as u8,
+                    r.input.is_some() as u8,
+                    r.held.len()
+                );
                 let iov = [std::io::IoSlice::new(msg.as_bytes())];
                 let sent = sendmsg::<()>(
                     child_end.as_raw_fd(),
@@ -201,20 +211,22 @@ fn setup_forked(
     // SAFETY: reap the setup child.
     unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
     let rest = text.strip_prefix("ok ").context("the container's setup failed")?;
-    let mut parts = rest.splitn(4, ' ');
+    let mut parts = rest.splitn(5, ' ');
     let mut num = || parts.next().and_then(|x| x.parse::<i64>().ok()).context("a garbled word from the setup");
-    let (pid, has_err, held) = (num()? as i32, num()? == 1, num()? as usize);
+    let (pid, has_err, has_in, held) = (num()? as i32, num()? == 1, num()? == 1, num()? as usize);
     let c: ContainerRow =
         serde_json::from_str(parts.next().unwrap_or("")).context("the container's row from the setup")?;
-    if fds.len() != 1 + has_err as usize + held {
-        anyhow::bail!("the container's setup handed over {} files, not {}", fds.len(), 1 + has_err as usize + held);
+    let want = 1 + has_err as usize + has_in as usize + held;
+    if fds.len() != want {
+        anyhow::bail!("the container's setup handed over {} files, not {want}", fds.len());
     }
     let mut fds = fds.into_iter();
     let out = fds.next().context("no output fd")?;
     let err = if has_err { fds.next() } else { None };
+    let input = if has_in { fds.next() } else { None };
     let saved = Some((dup_cloexec(1)?, dup_cloexec(2)?));
     let tty = c.config.tty;
-    Ok((c, Running { pid, out, err, saved, tty, held: fds.collect() }))
+    Ok((c, Running { pid, out, err, input, saved, tty, held: fds.collect() }))
 }
 
 /// The setup child's work: open the engine, (first start) claim the container for our parent,
@@ -349,6 +361,7 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
             }
         }
     };
+    let mut input = None;
     let (out, err, pid) = if c.config.tty {
         // With -t the runtime sends us the pty master through a console socket. The init
         // connects and sends during create; the kernel queues both until we accept after.
@@ -365,15 +378,34 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
         copy_winsize(saved.0.as_raw_fd(), master.as_raw_fd());
         (master, None, pid)
     } else {
-        // The container's stdout and stderr are pipes to us.
+        // The container's stdout and stderr are pipes to us. With -i and no caller's input on
+        // our stdin (run -di, a start without -i: it is /dev/null), its stdin is a pipe from
+        // us too, which `berth attach` writes to, as Docker keeps a -i container's stdin open.
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let stdin_pipe = if c.config.interactive && is_dev_null(0) {
+            Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+        } else {
+            None
+        };
+        let saved_in = match &stdin_pipe {
+            Some((r, _)) => {
+                let s = dup_cloexec(0)?;
+                dup2(r.as_raw_fd(), 0)?;
+                Some(s)
+            }
+            None => None,
+        };
         dup2(out_w.as_raw_fd(), 1)?;
         dup2(err_w.as_raw_fd(), 2)?;
         let made = create(&opts);
         dup2(saved.0.as_raw_fd(), 1)?;
         dup2(saved.1.as_raw_fd(), 2)?;
+        if let Some(s) = &saved_in {
+            dup2(s.as_raw_fd(), 0)?;
+        }
         drop((out_w, err_w));
+        input = stdin_pipe.map(|(_, w)| w);
         (out_r, Some(err_r), made?)
     };
     let held = if bridged {
@@ -392,7 +424,7 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
         "UPDATE containers SET state = 'running', pid = ?2, started = ?3, exit_code = 0, oom_killed = 0 WHERE id = ?1",
         params![c.id, pid, db::now_nanos()],
     )?;
-    Ok(Running { pid, out, err, saved: Some(saved), tty: c.config.tty, held })
+    Ok(Running { pid, out, err, input, saved: Some(saved), tty: c.config.tty, held })
 }
 
 /// Copies the container's output to the log (and the caller's terminal) until its init exits.
@@ -481,6 +513,8 @@ fn pump(
                 gone.push(i);
             } else if r.tty {
                 write_all(r.out.as_raw_fd(), &buf[..k as usize]);
+            } else if let Some(w) = &r.input {
+                write_all(w.as_raw_fd(), &buf[..k as usize]);
             }
         }
         for i in gone.into_iter().rev() {
@@ -824,6 +858,14 @@ fn loopback_up(pid: i32) -> Result<()> {
         anyhow::bail!("bringing up the loopback interface failed (step {code})");
     }
     Ok(())
+}
+
+/// Whether our `fd` is /dev/null (the character device 1:3).
+fn is_dev_null(fd: RawFd) -> bool {
+    // SAFETY: fstat of a number into a zeroed struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+    ok && st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3)
 }
 
 fn dup_cloexec(fd: RawFd) -> Result<OwnedFd> {
