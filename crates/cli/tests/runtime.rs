@@ -386,6 +386,29 @@ fn processes_left_by_a_stopped_init_go_with_delete() {
     no_state_left(&g);
 }
 
+/// `run` of a terminal process without --console-socket, in the foreground: the runtime makes
+/// the pty its own and copies it to its stdout (as runc does); detached, the socket is needed.
+#[test]
+fn run_with_a_terminal_and_no_console_socket() {
+    if berth_testkit::need_root() {
+        return;
+    }
+    let g = Guard::new("rt-tty");
+    let b = Bundle::busybox(&Config::default().sh("tty; stty size; exit 3").set("/process/terminal", json!(true)));
+    let id = g.id("c");
+    let mut c = rt(&g);
+    c.args(["run", "-b"]).arg(b.path()).arg(&id);
+    let o = out(c);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    let t = text(&o);
+    assert!(t.starts_with("/dev/") && t.contains('\r'), "a terminal's output: {t:?}");
+    let mut c = rt(&g);
+    c.args(["run", "-d", "-b"]).arg(b.path()).arg(&id);
+    let o = out(c);
+    assert!(!o.status.success() && err(&o).contains("--console-socket is required"), "{}", err(&o));
+    no_state_left(&g);
+}
+
 #[test]
 fn exec_runs_inside_the_container() {
     if berth_testkit::need_root() {
