@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use berth_runtime::tty::{RawMode, write_all};
 use berth_storage::RootFs;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -226,37 +227,6 @@ pub struct Started {
     tty: bool,
     status: BufReader<std::fs::File>,
     signals: Option<SignalPipe>,
-}
-
-/// Puts our terminal in raw mode while attached to a container's pty; restores it on drop.
-struct RawMode(Option<libc::termios>);
-
-impl RawMode {
-    fn enter() -> RawMode {
-        // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed termios.
-        unsafe {
-            if libc::isatty(0) != 1 {
-                return RawMode(None);
-            }
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return RawMode(None);
-            }
-            let saved = t;
-            libc::cfmakeraw(&mut t);
-            libc::tcsetattr(0, libc::TCSANOW, &t);
-            RawMode(Some(saved))
-        }
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(t) = self.0 {
-            // SAFETY: restoring the saved settings.
-            unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
-        }
-    }
 }
 
 impl Started {
@@ -920,7 +890,7 @@ impl Engine {
                     if detach {
                         return Ok(0);
                     }
-                    crate::monitor::write_all(sock.as_raw_fd(), data);
+                    write_all(sock.as_raw_fd(), data);
                 }
             }
             if fds[0].revents != 0 {
@@ -930,7 +900,7 @@ impl Engine {
                     break;
                 }
                 if c.config.tty {
-                    crate::monitor::write_all(1, &buf[..n as usize]);
+                    write_all(1, &buf[..n as usize]);
                     continue;
                 }
                 // Frames: [stream, 0, 0, 0, length (big endian u32)] then the bytes.
@@ -940,7 +910,7 @@ impl Engine {
                     if pending.len() < 8 + len {
                         break;
                     }
-                    crate::monitor::write_all(if pending[0] == 2 { 2 } else { 1 }, &pending[8..8 + len]);
+                    write_all(if pending[0] == 2 { 2 } else { 1 }, &pending[8..8 + len]);
                     pending.drain(..8 + len);
                 }
             }
@@ -1125,56 +1095,7 @@ pub(crate) fn owned(fd: i32) -> OwnedFd {
 /// Connects our terminal to a pty master until process `pid` (our child) exits: raw mode,
 /// window size (and its changes), input when `stdin`; returns the exit code.
 pub fn attach_pty(master: OwnedFd, pid: i32, stdin: bool) -> Result<i32> {
-    let _raw = RawMode::enter();
-    crate::monitor::copy_winsize(0, master.as_raw_fd());
-    let winch = SignalPipe::install(&[libc::SIGWINCH]).ok();
-    // SAFETY: pidfd_open of our child.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-    let mut input = stdin;
-    let mut buf = vec![0u8; 32 << 10];
-    loop {
-        let mut fds = [
-            libc::pollfd { fd: master.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if input { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
-            libc::pollfd {
-                fd: winch.as_ref().map(|w| w.read.as_raw_fd()).unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: poll over fds we hold.
-        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, -1) } < 0 {
-            continue;
-        }
-        if fds[0].revents != 0 {
-            // SAFETY: read into our buffer.
-            let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                break;
-            }
-            crate::monitor::write_all(1, &buf[..n as usize]);
-        }
-        if fds[1].revents != 0 {
-            // SAFETY: read into our buffer.
-            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                input = false;
-            } else {
-                crate::monitor::write_all(master.as_raw_fd(), &buf[..n as usize]);
-            }
-        }
-        if fds[2].revents != 0
-            && let Some(w) = &winch
-        {
-            w.drain();
-            crate::monitor::copy_winsize(0, master.as_raw_fd());
-        }
-        if fds[3].revents != 0 && fds[0].revents == 0 {
-            // The process is gone and its output drained.
-            break;
-        }
-    }
+    berth_runtime::tty::relay(&master, pid, stdin);
     berth_runtime::container::wait_exit_code(pid)
 }
 

@@ -13,6 +13,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use berth_image::manifest::chain_ids;
 use berth_runtime::container::{Container, CreateOptions, create};
+use berth_runtime::tty::{copy_winsize, write_all};
 use berth_storage::RootFs;
 use rusqlite::params;
 
@@ -683,17 +684,6 @@ pub(crate) fn recv_fd(sock: RawFd) -> Result<OwnedFd> {
     anyhow::bail!("the runtime sent no pty master on the console socket")
 }
 
-/// Gives the pty `to` the window size of the terminal `from` (nothing if it is not a tty).
-pub(crate) fn copy_winsize(from: RawFd, to: RawFd) {
-    // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a zeroed winsize.
-    unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 {
-            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
-        }
-    }
-}
-
 /// Removes the runtime's state and cgroup of the run that ended; returns whether the OOM killer struck.
 fn teardown_run(engine: &Engine, c: &ContainerRow) -> bool {
     let rt = engine.runtime_of(c).ok();
@@ -883,17 +873,6 @@ fn dup2(from: RawFd, to: RawFd) -> Result<()> {
         return Err(std::io::Error::last_os_error()).context("dup2");
     }
     Ok(())
-}
-
-pub(crate) fn write_all(fd: RawFd, mut data: &[u8]) {
-    while !data.is_empty() {
-        // SAFETY: write from our buffer.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n <= 0 {
-            return;
-        }
-        data = &data[n as usize..];
-    }
 }
 
 fn one_line(s: &str) -> String {

@@ -18,6 +18,7 @@ pub mod sealed;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
+pub mod tty;
 pub mod units;
 
 pub use container::{Container, CreateOptions, DEFAULT_ROOT, create, list, wait_exit_code};

@@ -1200,77 +1200,13 @@ fn run_container(cli: &Cli, a: &CreateArgs, detach: bool, keep: bool) -> Result<
         return Ok(0);
     }
     if let Some(master) = &pty {
-        proxy_pty(master);
+        berth_runtime::tty::relay(master, c.state.pid, true);
     }
     let code = forward_and_wait(c.state.pid)?;
     if !keep {
         c.delete(true)?;
     }
     Ok(code)
-}
-
-/// Copies our stdin to the container's pty and its output to our stdout until it closes (the
-/// container's processes are gone). A terminal of ours is put in raw mode meanwhile (the
-/// container's pty does the line editing) and its size follows ours.
-fn proxy_pty(master: &std::os::fd::OwnedFd) {
-    use std::os::fd::AsRawFd;
-    let m = master.as_raw_fd();
-    let raw = nix::sys::termios::tcgetattr(std::io::stdin()).ok();
-    if let Some(t) = &raw {
-        let mut r = t.clone();
-        nix::sys::termios::cfmakeraw(&mut r);
-        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &r);
-        // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a winsize we own.
-        unsafe {
-            let mut ws: libc::winsize = std::mem::zeroed();
-            if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
-                libc::ioctl(m, libc::TIOCSWINSZ, &ws);
-            }
-        }
-    }
-    let mut input = true;
-    let mut buf = vec![0u8; 32 << 10];
-    loop {
-        let mut fds = [
-            libc::pollfd { fd: if input { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: m, events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: poll over fds we hold.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-            continue;
-        }
-        if fds[0].revents != 0 {
-            // SAFETY: read into our buffer.
-            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                input = false;
-            } else {
-                write_fd(m, &buf[..n as usize]);
-            }
-        }
-        if fds[1].revents != 0 {
-            // SAFETY: read into our buffer.
-            let n = unsafe { libc::read(m, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                break;
-            }
-            write_fd(1, &buf[..n as usize]);
-        }
-    }
-    if let Some(t) = &raw {
-        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
-    }
-}
-
-fn write_fd(fd: i32, mut data: &[u8]) {
-    while !data.is_empty() {
-        // SAFETY: write from a slice we hold.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n <= 0 {
-            return;
-        }
-        data = &data[n as usize..];
-    }
 }
 
 /// `ps` as runc's: the host's ps(1) with the given options (`-ef` by default), its header and
