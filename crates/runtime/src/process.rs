@@ -273,3 +273,26 @@ impl Exec {
         anyhow::anyhow!("exec {:?}: {}", self.path, nix::errno::Errno::last().desc())
     }
 }
+
+/// The host's ps(1) with `args` (`-ef` when none), cut to its header and the lines whose PID
+/// column names one of `pids`: runc's `ps` and Docker's `top`.
+pub fn host_ps(args: &[String], pids: &[i32]) -> Result<(String, Vec<String>)> {
+    let args: Vec<String> = if args.is_empty() { vec!["-ef".into()] } else { args.to_vec() };
+    let o = std::process::Command::new("ps")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running ps (apt install procps)")?;
+    if !o.status.success() {
+        bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default().to_string();
+    let Some(col) = header.split_whitespace().position(|c| c == "PID") else {
+        bail!("Couldn't find PID field in ps output (ps {})", args.join(" "));
+    };
+    let mine =
+        |l: &&str| l.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok()).is_some_and(|p| pids.contains(&p));
+    Ok((header, lines.filter(mine).map(str::to_string).collect()))
+}

@@ -1003,7 +1003,12 @@ fn run(cli: &Cli) -> Result<i32> {
             if format == "json" {
                 println!("{}", serde_json::to_string(&pids)?);
             } else {
-                print!("{}", ps_table(&pids, ps_args)?);
+                // runc's: the host's ps, cut to the container's processes.
+                let (header, lines) = berth_runtime::process::host_ps(ps_args, &pids)?;
+                println!("{header}");
+                for l in lines {
+                    println!("{l}");
+                }
             }
         }
         Cmd::List { format, quiet } => {
@@ -1207,29 +1212,6 @@ fn run_container(cli: &Cli, a: &CreateArgs, detach: bool, keep: bool) -> Result<
         c.delete(true)?;
     }
     Ok(code)
-}
-
-/// `ps` as runc's: the host's ps(1) with the given options (`-ef` by default), its header and
-/// the lines of the container's processes (found by the PID column).
-fn ps_table(pids: &[i32], args: &[String]) -> Result<String> {
-    let args: Vec<String> = if args.is_empty() { vec!["-ef".into()] } else { args.to_vec() };
-    let o = std::process::Command::new("ps").args(&args).output().context("running ps (apt install procps)")?;
-    if !o.status.success() {
-        bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
-    }
-    let text = String::from_utf8_lossy(&o.stdout);
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or_default();
-    let col =
-        header.split_whitespace().position(|c| c == "PID").context("the ps options give no PID column (add -o pid)")?;
-    let mut out = format!("{header}\n");
-    for l in lines {
-        if l.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok()).is_some_and(|p| pids.contains(&p)) {
-            out.push_str(l);
-            out.push('\n');
-        }
-    }
-    Ok(out)
 }
 
 /// `events` data in runc's shape (its types/events.go): what the cgroup tells, by controller.

@@ -852,24 +852,9 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Logout(a) => registry_cmds::logout(a),
         Cmd::Top { container, ps_args } => {
             // As Docker: the host's ps with the given options, the container's processes kept.
-            let pids: std::collections::HashSet<String> =
-                e.top(&container)?.iter().map(|p| p.pid.to_string()).collect();
-            let args = if ps_args.is_empty() { vec!["-ef".to_string()] } else { ps_args };
-            let out = std::process::Command::new("ps")
-                .args(&args)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .context("running ps (procps) for top")?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            if !out.status.success() {
-                bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-            }
-            let mut lines = text.lines();
-            let header = lines.next().unwrap_or_default();
+            let pids: Vec<i32> = e.top(&container)?.iter().map(|p| p.pid).collect();
+            let (header, lines) = berth_runtime::process::host_ps(&ps_args, &pids)?;
             let heads: Vec<&str> = header.split_whitespace().collect();
-            let Some(col) = heads.iter().position(|h| *h == "PID") else {
-                bail!("Couldn't find PID field in ps output (ps {})", args.join(" "));
-            };
             // The last column (CMD/COMMAND) may hold spaces: split the others off.
             let split = |l: &str| -> Vec<String> {
                 let mut f: Vec<String> = Vec::new();
@@ -883,7 +868,7 @@ fn run(cli: Cli) -> Result<i32> {
                 f
             };
             let mut rows = vec![heads.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
-            rows.extend(lines.map(split).filter(|f| f.get(col).is_some_and(|p| pids.contains(p))));
+            rows.extend(lines.iter().map(|l| split(l)));
             print_table(&rows);
             Ok(0)
         }
