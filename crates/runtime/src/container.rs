@@ -113,16 +113,18 @@ pub(crate) fn new_state_dir(root: &Path, id: &str, spec_bytes: &[u8]) -> Result<
     Ok((dir, undo))
 }
 
-/// Not root of the host: an unprivileged user, or root of a user namespace other than the
-/// initial one (rootless Podman, `unshare -r`), where cgroups are not ours to make either.
-pub(crate) fn rootless() -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return true;
-    }
+/// Root of a user namespace other than the initial one (rootless Podman, `unshare -r`): its
+/// cgroups are no more ours to make than an unprivileged user's. Asked only once making one
+/// was refused, so the usual create reads nothing for it.
+fn in_user_namespace() -> bool {
     fs::read_to_string("/proc/self/uid_map")
         .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
         .unwrap_or(false)
+}
+
+/// Making a cgroup was refused for want of rights (not some other failure).
+fn denied(e: &berth_cgroups::Error) -> bool {
+    matches!(e.source.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS))
 }
 
 /// A cgroup that already holds processes belongs to another container (two specs with one
@@ -140,7 +142,7 @@ pub(crate) fn refuse_busy(cg: &Cgroup) -> Result<()> {
 fn rootless_cgroup(cg: Cgroup, spec: &Spec) -> Result<Option<Cgroup>> {
     match cg.create() {
         Ok(()) => Ok(Some(cg)),
-        Err(e) if matches!(e.source.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS)) => {
+        Err(e) if denied(&e) => {
             let _ = cg.remove();
             let r = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
             let limits = r.is_some_and(|r| {
@@ -192,13 +194,20 @@ pub fn create(o: &CreateOptions) -> Result<State> {
     // The direct path (init::direct) clones the init as soon as the cgroup2 directory exists
     // and makes the rest of the cgroup while the init creates its namespaces.
     let direct = init::direct(&plan);
-    let cg = if rootless() { rootless_cgroup(cg, &spec)? } else { Some(cg) };
-    if let Some(cg) = &cg {
-        refuse_busy(cg)?;
+    // SAFETY: geteuid cannot fail.
+    let mut cg = if unsafe { libc::geteuid() } != 0 { rootless_cgroup(cg, &spec)? } else { Some(cg) };
+    if let Some(c) = &cg {
+        refuse_busy(c)?;
     }
     undo.cgroup = cg.clone();
-    if let Some(cg) = &cg {
-        cg.create_v2()?;
+    if let Some(c) = cg.clone()
+        && let Err(e) = c.create_v2()
+    {
+        if !denied(&e) || !in_user_namespace() {
+            return Err(e.into());
+        }
+        cg = rootless_cgroup(c, &spec)?;
+        undo.cgroup = cg.clone();
     }
     let limits = |r: Option<&LinuxResources>| -> Result<()> {
         if let (Some(r), Some(cg)) = (r, &cg) {
