@@ -45,6 +45,21 @@ pub struct RestoreOptions {
     pub criu: CriuOptions,
 }
 
+impl CriuOptions {
+    /// The same with absolute paths: criu works from its own directory.
+    fn absolute(&self) -> Result<CriuOptions> {
+        Ok(CriuOptions {
+            image_path: absolute(&self.image_path)?,
+            work_path: self.work_path.as_deref().map(absolute).transpose()?,
+            ..self.clone()
+        })
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) })
+}
+
 /// runc's name for the record of the init's stdio, kept in the image directory.
 const DESCRIPTORS: &str = "descriptors.json";
 
@@ -125,14 +140,7 @@ impl Container {
         }
         binary()?;
         let spec = self.spec()?;
-        // Absolute paths: criu works from its own directory.
-        let mut abs = o.clone();
-        for p in [Some(&mut abs.image_path), abs.work_path.as_mut()].into_iter().flatten() {
-            if p.is_relative() {
-                *p = std::env::current_dir()?.join(&*p);
-            }
-        }
-        let o = &abs;
+        let o = &o.absolute()?;
         fs::create_dir_all(&o.image_path)
             .with_context(|| format!("creating the image path {}", o.image_path.display()))?;
         let work = work_dir(o)?;
@@ -200,14 +208,8 @@ impl Drop for CriuRoot {
 pub fn restore(o: &RestoreOptions) -> Result<State> {
     state::validate_id(&o.id)?;
     binary()?;
-    // Absolute paths: criu works from its own directory.
-    let abs = |p: &Path| -> Result<PathBuf> {
-        Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) })
-    };
-    let mut opts = o.criu.clone();
-    opts.image_path = abs(&o.criu.image_path)?;
-    opts.work_path = o.criu.work_path.as_deref().map(abs).transpose()?;
-    let root = abs(&o.root)?;
+    let opts = o.criu.absolute()?;
+    let root = absolute(&o.root)?;
     let images = &opts.image_path;
     if !images.join("inventory.img").is_file() {
         bail!("{} holds no checkpoint (no inventory.img): see `berth-runtime checkpoint`", images.display());
