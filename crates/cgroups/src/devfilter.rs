@@ -10,38 +10,16 @@
 //! `deny a *:* rwm` in practice (runc's and Docker's default), so everything not allowed later
 //! is denied.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 
 use crate::{Result, err, invalid};
 
-/// One instruction of the eBPF machine (struct bpf_insn).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
-    pub code: u8,
-    /// dst register in the low nibble, src in the high one.
-    pub regs: u8,
-    pub off: i16,
-    pub imm: i32,
-}
-
-// Opcodes (include/uapi/linux/bpf.h, bpf_common.h).
-const LDX_MEM_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
-const ALU32_AND_K: u8 = 0x54; // BPF_ALU | BPF_AND | BPF_K
-const ALU32_RSH_K: u8 = 0x74; // BPF_ALU | BPF_RSH | BPF_K
-const ALU64_MOV_X: u8 = 0xbf; // BPF_ALU64 | BPF_MOV | BPF_X
-const ALU64_MOV_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
-const JMP_JA: u8 = 0x05;
-const JMP_JEQ_K: u8 = 0x15;
-const JMP_JNE_K: u8 = 0x55;
-const JMP_EXIT: u8 = 0x95;
-
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn { code, regs: dst | (src << 4), off, imm }
-}
+pub use berth_ebpf::Insn;
+use berth_ebpf::op::*;
+use berth_ebpf::{BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI, insn};
 
 // The context (struct bpf_cgroup_dev_ctx): access_type = access << 16 | type, major, minor.
 const DEV_BLOCK: u32 = 1;
@@ -165,110 +143,15 @@ pub fn program(rules: &[Rule]) -> Vec<Insn> {
     p
 }
 
-// bpf(2) commands, program and attach types, flags.
-const BPF_PROG_LOAD: libc::c_int = 5;
-const BPF_PROG_ATTACH: libc::c_int = 8;
-const BPF_PROG_DETACH: libc::c_int = 9;
-const BPF_PROG_GET_FD_BY_ID: libc::c_int = 13;
-const BPF_PROG_QUERY: libc::c_int = 16;
-const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
-const BPF_CGROUP_DEVICE: u32 = 6;
-const BPF_F_ALLOW_MULTI: u32 = 2;
-
-fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> std::io::Result<libc::c_long> {
-    // SAFETY: bpf(2) with a properly sized, initialised attribute struct that we own; the
-    // kernel zero-extends it to its own union.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>() as u32) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(rc)
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoad {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-/// Loads the program; on a refusal, loads it again with the verifier's log for the message.
+/// Loads the program; a refusal carries the verifier's last words.
 pub fn load(prog: &[Insn]) -> Result<OwnedFd> {
-    let license = c"Apache-2.0";
-    let mut name = [0u8; 16];
-    name[..9].copy_from_slice(b"berth_dev");
-    let mut attr = ProgLoad {
-        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: prog.len() as u32,
-        insns: prog.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_name: name,
+    let p = berth_ebpf::Program {
+        prog_type: berth_ebpf::BPF_PROG_TYPE_CGROUP_DEVICE,
         expected_attach_type: BPF_CGROUP_DEVICE,
-        ..Default::default()
+        name: "berth_dev",
+        insns: prog,
     };
-    match bpf(BPF_PROG_LOAD, &mut attr) {
-        // SAFETY: a new fd from the kernel.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
-        Err(e) => {
-            let mut log = vec![0u8; 64 * 1024];
-            attr.log_level = 1;
-            attr.log_size = log.len() as u32;
-            attr.log_buf = log.as_mut_ptr() as u64;
-            let again = bpf(BPF_PROG_LOAD, &mut attr);
-            if let Ok(fd) = again {
-                // SAFETY: as above; loaded the second time after all.
-                return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-            }
-            let text = String::from_utf8_lossy(&log[..log.iter().position(|b| *b == 0).unwrap_or(0)]).into_owned();
-            let tail: String = text.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
-            let hint = if e.raw_os_error() == Some(libc::EPERM) {
-                " (loading BPF programs needs CAP_BPF or CAP_SYS_ADMIN)"
-            } else {
-                ""
-            };
-            Err(err(format!("linux.resources.devices: loading the cgroup v2 device filter{hint}: {tail}"), e))
-        }
-    }
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct Attach {
-    target_fd: u32,
-    attach_bpf_fd: u32,
-    attach_type: u32,
-    attach_flags: u32,
-    replace_bpf_fd: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct Query {
-    target_fd: u32,
-    attach_type: u32,
-    query_flags: u32,
-    attach_flags: u32,
-    prog_ids: u64,
-    prog_cnt: u32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct GetFdById {
-    id: u32,
-    next_id: u32,
-    open_flags: u32,
+    berth_ebpf::load(&p).map_err(|e| err("linux.resources.devices: the cgroup v2 device filter", e))
 }
 
 fn open_dir(dir: &Path) -> Result<OwnedFd> {
@@ -282,25 +165,10 @@ fn open_dir(dir: &Path) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Ids and attach flags of the device programs attached to the cgroup itself.
-fn query(cg: &OwnedFd) -> std::io::Result<(Vec<u32>, u32)> {
-    let mut ids = vec![0u32; 64];
-    let mut q = Query {
-        target_fd: cg.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_DEVICE,
-        prog_ids: ids.as_mut_ptr() as u64,
-        prog_cnt: ids.len() as u32,
-        ..Default::default()
-    };
-    bpf(BPF_PROG_QUERY, &mut q)?;
-    ids.truncate(q.prog_cnt as usize);
-    Ok((ids, q.attach_flags))
-}
-
 /// How many device programs are attached to the cgroup at `dir` (not counting its ancestors').
 pub fn attached(dir: &Path) -> Result<usize> {
     let cg = open_dir(dir)?;
-    query(&cg)
+    berth_ebpf::cgroup_query(cg.as_fd(), BPF_CGROUP_DEVICE)
         .map(|(ids, _)| ids.len())
         .map_err(|e| err(format!("querying the device programs of {}", dir.display()), e))
 }
@@ -311,30 +179,16 @@ pub fn apply(dir: &Path, devs: &[LinuxDeviceCgroup]) -> Result<()> {
     let prog = load(&program(&rules(devs)?))?;
     let cg = open_dir(dir)?;
     let ctx = |what: &str| format!("linux.resources.devices: {what} the device filter of {}", dir.display());
-    let (old, flags) = query(&cg).map_err(|e| err(ctx("querying"), e))?;
+    let (old, flags) = berth_ebpf::cgroup_query(cg.as_fd(), BPF_CGROUP_DEVICE).map_err(|e| err(ctx("querying"), e))?;
     // Programs attached by someone else without BPF_F_ALLOW_MULTI can only be replaced.
     let multi = old.is_empty() || flags & BPF_F_ALLOW_MULTI != 0;
-    let mut a = Attach {
-        target_fd: cg.as_raw_fd() as u32,
-        attach_bpf_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_DEVICE,
-        attach_flags: if multi { BPF_F_ALLOW_MULTI } else { 0 },
-        ..Default::default()
-    };
-    bpf(BPF_PROG_ATTACH, &mut a).map_err(|e| err(ctx("attaching"), e))?;
+    berth_ebpf::cgroup_attach(cg.as_fd(), prog.as_fd(), BPF_CGROUP_DEVICE, if multi { BPF_F_ALLOW_MULTI } else { 0 })
+        .map_err(|e| err(ctx("attaching"), e))?;
     if multi {
         for id in old {
-            let mut g = GetFdById { id, ..Default::default() };
-            let Ok(fd) = bpf(BPF_PROG_GET_FD_BY_ID, &mut g) else { continue };
-            // SAFETY: a new fd from the kernel.
-            let old_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-            let mut d = Attach {
-                target_fd: cg.as_raw_fd() as u32,
-                attach_bpf_fd: old_fd.as_raw_fd() as u32,
-                attach_type: BPF_CGROUP_DEVICE,
-                ..Default::default()
-            };
-            bpf(BPF_PROG_DETACH, &mut d).map_err(|e| err(ctx("detaching the previous"), e))?;
+            let Ok(old_fd) = berth_ebpf::prog_by_id(id) else { continue };
+            berth_ebpf::cgroup_detach(cg.as_fd(), old_fd.as_fd(), BPF_CGROUP_DEVICE)
+                .map_err(|e| err(ctx("detaching the previous"), e))?;
         }
     }
     Ok(())

@@ -476,3 +476,52 @@ fn a_dns_server_that_cannot_listen_fails_the_start_clearly() {
     b.ok(&["network", "rm", "busy53"]);
     assert_eq!(b.network_leftovers(), Vec::<String>::new());
 }
+
+/// Packets the host-side end of a container's veth sent on (towards the container): the link
+/// whose index the container's eth0 names as its peer.
+fn port_tx_packets(b: &Berth, container: &str) -> u64 {
+    let peer: u64 = b.ok(&["exec", container, "cat", "/sys/class/net/eth0/iflink"]).trim().parse().unwrap();
+    let (_, out, _) = b.host("ip", &["-j", "-s", "link", "show"]);
+    let links: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let port = links.as_array().unwrap().iter().find(|l| l["ifindex"] == peer).expect("the container's port");
+    port["stats64"]["tx"]["packets"].as_u64().unwrap()
+}
+
+#[test]
+fn frames_between_containers_of_a_network_skip_the_bridge() {
+    let b = Berth::new("net-bypass");
+    b.ok(&["network", "create", "--subnet", "10.124.0.0/24", "fast"]);
+    b.ok(&["run", "-d", "--name", "srv", "--network", "fast", "busybox", "sleep", "60"]);
+    b.ok(&["run", "-d", "--name", "cli", "--network", "fast", "busybox", "sleep", "60"]);
+    let net = b.ok(&["network", "inspect", "-f", "{{.Id}}", "fast"]);
+    let bridge = format!("br-{}", &net.trim()[..12]);
+    let (_, anchor, _) = b.host("tc", &["filter", "show", "dev", &bridge, "ingress"]);
+    assert!(anchor.contains("berth-anchor"), "{anchor}");
+    let sip = b.inspect("srv", "{{.NetworkSettings.Networks.fast.IPAddress}}");
+    let smac = b.inspect("srv", "{{.NetworkSettings.Networks.fast.MacAddress}}");
+    let mac: Vec<u8> = smac.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+    let mac: [u8; 6] = mac.try_into().unwrap();
+    let peer: u32 = b.ok(&["exec", "srv", "cat", "/sys/class/net/eth0/iflink"]).trim().parse().unwrap();
+    let (br, ns) = (bridge.clone(), b.ns.path());
+    let entry = in_netns(ns.clone(), move || berth_network::bypass::entry(&br, mac).unwrap());
+    assert_eq!(entry, Some(peer), "srv's MAC leads to its host-side veth");
+
+    // 40 pings from cli to srv: the replies go back through cli's port (the bridge would send the
+    // requests out through srv's port as well; the bypass hands them to srvrv's eth0 directly).
+    b.ok(&["exec", "cli", "ping", "-c", "1", "-W", "3", &sip]); // ARP is resolved (by broadcast, via the bridge)
+    let before = port_tx_packets(&b, "srv");
+    let out = b.ok(&["exec", "cli", "ping", "-c", "40", "-i", "0.01", "-W", "3", &sip]);
+    assert!(out.contains("40 packets received"), "{out}");
+    let sent = port_tx_packets(&b, "srv") - before;
+    assert!(sent < 10, "{sent} of the 40 requests went out through srv's port: the bridge forwarded them");
+    // The gateway is not a container: the bridge still carries that.
+    b.ok(&["exec", "cli", "ping", "-c", "2", "-W", "3", "10.124.0.1"]);
+
+    // A stopped container leaves the map.
+    b.ok(&["stop", "-t", "0", "srv"]);
+    let br = bridge.clone();
+    assert_eq!(in_netns(ns, move || berth_network::bypass::entry(&br, mac).unwrap()), None);
+    b.ok(&["rm", "-f", "srv", "cli"]);
+    b.ok(&["network", "rm", "fast"]);
+    assert_eq!(b.network_leftovers(), Vec::<String>::new());
+}

@@ -637,6 +637,8 @@ impl Engine {
                 // wait for it (a deletion waits for an RCU grace period, 10-20 ms here).
                 let _ = netlink::detach(&host_veth(&c.id, &net.id));
             }
+            // Best effort, as the entry would only name an interface that is gone.
+            let _ = berth_network::bypass::leave(&net.bridge, ep.mac);
             self.db.execute(
                 "UPDATE endpoints SET active = 0 WHERE container = ?1 AND network = ?2",
                 params![c.id, net.id],

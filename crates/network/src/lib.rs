@@ -4,6 +4,7 @@
 //! gets. Everything here works in the network namespace of the calling process; the engine
 //! decides which namespace that is and keeps the state (leases, ports) in its database.
 
+pub mod bypass;
 pub mod dns;
 pub mod firewall;
 pub mod ipam;

@@ -49,6 +49,21 @@ const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
 const RTN_UNICAST: u8 = 1;
 const IFF_UP: u32 = 1;
+// Traffic control (include/uapi/linux/rtnetlink.h, pkt_sched.h, pkt_cls.h).
+const RTM_NEWQDISC: u16 = 36;
+const RTM_NEWTFILTER: u16 = 44;
+const RTM_GETTFILTER: u16 = 46;
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const TCA_BPF_FD: u16 = 6;
+const TCA_BPF_NAME: u16 = 7;
+const TCA_BPF_FLAGS: u16 = 8;
+const TCA_BPF_ID: u16 = 11;
+const TCA_BPF_FLAG_ACT_DIRECT: u32 = 1;
+const TC_H_CLSACT: u32 = 0xffff_fff1;
+const TC_H_CLSACT_INGRESS: u32 = 0xffff_fff2; // TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)
+const ETH_P_ALL: u16 = 0x0003;
+const BPF_FILTER_PRIO: u32 = 1;
 const NLA_TYPE_MASK: u16 = 0x3fff; // without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
 const HDR: usize = 16; // struct nlmsghdr
@@ -140,6 +155,16 @@ fn ifinfo(index: u32, flags: u32, change: u32) -> [u8; IFINFO] {
     h[4..8].copy_from_slice(&index.to_ne_bytes());
     h[8..12].copy_from_slice(&flags.to_ne_bytes());
     h[12..16].copy_from_slice(&change.to_ne_bytes());
+    h
+}
+
+/// struct tcmsg: family, padding, ifindex, handle, parent, info.
+fn tcmsg(index: u32, handle: u32, parent: u32, info: u32) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    h[4..8].copy_from_slice(&index.to_ne_bytes());
+    h[8..12].copy_from_slice(&handle.to_ne_bytes());
+    h[12..16].copy_from_slice(&parent.to_ne_bytes());
+    h[16..20].copy_from_slice(&info.to_ne_bytes());
     h
 }
 
@@ -549,6 +574,63 @@ impl Netlink {
         }
     }
 
+    /// Gives the link a clsact qdisc (the hook for tc programs on its ingress); one already
+    /// there is fine.
+    pub fn add_clsact(&mut self, index: u32) -> io::Result<()> {
+        let mut m =
+            Msg::new(RTM_NEWQDISC, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &tcmsg(index, 0xffff_0000, TC_H_CLSACT, 0));
+        m.attr(TCA_KIND, b"clsact\0");
+        match self.run(m) {
+            Err(e) if e.errno() != Some(libc::EEXIST) => {
+                Err(e.context(&format!("add a clsact qdisc to link #{index}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Attaches the tc program `prog` (direct action, all protocols) to the link's ingress as
+    /// filter `name`, at berth's priority and handle 1. One already there is an error of kind
+    /// AlreadyExists: the caller asks [`Netlink::ingress_programs`] whose it is.
+    pub fn add_ingress_program(&mut self, index: u32, prog: BorrowedFd, name: &str) -> io::Result<()> {
+        let info = (BPF_FILTER_PRIO << 16) | u32::from(ETH_P_ALL.to_be());
+        let mut m = Msg::new(
+            RTM_NEWTFILTER,
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            &tcmsg(index, 1, TC_H_CLSACT_INGRESS, info),
+        );
+        m.attr(TCA_KIND, b"bpf\0");
+        m.begin(TCA_OPTIONS);
+        m.attr(TCA_BPF_FD, &(prog.as_raw_fd() as u32).to_ne_bytes());
+        m.attr(TCA_BPF_NAME, &cstring(name));
+        m.attr(TCA_BPF_FLAGS, &TCA_BPF_FLAG_ACT_DIRECT.to_ne_bytes());
+        m.end();
+        self.run(m).map_err(|e| e.context(&format!("attach tc program {name} to the ingress of link #{index}")))
+    }
+
+    /// (filter name, program id) of the tc programs on the link's ingress.
+    pub fn ingress_programs(&mut self, index: u32) -> io::Result<Vec<(String, u32)>> {
+        let m = Msg::new(RTM_GETTFILTER, NLM_F_DUMP, &tcmsg(index, 0, TC_H_CLSACT_INGRESS, 0));
+        let mut found = Vec::new();
+        let r = self.exchange(m, |p| {
+            let Some(a) = p.get(20..) else { return };
+            if find(a, TCA_KIND).map(cstr).as_deref() != Some("bpf") {
+                return;
+            }
+            let Some(opts) = find(a, TCA_OPTIONS) else { return };
+            if let (Some(name), Some(id)) =
+                (find(opts, TCA_BPF_NAME).map(cstr), find(opts, TCA_BPF_ID).and_then(|b| u32_at(b, 0)))
+            {
+                found.push((name, id));
+            }
+        });
+        match r {
+            Ok(()) => Ok(found),
+            // No clsact qdisc: no programs.
+            Err(e) if matches!(e.errno(), Some(libc::EINVAL | libc::ENOENT)) => Ok(found),
+            Err(e) => Err(e.context(&format!("list the tc programs on the ingress of link #{index}"))),
+        }
+    }
+
     /// Names of the links whose master is `bridge_index` (a dump of RTM_GETLINK).
     pub fn ports_of(&mut self, bridge_index: u32) -> io::Result<Vec<String>> {
         let mut tries = 0;
@@ -725,6 +807,8 @@ pub fn attach(netns: BorrowedFd, a: &Attachment) -> io::Result<()> {
         let host = nl.link_index(a.host_veth)?.ok_or_else(|| missing(a.host_veth))?;
         nl.set_master(host, bridge)?;
         nl.set_up(host)?;
+        // Best effort: without it, frames take the bridge (see the bypass module).
+        let _ = crate::bypass::join(&mut nl, bridge, host, a.mac);
         in_netns(netns, || {
             let mut nl = Netlink::open()?;
             let lo = nl.link_index("lo")?.ok_or_else(|| missing("lo"))?;
