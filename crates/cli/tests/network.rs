@@ -507,7 +507,7 @@ fn frames_between_containers_of_a_network_skip_the_bridge() {
     assert_eq!(entry, Some(peer), "srv's MAC leads to its host-side veth");
 
     // 40 pings from cli to srv: the replies go back through cli's port (the bridge would send the
-    // requests out through srv's port as well; the bypass hands them to srvrv's eth0 directly).
+    // requests out through srv's port as well; the bypass hands them to srv's eth0 directly).
     b.ok(&["exec", "cli", "ping", "-c", "1", "-W", "3", &sip]); // ARP is resolved (by broadcast, via the bridge)
     let before = port_tx_packets(&b, "srv");
     let out = b.ok(&["exec", "cli", "ping", "-c", "40", "-i", "0.01", "-W", "3", &sip]);
@@ -516,6 +516,17 @@ fn frames_between_containers_of_a_network_skip_the_bridge() {
     assert!(sent < 10, "{sent} of the 40 requests went out through srv's port: the bridge forwarded them");
     // The gateway is not a container: the bridge still carries that.
     b.ok(&["exec", "cli", "ping", "-c", "2", "-W", "3", "10.124.0.1"]);
+
+    // The bridge knows srv's MAC for good (it no longer sees srv's frames to its neighbours).
+    let (_, fdb, _) = b.host("bridge", &["fdb", "show", "br", &bridge]);
+    assert!(fdb.lines().any(|l| l.starts_with(&smac) && l.contains("static")), "{fdb}");
+    // A container given srv's MAC neither takes srv's entry nor removes it when it goes.
+    b.ok(&["run", "-d", "--name", "dup", "--network", "fast", "--mac-address", &smac, "busybox", "sleep", "60"]);
+    let (br, n) = (bridge.clone(), ns.clone());
+    assert_eq!(in_netns(n, move || berth_network::bypass::entry(&br, mac).unwrap()), Some(peer));
+    b.ok(&["rm", "-f", "dup"]);
+    let (br, n) = (bridge.clone(), ns.clone());
+    assert_eq!(in_netns(n, move || berth_network::bypass::entry(&br, mac).unwrap()), Some(peer));
 
     // A stopped container leaves the map.
     b.ok(&["stop", "-t", "0", "srv"]);

@@ -5,7 +5,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// One instruction of the eBPF machine (struct bpf_insn).
+/// One instruction of the eBPF machine (struct bpf_insn). The register nibbles are in the
+/// order of a little-endian machine (x86_64, aarch64), the only ones berth builds for.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Insn {
@@ -41,6 +42,7 @@ pub mod op {
     pub const JMP_JEQ_K: u8 = 0x15;
     pub const JMP_JNE_K: u8 = 0x55;
     pub const JMP_JGT_X: u8 = 0x2d;
+    pub const JMP_JEQ_X: u8 = 0x1d;
     pub const JMP_CALL: u8 = 0x85;
     pub const JMP_EXIT: u8 = 0x95;
 }
@@ -50,7 +52,8 @@ pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 }
 
 /// `dst = map` (the two-instruction load of a map by its fd, BPF_PSEUDO_MAP_FD): the kernel
-/// swaps in the map and keeps a reference to it for as long as the program lives.
+/// swaps in the map and keeps a reference to it for as long as the program lives. The fd must
+/// still be open when the program is loaded.
 pub fn ld_map_fd(dst: u8, map: BorrowedFd) -> [Insn; 2] {
     const BPF_PSEUDO_MAP_FD: u8 = 1;
     [insn(op::LD_IMM_DW, dst, BPF_PSEUDO_MAP_FD, 0, map.as_raw_fd()), insn(0, 0, 0, 0, 0)]
@@ -74,6 +77,9 @@ pub const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 pub const BPF_CGROUP_DEVICE: u32 = 6;
 pub const BPF_F_ALLOW_MULTI: u32 = 2;
 const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// # Safety
 /// `attr` must be the attribute struct of `cmd`, and every pointer in it valid for what the
@@ -172,13 +178,15 @@ struct MapCreate {
     map_name: [u8; 16],
 }
 
-/// A hash map (BPF_MAP_TYPE_HASH) of `max_entries` fixed-size keys and values.
+/// A hash map (BPF_MAP_TYPE_HASH) of up to `max_entries` fixed-size keys and values, each
+/// allocated when it is added (not all up front).
 pub fn create_hash_map(name: &str, key_size: u32, value_size: u32, max_entries: u32) -> io::Result<OwnedFd> {
     let mut attr = MapCreate {
         map_type: BPF_MAP_TYPE_HASH,
         key_size,
         value_size,
         max_entries,
+        map_flags: BPF_F_NO_PREALLOC,
         map_name: name16(name),
         ..Default::default()
     };
@@ -196,9 +204,13 @@ struct MapElem {
     flags: u64,
 }
 
-/// The key and value must have the map's sizes (the kernel reads and writes that many bytes).
+/// The key and value must have the map's sizes (the kernel reads and writes that many bytes),
+/// and the map must be of a type whose value is one value (a per-CPU map's is one per CPU).
 fn check_sizes(map: BorrowedFd, key: &[u8], value: Option<usize>) -> io::Result<()> {
     let info = map_info(map)?;
+    if ![BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_LRU_HASH].contains(&info.map_type) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "eBPF map: not a hash or array map"));
+    }
     if key.len() != info.key_size as usize || value.is_some_and(|v| v != info.value_size as usize) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "eBPF map: key or value of the wrong size"));
     }

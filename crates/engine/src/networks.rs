@@ -628,17 +628,23 @@ impl Engine {
         let eps = self.endpoints_of_container(&c.id)?;
         let _lock = self.network_lock()?;
         for (ep, net) in &eps {
-            if only.is_some_and(|o| o != net.id) || !ep.active {
+            if only.is_some_and(|o| o != net.id) {
                 continue;
             }
-            if only.is_some() {
+            let veth = host_veth(&c.id, &net.id);
+            if only.is_some() && ep.active {
                 // A disconnect: the container lives on, so its interface must go now. After
                 // an exit the kernel removes the pair with the namespace, without making us
                 // wait for it (a deletion waits for an RCU grace period, 10-20 ms here).
-                let _ = netlink::detach(&host_veth(&c.id, &net.id));
+                let _ = netlink::detach(&veth);
             }
-            // Best effort, as the entry would only name an interface that is gone.
-            let _ = berth_network::bypass::leave(&net.bridge, ep.mac);
+            // Also for an endpoint never marked active (a start that failed or was killed
+            // after its veth joined the bridge). Best effort: a stale entry names an interface
+            // that is gone, and frames for it are dropped.
+            let _ = berth_network::bypass::leave(&net.bridge, ep.mac, &veth);
+            if !ep.active {
+                continue;
+            }
             self.db.execute(
                 "UPDATE endpoints SET active = 0 WHERE container = ?1 AND network = ?2",
                 params![c.id, net.id],

@@ -16,10 +16,20 @@
 //! "anchor", it only holds the map) keeps it alive and lets any berth process find it (filter
 //! -> program id -> map id), with no file to pin and nothing to clean up: deleting the bridge
 //! frees the anchor, and the map goes with the last program that uses it. A container's entry
-//! is added when it joins and removed when it leaves (stop, disconnect, crash repair); an
-//! entry left behind names an interface index the kernel does not hand out again until its
-//! 31-bit counter wraps, and frames for it are dropped, as the bridge would have had nowhere
-//! to send them either.
+//! is added when it joins and removed when it leaves (stop, disconnect, a failed start, crash
+//! repair), and only while it is the container's own (a duplicate MAC's entry stays with the
+//! port that has it). An entry left behind names an interface index that the kernel does not
+//! hand out again until its 31-bit counter wraps (short of someone creating a link with that
+//! index explicitly), and frames for it are dropped, where the bridge would have had nowhere to
+//! send them either.
+//!
+//! The trade-off: frames between two containers of one berth network no longer pass the
+//! bridge's own filtering either (ebtables, nftables' bridge family, br_netfilter rules that
+//! others put on berth's bridges, port flags). berth's bridges are its own and berth puts no
+//! such rule there; inside one network everything is allowed, as on Docker's bridges with
+//! inter-container communication on. If someone deletes a bridge while its containers run, the
+//! surviving ports keep the old map among themselves until they go (they can reach nothing
+//! else: the bridge is gone), and a new bridge of that name starts a new map.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -32,10 +42,11 @@ use crate::netlink::Netlink;
 /// Filter names on the bridge's and on each port's ingress.
 const ANCHOR: &str = "berth-anchor";
 const PORT: &str = "berth-bypass";
-/// A network has at most a /16's worth of containers.
+/// A network has at most a /16's worth of containers; entries are allocated as they come.
 const MAX_ENTRIES: u32 = 65536;
 
 // struct __sk_buff offsets, helper ids, return codes (include/uapi/linux/bpf.h, pkt_cls.h).
+const SKB_IFINDEX: i16 = 40;
 const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
 const FN_MAP_LOOKUP_ELEM: i32 = 1;
@@ -45,7 +56,7 @@ const PACKET_HOST: i32 = 0;
 const TC_ACT_UNSPEC: i32 = -1;
 
 /// The port program. r6 the context; r2/r3 the frame's start and end; the key (6 bytes of
-/// destination MAC) at r10-8; r7 the target's index.
+/// destination MAC) at r10-8; r7 the target's index, r8 the port's own.
 fn port_program(map: BorrowedFd) -> Vec<Insn> {
     let [ld0, ld1] = berth_ebpf::ld_map_fd(1, map);
     vec![
@@ -54,7 +65,7 @@ fn port_program(map: BorrowedFd) -> Vec<Insn> {
         insn(LDX_MEM_W, 3, 6, SKB_DATA_END, 0),
         insn(ALU64_MOV_X, 4, 2, 0, 0),
         insn(ALU64_ADD_K, 4, 0, 0, 6),
-        insn(JMP_JGT_X, 4, 3, 18, 0), // shorter than a MAC: pass
+        insn(JMP_JGT_X, 4, 3, 20, 0), // shorter than a MAC: pass
         insn(LDX_MEM_W, 5, 2, 0, 0),
         insn(STX_MEM_W, 10, 5, -8, 0),
         insn(LDX_MEM_H, 5, 2, 4, 0),
@@ -64,8 +75,11 @@ fn port_program(map: BorrowedFd) -> Vec<Insn> {
         insn(ALU64_MOV_X, 2, 10, 0, 0),
         insn(ALU64_ADD_K, 2, 0, 0, -8),
         insn(JMP_CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM),
-        insn(JMP_JEQ_K, 0, 0, 8, 0), // not a container of this network: pass
+        insn(JMP_JEQ_K, 0, 0, 10, 0), // not a container of this network: pass
         insn(LDX_MEM_W, 7, 0, 0, 0),
+        // A frame for the sender itself: the bridge would drop it (no hairpin), so does pass.
+        insn(LDX_MEM_W, 8, 6, SKB_IFINDEX, 0),
+        insn(JMP_JEQ_X, 7, 8, 7, 0),
         // The frame was addressed to another host as far as this veth is concerned; for the
         // target's interface it is its own (else its IP layer drops it).
         insn(ALU64_MOV_X, 1, 6, 0, 0),
@@ -121,23 +135,51 @@ fn bridge_map(nl: &mut Netlink, bridge: u32) -> io::Result<OwnedFd> {
 }
 
 /// Puts the container's interface (its MAC, behind host-side veth `port`) on the bypass of the
-/// bridge: an entry in the map, and the program on the port's ingress.
+/// bridge: an entry in the map, the program on the port's ingress, and a static entry in the
+/// bridge's own forwarding table (frames from the host keep going straight to the port, though
+/// the bridge no longer sees the container's traffic to its neighbours to learn from, and no
+/// other port can claim the MAC). A MAC that is the bridge's own, or that a live port of this
+/// bridge already has in the map, stays off the map.
 pub(crate) fn join(nl: &mut Netlink, bridge: u32, port: u32, mac: [u8; 6]) -> io::Result<()> {
     let map = bridge_map(nl, bridge)?;
-    berth_ebpf::map_update(map.as_fd(), &mac, &port.to_ne_bytes())?;
+    let bridge_mac = nl.link_by_index(bridge)?.and_then(|l| l.address);
+    let mut v = [0u8; 4];
+    let taken = berth_ebpf::map_lookup(map.as_fd(), &mac, &mut v)? && {
+        let other = u32::from_ne_bytes(v);
+        other != port && nl.link_by_index(other)?.is_some_and(|l| l.master == Some(bridge))
+    };
+    if bridge_mac != Some(mac) && !taken {
+        nl.add_static_fdb(port, mac)?;
+        berth_ebpf::map_update(map.as_fd(), &mac, &port.to_ne_bytes())?;
+    }
     let prog = load("berth_bypass", &port_program(map.as_fd()))?;
     nl.add_clsact(port)?;
     nl.add_ingress_program(port, prog.as_fd(), PORT)
 }
 
-/// Takes the container's MAC off the bridge's bypass (its interface is gone or going).
-pub fn leave(bridge: &str, mac: [u8; 6]) -> io::Result<()> {
-    let mut nl = Netlink::open()?;
-    let Some(index) = nl.link_index(bridge)? else { return Ok(()) };
-    if let Some(map) = find_map(&mut nl, index)? {
+/// Takes `mac` off the bridge's map if its entry is this container's: it names `port` (the
+/// container's host-side veth, while it still exists) or an interface that is no longer a port
+/// of this bridge. An entry of another live port (a duplicate MAC) stays.
+pub(crate) fn forget(nl: &mut Netlink, bridge: u32, mac: [u8; 6], port: Option<u32>) -> io::Result<()> {
+    let Some(map) = find_map(nl, bridge)? else { return Ok(()) };
+    let mut v = [0u8; 4];
+    if !berth_ebpf::map_lookup(map.as_fd(), &mac, &mut v)? {
+        return Ok(());
+    }
+    let stored = u32::from_ne_bytes(v);
+    if Some(stored) == port || nl.link_by_index(stored)?.is_none_or(|l| l.master != Some(bridge)) {
         berth_ebpf::map_delete(map.as_fd(), &mac)?;
     }
     Ok(())
+}
+
+/// [`forget`] for the engine: the container with this MAC, host-side veth `port` (by name),
+/// has left the bridge or is leaving it (stop, disconnect, a failed start, crash repair).
+pub fn leave(bridge: &str, mac: [u8; 6], port: &str) -> io::Result<()> {
+    let mut nl = Netlink::open()?;
+    let Some(index) = nl.link_index(bridge)? else { return Ok(()) };
+    let port = nl.link_index(port)?;
+    forget(&mut nl, index, mac, port)
 }
 
 /// The host-side veth index the bridge's bypass has for `mac`, if any (for tests and checks).
@@ -166,8 +208,9 @@ mod tests {
         let p = port_program(null.as_fd());
         let pass = p.len() - 2;
         assert_eq!(p[pass], insn(ALU64_MOV_K, 0, 0, 0, TC_ACT_UNSPEC));
-        let jumps: Vec<usize> = (0..p.len()).filter(|&i| matches!(p[i].code, JMP_JGT_X | JMP_JEQ_K)).collect();
-        assert_eq!(jumps.len(), 2);
+        let jumps: Vec<usize> =
+            (0..p.len()).filter(|&i| matches!(p[i].code, JMP_JGT_X | JMP_JEQ_K | JMP_JEQ_X)).collect();
+        assert_eq!(jumps.len(), 3);
         for i in jumps {
             assert_eq!((i as i64 + 1 + p[i].off as i64) as usize, pass, "jump at {i}");
         }

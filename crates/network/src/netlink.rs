@@ -32,6 +32,11 @@ const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_NEWNEIGH: u16 = 28;
+const NLM_F_REPLACE: u16 = 0x100;
+const NDA_LLADDR: u16 = 2;
+const NUD_NOARP: u16 = 0x40;
+const NTF_MASTER: u8 = 0x04;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
@@ -271,6 +276,7 @@ struct Link {
     master: Option<u32>,
     kind: Option<String>,
     alias: Option<String>,
+    address: Option<[u8; 6]>,
 }
 
 /// The alias berth gives the bridges it makes: a bridge of someone else's, even with the name
@@ -298,7 +304,15 @@ fn parse_link(p: &[u8]) -> Option<Link> {
         master: find(a, IFLA_MASTER).and_then(|m| u32_at(m, 0)),
         kind: find(a, IFLA_LINKINFO).and_then(|li| find(li, IFLA_INFO_KIND)).map(cstr),
         alias: find(a, IFLA_IFALIAS).map(cstr).filter(|s| !s.is_empty()),
+        address: find(a, IFLA_ADDRESS).and_then(|m| bytes(m, 0)),
     })
+}
+
+/// What [`Netlink::link_by_index`] tells about a link.
+pub struct LinkInfo {
+    /// The index of its bridge, for a bridge's port.
+    pub master: Option<u32>,
+    pub address: Option<[u8; 6]>,
 }
 
 /// A NETLINK_ROUTE socket of the network namespace it was opened in.
@@ -430,6 +444,31 @@ impl Netlink {
 
     pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
         Ok(self.get_link(name)?.map(|l| l.index))
+    }
+
+    /// The link with this index, if it exists.
+    pub fn link_by_index(&mut self, index: u32) -> io::Result<Option<LinkInfo>> {
+        let m = Msg::new(RTM_GETLINK, NLM_F_ACK, &ifinfo(index, 0, 0));
+        let mut link = None;
+        match self.exchange(m, |p| link = link.take().or_else(|| parse_link(p))) {
+            Ok(()) => Ok(link.map(|l| LinkInfo { master: l.master, address: l.address })),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e.context(&format!("look up link #{index}"))),
+        }
+    }
+
+    /// A static entry in the bridge's forwarding table: `mac` is behind port `index` (`bridge
+    /// fdb replace MAC dev PORT master static`); it goes with the port.
+    pub fn add_static_fdb(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
+        // struct ndmsg: family, padding, ifindex, state, flags, type.
+        let mut h = [0u8; 12];
+        h[0] = libc::AF_BRIDGE as u8;
+        h[4..8].copy_from_slice(&index.to_ne_bytes());
+        h[8..10].copy_from_slice(&NUD_NOARP.to_ne_bytes());
+        h[10] = NTF_MASTER;
+        let mut m = Msg::new(RTM_NEWNEIGH, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, &h);
+        m.attr(NDA_LLADDR, &mac);
+        self.run(m).map_err(|e| e.context(&format!("add a static forwarding entry on port #{index}")))
     }
 
     /// Creates a bridge (idempotent: EEXIST returns the existing one's index).
@@ -825,6 +864,7 @@ pub fn attach(netns: BorrowedFd, a: &Attachment) -> io::Result<()> {
     if let Err(e) = done {
         // Deleting the host end takes the peer with it.
         let _ = nl.delete_link(a.host_veth);
+        let _ = crate::bypass::forget(&mut nl, bridge, a.mac, None);
         return Err(ctx(e, &what));
     }
     Ok(())
@@ -908,7 +948,14 @@ mod tests {
         let link = parse_link(&b[HDR..]).unwrap();
         assert_eq!(
             link,
-            Link { index: 9, name: "vb1".into(), master: Some(3), kind: Some("veth".into()), alias: None }
+            Link {
+                index: 9,
+                name: "vb1".into(),
+                master: Some(3),
+                kind: Some("veth".into()),
+                alias: None,
+                address: None
+            }
         );
 
         // An error with the capped echo and an extended-ack message.
