@@ -12,7 +12,8 @@
 #
 # Knobs: RUNTIME (a statically linked berth-runtime; default: built here, debug, into
 # target/static), BERTH (the engine, target/debug/berth), BUNDLE_BIN (target/debug/berth-bundle), VM_CACHE (where the kernel package is
-# kept, target/vm), VM_TIMEOUT (seconds, 900). Uses qemu-system-x86, apt-get download, dpkg-deb,
+# kept, target/vm), VM_TIMEOUT (seconds, 900), VM_CHECKS (the script the guest sources instead
+# of tests/vm/checks.sh: benches/vm-memory.sh). Uses qemu-system-x86, apt-get download, dpkg-deb,
 # python3, the host's busybox-static and criu (scripts/deps.sh installs them); about 10 s here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -75,7 +76,7 @@ mkdir -p "$root"/{bin,usr/sbin,modules,b,proc,sys,dev,lib64}
 cp /bin/busybox "$root/bin/busybox"
 cp "$RUNTIME" "$root/berth-runtime"
 cp tests/vm/guest.sh "$root/init"
-cp tests/vm/checks.sh "$root/checks.sh"
+cp "${VM_CHECKS:-tests/vm/checks.sh}" "$root/checks.sh"
 chmod 755 "$root/init"
 for m in ${MODULES//|/ }; do
   f=$(find "$modules" -name "$m.ko*" | head -1)
@@ -137,7 +138,7 @@ PY
 echo "tests/vm/run.sh: booting $(basename "$kernel") with $(du -h "$tmp/initrd" | cut -f1) of initramfs (qemu, software emulation)"
 log=$tmp/console.log
 set +e
-timeout "$VM_TIMEOUT" qemu-system-x86_64 -m 1024 -smp 2 -nodefaults -display none -no-reboot \
+timeout "$VM_TIMEOUT" qemu-system-x86_64 -m "${VM_MEM:-1024}" -smp 2 -nodefaults -display none -no-reboot \
   -serial "file:$log" -kernel "$kernel" -initrd "$tmp/initrd" \
   -append "console=ttyS0 cgroup_no_v1=all rdinit=/init panic=-1 quiet loglevel=3"
 rc=$?
