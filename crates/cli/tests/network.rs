@@ -210,6 +210,39 @@ fn internal_networks_and_connect_disconnect() {
     assert!(!out.contains("default"), "{out}");
     let (code, _, _) = b.run(&["run", "--rm", "--network", "inner", "busybox", "sh", "-c", &get(&outside, "80")]);
     assert_ne!(code, 0, "an internal container got out");
+    // Not even by DNS: its server answers its own names and refuses the rest (no forwarding).
+    b.ok(&["run", "-d", "--name", "inmate", "--network", "inner", "busybox", "sleep", "60"]);
+    let (code, out, _) =
+        b.run(&["run", "--rm", "--network", "inner", "busybox", "nslookup", "registry.example.com", "10.124.0.1"]);
+    assert!(code != 0 && out.contains("REFUSED"), "{out}");
+    let out = b.ok(&["run", "--rm", "--network", "inner", "busybox", "nslookup", "inmate", "10.124.0.1"]);
+    assert!(out.contains("10.124.0."), "{out}");
+    // A container whose first network is internal gets out through its second, and publishes
+    // its ports there (by a short id of that network, as Docker takes it).
+    let id = b.ok(&["network", "inspect", "-f", "{{.Id}}", "bridge"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "twofold",
+        "-h",
+        "twofold",
+        "--network",
+        "inner",
+        "--network",
+        &id.trim()[..6],
+        "-p",
+        "18097:80",
+        "busybox",
+        "sh",
+        "-c",
+        WEB,
+    ]);
+    let route = b.ok(&["exec", "twofold", "ip", "route"]);
+    assert!(route.contains("default via 10.77.0.1 dev eth1"), "{route}");
+    let (code, out, err) = b.host("sh", &["-c", &retry(&get("127.0.0.1", "18097"))]);
+    assert_eq!((code, out.as_str()), (0, "hi-from-twofold\n"), "{err}");
+    b.ok(&["rm", "-f", "inmate", "twofold"]);
     // Docker's bridge options: the bridge's name, no outbound NAT, the MTU.
     b.ok(&[
         "network",

@@ -254,22 +254,7 @@ impl Engine {
 
     /// A network by name, id or unique id prefix.
     pub fn network(&self, key: &str) -> Result<Network> {
-        let q = format!("SELECT {NET_COLUMNS} FROM networks WHERE name = ?1 OR id = ?1");
-        if let Some(n) = self.db.query_row(&q, [key], net_row).optional()? {
-            return Ok(n);
-        }
-        if !key.is_empty() && key.chars().all(|c| c.is_ascii_hexdigit()) {
-            let q = format!("SELECT {NET_COLUMNS} FROM networks WHERE id LIKE ?1 || '%'");
-            let mut st = self.db.prepare(&q)?;
-            let found: Vec<Network> = st.query_map([key], net_row)?.collect::<rusqlite::Result<_>>()?;
-            if found.len() > 1 {
-                bail!("network {key} is ambiguous ({} matches): give more of its id", found.len());
-            }
-            if let Some(n) = found.into_iter().next() {
-                return Ok(n);
-            }
-        }
-        Err(in_use(1, format!("network {key} not found")))
+        find_network(&self.db, key)?.ok_or_else(|| in_use(1, format!("network {key} not found")))
     }
 
     pub fn networks(&self) -> Result<Vec<Network>> {
@@ -476,6 +461,12 @@ impl Engine {
         Ok(out)
     }
 
+    /// The endpoint that carries a container's default route and published ports: its first
+    /// one on a network with a way out (a first `--internal` network has none), else its first.
+    pub fn primary(eps: &[(Endpoint, Network)]) -> Option<&(Endpoint, Network)> {
+        eps.iter().find(|(_, n)| !n.internal).or(eps.first())
+    }
+
     /// The ports a container has bound now.
     pub fn published_ports(&self, container: &str) -> Result<Vec<Published>> {
         let mut st = self.db.prepare(
@@ -563,7 +554,8 @@ impl Engine {
         let ns = fs::File::open(format!("/proc/{pid}/ns/net")).context("opening the container's network namespace")?;
         let _lock = self.network_lock()?;
         let mut firewall_changed = false;
-        for (i, (ep, net)) in eps.iter().enumerate() {
+        let primary = Self::primary(&eps).map(|(ep, _)| ep.ifname.clone());
+        for (ep, net) in &eps {
             if only.is_some_and(|o| o != net.id) || ep.active {
                 continue;
             }
@@ -578,7 +570,7 @@ impl Engine {
                 ifname: &ep.ifname,
                 ip: ep.ip,
                 mac: ep.mac,
-                default_route: i == 0 && !net.internal,
+                default_route: primary.as_deref() == Some(ep.ifname.as_str()) && !net.internal,
             };
             let mut attached = netlink::attach(ns.as_fd(), &a);
             if attached.is_err() {
@@ -594,7 +586,7 @@ impl Engine {
                 params![c.id, net.id],
             )?;
         }
-        let held = if only.is_none() { self.bind_ports(c, eps.first())? } else { Vec::new() };
+        let held = if only.is_none() { self.bind_ports(c, Self::primary(&eps))? } else { Vec::new() };
         if firewall_changed || !held.is_empty() {
             self.sync_firewall()?;
         }
@@ -735,8 +727,12 @@ impl Engine {
         let ports: Vec<PortRule> = {
             let mut st = self.db.prepare(
                 "SELECT p.proto, p.host_ip, p.host_port, p.container_port, e.ip, n.bridge FROM ports p
-                 JOIN endpoints e ON e.container = p.container AND e.ifname = 'eth0'
-                 JOIN networks n ON n.id = e.network",
+                 JOIN endpoints e ON e.container = p.container
+                 JOIN networks n ON n.id = e.network
+                 WHERE e.network = (
+                     SELECT e2.network FROM endpoints e2 JOIN networks n2 ON n2.id = e2.network
+                     WHERE e2.container = p.container
+                     ORDER BY n2.internal, CAST(substr(e2.ifname, 4) AS INTEGER) LIMIT 1)",
             )?;
             let rows = st.query_map([], |r| {
                 let host_ip: String = r.get(1)?;
@@ -826,8 +822,9 @@ impl Engine {
             let aliases: Vec<String> = serde_json::from_str(&aliases).unwrap_or_default();
             text.push_str(&format!("@{me} {ip} {name} {} {}\n", &id[..12], aliases.join(" ")));
         }
-        // And its --dns servers, which its other names go to.
-        for (ip, id) in &members {
+        // And its --dns servers, which its other names go to; an internal network's server
+        // answers its own names only (its containers have no way out, not even by DNS).
+        for (ip, id) in members.iter().filter(|_| !net.internal) {
             if let Ok(c) = self.container(id)
                 && !c.config.dns.is_empty()
             {
@@ -845,10 +842,12 @@ impl Engine {
         if FileLock::try_take(&dir.join("dns.lock"))?.is_some() {
             // Nobody serves this network yet. The server daemonizes; we wait for its parent.
             let exe = std::env::current_exe().context("finding the berth binary for the DNS server")?;
-            let st = Command::new(exe)
-                .arg("network-dns")
-                .arg("--listen")
-                .arg(SocketAddrV4::new(net.gateway, 53).to_string())
+            let mut cmd = Command::new(exe);
+            cmd.arg("network-dns").arg("--listen").arg(SocketAddrV4::new(net.gateway, 53).to_string());
+            if net.internal {
+                cmd.arg("--internal");
+            }
+            let st = cmd
                 .arg(&dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -868,13 +867,26 @@ impl Engine {
     }
 }
 
+/// A network by name, full id or unambiguous id prefix (as Docker takes them everywhere).
+fn find_network(db: &rusqlite::Connection, key: &str) -> Result<Option<Network>> {
+    let q = format!("SELECT {NET_COLUMNS} FROM networks WHERE name = ?1 OR id = ?1");
+    if let Some(n) = db.query_row(&q, [key], net_row).optional()? {
+        return Ok(Some(n));
+    }
+    if key.is_empty() || !key.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let q = format!("SELECT {NET_COLUMNS} FROM networks WHERE id LIKE ?1 || '%'");
+    let mut st = db.prepare(&q)?;
+    let found: Vec<Network> = st.query_map([key], net_row)?.collect::<rusqlite::Result<_>>()?;
+    if found.len() > 1 {
+        bail!("network {key} is ambiguous ({} matches): give more of its id", found.len());
+    }
+    Ok(found.into_iter().next())
+}
+
 fn add_endpoint(tx: &Transaction, container: &str, req: &NetRequest, ifname: &str) -> Result<()> {
-    let n: Network = {
-        let q = format!("SELECT {NET_COLUMNS} FROM networks WHERE name = ?1 OR id = ?1");
-        tx.query_row(&q, [&req.name], net_row)
-            .optional()?
-            .ok_or_else(|| in_use(125, format!("network {} not found", req.name)))?
-    };
+    let n = find_network(tx, &req.name)?.ok_or_else(|| in_use(125, format!("network {} not found", req.name)))?;
     if n.is_default() && (req.ip.is_some() || !req.aliases.is_empty()) {
         bail!("user specified IP address and network aliases are supported on user defined networks only");
     }
@@ -932,15 +944,19 @@ fn stop_dns(dir: &Path) {
     }
 }
 
-/// The body of `berth network-dns --listen ADDR DIR`: detaches, takes the network's DNS lock
+/// The body of `berth network-dns --listen ADDR [--internal] DIR`: detaches, takes the network's DNS lock
 /// (another server has it: nothing to do) and serves the records in DIR until they are removed.
-pub fn serve_dns(listen: SocketAddr, dir: &Path) -> i32 {
+pub fn serve_dns(listen: SocketAddr, dir: &Path, internal: bool) -> i32 {
     // The lock first, so that it is held (by the child, through the shared open file) by the
     // time the caller, who waits for this parent only, goes on.
     let Ok(Some(_lock)) = FileLock::try_take(&dir.join("dns.lock")) else { return 0 };
     // Bound before the fork, so that a port taken or an address missing fails the caller
     // (the child inherits the sockets).
-    let upstreams = berth_network::dns::upstreams(&fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let upstreams = if internal {
+        Vec::new() // names that are not the network's get REFUSED
+    } else {
+        berth_network::dns::upstreams(&fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    };
     let server = match berth_network::dns::Server::bind(listen, &dir.join("records"), upstreams) {
         Ok(s) => s,
         Err(e) => {

@@ -334,6 +334,9 @@ enum Cmd {
     NetworkDns {
         #[arg(long)]
         listen: std::net::SocketAddr,
+        /// Forward nothing: the network is internal.
+        #[arg(long)]
+        internal: bool,
         dir: PathBuf,
     },
     /// Manage containers (Docker's `container` group).
@@ -620,8 +623,8 @@ fn main() {
         };
         std::process::exit(berth_engine::monitor::run(&root, &runroot, id, *attach, *stdin));
     }
-    if let Cmd::NetworkDns { listen, dir } = &cli.cmd {
-        std::process::exit(berth_engine::networks::serve_dns(*listen, dir));
+    if let Cmd::NetworkDns { listen, internal, dir } = &cli.cmd {
+        std::process::exit(berth_engine::networks::serve_dns(*listen, dir, *internal));
     }
     if matches!(cli.cmd, Cmd::Exec { .. }) {
         // exec joins a running container whose processes could open our /proc/PID/exe while

@@ -438,7 +438,7 @@ pub fn network_settings(e: &Engine, c: &ContainerRow) -> Value {
             }
         }
     }
-    let primary = eps.first();
+    let primary = berth_engine::Engine::primary(&eps);
     json!({
         "IPAddress": primary.map(|(ep, _)| ep.ip.to_string()).unwrap_or_default(),
         "IPPrefixLen": primary.map(|(_, n)| n.subnet.prefix).unwrap_or(0),
