@@ -733,6 +733,32 @@ pub(crate) fn rewrite_etc(engine: &Engine, c: &ContainerRow) -> Result<()> {
     write_etc(c, &eps, &dir.join("hosts"), &dir.join("hostname"), &dir.join("resolv.conf"))
 }
 
+/// systemd-resolved's list of the upstream servers it uses (Docker reads it too).
+const RESOLVED_CONF: &str = "/run/systemd/resolve/resolv.conf";
+
+fn loopback_nameserver(l: &str) -> bool {
+    let mut w = l.split_whitespace();
+    w.next() == Some("nameserver") && w.next().is_some_and(|a| a.starts_with("127.") || a == "::1")
+}
+
+/// What a container on a bridge network takes its resolvers from: the host's resolv.conf, or
+/// systemd-resolved's file when every nameserver of the host's is on loopback (the stub).
+fn container_resolv_source<'a>(host: &'a str, resolved: Option<&'a str>) -> &'a str {
+    let servers = |t: &str| t.lines().filter(|l| l.trim_start().starts_with("nameserver")).count();
+    let only_loopback =
+        servers(host) > 0 && host.lines().filter(|l| loopback_nameserver(l.trim_start())).count() == servers(host);
+    match resolved {
+        Some(r)
+            if only_loopback
+                && r.lines()
+                    .any(|l| l.trim_start().starts_with("nameserver") && !loopback_nameserver(l.trim_start())) =>
+        {
+            r
+        }
+        _ => host,
+    }
+}
+
 fn write_etc(
     c: &ContainerRow,
     eps: &[(Endpoint, Network)],
@@ -785,11 +811,13 @@ fn write_etc(
         host_conf
     } else {
         // The host's resolvers, but not loopback ones, which mean nothing in the container's
-        // namespace (Docker's rule, with its fallback).
+        // namespace (Docker's rule, with its fallback). A host whose only resolver is
+        // systemd-resolved's stub (127.0.0.53) has the real ones in resolved's own file.
+        let resolved = fs::read_to_string(RESOLVED_CONF).ok();
+        let host_conf = container_resolv_source(&host_conf, resolved.as_deref());
         let mut r = String::new();
         for l in host_conf.lines() {
-            let loopback = l.split_whitespace().nth(1).is_some_and(|a| a.starts_with("127.") || a == "::1");
-            if !(l.trim_start().starts_with("nameserver") && loopback) {
+            if !loopback_nameserver(l.trim_start()) {
                 r.push_str(l);
                 r.push('\n');
             }
@@ -877,4 +905,24 @@ fn dup2(from: RawFd, to: RawFd) -> Result<()> {
 
 fn one_line(s: &str) -> String {
     s.replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_resolved_stub_is_replaced_by_its_upstreams() {
+        let stub = "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch corp.example\n";
+        let resolved = "nameserver 10.0.0.2\nnameserver 10.0.0.3\nsearch corp.example\n";
+        assert_eq!(container_resolv_source(stub, Some(resolved)), resolved);
+        // No resolved file, or one without a usable server: the host's file (then the
+        // fallback servers).
+        assert_eq!(container_resolv_source(stub, None), stub);
+        assert_eq!(container_resolv_source(stub, Some("nameserver 127.0.0.1\n")), stub);
+        // A host with a real resolver keeps it, even next to a loopback one.
+        let mixed = "nameserver 127.0.0.1\nnameserver 192.168.1.1\n";
+        assert_eq!(container_resolv_source(mixed, Some(resolved)), mixed);
+        assert!(loopback_nameserver("nameserver ::1") && !loopback_nameserver("nameserver 1.1.1.1"));
+    }
 }
