@@ -569,3 +569,78 @@ fn frames_between_containers_of_a_network_skip_the_bridge() {
     b.ok(&["network", "rm", "fast"]);
     assert_eq!(b.network_leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn network_create_options_ls_filters_prune_and_dns_after_a_killed_monitor() {
+    let b = Berth::new("net-opts");
+    let lab = b.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.125.0.0/24",
+        "--gateway",
+        "10.125.0.254",
+        "--ip-range",
+        "10.125.0.128/25",
+        "--label",
+        "team=a",
+        "lab",
+    ]);
+    b.ok(&["network", "create", "--label", "team=b", "other"]);
+    let listed = b.ok(&["network", "ls", "-q", "--no-trunc", "--filter", "label=team=a"]);
+    assert_eq!(listed.trim(), lab.trim());
+    assert_eq!(b.ok(&["network", "ls", "--filter", "name=oth", "--format", "{{.Name}}"]).trim(), "other");
+    // Addresses come from the --ip-range, the route goes through the --gateway.
+    let out = b.ok(&["run", "--rm", "--network", "lab", "busybox", "sh", "-c", "ip -o -4 addr show eth0; ip route"]);
+    let ip: std::net::Ipv4Addr =
+        out.split_whitespace().skip_while(|w| *w != "inet").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    assert!(ip.octets()[..3] == [10, 125, 0] && ip.octets()[3] >= 128, "{out}");
+    assert!(out.contains("default via 10.125.0.254"), "{out}");
+    // --ip and --mac-address are what the container gets.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "lab",
+        "--ip",
+        "10.125.0.200",
+        "--mac-address",
+        "02:42:aa:bb:cc:dd",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -o -4 addr show eth0; cat /sys/class/net/eth0/address",
+    ]);
+    assert!(out.contains("inet 10.125.0.200/24") && out.contains("02:42:aa:bb:cc:dd"), "{out}");
+    // -P publishes what the image EXPOSEs.
+    b.ok(&["run", "--name", "base", "busybox", "true"]);
+    b.ok(&["commit", "-c", "EXPOSE 8080/tcp", "base", "exposed"]);
+    b.ok(&["run", "-d", "-P", "--name", "pub", "exposed", "sleep", "60"]);
+    let port = b.ok(&["port", "pub"]);
+    assert!(port.starts_with("8080/tcp -> 0.0.0.0:"), "{port}");
+    // kill -9 of a monitor on a user network: the next command repairs, and its name goes
+    // from the network's DNS server (which another container keeps running).
+    b.ok(&["run", "-d", "--name", "keeper", "--network", "lab", "busybox", "sleep", "60"]);
+    let victim = b.ok(&["run", "-d", "--name", "victim", "--network", "lab", "busybox", "sleep", "60"]);
+    b.ok(&["exec", "keeper", "nslookup", "victim", "10.125.0.254"]);
+    let (_, pids, _) = b.host("pgrep", &["-f", &format!("container-monitor {}", victim.trim())]);
+    let monitor: i32 = pids.trim().parse().expect("the monitor's pid");
+    // SAFETY: kill(2) of the test's own monitor process.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(b.inspect("victim", "{{.State.Status}}"), "exited");
+    let (code, out, _) = b.run(&["exec", "keeper", "nslookup", "victim", "10.125.0.254"]);
+    assert_ne!(code, 0, "victim still resolves: {out}");
+    // prune removes the networks no container uses, and only them.
+    for c in ["base", "pub", "keeper", "victim"] {
+        b.ok(&["rm", "-f", c]);
+    }
+    b.ok(&["run", "-d", "--name", "stays", "--network", "other", "busybox", "sleep", "60"]);
+    let pruned = b.ok(&["network", "prune", "-f"]);
+    assert!(pruned.contains("lab") && !pruned.contains("other"), "{pruned}");
+    let names = b.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(!names.lines().any(|n| n == "lab") && names.lines().any(|n| n == "other"), "{names}");
+    b.ok(&["rm", "-f", "stays"]);
+    b.ok(&["network", "rm", "other"]);
+    assert_eq!(b.network_leftovers(), Vec::<String>::new());
+}
