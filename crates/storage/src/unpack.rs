@@ -114,6 +114,14 @@ pub fn unpack(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats> {
             continue;
         }
         if let Some(hidden) = name_bytes.strip_prefix(b".wh.") {
+            // `.wh.`, `.wh..` and `.wh...` would hide nothing or the directory itself (or its
+            // parent), and the replace below would empty it.
+            if matches!(hidden, b"" | b"." | b"..") {
+                bail!("layer entry {}: not a valid whiteout name", raw.display());
+            }
+            if hidden.starts_with(b".wh.") {
+                continue; // AUFS's own metadata (.wh..wh.plnk, .wh..wh.aufs): nothing to hide
+            }
             let hidden = cstr(hidden)?;
             // SAFETY: mknodat on a valid dir fd with a NUL-terminated name.
             let (_, removed) =

@@ -118,6 +118,17 @@ fn whiteouts_become_overlay_whiteouts() {
 }
 
 #[test]
+fn whiteouts_of_the_directory_itself_are_refused() {
+    for name in ["etc/.wh.", "etc/.wh..", "etc/.wh...", ".wh..."] {
+        let d = tempfile::tempdir().unwrap();
+        let t = Tar::new().dir("etc/", 0o755).file("etc/keep", b"k").file(name, b"");
+        let e = run(t, d.path()).unwrap_err().to_string();
+        assert!(e.contains("not a valid whiteout"), "{name}: {e}");
+        assert_eq!(std::fs::read(d.path().join("etc/keep")).unwrap(), b"k", "{name} emptied etc/");
+    }
+}
+
+#[test]
 fn bombs_and_devices_hit_limits() {
     let d = tempfile::tempdir().unwrap();
     let mut t = Tar::new();
