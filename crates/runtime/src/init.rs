@@ -519,6 +519,7 @@ pub fn finish_and_exec(
     agent: Option<&seccomp::Agent>,
 ) -> Result<std::convert::Infallible> {
     let no_new_privs = p.no_new_privileges() == Some(true);
+    process::default_signals();
     if let Some(a) = attrs {
         a.apply()?;
     }

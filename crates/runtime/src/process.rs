@@ -234,6 +234,45 @@ fn mount_id(fd: i32) -> Option<u64> {
     (r == 0 && sx.stx_mask & STATX_MNT_ID != 0).then_some(sx.stx_mnt_id)
 }
 
+/// The container's process starts as any new program would: no signal blocked and none
+/// ignored. What the runtime's caller ignored (a monitor's SIGPIPE and SIGHUP, a shell's
+/// SIGINT for a background job) survives execve otherwise, and a shell cannot even trap a
+/// signal that was ignored when it started. Handlers need nothing: execve resets them.
+pub fn default_signals() {
+    // The kernel's struct sigaction (x86_64 and aarch64): glibc's wrapper refuses the two
+    // real-time signals it keeps for itself (32, 33), which a caller may still have ignored.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    const NSIG: libc::c_int = 64;
+    for sig in 1..=NSIG {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let mut old = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+        let dfl = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+        // SAFETY: rt_sigaction reads the disposition into `old`; only SIG_IGN is replaced,
+        // by SIG_DFL (no handler, so no restorer is needed).
+        unsafe {
+            let null = std::ptr::null::<KernelSigaction>();
+            if libc::syscall(libc::SYS_rt_sigaction, sig, null, &mut old as *mut KernelSigaction, 8) == 0
+                && old.handler == libc::SIG_IGN
+            {
+                libc::syscall(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, null, 8);
+            }
+        }
+    }
+    // SAFETY: an empty set, then the mask set to it (through the syscall, for 32 and 33 too).
+    unsafe {
+        let none: u64 = 0;
+        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &none as *const u64, std::ptr::null::<u64>(), 8);
+    }
+}
+
 /// execve with the spec's args and env. Only returns on failure.
 pub fn exec(path: &Path, args: &[String], env: &[String]) -> anyhow::Error {
     match Exec::new(path, args, env) {
