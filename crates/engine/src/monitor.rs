@@ -49,12 +49,13 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         Err(_) => return 1,
     };
     let mut engine: Engine;
+    // `berth attach` connects here while the container runs: bound before the command that
+    // started us returns, so that an attach right after `run -d` finds it.
+    let attach_sock = AttachSocket::bind(&attach_path(runroot, &c.id));
     let _ = writeln!(status, "started {}", started.pid);
     let mut status = Some(status);
     let mut started = started;
     let mut failures = 0u32;
-    // `berth attach` connects here while the container runs.
-    let attach_sock = AttachSocket::bind(&attach_path(runroot, &c.id));
     loop {
         // Nothing to do with the database until the exit: its memory goes back to the system
         // (a monitor per container must stay small).
