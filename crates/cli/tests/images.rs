@@ -187,7 +187,11 @@ fn save_and_load_round_trip_in_both_formats() {
     // Errors: nothing written.
     let bad = b.g.path("bad.tar");
     let (code, _, err) = b.run(&["save", "-o", bad.to_str().unwrap(), "nothing:here"]);
-    assert!(code != 0 && err.contains("Unable to find image"), "{err}");
+    assert!(code == 1 && err.contains("No such image: nothing:here"), "{err}");
+    for args in [&["rmi", "nothing"][..], &["tag", "nothing:here", "other"], &["history", "nothing"]] {
+        let (code, _, err) = b.run(args);
+        assert!(code == 1 && err.contains("No such image: nothing:"), "{args:?}: {err}");
+    }
     assert!(!bad.exists());
     let (code, _, err) = b.run(&["save", "--format", "zip", "-o", bad.to_str().unwrap(), "busybox"]);
     assert!(code != 0 && err.contains("unsupported --format"), "{err}");

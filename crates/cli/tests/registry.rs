@@ -253,6 +253,17 @@ fn pull_from_plain_registry_then_run_and_pull_policies() {
     let (code, _, err) = b.run(&["run", "--rm", "--network", "none", "--pull", "sometimes", &name, "true"]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("invalid --pull"), "{err}");
+
+    // A short name through the search list of registries.toml: pulled from that registry,
+    // stored under its name, and found again by the short name (no second pull).
+    std::fs::write(b.g.path("registries.toml"), format!("unqualified-search-registries = [\"{}\"]\n", r.host()))
+        .unwrap();
+    let out = b.ok(&["pull", "berth/busybox:v2"]);
+    assert!(out.contains(&format!("{name}:v2")), "{out}");
+    let (code, out, err) =
+        b.run(&["run", "--rm", "--network", "none", "--pull", "never", "berth/busybox:v2", "echo", "short"]);
+    assert_eq!((code, out.as_str()), (0, "short\n"), "{err}");
+    assert_eq!(b.ok(&["inspect", "-f", "{{.Id}}", "berth/busybox:v2"]).trim(), l.config);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use berth_image::archive;
 use berth_image::manifest::{self, Descriptor, Document, ImageConfig, Manifest, chain_ids};
 use berth_image::{Digest, Platform, Reference, Store};
-use berth_storage::{Layers, Limits};
+use berth_storage::Layers;
 use rusqlite::{OptionalExtension, params};
 
 use crate::{Engine, db};
@@ -168,6 +168,18 @@ impl Engine {
                 }
             }
         }
+        // A short name pulled from another registry of the search list (registries.toml) is
+        // stored under that registry's name: look there too, in the list's order.
+        if crate::pull::unqualified(name) && !name.contains('@') {
+            let search = berth_registry::config::Config::load().map(|c| c.search_registries()).unwrap_or_default();
+            for reg in search.iter().filter(|r| *r != berth_image::reference::DEFAULT_REGISTRY) {
+                if let Ok(r) = Reference::parse(&format!("{reg}/{name}"))
+                    && let Some(i) = images.iter().find(|i| i.tags.contains(&r.full()))
+                {
+                    return Ok(i.clone());
+                }
+            }
+        }
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
         if hex.len() >= 4 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
             let found: Vec<&ImageRow> = images.iter().filter(|i| i.id.hex.starts_with(hex)).collect();
@@ -179,6 +191,18 @@ impl Engine {
         }
         let shown = Reference::parse(name).map(|r| display_name(&r)).unwrap_or_else(|_| name.to_string());
         Err(crate::ExitError { code: 125, msg: format!("Unable to find image '{shown}' locally") }.into())
+    }
+
+    /// An image a command acts on and does not pull (rmi, tag, save, history, inspect): a
+    /// missing one is Docker's "No such image: NAME:TAG", exit 1.
+    pub fn existing_image(&self, name: &str) -> Result<ImageRow> {
+        self.resolve_image(name).map_err(|e| match e.downcast_ref::<crate::ExitError>() {
+            Some(x) if x.code == 125 => {
+                let shown = Reference::parse(name).map(|r| display_name(&r)).unwrap_or_else(|_| name.to_string());
+                crate::ExitError { code: 1, msg: format!("No such image: {shown}") }.into()
+            }
+            _ => e,
+        })
     }
 
     pub fn manifest_of(&self, image: &ImageRow) -> Result<Manifest> {
@@ -211,7 +235,11 @@ impl Engine {
 
     /// `berth rmi`: Docker's lines (`Untagged: …`, `Deleted: …`).
     pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<String>> {
-        let img = self.resolve_image(name)?;
+        // Exclusive from the check for containers to the garbage collection: a `create`
+        // (which holds the lock shared from resolving the image to writing its row) either
+        // comes first and is seen, or finds the image gone.
+        let _l = self.store_lock(true)?;
+        let img = self.existing_image(name)?;
         let by_tag = Reference::parse(name).ok().map(|r| r.full()).filter(|f| img.tags.contains(f));
         let users: Vec<String> = {
             let mut st = self.db.prepare("SELECT id FROM containers WHERE image = ?1")?;
@@ -253,13 +281,18 @@ impl Engine {
         }
         self.db.execute("DELETE FROM images WHERE id = ?1", [img.id.to_string()])?;
         out.push(format!("Deleted: {}", img.id));
-        self.collect_garbage()?;
+        self.collect_garbage_locked()?;
         Ok(out)
     }
 
     /// Removes blobs and layers no image in the database refers to.
     pub fn collect_garbage(&self) -> Result<()> {
         let _l = self.store_lock(true)?;
+        self.collect_garbage_locked()
+    }
+
+    /// [`Engine::collect_garbage`] for a caller that holds the store lock exclusively.
+    fn collect_garbage_locked(&self) -> Result<()> {
         let mut keep_blobs: HashSet<Digest> = HashSet::new();
         let mut keep_layers: HashSet<Digest> = HashSet::new();
         for img in self.images()? {
@@ -287,7 +320,7 @@ impl Engine {
     }
 
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
-        let img = self.resolve_image(source)?;
+        let img = self.existing_image(source)?;
         let r = Reference::parse(target)?;
         self.db.execute(
             "INSERT OR REPLACE INTO tags (name, image) VALUES (?1, ?2)",
@@ -448,7 +481,7 @@ impl Engine {
                     continue;
                 }
             }
-            let img = self.resolve_image(n)?;
+            let img = self.existing_image(n)?;
             let by_tag = Reference::parse(n).ok().filter(|r| r.digest.is_none() && img.tags.contains(&r.full()));
             add(&img, by_tag);
         }
@@ -491,7 +524,7 @@ pub(crate) fn unpack_layer(
     let c = manifest::layer_compression(&layer.media_type)?;
     let f = BufReader::with_capacity(256 << 10, store.open_blob(&layer.digest)?);
     let r = archive::decompress(f, c)?;
-    layers.add(chain, parent, diff_id, r, &Limits::default())?;
+    layers.add(chain, parent, diff_id, r, &crate::settings::Settings::layer_limits()?)?;
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use berth_image::store::BlobWriter;
 use berth_image::{Digest, Platform, Reference, Store, archive};
 use berth_registry::client::manifest_media_type;
 use berth_registry::{Client, Mount, Repo};
-use berth_storage::{Layers, Limits};
+use berth_storage::Layers;
 use rusqlite::{OptionalExtension, params};
 
 use crate::Engine;
@@ -68,7 +68,7 @@ pub fn uses_default_tag(name: &str) -> bool {
 }
 
 /// Whether `name` names no registry (`busybox`, `user/app`), so the search list applies.
-fn unqualified(name: &str) -> bool {
+pub(crate) fn unqualified(name: &str) -> bool {
     match name.split_once('/') {
         None => true,
         Some((first, _)) => !(first.contains('.') || first.contains(':') || first == "localhost"),
@@ -468,6 +468,7 @@ impl LayerWork<'_> {
     fn fetch_and_unpack(&self, i: usize, parent: Option<&Digest>, cancel: &AtomicBool) -> Result<()> {
         let d = &self.descs[i];
         let compression = manifest::layer_compression(&d.media_type)?;
+        let limits = crate::settings::Settings::layer_limits()?;
         let mut w = self.store.writer(d.digest.algo)?;
         let inner = self.counted(d, self.repo.blob(&d.digest, Some(d.size as u64), Some(cancel)));
         let mut tee = Tee { inner, out: &mut w, err: None };
@@ -494,14 +495,9 @@ impl LayerWork<'_> {
             });
             let unpacker = s.spawn(move || {
                 let r = ChannelReader { rx: rx_d, back: Some(to_hash), deliver: true, cur: Vec::new(), pos: 0 };
-                self.layers.add_hashed_elsewhere(
-                    &self.chains[i],
-                    parent,
-                    &self.diff_ids[i],
-                    r,
-                    &Limits::default(),
-                    || hasher.join().map_err(|_| anyhow::anyhow!("the thread hashing the layer panicked")),
-                )
+                self.layers.add_hashed_elsewhere(&self.chains[i], parent, &self.diff_ids[i], r, &limits, || {
+                    hasher.join().map_err(|_| anyhow::anyhow!("the thread hashing the layer panicked"))
+                })
             });
             let decoder = s.spawn(move || -> Result<()> {
                 let r = BufReader::with_capacity(

@@ -5,6 +5,9 @@
 //! ```toml
 //! root = "/var/lib/berth"      # images, containers, the state database (--root, $BERTH_ROOT)
 //! runroot = "/run/berth"       # runtime state, gone at reboot (--runroot, $BERTH_RUNROOT)
+//! # Limits on one unpacked layer, against decompression bombs (pull, load, build's ADD).
+//! max-layer-bytes = 68719476736   # 64 GiB of file content
+//! max-layer-entries = 4000000     # tar entries
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -19,6 +22,10 @@ pub const CONFIG_FILE: &str = "/etc/berth/berth.toml";
 pub struct Settings {
     pub root: Option<PathBuf>,
     pub runroot: Option<PathBuf>,
+    #[serde(rename = "max-layer-bytes")]
+    pub max_layer_bytes: Option<u64>,
+    #[serde(rename = "max-layer-entries")]
+    pub max_layer_entries: Option<u64>,
 }
 
 impl Settings {
@@ -26,6 +33,17 @@ impl Settings {
     pub fn load() -> Result<Settings> {
         let path = std::env::var_os("BERTH_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(CONFIG_FILE));
         Settings::load_from(&path)
+    }
+
+    /// The unpack limits: the file's, else berth_storage's defaults.
+    pub fn layer_limits() -> Result<berth_storage::Limits> {
+        let s = Settings::load()?;
+        let d = berth_storage::Limits::default();
+        Ok(berth_storage::Limits {
+            max_bytes: s.max_layer_bytes.unwrap_or(d.max_bytes),
+            max_entries: s.max_layer_entries.unwrap_or(d.max_entries),
+            ..d
+        })
     }
 
     pub fn load_from(path: &Path) -> Result<Settings> {
@@ -54,6 +72,9 @@ mod tests {
             (s.root.as_deref(), s.runroot.as_deref()),
             (Some(Path::new("/srv/berth")), Some(Path::new("/run/b")))
         );
+        std::fs::write(&f, "max-layer-bytes = 1024\nmax-layer-entries = 10\n").unwrap();
+        let s = Settings::load_from(&f).unwrap();
+        assert_eq!((s.max_layer_bytes, s.max_layer_entries), (Some(1024), Some(10)));
         std::fs::write(&f, "rot = \"/x\"\n").unwrap();
         let e = format!("{:#}", Settings::load_from(&f).unwrap_err());
         assert!(e.contains("berth.toml: not a berth settings file") && e.contains("unknown field `rot`"), "{e}");

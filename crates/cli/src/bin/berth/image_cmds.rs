@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use berth_engine::images::{ImageRow, SaveFormat};
-use berth_engine::{ContainerRow, Engine, ExitError};
+use berth_engine::{ContainerRow, Engine};
 use berth_image::Reference;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -417,12 +417,8 @@ pub fn images(e: &Engine, a: &ImagesArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn no_such_image(e: &Engine, name: &str) -> Result<ImageRow> {
-    e.resolve_image(name).map_err(|_| ExitError { code: 1, msg: format!("No such image: {name}") }.into())
-}
-
 pub fn history(e: &Engine, a: &HistoryArgs) -> Result<i32> {
-    let img = no_such_image(e, &a.image)?;
+    let img = e.existing_image(&a.image)?;
     let mut rows = Vec::new();
     for h in e.history(&img)? {
         let id = match &h.id {
@@ -469,7 +465,7 @@ pub fn history(e: &Engine, a: &HistoryArgs) -> Result<i32> {
 pub fn inspect(e: &Engine, a: &InspectArgs) -> Result<i32> {
     let mut out = Vec::new();
     for n in &a.images {
-        out.push(e.inspect_image(&no_such_image(e, n)?)?);
+        out.push(e.inspect_image(&e.existing_image(n)?)?);
     }
     crate::template::print_inspected(&out, a.format.as_deref())?;
     Ok(0)
