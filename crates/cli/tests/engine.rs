@@ -450,6 +450,28 @@ fn restart_policies() {
     assert_ne!(b.inspect("loop", "{{.State.RestartCount}}"), "0");
     b.ok(&["stop", "-t", "1", "loop"]);
     assert_eq!(b.inspect("loop", "{{.State.Status}}"), "exited");
+    // kill stops it for good too (Docker's); a signal that is not a stop leaves the policy on.
+    let hup = "trap 'exit 3' HUP; while :; do sleep 0.1; done";
+    b.ok(&["run", "-d", "--name", "killed", "--restart", "always", "busybox", "sh", "-c", hup]);
+    std::thread::sleep(Duration::from_millis(200));
+    b.ok(&["kill", "-s", "HUP", "killed"]); // the shell exits 3 on SIGHUP; always restarts it
+    for _ in 0..200 {
+        if b.inspect("killed", "{{.RestartCount}} {{.State.Status}}") == "1 running" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.inspect("killed", "{{.RestartCount}} {{.State.Status}}"), "1 running");
+    b.ok(&["kill", "killed"]);
+    assert_eq!(b.ok(&["wait", "killed"]).trim(), "137");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.inspect("killed", "{{.RestartCount}} {{.State.Status}}"), "1 exited");
+    // stop of a paused container: the stop signal reaches it (thawed), not only the SIGKILL.
+    b.ok(&["run", "-d", "--name", "frozen", "busybox", "sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.1; done"]);
+    std::thread::sleep(Duration::from_millis(200));
+    b.ok(&["pause", "frozen"]);
+    b.ok(&["stop", "-t", "5", "frozen"]);
+    assert_eq!(b.inspect("frozen", "{{.State.Status}} {{.State.ExitCode}}"), "exited 7");
     let (c, _, err) = b.run(&["run", "--restart", "sometimes", "busybox", "true"]);
     assert!(c == 125 && err.contains("invalid restart policy"), "{err}");
 }
@@ -1125,6 +1147,23 @@ fn userns_auto_gives_each_container_its_own_host_ids() {
 #[test]
 fn cpu_block_io_oom_and_device_flags() {
     let b = Berth::new("eng-res");
+    // Negative values as Docker takes them: unlimited pids and swap.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-m",
+        "64m",
+        "--memory-swap",
+        "-1",
+        "--pids-limit",
+        "-1",
+        "busybox",
+        "cat",
+        "/sys/fs/cgroup/pids/pids.max",
+    ]);
+    assert_eq!(out.trim(), "max");
     let disk = whole_disk();
     let (bps, iops) = disk.as_ref().map(|d| (format!("{d}:1mb"), format!("{d}:100"))).unwrap_or_default();
     let mut args = vec![
@@ -1526,4 +1565,16 @@ fn settings_file_info_version_and_container_prune() {
     assert_eq!(b.ids(), vec![keep.trim()[..12].to_string()]);
     assert_eq!(b.ok(&["container", "prune", "-f"]), "Total reclaimed space: 0B\n");
     b.ok(&["rm", "-f", keep.trim()]);
+}
+
+/// The container's process starts with no signal ignored or blocked, whatever the monitor
+/// (which ignores SIGPIPE and SIGHUP) had: `yes | head` ends, a shell can trap SIGHUP.
+#[test]
+fn container_processes_start_with_default_signals() {
+    let b = Berth::new("eng-signals");
+    let out =
+        b.ok(&["run", "--rm", "--network", "none", "busybox", "grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]);
+    assert_eq!(out, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+    let out = b.ok(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", "yes | head -n 2; echo done"]);
+    assert_eq!(out, "y\ny\ndone\n");
 }

@@ -336,11 +336,7 @@ fn concurrent_runs_get_distinct_addresses_and_teardown_survives_kill() {
     // kill -9 of a monitor: the next command repairs, ports and interfaces go.
     let id = b.ok(&["run", "-d", "-p", "18090:80", "busybox", "sleep", "60"]);
     let id = id.trim();
-    let (_, pids, _) = b.host("pgrep", &["-f", &format!("container-monitor {id}")]);
-    let monitor: i32 = pids.trim().parse().expect("the monitor's pid");
-    // SAFETY: kill(2) of the test's own monitor process.
-    unsafe { libc::kill(monitor, libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(200));
+    b.kill_monitor(id);
     assert_eq!(b.inspect(id, "{{.State.Status}}"), "exited");
     assert_eq!(b.ok(&["port", id]), "");
     let (_, table, _) = b.host("nft", &["list", "table", "ip", "berth"]);
@@ -623,11 +619,7 @@ fn network_create_options_ls_filters_prune_and_dns_after_a_killed_monitor() {
     b.ok(&["run", "-d", "--name", "keeper", "--network", "lab", "busybox", "sleep", "60"]);
     let victim = b.ok(&["run", "-d", "--name", "victim", "--network", "lab", "busybox", "sleep", "60"]);
     b.ok(&["exec", "keeper", "nslookup", "victim", "10.125.0.254"]);
-    let (_, pids, _) = b.host("pgrep", &["-f", &format!("container-monitor {}", victim.trim())]);
-    let monitor: i32 = pids.trim().parse().expect("the monitor's pid");
-    // SAFETY: kill(2) of the test's own monitor process.
-    unsafe { libc::kill(monitor, libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(200));
+    b.kill_monitor(victim.trim());
     assert_eq!(b.inspect("victim", "{{.State.Status}}"), "exited");
     let (code, out, _) = b.run(&["exec", "keeper", "nslookup", "victim", "10.125.0.254"]);
     assert_ne!(code, 0, "victim still resolves: {out}");

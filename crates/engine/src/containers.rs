@@ -717,10 +717,19 @@ impl Engine {
             bail!("cannot kill container: {}: container {} is not running", key, c.id);
         }
         let rt = self.runtime_of(&c)?;
-        if c.state == "paused" && sig == libc::SIGKILL {
-            let _ = rt.pause(false);
+        // SIGKILL or the stop signal is the user stopping it: restart policies leave it
+        // stopped, as after Docker's kill (other signals, a reload's SIGHUP, are not).
+        let stop_sig = berth_runtime::units::parse_signal(&c.config.stop_signal).unwrap_or(libc::SIGTERM);
+        let stopping = sig == libc::SIGKILL || sig == stop_sig;
+        if stopping {
+            self.db.execute("UPDATE containers SET error = 'stopped' WHERE id = ?1", [&c.id])?;
         }
         rt.kill(sig)?;
+        if c.state == "paused" && stopping {
+            // A frozen process cannot act on the signal: thaw it (Docker's stop and kill do).
+            let _ = rt.pause(false);
+            self.db.execute("UPDATE containers SET state = 'running' WHERE id = ?1 AND state = 'paused'", [&c.id])?;
+        }
         self.container_event(&c, "kill", &[("signal", &sig.to_string())]);
         Ok(c)
     }

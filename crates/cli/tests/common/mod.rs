@@ -74,6 +74,15 @@ impl Berth {
         )
     }
 
+    /// kill -9 of a container's monitor (a crash), then a moment for the kernel to take it.
+    pub fn kill_monitor(&self, id: &str) {
+        let (_, pids, _) = self.host("pgrep", &["-f", &format!("container-monitor {id}")]);
+        let monitor: i32 = pids.trim().parse().expect("the monitor's pid");
+        // SAFETY: kill(2) of the test's own monitor process.
+        unsafe { libc::kill(monitor, libc::SIGKILL) };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
     /// What berth's networking left in the namespace once every container and user network
     /// is gone: links but lo and the default network's bridge berth0 (which stays, as docker0),
     /// firewall rules for anything else, DNS servers.

@@ -447,7 +447,7 @@ struct RunArgs {
     userns: String,
     #[arg(short, long)]
     memory: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     memory_swap: Option<String>,
     #[arg(long)]
     memory_reservation: Option<String>,
@@ -457,9 +457,9 @@ struct RunArgs {
     cpu_shares: Option<u64>,
     #[arg(long)]
     cpuset_cpus: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pids_limit: Option<i64>,
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     oom_score_adj: Option<i32>,
     /// CFS period in microseconds (with --cpu-quota; not with --cpus).
     #[arg(long)]
