@@ -40,8 +40,13 @@ $RT delete sleeper
 # checkpoint and restore through CRIU: the counter goes on from where it was, not from 1.
 count() { cat /proc/$($RT state counter | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p')/root/dev/shm/n 2>/dev/null; }
 $RT run -d -b /b/counter counter </dev/null >/dev/null 2>&1
-sleep 1
-n1=$(count)
+# Until it has counted a few times (software emulation on a busy host can be slow to start).
+n1=""
+for _ in $(seq 100); do
+  n1=$(count)
+  [ -n "$n1" ] && [ "$n1" -ge 3 ] && break
+  sleep 0.1
+done
 if out=$($RT checkpoint --image-path /tmp/ckpt counter 2>&1); then
   pass "criu checkpoint"
 else
