@@ -41,18 +41,13 @@ impl RootFs {
     }
 
     /// The overlay's lower dirs for `chains` (bottom layer first), top first.
-    fn lower_dirs(&self, layers: &Layers, chains: &[Digest]) -> Result<Vec<String>> {
-        let mut lowers: Vec<String> = chains.iter().rev().map(|c| layers.lower_path(c).display().to_string()).collect();
+    fn lower_dirs(&self, layers: &Layers, chains: &[Digest]) -> Result<Vec<PathBuf>> {
+        let mut lowers: Vec<PathBuf> = chains.iter().rev().map(|c| layers.lower_path(c)).collect();
         if lowers.is_empty() {
             // An image without layers: overlay still needs a lower dir.
             let empty = self.dir.join("empty");
             fs::create_dir_all(&empty)?;
-            lowers.push(empty.display().to_string());
-        }
-        for l in &lowers {
-            if l.contains([',', ':']) {
-                bail!("layer path {l} contains a character overlay cannot take");
-            }
+            lowers.push(empty);
         }
         Ok(lowers)
     }
@@ -63,24 +58,14 @@ impl RootFs {
             return Ok(());
         }
         let lowers = self.lower_dirs(layers, chains)?;
-        let rw = self.dir.display().to_string();
-        self.mount_overlay(&lowers, &rw)
+        self.mount_overlay(&lowers, &self.dir)
     }
 
     /// Mounts overlay at `merged` over `lowers` (top first) with `rw`/upper and `rw`/work.
-    fn mount_overlay(&self, lowers: &[String], rw: &str) -> Result<()> {
-        let opts = format!("lowerdir={},upperdir={rw}/upper,workdir={rw}/work", lowers.join(":"));
-        if opts.len() >= 4000 {
-            bail!("the image has too many layers ({}) for one overlay mount", lowers.len());
-        }
-        nix::mount::mount(
-            Some("overlay"),
-            &self.merged(),
-            Some("overlay"),
-            nix::mount::MsFlags::empty(),
-            Some(opts.as_str()),
-        )
-        .with_context(|| format!("mounting the overlay root at {}", self.merged().display()))
+    fn mount_overlay(&self, lowers: &[PathBuf], rw: &Path) -> Result<()> {
+        let (upper, work) = (rw.join("upper"), rw.join("work"));
+        mount_overlay(&self.merged(), lowers, Some((&upper, &work)), nix::mount::MsFlags::empty())
+            .with_context(|| format!("mounting the overlay root at {}", self.merged().display()))
     }
 
     /// Mounts overlay as [`RootFs::mount`] does, for a container in a user namespace whose root
@@ -102,16 +87,16 @@ impl RootFs {
         self.drop_views();
         fs::create_dir_all(&views).with_context(|| format!("creating {}", views.display()))?;
         let res = (|| -> Result<()> {
-            let view_of = |src: &Path, name: &str| -> Result<String> {
+            let view_of = |src: &Path, name: &str| -> Result<PathBuf> {
                 let at = views.join(name);
                 fs::create_dir(&at).with_context(|| format!("creating {}", at.display()))?;
                 berth_runtime::rootfs::bind_idmapped(src, &at, &userns)?;
-                Ok(at.display().to_string())
+                Ok(at)
             };
             let rw = view_of(&self.dir, "rw")?;
             let mut shifted = Vec::new();
             for (i, l) in lowers.iter().enumerate() {
-                shifted.push(view_of(Path::new(l), &i.to_string())?);
+                shifted.push(view_of(l, &i.to_string())?);
             }
             // overlayfs works on its layers with the credentials of whoever mounted it: as
             // host root (uid 0, which the idmapped views cannot map) it could not even make its
@@ -271,6 +256,58 @@ pub fn is_mountpoint(p: &Path) -> bool {
     let Ok(s) = fs::read_to_string("/proc/self/mountinfo") else { return false };
     let want = p.display().to_string();
     s.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// Mount options larger than this do not fit in the page mount(2) copies them into.
+const OPTIONS_MAX: usize = 4000;
+
+/// mount(2) of an overlay at `target` over `lowers` (top first), writable with `upper` (upper
+/// and work dir). Deep images: overlay's options must fit in one page, so when the absolute
+/// paths do not, the lower dirs are named relative to their common parent (the layers' short
+/// links `l/…`, about 30 bytes each: room for more than Docker's 125 layers), with this
+/// thread's working directory there for the mount (its file-system context unshared first, so
+/// the process's other threads keep theirs; it is set back after).
+pub fn mount_overlay(
+    target: &Path,
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    flags: nix::mount::MsFlags,
+) -> Result<()> {
+    let opts = |names: &[String]| {
+        let mut o = format!("lowerdir={}", names.join(":"));
+        if let Some((u, w)) = upper {
+            o.push_str(&format!(",upperdir={},workdir={}", u.display(), w.display()));
+        }
+        o
+    };
+    let abs: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    if let Some(l) = abs.iter().find(|l| l.contains([',', ':'])) {
+        bail!("layer path {l} contains a character overlay cannot take");
+    }
+    let mount = |o: &str| nix::mount::mount(Some("overlay"), target, Some("overlay"), flags, Some(o));
+    let o = opts(&abs);
+    if o.len() < OPTIONS_MAX {
+        return Ok(mount(&o)?);
+    }
+    let too_many = || anyhow::anyhow!("the image has too many layers ({}) for one overlay mount", lowers.len());
+    let parent = lowers.first().and_then(|l| l.parent()).ok_or_else(too_many)?;
+    if !lowers.iter().all(|l| l.parent() == Some(parent)) {
+        return Err(too_many());
+    }
+    let rel: Vec<String> =
+        lowers.iter().map(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect();
+    let o = opts(&rel);
+    if o.len() >= OPTIONS_MAX {
+        return Err(too_many());
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).context("a file-system context of this thread's own")?;
+    std::env::set_current_dir(parent).with_context(|| format!("entering {}", parent.display()))?;
+    let r = mount(&o);
+    if std::env::set_current_dir(&cwd).is_err() {
+        let _ = std::env::set_current_dir("/");
+    }
+    Ok(r?)
 }
 
 #[cfg(test)]

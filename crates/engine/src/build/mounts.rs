@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use nix::mount::{MntFlags, MsFlags};
 
 /// One overlay: its lower dirs (top first), an upper and work dir when writable, the target.
@@ -17,30 +17,16 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
-    fn options(&self, empty: &Path) -> Result<String> {
-        let mut lowers: Vec<String> = self.lowers.iter().map(|p| p.display().to_string()).collect();
+    fn mount(&self, empty: &Path) -> Result<()> {
+        let mut lowers = self.lowers.clone();
         // Overlay wants a lower dir, and two of them without an upper dir (never the same
         // one twice: the callers mount no overlay without any layer and without an upper).
         if lowers.is_empty() || (self.upper.is_none() && lowers.len() < 2) {
-            lowers.push(empty.display().to_string());
+            lowers.push(empty.to_path_buf());
         }
-        if let Some(l) = lowers.iter().find(|l| l.contains([',', ':'])) {
-            bail!("layer path {l} contains a character overlay cannot take");
-        }
-        let mut opts = format!("lowerdir={}", lowers.join(":"));
-        if let Some((upper, work)) = &self.upper {
-            opts.push_str(&format!(",upperdir={},workdir={}", upper.display(), work.display()));
-        }
-        if opts.len() >= 4000 {
-            bail!("the image has too many layers ({}) for one overlay mount", self.lowers.len());
-        }
-        Ok(opts)
-    }
-
-    fn mount(&self, empty: &Path) -> Result<()> {
-        let opts = self.options(empty)?;
         let flags = if self.upper.is_none() { MsFlags::MS_RDONLY } else { MsFlags::empty() };
-        nix::mount::mount(Some("overlay"), &self.target, Some("overlay"), flags, Some(opts.as_str()))
+        let upper = self.upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path()));
+        berth_storage::rootfs::mount_overlay(&self.target, &lowers, upper, flags)
             .with_context(|| format!("mounting an overlay at {}", self.target.display()))
     }
 }
