@@ -107,6 +107,9 @@ pub struct Stats {
     /// `None` when unlimited.
     pub memory_limit: Option<u64>,
     pub memory_max_usage: u64,
+    /// File pages not recently used, counted in the usage but reclaimable first (Docker's
+    /// `stats` leaves them out of what it shows).
+    pub memory_inactive_file: u64,
     pub oom_kills: u64,
     /// Total CPU time in nanoseconds.
     pub cpu_usage_ns: u64,

@@ -264,6 +264,11 @@ pub(crate) fn stats(root: &Path, ctrls: &[String], path: &Path) -> Result<Stats>
     {
         s.oom_kills = field(&oc, "oom_kill");
     }
+    if let Some(d) = &mem
+        && let Ok(st) = read_file(d, "memory.stat")
+    {
+        s.memory_inactive_file = field(&st, "total_inactive_file");
+    }
     if let Some(d) = &pids {
         s.pids_limit = read_file(d, "pids.max").ok().and_then(|v| v.trim().parse().ok());
     }

@@ -197,6 +197,9 @@ pub(crate) fn stats(dir: &Path) -> Result<Stats> {
         pids_limit: read_u64(dir, "pids.max"),
         ..Default::default()
     };
+    if let Ok(st) = read_file(dir, "memory.stat") {
+        s.memory_inactive_file = field(&st, "inactive_file");
+    }
     if let Ok(ev) = read_file(dir, "memory.events") {
         s.oom_kills = field(&ev, "oom_kill");
     }
@@ -288,8 +291,9 @@ mod tests {
         assert!(!cg.is_frozen());
         fs::write(t.path().join("berth/c1/memory.current"), "4096\n").unwrap();
         fs::write(t.path().join("berth/c1/cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
+        fs::write(t.path().join("berth/c1/memory.stat"), "active_file 100\ninactive_file 1024\nanon 2048\n").unwrap();
         let s = cg.stats().unwrap();
-        assert_eq!((s.memory_usage, s.cpu_usage_ns), (4096, 1_500_000));
+        assert_eq!((s.memory_usage, s.cpu_usage_ns, s.memory_inactive_file), (4096, 1_500_000, 1024));
         cg.remove().unwrap();
         assert!(!t.path().join("berth/c1").exists());
     }

@@ -396,3 +396,32 @@ fn system_check_finds_and_repairs_a_damaged_store() {
     assert_eq!(b.ok(&["run", "--rm", "--network", "none", "busybox", "echo", "whole"]), "whole\n");
     b.ok(&["rm", "keep"]);
 }
+
+#[test]
+fn image_group_commands_and_the_prune_report() {
+    let b = Berth::new("img-group");
+    // An image a running container uses: rmi -f by id is refused (Docker's "cannot be
+    // forced"); by name it only untags.
+    let id = b.ok(&["images", "-q", "--no-trunc", "busybox"]).trim().to_string();
+    b.ok(&["tag", "busybox", "other:1"]);
+    let c = b.ok(&["run", "-d", "--network", "none", "other:1", "sleep", "60"]);
+    let (code, _, err) = b.run(&["rmi", "-f", &id]);
+    assert!(code == 1 && err.contains("(cannot be forced) - image is being used by running container"), "{err}");
+    assert_eq!(b.ok(&["rmi", "-f", "other:1"]), "Untagged: other:1\n");
+    b.ok(&["rm", "-f", c.trim()]);
+    b.ok(&["image", "tag", "busybox", "copy:1"]);
+    assert!(b.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).contains("copy:1"));
+    assert_eq!(b.ok(&["image", "rm", "copy:1"]), "Untagged: copy:1\n");
+    let archive = b.g.path("bb.tar");
+    b.ok(&["image", "save", "-o", archive.to_str().unwrap(), "busybox"]);
+    let out = b.ok(&["image", "rm", "busybox"]);
+    assert!(out.contains("Deleted: sha256:"), "{out}");
+    let out = b.ok(&["image", "load", "-i", archive.to_str().unwrap()]);
+    assert!(out.contains("Loaded image: busybox:latest"), "{out}");
+    // Docker's report: what went, then the space given back.
+    let out = b.ok(&["image", "prune", "-a", "-f"]);
+    assert!(out.starts_with("Deleted Images:\nuntagged: busybox:latest\ndeleted: sha256:"), "{out}");
+    let total = out.lines().last().unwrap();
+    assert!(total.starts_with("Total reclaimed space: ") && total != "Total reclaimed space: 0B", "{out}");
+    assert_eq!(b.ok(&["image", "prune", "-f"]), "Total reclaimed space: 0B\n");
+}

@@ -245,6 +245,14 @@ impl Engine {
             let mut st = self.db.prepare("SELECT id FROM containers WHERE image = ?1")?;
             st.query_map([img.id.to_string()], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
         };
+        let running: Option<String> = self
+            .db
+            .query_row(
+                "SELECT id FROM containers WHERE image = ?1 AND state IN ('running', 'paused', 'restarting') LIMIT 1",
+                [img.id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
         let mut out = Vec::new();
         let untag = |t: &str, out: &mut Vec<String>| -> Result<()> {
             self.db.execute("DELETE FROM tags WHERE name = ?1", [t])?;
@@ -261,6 +269,13 @@ impl Engine {
                 img.id.short()
             ),
             _ => {}
+        }
+        if let Some(c) = running.filter(|_| force && by_tag.is_none()) {
+            bail!(
+                "conflict: unable to delete {} (cannot be forced) - image is being used by running container {}",
+                img.id.short(),
+                &c[..12]
+            );
         }
         if let Some(c) = users.first() {
             if !force {

@@ -165,6 +165,12 @@ impl std::fmt::Display for ExitError {
 impl std::error::Error for ExitError {}
 
 /// Docker's exit code for a failure to start a container's process.
+/// The bytes of the tree under `p` (each inode once, not crossing into other file systems);
+/// 0 when it cannot be read.
+pub fn tree_size(p: &Path) -> u64 {
+    berth_storage::tarball::tree_size(p).unwrap_or(0)
+}
+
 pub fn start_failure_code(msg: &str) -> i32 {
     if msg.contains("executable file not found") || msg.contains("no such file or directory") {
         127

@@ -166,14 +166,21 @@ impl Engine {
     }
 
     /// `volume prune`: the unused anonymous volumes, or every unused volume with `all`.
-    pub fn prune_volumes(&self, all: bool) -> Result<Vec<String>> {
+    /// `volume prune`: the unused anonymous volumes (every unused one with `all`); their
+    /// names and the bytes they held.
+    pub fn prune_volumes(&self, all: bool) -> Result<(Vec<String>, u64)> {
         let mut gone = Vec::new();
+        let mut bytes = 0;
         for v in self.volumes()? {
-            if (all || v.anonymous) && self.volume_users(&v.name)?.is_empty() && self.remove_volume(&v.name).is_ok() {
-                gone.push(v.name);
+            if (all || v.anonymous) && self.volume_users(&v.name)?.is_empty() {
+                let size = berth_storage::tarball::tree_size(&self.volume_data(&v.name)).unwrap_or(0);
+                if self.remove_volume(&v.name).is_ok() {
+                    bytes += size;
+                    gone.push(v.name);
+                }
             }
         }
-        Ok(gone)
+        Ok((gone, bytes))
     }
 
     /// At create: named volumes made when missing, anonymous ones for `-v /path` and for the
@@ -265,8 +272,7 @@ impl Engine {
             if let (Some(t), Some(dev)) = (v.options.get("type"), v.options.get("device"))
                 && !is_mountpoint(&data)
             {
-                let o = v.options.get("o").map(String::as_str);
-                nix::mount::mount(Some(dev.as_str()), &data, Some(t.as_str()), nix::mount::MsFlags::empty(), o)
+                mount_local(dev, &data, t, v.options.get("o").map(String::as_str).unwrap_or(""))
                     .with_context(|| format!("mounting {dev} ({t}) for volume {}", v.name))?;
             }
             if !b.nocopy && dir_is_empty(&data) {
@@ -380,6 +386,27 @@ fn copy_tree(from: &Path, to: &Path, shift: Option<&Shift>) -> Result<()> {
         if !ft.is_symlink() {
             fs::set_permissions(&dst, fs::Permissions::from_mode(m.mode() & 0o7777))?;
         }
+    }
+    Ok(())
+}
+
+/// The local driver's mount, as Docker's: `o=` is mount(8)-style, its flag words (`bind`, `ro`,
+/// `nosuid`, ...) become mount flags and the rest (`addr=`, `size=`, ...) the file system's data;
+/// `type=none,o=bind,device=/path` binds a host directory.
+fn mount_local(device: &str, target: &Path, fstype: &str, o: &str) -> Result<()> {
+    use nix::mount::{MsFlags, mount};
+    let opts: Vec<String> = o.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let p = berth_runtime::mountopts::parse(&opts)?;
+    let data = p.data.join(",");
+    let data = (!data.is_empty()).then_some(data.as_str());
+    mount(Some(device), target, Some(fstype), p.flags, data)?;
+    // A bind ignores the other flags (ro, nosuid...) until it is remounted with them.
+    let bind_flags = p.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+    if p.flags.contains(MsFlags::MS_BIND) && !bind_flags.is_empty() {
+        mount(None::<&str>, target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | bind_flags, None::<&str>)?;
+    }
+    for prop in p.propagation {
+        mount(None::<&str>, target, None::<&str>, prop, None::<&str>)?;
     }
     Ok(())
 }

@@ -110,7 +110,7 @@ impl Engine {
         }
         let mounts = self.root.join("build").join("cache-mounts");
         if mounts.exists() {
-            report.bytes += dir_size(&mounts);
+            report.bytes += berth_storage::tarball::tree_size(&mounts).unwrap_or(0);
             berth_storage::remove_tree(&mounts)?;
         }
         if !report.images.is_empty() {
@@ -118,19 +118,4 @@ impl Engine {
         }
         Ok(report)
     }
-}
-
-fn dir_size(p: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }

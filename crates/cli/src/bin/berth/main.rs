@@ -183,28 +183,13 @@ enum Cmd {
     #[command(subcommand)]
     System(image_cmds::SystemCmd),
     /// Load images from a tar archive (oci-archive or `docker save` output).
-    Load {
-        #[arg(short, long)]
-        input: Option<PathBuf>,
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Load(LoadArgs),
     /// Import a root filesystem tarball as a one-layer image.
-    Import {
-        #[arg(short, long)]
-        message: Option<String>,
-        file: String,
-        reference: Option<String>,
-    },
+    Import(ImportArgs),
     /// Remove images.
-    Rmi {
-        #[arg(short, long)]
-        force: bool,
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    Rmi(RmiArgs),
     /// Give an image another name.
-    Tag { source: String, target: String },
+    Tag(TagArgs),
     /// Download an image from a registry.
     Pull(registry_cmds::PullArgs),
     /// Upload an image to a registry.
@@ -371,6 +356,14 @@ enum ImageCmd {
     History(image_cmds::HistoryArgs),
     Inspect(image_cmds::InspectArgs),
     Save(image_cmds::SaveArgs),
+    /// Load images from a tar archive.
+    Load(LoadArgs),
+    /// Import a root filesystem tarball as a one-layer image.
+    Import(ImportArgs),
+    /// Remove images.
+    Rm(RmiArgs),
+    /// Give an image another name.
+    Tag(TagArgs),
     /// Remove unused images (dangling only, or all unused with -a).
     Prune {
         #[arg(short, long)]
@@ -378,6 +371,36 @@ enum ImageCmd {
         #[arg(short, long)]
         force: bool,
     },
+}
+
+#[derive(Args, Clone)]
+struct LoadArgs {
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args, Clone)]
+struct ImportArgs {
+    #[arg(short, long)]
+    message: Option<String>,
+    file: String,
+    reference: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct RmiArgs {
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+struct TagArgs {
+    source: String,
+    target: String,
 }
 
 #[derive(Args, Clone)]
@@ -659,6 +682,9 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Run(a) => cmd_run(&e, a, true),
         Cmd::Create(a) => cmd_run(&e, a, false),
         Cmd::Start { attach, interactive, containers } => {
+            // -i attaches too (Docker's start -i is -ai): the input would otherwise go to a
+            // container whose output nobody reads.
+            let attach = attach || interactive;
             let mut code = 0;
             for c in &containers {
                 // Already running: nothing to do, as Docker says (by its name).
@@ -784,10 +810,10 @@ fn run(cli: Cli) -> Result<i32> {
             let mut sections: Vec<(&str, Vec<String>)> =
                 vec![("Deleted Containers:", e.prune_containers(false)?.0), ("Deleted Networks:", e.prune_networks()?)];
             if volumes {
-                sections.push(("Deleted Volumes:", e.prune_volumes(false)?));
+                sections.push(("Deleted Volumes:", e.prune_volumes(false)?.0));
             }
             sections.push(("Deleted build cache objects:", e.prune_build_cache()?.images));
-            sections.push(("Deleted Images:", prune_images(&e, all)?));
+            sections.push(("Deleted Images:", prune_images(&e, all)?.0));
             for (title, items) in sections.into_iter().filter(|(_, v)| !v.is_empty()) {
                 println!("{title}");
                 items.iter().for_each(|i| println!("{i}"));
@@ -805,10 +831,22 @@ fn run(cli: Cli) -> Result<i32> {
             if !confirmed(force, &format!("WARNING! This will remove {what}.")) {
                 return Ok(0);
             }
-            prune_images(&e, all)?.iter().for_each(|l| println!("{l}"));
+            // Docker's report: the removed references and ids, then the space given back.
+            let (lines, reclaimed) = prune_images(&e, all)?;
+            if !lines.is_empty() {
+                println!("Deleted Images:");
+                for l in &lines {
+                    match l.split_once(": ") {
+                        Some((what, x)) => println!("{}: {x}", what.to_lowercase()),
+                        None => println!("{l}"),
+                    }
+                }
+                println!();
+            }
+            println!("Total reclaimed space: {}", image_cmds::human_size(reclaimed));
             Ok(0)
         }
-        Cmd::Load { input, quiet } => {
+        Cmd::Load(LoadArgs { input, quiet }) | Cmd::Image(ImageCmd::Load(LoadArgs { input, quiet })) => {
             let lines = match input {
                 Some(p) => e.load(std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?)?,
                 None => e.load(std::io::stdin().lock())?,
@@ -820,7 +858,8 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Import { message, file, reference } => {
+        Cmd::Import(ImportArgs { message, file, reference })
+        | Cmd::Image(ImageCmd::Import(ImportArgs { message, file, reference })) => {
             let note = message.unwrap_or_default();
             let id = if file == "-" {
                 e.import(std::io::stdin().lock(), reference.as_deref(), &note)?
@@ -834,7 +873,7 @@ fn run(cli: Cli) -> Result<i32> {
             println!("{id}");
             Ok(0)
         }
-        Cmd::Rmi { force, images } => {
+        Cmd::Rmi(RmiArgs { force, images }) | Cmd::Image(ImageCmd::Rm(RmiArgs { force, images })) => {
             let mut code = 0;
             for i in &images {
                 match e.remove_image(i, force) {
@@ -848,7 +887,9 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(code)
         }
-        Cmd::Tag { source, target } => e.tag(&source, &target).map(|_| 0),
+        Cmd::Tag(TagArgs { source, target }) | Cmd::Image(ImageCmd::Tag(TagArgs { source, target })) => {
+            e.tag(&source, &target).map(|_| 0)
+        }
         Cmd::Pull(a) | Cmd::Image(ImageCmd::Pull(a)) => registry_cmds::pull(&e, a),
         Cmd::Push(a) | Cmd::Image(ImageCmd::Push(a)) => registry_cmds::push(&e, a),
         Cmd::Login(a) => registry_cmds::login(a),
@@ -1113,10 +1154,12 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(((days * 86400 + hh * 3600 + mm * 60 + ss - off) * 1_000_000_000) + nanos)
 }
 
-/// `image prune`: dangling images (every unused one with `all`); Docker's lines.
-fn prune_images(e: &Engine, all: bool) -> Result<Vec<String>> {
+/// `image prune`: dangling images (every unused one with `all`); Docker's lines and the
+/// bytes the removed images held.
+fn prune_images(e: &Engine, all: bool) -> Result<(Vec<String>, u64)> {
     let used: Vec<String> = e.containers(true)?.into_iter().map(|c| c.image).collect();
     let mut lines = Vec::new();
+    let mut reclaimed = 0u64;
     // A build's intermediate images stay while an image is built on them; once that one goes,
     // the next round takes its parent (so a whole unused chain goes).
     loop {
@@ -1126,11 +1169,12 @@ fn prune_images(e: &Engine, all: bool) -> Result<Vec<String>> {
             let id = img.id.to_string();
             if (all || img.tags.is_empty()) && !used.contains(&id) && !keep.contains(&id) {
                 lines.extend(e.remove_image(&id, true)?);
+                reclaimed += img.size.max(0) as u64;
                 removed = true;
             }
         }
         if !removed || all {
-            return Ok(lines);
+            return Ok((lines, reclaimed));
         }
     }
 }
@@ -1512,26 +1556,6 @@ fn expand_env(v: &str) -> String {
     if v.contains('=') { v.to_string() } else { format!("{v}={}", std::env::var(v).unwrap_or_default()) }
 }
 
-/// Bytes used by the files under `p` (not following symlinks; each hard link once).
-fn dir_size(p: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = std::collections::HashSet::new();
-    let mut total = 0;
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if m.nlink() == 1 || seen.insert((m.dev(), m.ino())) {
-                total += m.len();
-            }
-        }
-    }
-    total
-}
-
 fn ago(nanos: i64) -> String {
     let secs = (berth_engine::db::now_nanos() - nanos).max(0) / 1_000_000_000;
     format!("{} ago", human(secs))
@@ -1687,7 +1711,7 @@ fn cmd_ps(e: &Engine, a: &PsArgs) -> Result<i32> {
     let value = |c: &ContainerRow| {
         let mut v = ps_value(e, c, a.no_trunc);
         if sized {
-            let own = dir_size(&e.layers.root().join("containers").join(&c.id).join("upper"));
+            let own = berth_engine::tree_size(&e.layers.root().join("containers").join(&c.id).join("upper"));
             let image = e.resolve_image(&c.image).map(|i| i.size).unwrap_or(0).max(0) as u64;
             v["Size"] = json!(format!("{} (virtual {})", human_size(own as i64), human_size((own + image) as i64)));
         }
@@ -1767,14 +1791,16 @@ fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>
             };
             now.insert(c.id.clone(), s.cpu_usage_ns);
             let limit = s.memory_limit.filter(|&l| l < total_mem).unwrap_or(total_mem);
+            // Docker's figure: the usage without the inactive page cache.
+            let used = s.memory_usage.saturating_sub(s.memory_inactive_file);
             let (rx, tx) = if c.config.network == "host" { (0, 0) } else { net_io(c.pid) };
             let v = json!({
                 "ID": &c.id[..12],
                 "Container": &c.id[..12],
                 "Name": c.name,
                 "CPUPerc": format!("{cpu:.2}%"),
-                "MemUsage": format!("{} / {}", bytes_binary(s.memory_usage), bytes_binary(limit)),
-                "MemPerc": format!("{:.2}%", s.memory_usage as f64 / limit.max(1) as f64 * 100.0),
+                "MemUsage": format!("{} / {}", bytes_binary(used), bytes_binary(limit)),
+                "MemPerc": format!("{:.2}%", used as f64 / limit.max(1) as f64 * 100.0),
                 "NetIO": format!("{} / {}", human_size(rx as i64), human_size(tx as i64)),
                 "BlockIO": format!("{} / {}", human_size(s.io_read_bytes as i64), human_size(s.io_write_bytes as i64)),
                 "PIDs": s.pids_current.to_string(),
@@ -1920,7 +1946,7 @@ fn cmd_logs(
             f.read_to_string(&mut s)?;
             let complete = s.rfind('\n').map(|i| i + 1).unwrap_or(0);
             for l in s[..complete].lines() {
-                if let Ok(en) = serde_json::from_str(l) {
+                if let Some(en) = berth_engine::logs::parse_line(l) {
                     print(&en);
                 }
             }

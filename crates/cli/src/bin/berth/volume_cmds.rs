@@ -144,11 +144,13 @@ pub fn volume(e: &Engine, cmd: VolumeCmd) -> Result<i32> {
             ) {
                 return Ok(0);
             }
-            let gone = e.prune_volumes(all)?;
+            let (gone, bytes) = e.prune_volumes(all)?;
             if !gone.is_empty() {
                 println!("Deleted Volumes:");
                 gone.iter().for_each(|v| println!("{v}"));
+                println!();
             }
+            println!("Total reclaimed space: {}", crate::image_cmds::human_size(bytes));
             Ok(0)
         }
     }
