@@ -466,6 +466,16 @@ fn restart_policies() {
     assert_eq!(b.ok(&["wait", "killed"]).trim(), "137");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(b.inspect("killed", "{{.RestartCount}} {{.State.Status}}"), "1 exited");
+    // update --restart applies to the run in progress.
+    b.ok(&["run", "-d", "--name", "upd", "busybox", "sh", "-c", "sleep 0.5; exit 1"]);
+    b.ok(&["update", "--restart", "on-failure:1", "upd"]);
+    for _ in 0..200 {
+        if b.inspect("upd", "{{.RestartCount}} {{.State.Status}}") == "1 exited" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.inspect("upd", "{{.RestartCount}} {{.State.Status}}"), "1 exited");
     // stop of a paused container: the stop signal reaches it (thawed), not only the SIGKILL.
     b.ok(&["run", "-d", "--name", "frozen", "busybox", "sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.1; done"]);
     std::thread::sleep(Duration::from_millis(200));
@@ -806,6 +816,26 @@ fn attach_follows_a_running_container() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot attach to a stopped container"), "{err}");
     b.ok(&["rm", id.trim()]);
+    // start -i attaches (Docker's start -i is -ai): input in, output out, its exit code.
+    b.ok(&[
+        "create",
+        "-i",
+        "--name",
+        "starter",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "read l; echo got-$l; exit 5",
+    ]);
+    let mut c = b.cmd(&["start", "-i", "starter"]);
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"in\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!((o.status.code(), String::from_utf8_lossy(&o.stdout).as_ref()), (Some(5), "got-in\n"));
+    b.ok(&["rm", "starter"]);
     // -i keeps a detached container's stdin open (no terminal): attach writes to it.
     let id =
         b.ok(&["run", "-d", "-i", "--network", "none", "busybox", "sh", "-c", "read line; echo got-$line; exit 4"]);
@@ -865,6 +895,28 @@ fn dns_flags_and_label_files() {
     let (code, _, err) = b.run(&["create", "--label-file", "/nonexistent-labels", "busybox", "true"]);
     assert_eq!(code, 125);
     assert!(err.contains("no such file"), "{err}");
+    // --add-host: NAME:IP and NAME=IP, IPv6, host-gateway (the network's gateway); checked at
+    // create.
+    let hosts = b.ok(&[
+        "run",
+        "--rm",
+        "--add-host",
+        "gw:host-gateway",
+        "--add-host",
+        "six:::1",
+        "--add-host",
+        "eq=192.0.2.7",
+        "busybox",
+        "cat",
+        "/etc/hosts",
+    ]);
+    for want in ["10.77.0.1\tgw\n", "::1\tsix\n", "192.0.2.7\teq\n"] {
+        assert!(hosts.contains(want), "{want:?} in {hosts}");
+    }
+    for bad in ["nocolon", "name:not-an-ip", ":1.2.3.4"] {
+        let (code, _, err) = b.run(&["create", "--add-host", bad, "busybox", "true"]);
+        assert!(code == 125 && err.contains("--add-host"), "{bad}: {err}");
+    }
 }
 
 #[test]
@@ -1343,6 +1395,13 @@ fn env_file_shm_tmpfs_hosts_cidfile_logs_stop_signal_and_attach() {
         ("out\n", "err\n")
     );
     b.ok(&["rm", id]);
+    // logs -f follows either format until the container ends.
+    for driver in ["json-file", "k8s-file"] {
+        let id = b.ok(&["run", "-d", "--log-driver", driver, "busybox", "sh", "-c", "echo a; sleep 0.5; echo b"]);
+        let out = b.ok(&["logs", "-f", id.trim()]);
+        assert_eq!(out, "a\nb\n", "{driver}");
+        b.ok(&["rm", id.trim()]);
+    }
     // --stop-signal: stop sends it (a shell that traps it exits with its own code).
     let id = b.ok(&[
         "run",

@@ -847,8 +847,9 @@ impl Engine {
             (false, _) => bail!("container {} is not paused", c.id),
             (true, _) => bail!("container {} is not running", c.id),
         }
+        // Only while it still runs: an exit meanwhile (the monitor wrote "exited") stands.
         self.db.execute(
-            "UPDATE containers SET state = ?2 WHERE id = ?1",
+            "UPDATE containers SET state = ?2 WHERE id = ?1 AND state IN ('running', 'paused')",
             params![c.id, if pause { "paused" } else { "running" }],
         )?;
         self.container_event(&c, if pause { "pause" } else { "unpause" }, &[]);

@@ -121,7 +121,7 @@ impl Writer {
 }
 
 /// One line of either format.
-fn parse_line(line: &str) -> Option<Entry> {
+pub fn parse_line(line: &str) -> Option<Entry> {
     if line.starts_with('{') {
         return serde_json::from_str(line).ok();
     }

@@ -78,7 +78,9 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         let row = engine.container(&c.id).ok();
         let count = row.as_ref().map(|r| r.restart_count).unwrap_or(0);
         let stopped = row.as_ref().is_none_or(|r| r.error == "stopped");
-        if stopped || !should_restart(&c.config.restart, code, count) {
+        // The policy as it is now: `update --restart` may have changed it since the start.
+        let policy = row.as_ref().map_or(c.config.restart.as_str(), |r| r.config.restart.as_str());
+        if stopped || !should_restart(policy, code, count) {
             return finish(&engine, &c, code, oom, status.take());
         }
         // Restart with Docker's backoff: 100 ms doubling to a minute, reset after 10 s of running.
@@ -777,7 +779,16 @@ fn write_etc(
         h.push_str(&format!("{}\t{}\n", ep.ip, c.config.hostname));
     }
     for a in &c.config.add_hosts {
-        let (name, ip) = a.split_once(':').with_context(|| format!("invalid --add-host {a:?}: expected host:ip"))?;
+        let (name, ip) = crate::resources::parse_add_host(a)?;
+        let ip = match ip {
+            // Docker's special word: the host, as the container reaches it (its network's
+            // gateway; the host's loopback with --network host).
+            None => match Engine::primary(eps) {
+                Some((_, n)) => n.gateway.to_string(),
+                None => "127.0.0.1".to_string(),
+            },
+            Some(ip) => ip.to_string(),
+        };
         h.push_str(&format!("{ip}\t{name}\n"));
     }
     fs::write(hosts, h)?;

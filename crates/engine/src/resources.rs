@@ -150,6 +150,9 @@ pub fn check(c: &crate::ContainerConfig) -> Result<()> {
     if c.memory_swap.is_some() && c.memory.is_none() {
         bail!("You should always set the Memory limit when using Memoryswap limit, see usage");
     }
+    for a in &c.add_hosts {
+        parse_add_host(a)?;
+    }
     if c.auto_remove && !c.restart.is_empty() && c.restart != "no" {
         bail!("Conflicting options: --restart and --rm");
     }
@@ -189,6 +192,26 @@ pub fn check(c: &crate::ContainerConfig) -> Result<()> {
         bail!("Range of blkio weight is from 10 to 1000");
     }
     Ok(())
+}
+
+/// `--add-host NAME:IP` (Docker also takes `NAME=IP`): the name and the address, None for
+/// `host-gateway`.
+pub fn parse_add_host(a: &str) -> Result<(&str, Option<std::net::IpAddr>)> {
+    // The first ':' or '=' ends the name: an IPv6 address has colons of its own.
+    let at = a
+        .find([':', '='])
+        .ok_or_else(|| anyhow::anyhow!("invalid argument {a:?} for \"--add-host\" flag: expected host:ip"))?;
+    let (name, ip) = (&a[..at], a[at + 1..].trim_start_matches('[').trim_end_matches(']'));
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace()) {
+        bail!("invalid argument {a:?} for \"--add-host\" flag: invalid host name {name:?}");
+    }
+    if ip == "host-gateway" {
+        return Ok((name, None));
+    }
+    let ip = ip
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid argument {a:?} for \"--add-host\" flag: invalid IP address {ip:?}"))?;
+    Ok((name, Some(ip)))
 }
 
 #[cfg(test)]
