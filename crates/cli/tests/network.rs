@@ -527,6 +527,8 @@ fn frames_between_containers_of_a_network_skip_the_bridge() {
     let (_, anchor, _) = b.host("tc", &["filter", "show", "dev", &bridge, "ingress"]);
     assert!(anchor.contains("berth-anchor"), "{anchor}");
     let sip = b.inspect("srv", "{{.NetworkSettings.Networks.fast.IPAddress}}");
+    // The template Docker users write for it.
+    assert_eq!(b.inspect("srv", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"), sip);
     let smac = b.inspect("srv", "{{.NetworkSettings.Networks.fast.MacAddress}}");
     let mac: Vec<u8> = smac.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
     let mac: [u8; 6] = mac.try_into().unwrap();
