@@ -411,6 +411,11 @@ fn image_group_commands_and_the_prune_report() {
     b.ok(&["rm", "-f", c.trim()]);
     b.ok(&["image", "tag", "busybox", "copy:1"]);
     assert!(b.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).contains("copy:1"));
+    // SIZE is the unpacked size, as inspect's (Docker's), not the compressed blobs'.
+    let bytes: f64 = b.ok(&["image", "inspect", "-f", "{{.Size}}", "busybox"]).trim().parse().unwrap();
+    let shown = b.ok(&["images", "--format", "{{.Size}}", "busybox"]);
+    let mb: f64 = shown.trim().strip_suffix("MB").expect("a size in MB").parse().unwrap();
+    assert!((mb * 1e6 - bytes).abs() < bytes / 100.0, "{shown} vs {bytes}");
     assert_eq!(b.ok(&["image", "rm", "copy:1"]), "Untagged: copy:1\n");
     let archive = b.g.path("bb.tar");
     b.ok(&["image", "save", "-o", archive.to_str().unwrap(), "busybox"]);

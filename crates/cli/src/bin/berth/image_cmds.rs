@@ -356,6 +356,8 @@ pub fn images(e: &Engine, a: &ImagesArgs) -> Result<i32> {
         if bounds.iter().any(|&(before, b)| if before { t >= b } else { t <= b }) {
             continue;
         }
+        // Docker's SIZE: the image's unpacked layers (the blobs as pulled are compressed).
+        let size = e.layer_sizes(img).map(|v| v.iter().sum()).unwrap_or(img.size.max(0) as u64);
         for l in image_lines(img) {
             if let Some(pats) = by_key.get("reference") {
                 let full = format!("{}:{}", l.repo, l.tag);
@@ -377,8 +379,8 @@ pub fn images(e: &Engine, a: &ImagesArgs) -> Result<i32> {
                 "ID": id,
                 "CreatedSince": since(created.as_deref()),
                 "CreatedAt": created_at(created.as_deref()),
-                "Size": human_size(img.size.max(0) as u64),
-                "VirtualSize": human_size(img.size.max(0) as u64),
+                "Size": human_size(size),
+                "VirtualSize": human_size(size),
                 "SharedSize": "N/A",
                 "UniqueSize": "N/A",
                 "Containers": "N/A",
