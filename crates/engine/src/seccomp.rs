@@ -19,14 +19,14 @@ getgid32 getgroups getgroups32 getitimer getpeername getpgid getpgrp getpid getp
 getresgid getresgid32 getresuid getresuid32 getrlimit get_robust_list getrusage getsid getsockname getsockopt \
 get_thread_area gettid gettimeofday getuid getuid32 getxattr inotify_add_watch inotify_init inotify_init1 \
 inotify_rm_watch io_cancel ioctl io_destroy io_getevents io_pgetevents io_pgetevents_time64 ioprio_get ioprio_set \
-io_setup io_submit ipc kcmp kill landlock_add_rule landlock_create_ruleset landlock_restrict_self lchown lchown32 \
+io_setup io_submit ipc kill landlock_add_rule landlock_create_ruleset landlock_restrict_self lchown lchown32 \
 lgetxattr link linkat listen listxattr llistxattr _llseek lremovexattr lseek lsetxattr lstat lstat64 madvise \
 map_shadow_stack membarrier memfd_create memfd_secret mincore mkdir mkdirat mknod mknodat mlock mlock2 mlockall \
 mmap mmap2 mprotect mq_getsetattr mq_notify mq_open mq_timedreceive mq_timedreceive_time64 mq_timedsend \
 mq_timedsend_time64 mq_unlink mremap msgctl msgget msgrcv msgsnd msync munlock munlockall munmap \
-name_to_handle_at nanosleep newfstatat _newselect open openat openat2 pause pidfd_getfd pidfd_open \
+name_to_handle_at nanosleep newfstatat _newselect open openat openat2 pause pidfd_open \
 pidfd_send_signal pipe pipe2 pkey_alloc pkey_free pkey_mprotect poll ppoll ppoll_time64 prctl pread64 preadv \
-preadv2 prlimit64 process_madvise process_mrelease process_vm_readv process_vm_writev pselect6 pselect6_time64 \
+preadv2 prlimit64 process_mrelease process_vm_readv process_vm_writev pselect6 pselect6_time64 \
 ptrace pwrite64 pwritev pwritev2 read readahead readlink readlinkat readv recv recvfrom recvmmsg \
 recvmmsg_time64 recvmsg remap_file_pages removexattr rename renameat renameat2 restart_syscall rmdir rseq \
 rt_sigaction rt_sigpending rt_sigprocmask rt_sigqueueinfo rt_sigreturn rt_sigsuspend rt_sigtimedwait \
@@ -55,6 +55,9 @@ const BY_CAP: &[(&str, &str)] = &[
     ("CAP_SYS_CHROOT", "chroot"),
     ("CAP_SYS_MODULE", "delete_module init_module finit_module"),
     ("CAP_SYS_PACCT", "acct"),
+    // ptrace and process_vm_* are every container's (Docker's, on kernels since 4.8, whose
+    // ptrace checks are enough); these reach into other processes without those checks.
+    ("CAP_SYS_PTRACE", "kcmp pidfd_getfd process_madvise"),
     ("CAP_SYS_RAWIO", "iopl ioperm"),
     ("CAP_SYS_TIME", "settimeofday stime clock_settime clock_settime64"),
     ("CAP_SYS_TTY_CONFIG", "vhangup"),
@@ -224,6 +227,14 @@ mod tests {
         let admin = default_profile(&["CAP_SYS_ADMIN".into()]);
         assert!(has(admin["syscalls"][0]["names"].as_array().unwrap(), "mount"));
         assert_eq!(base["defaultAction"], "SCMP_ACT_ERRNO");
+        // Reaching into other processes: ptrace's checks for everyone, the rest with
+        // CAP_SYS_PTRACE only (Docker's profile).
+        assert!(has(allowed, "ptrace") && has(allowed, "process_vm_readv") && has(allowed, "name_to_handle_at"));
+        for n in ["kcmp", "pidfd_getfd", "process_madvise"] {
+            assert!(!has(allowed, n), "{n}");
+        }
+        let tracer = default_profile(&["CAP_SYS_PTRACE".into()]);
+        assert!(has(tracer["syscalls"][0]["names"].as_array().unwrap(), "pidfd_getfd"));
     }
 
     #[test]
