@@ -1623,6 +1623,19 @@ fn settings_file_info_version_and_container_prune() {
     assert!(out.contains("Total reclaimed space: 5kB"), "{out}");
     assert_eq!(b.ids(), vec![keep.trim()[..12].to_string()]);
     assert_eq!(b.ok(&["container", "prune", "-f"]), "Total reclaimed space: 0B\n");
+    // What a create killed before writing its row leaves (its directory and its root's):
+    // prune takes it, and leaves the directories of containers that exist.
+    let orphan = "ab".repeat(32);
+    let dirs =
+        [b.g.path("root").join("containers").join(&orphan), b.g.path("root").join("storage/containers").join(&orphan)];
+    for d in &dirs {
+        std::fs::create_dir_all(d.join("upper")).unwrap();
+        std::fs::write(d.join("upper/f"), "x").unwrap();
+    }
+    b.ok(&["container", "prune", "-f"]);
+    assert!(dirs.iter().all(|d| !d.exists()), "an orphan's directory is left");
+    let kept = b.ok(&["inspect", "-f", "{{.Id}}", keep.trim()]);
+    assert!(b.g.path("root").join("containers").join(kept.trim()).exists());
     b.ok(&["rm", "-f", keep.trim()]);
 }
 

@@ -517,7 +517,29 @@ impl Engine {
                 gone.push(c.id);
             }
         }
+        self.remove_orphan_dirs()?;
         Ok((gone, bytes))
+    }
+
+    /// The directories of containers that have no row: what a create killed between making
+    /// them and writing its row leaves. Only while no create runs (they hold the store lock
+    /// shared from their first directory to their row).
+    fn remove_orphan_dirs(&self) -> Result<()> {
+        let _l = self.store_lock(true)?;
+        let known: std::collections::HashSet<String> = self.containers(true)?.into_iter().map(|c| c.id).collect();
+        let orphan =
+            |name: &str| name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) && !known.contains(name);
+        for parent in [self.root.join("containers"), self.layers.root().join("containers")] {
+            for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if orphan(&name) {
+                    // The root first (never a recursive removal through a mounted overlay).
+                    let _ = RootFs::path(&self.layers, &name).remove();
+                    let _ = std::fs::remove_dir_all(self.container_dir(&name));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Records a container event with Docker's attributes (image, name, labels).
