@@ -56,6 +56,10 @@ fn bad_input_gives_docker_codes_and_leaves_nothing() {
         (&["run", "--rm", "--cap-add", "bogus", "busybox", "true"], 125, "invalid capability"),
         (&["run", "--no-such-flag", "busybox"], 125, "unknown flag: --no-such-flag\nSee 'berth run --help'."),
         (&["ps", "--bogus=1"], 125, "unknown flag: --bogus"),
+        (&["create", "--ulimit", "bogus=1", "busybox", "true"], 125, "invalid ulimit type: bogus"),
+        (&["create", "--ulimit", "nofile=10:5", "busybox", "true"], 125, "soft limit must be less than or equal"),
+        (&["create", "--sysctl", "kernel.hostname=x", "busybox", "true"], 125, "only namespaced sysctls"),
+        (&["create", "--network", "host", "--sysctl", "net.ipv4.ip_forward=1", "busybox", "true"], 125, "host network"),
         (&["rm", "nosuch"], 1, "No such container: nosuch"),
         (&["stop", "nosuch"], 1, "No such container"),
     ];
@@ -1216,6 +1220,23 @@ fn cpu_block_io_oom_and_device_flags() {
         "/sys/fs/cgroup/pids/pids.max",
     ]);
     assert_eq!(out.trim(), "max");
+    // --sysctl reaches the container's own namespaces (network, IPC), not the host's.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "--sysctl",
+        "kernel.shmmni=1234",
+        "busybox",
+        "cat",
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/kernel/shmmni",
+    ]);
+    assert_eq!(out, "1\n1234\n");
+    assert_ne!(std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap().trim(), "1234", "the host's changed");
     let disk = whole_disk();
     let (bps, iops) = disk.as_ref().map(|d| (format!("{d}:1mb"), format!("{d}:100"))).unwrap_or_default();
     let mut args = vec![

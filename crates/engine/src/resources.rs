@@ -153,6 +153,17 @@ pub fn check(c: &crate::ContainerConfig) -> Result<()> {
     for a in &c.add_hosts {
         parse_add_host(a)?;
     }
+    for (name, soft, hard) in &c.ulimits {
+        if !ULIMITS.contains(&name.as_str()) {
+            bail!("invalid ulimit type: {name}");
+        }
+        if soft > hard {
+            bail!("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}");
+        }
+    }
+    for k in c.sysctls.keys() {
+        check_sysctl(k, &c.network)?;
+    }
     if c.auto_remove && !c.restart.is_empty() && c.restart != "no" {
         bail!("Conflicting options: --restart and --rm");
     }
@@ -192,6 +203,52 @@ pub fn check(c: &crate::ContainerConfig) -> Result<()> {
         bail!("Range of blkio weight is from 10 to 1000");
     }
     Ok(())
+}
+
+/// The names `--ulimit` takes (Docker's: setrlimit's resources).
+const ULIMITS: &[&str] = &[
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// Docker's rule for `--sysctl`: only the namespaced ones (IPC's kernel keys and fs.mqueue,
+/// net.* with a network namespace of the container's own).
+fn check_sysctl(k: &str, network: &str) -> Result<()> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if IPC.contains(&k) || k.starts_with("fs.mqueue.") {
+        return Ok(());
+    }
+    if k.starts_with("net.") {
+        if network == "host" {
+            bail!("sysctl {k:?} is not allowed in host network namespace");
+        }
+        return Ok(());
+    }
+    bail!(
+        "sysctl {k:?} is not allowed: only namespaced sysctls (kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*, net.*) can be set"
+    )
 }
 
 /// `--add-host NAME:IP` (Docker also takes `NAME=IP`): the name and the address, None for
