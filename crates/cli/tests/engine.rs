@@ -339,6 +339,22 @@ fn pseudo_terminals() {
     assert_eq!(b.ok(&["wait", id.trim()]).trim(), "0");
     assert_eq!(b.ok(&["logs", id.trim()]), "on-a-pty\r\n");
     b.ok(&["rm", id.trim()]);
+    // attach gives a -t container the attaching terminal's size.
+    let id = b.ok(&["run", "-dt", "--name", "sized", "busybox", "sh", "-c", "sleep 1; stty size"]);
+    let attach = format!(
+        "stty rows 33 cols 77; {} --root {} --runroot {} attach sized",
+        common::BERTH,
+        b.g.path("root").display(),
+        b.g.path("run").display()
+    );
+    let o =
+        b.ns.command("script")
+            .args(["-qec", &attach, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("33 77"), "{}", String::from_utf8_lossy(&o.stdout));
+    b.ok(&["rm", "-f", id.trim()]);
 }
 
 #[test]

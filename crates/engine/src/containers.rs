@@ -891,6 +891,18 @@ impl Engine {
         let sock = std::os::unix::net::UnixStream::connect(&path)
             .with_context(|| format!("connecting to the monitor of container {}", c.name))?;
         let _raw = if c.config.tty { Some(RawMode::enter()) } else { None };
+        // Our terminal's size goes to the container's (now and on each SIGWINCH): through its
+        // init's end of the pty, where setting the size also signals its foreground job.
+        // SAFETY: isatty(3) of our stdout.
+        let pty = if c.config.tty && unsafe { libc::isatty(1) } == 1 {
+            std::fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{}/fd/0", c.pid)).ok()
+        } else {
+            None
+        };
+        let winch = pty.as_ref().and_then(|_| SignalPipe::install(&[libc::SIGWINCH]).ok());
+        if let Some(p) = &pty {
+            berth_runtime::tty::copy_winsize(1, p.as_raw_fd());
+        }
         // Input goes to a pty, or to the stdin pipe the monitor keeps for a -i container.
         let mut input = stdin && (c.config.tty || c.config.interactive);
         let mut buf = vec![0u8; 64 << 10];
@@ -900,10 +912,21 @@ impl Engine {
             let mut fds = [
                 libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: if input { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
+                libc::pollfd {
+                    fd: winch.as_ref().map_or(-1, |w| w.read.as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             // SAFETY: poll over fds we hold.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            if unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) } < 0 {
                 continue;
+            }
+            if fds[2].revents != 0
+                && let (Some(w), Some(p)) = (&winch, &pty)
+            {
+                w.drain();
+                berth_runtime::tty::copy_winsize(1, p.as_raw_fd());
             }
             if fds[1].revents != 0 {
                 // SAFETY: read into our buffer.
