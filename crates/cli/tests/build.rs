@@ -351,8 +351,11 @@ fn cache_hits_until_a_file_changes() {
     b.ok(&["rmi", "cached"]);
     b.ok(&["image", "prune", "-f"]);
     assert_eq!(b.ok(&["images", "-aq"]).lines().count(), 1, "{}", b.ok(&["images", "-a"]));
-    // `builder prune` forgets everything.
+    // `builder prune` forgets everything; `system df` counts what it holds before.
     build_ok(&b, &["-t", "cached", s(&ctx)]);
+    let df = b.ok(&["system", "df", "--format", "{{.Type}}={{.TotalCount}}"]);
+    let cache_line = df.lines().find(|l| l.starts_with("Build Cache=")).unwrap_or_default().to_string();
+    assert!(cache_line != "Build Cache=0" && !cache_line.is_empty(), "{df}");
     let p = b.ok(&["builder", "prune", "-f"]);
     assert!(p.contains("Total reclaimed space:"), "{p}");
     assert_eq!(hits(&build_ok(&b, &["-t", "cached", s(&ctx)])), 0);

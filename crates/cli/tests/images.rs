@@ -263,6 +263,18 @@ fn export_stopped_and_running_containers() {
     // What export writes, import takes back.
     b.ok(&["import", out.to_str().unwrap(), "exported:v1"]);
     assert_eq!(b.ok(&["run", "--rm", "--network", "none", "exported:v1", "cat", "/new.txt"]), "new\n");
+    // -c sets the new image's config, as commit's -c does.
+    b.ok(&[
+        "import",
+        "-c",
+        r#"CMD ["cat", "/new.txt"]"#,
+        "-c",
+        "ENV GREETING=hi",
+        out.to_str().unwrap(),
+        "exported:v2",
+    ]);
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "exported:v2"]), "new\n");
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "exported:v2", "sh", "-c", "echo $GREETING"]), "hi\n");
     let (code, _, err) = b.run(&["export", "-o", b.g.path("x.tar").to_str().unwrap(), "nothing"]);
     assert!(code != 0 && err.contains("nothing"), "{err}");
     assert!(!b.g.path("x.tar").exists());

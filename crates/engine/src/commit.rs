@@ -154,7 +154,7 @@ pub fn parse_change(s: &str) -> Result<(String, Value)> {
     Ok((word, v))
 }
 
-fn apply_change(cc: &mut Value, word: &str, v: Value) {
+pub(crate) fn apply_change(cc: &mut Value, word: &str, v: Value) {
     match word {
         "CMD" => cc["Cmd"] = v,
         "ENTRYPOINT" => cc["Entrypoint"] = v,

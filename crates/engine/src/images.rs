@@ -92,11 +92,17 @@ impl Engine {
     }
 
     /// `berth import FILE [REF]`: returns the new image id.
-    pub fn import(&self, r: impl Read, name: Option<&str>, message: &str) -> Result<Digest> {
+    /// `changes` are Dockerfile instructions for the image's config (`import -c`), as commit's.
+    pub fn import(&self, r: impl Read, name: Option<&str>, message: &str, changes: &[String]) -> Result<Digest> {
         let reference = name.map(Reference::parse).transpose()?;
+        let mut config = serde_json::json!({});
+        for ch in changes {
+            let (word, v) = crate::commit::parse_change(ch)?;
+            crate::commit::apply_change(&mut config, &word, v);
+        }
         let _l = self.store_lock(false)?;
         let created = berth_runtime::state::now_rfc3339();
-        let m = archive::import(r, &self.store, &created, message)?;
+        let m = archive::import(r, &self.store, &created, message, config)?;
         self.register(&m, reference.as_ref())
     }
 

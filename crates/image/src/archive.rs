@@ -174,7 +174,13 @@ pub fn put_manifest(store: &Store, config: Descriptor, layers: Vec<Descriptor>) 
 
 /// `berth import`: a root filesystem tar (plain, gzip or zstd) becomes a one-layer image.
 /// Returns the new manifest's digest.
-pub fn import(r: impl Read, store: &Store, created: &str, change_note: &str) -> Result<Digest> {
+pub fn import(
+    r: impl Read,
+    store: &Store,
+    created: &str,
+    change_note: &str,
+    config: serde_json::Value,
+) -> Result<Digest> {
     let mut br = BufReader::with_capacity(256 << 10, r);
     let compression = sniff(&mut br)?;
     // Store the blob as given, hashing the uncompressed stream on the way for the diff id.
@@ -199,7 +205,7 @@ pub fn import(r: impl Read, store: &Store, created: &str, change_note: &str) -> 
         "architecture": platform.architecture,
         "os": platform.os,
         "created": created,
-        "config": {},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": created, "created_by": "berth import", "comment": change_note}],
     });

@@ -83,6 +83,27 @@ impl Engine {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// For `system df`: the cached steps, and the bytes `builder prune` would give back (the
+    /// images only the cache holds, and the `RUN --mount=type=cache` directories).
+    pub fn build_cache_usage(&self) -> Result<(u64, u64)> {
+        let mut entries = 0;
+        let mut bytes = 0;
+        if has_table(&self.db)? {
+            entries = self.db.query_row("SELECT COUNT(*) FROM build_cache", [], |r| r.get::<_, i64>(0))? as u64;
+            bytes = self.db.query_row(
+                "SELECT COALESCE(SUM(size), 0) FROM images WHERE id IN (SELECT DISTINCT image FROM build_cache)
+                   AND id NOT IN (SELECT image FROM tags) AND id NOT IN (SELECT image FROM containers)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
+        }
+        let mounts = self.root.join("build").join("cache-mounts");
+        if mounts.exists() {
+            bytes += berth_storage::tarball::tree_size(&mounts).unwrap_or(0);
+        }
+        Ok((entries, bytes))
+    }
+
     /// `berth builder prune`: forgets every cached step and removes the untagged images that
     /// only the cache held (none a container uses), then the blobs and layers nothing needs,
     /// and the `RUN --mount=type=cache` directories.

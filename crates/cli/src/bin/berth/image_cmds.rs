@@ -545,6 +545,7 @@ fn df(e: &Engine, verbose: bool, format: Option<&str>) -> Result<i32> {
     let c_free: u64 = u.containers.iter().filter(|c| !running(&c.container)).map(|c| c.size).sum();
     let v_total: u64 = u.volumes.iter().map(|v| v.size).sum();
     let v_free: u64 = u.volumes.iter().filter(|v| v.links == 0).map(|v| v.size).sum();
+    let (cache_entries, cache_bytes) = e.build_cache_usage()?;
     let summary = [
         json!({"Type": "Images", "TotalCount": u.images.len().to_string(), "Active": active_images.to_string(),
                "Size": human_size(u.images_size), "Reclaimable": reclaimable(u.images_reclaimable, u.images_size)}),
@@ -554,7 +555,8 @@ fn df(e: &Engine, verbose: bool, format: Option<&str>) -> Result<i32> {
         json!({"Type": "Local Volumes", "TotalCount": u.volumes.len().to_string(),
                "Active": u.volumes.iter().filter(|v| v.links > 0).count().to_string(),
                "Size": human_size(v_total), "Reclaimable": reclaimable(v_free, v_total)}),
-        json!({"Type": "Build Cache", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
+        json!({"Type": "Build Cache", "TotalCount": cache_entries.to_string(), "Active": "0",
+               "Size": human_size(cache_bytes), "Reclaimable": human_size(cache_bytes)}),
     ];
     if !verbose || format.is_some() {
         print_rows(

@@ -385,6 +385,10 @@ struct LoadArgs {
 struct ImportArgs {
     #[arg(short, long)]
     message: Option<String>,
+    /// A Dockerfile instruction for the image's config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
+    /// ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR); repeatable.
+    #[arg(short, long)]
+    change: Vec<String>,
     file: String,
     reference: Option<String>,
 }
@@ -858,16 +862,17 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Import(ImportArgs { message, file, reference })
-        | Cmd::Image(ImageCmd::Import(ImportArgs { message, file, reference })) => {
+        Cmd::Import(ImportArgs { message, change, file, reference })
+        | Cmd::Image(ImageCmd::Import(ImportArgs { message, change, file, reference })) => {
             let note = message.unwrap_or_default();
             let id = if file == "-" {
-                e.import(std::io::stdin().lock(), reference.as_deref(), &note)?
+                e.import(std::io::stdin().lock(), reference.as_deref(), &note, &change)?
             } else {
                 e.import(
                     std::fs::File::open(&file).with_context(|| format!("opening {file}"))?,
                     reference.as_deref(),
                     &note,
+                    &change,
                 )?
             };
             println!("{id}");
