@@ -135,6 +135,37 @@ impl Berth {
         assert!(o.status.success(), "skopeo push: {}", String::from_utf8_lossy(&o.stderr));
         l
     }
+
+    /// Pushes (with skopeo) an image whose one layer is `tar`.
+    fn skopeo_push_tar(&self, r: &Registry, repo_tag: &str, tar: &[u8]) -> Layout {
+        let dir = self.g.path("layout-of");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        let l = image::write_oci_layout_of(&dir, "latest", tar);
+        let dest = format!("docker://{}/{repo_tag}", r.host());
+        let src = format!("oci:{}:latest", l.dir.display());
+        let o = self.skopeo(&["copy", "--dest-tls-verify=false", &src, &dest]);
+        assert!(o.status.success(), "skopeo push: {}", String::from_utf8_lossy(&o.stderr));
+        l
+    }
+}
+
+/// A tar written header by header, past the tar crate's own checks on names and links.
+fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, link, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(*kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
 }
 
 impl Drop for Berth {
@@ -545,6 +576,8 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
     // Not a registry at all.
     b.fails(&["pull", "127.0.0.1:1/x"], &["unreachable"]);
     b.fails(&["pull", "Invalid/Name"], &["invalid reference format"]);
+    // After all of it, the store checks out (the failed pulls took back what they stored).
+    b.ok(&["system", "check"]);
 }
 
 #[test]
@@ -752,4 +785,127 @@ fn client_certificates_from_certs_d() {
     let out = b.ok(&["pull", &format!("{host}/berth/cc:v1")]);
     assert!(out.contains(&format!("Digest: {}", l.manifest)), "{out}");
     assert_eq!(b.ok(&["run", "--rm", "--network", "none", &format!("{host}/berth/cc:v1"), "echo", "mtls"]), "mtls\n");
+}
+
+#[test]
+fn hostile_layers_full_disks_and_bad_credentials_fail_clearly_and_leave_nothing() {
+    use tar::EntryType::{Link, Regular, Symlink};
+    let r = Registry::start(Variant::Plain).expect("starting docker-registry");
+    let b = Berth::new("reg-hostile");
+    let host = r.host();
+    let escaped = |what: &str| {
+        // Nothing named "escaped" anywhere under the test's directory but the registry's.
+        let found = Command::new("find")
+            .arg(b.g.path(""))
+            .args(["-name", "escaped*", "-not", "-path", "*/registry*", "-not", "-path", "*/root/storage/*"])
+            .output()
+            .unwrap();
+        let found = String::from_utf8_lossy(&found.stdout).into_owned();
+        assert!(found.trim().is_empty(), "{what}: written outside the layer: {found}");
+    };
+    let cases: &[(&str, Vec<(&str, tar::EntryType, &str, &[u8])>, &str)] = &[
+        (
+            "traversal",
+            vec![("../../../escaped-traversal", Regular, "", b"x")],
+            "layer entry ../../../escaped-traversal",
+        ),
+        ("hardlink", vec![("h", Link, "../../../../etc/hostname", b"")], "../../../../etc/hostname: path traversal"),
+    ];
+    for (tag, entries, want) in cases {
+        let l = b.skopeo_push_tar(&r, &format!("hostile/{tag}:latest"), &raw_tar(entries));
+        let name = format!("{host}/hostile/{tag}:latest");
+        b.fails(&["pull", &name], &[&format!("pulling {name}"), &format!("layer {}", l.layer), want]);
+        b.assert_nothing_left(tag);
+        escaped(tag);
+    }
+    // Through a symlink to "/": contained, the file lands inside the layer.
+    let entries: &[(&str, tar::EntryType, &str, &[u8])] = &[
+        ("s", Symlink, "/", b""),
+        ("tmp/", tar::EntryType::Directory, "", b""),
+        ("s/tmp/escaped-symlink", Regular, "", b"in"),
+    ];
+    b.skopeo_push_tar(&r, "hostile/symlink:latest", &raw_tar(entries));
+    let name = format!("{host}/hostile/symlink:latest");
+    b.ok(&["pull", &name]);
+    escaped("symlink");
+    let layers =
+        Command::new("find").arg(b.g.path("root/storage")).args(["-name", "escaped-symlink"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&layers.stdout).contains("/diff/tmp/escaped-symlink"),
+        "the file is not in the layer"
+    );
+    b.ok(&["rmi", &name]);
+    // A tar bomb, against the limits of berth.toml: a clear error, nothing left.
+    let l = b.skopeo_push(&r, "berth/busybox:latest");
+    let name = format!("{host}/berth/busybox:latest");
+    std::fs::write(b.g.path("berth.toml"), "max-layer-entries = 10\n").unwrap();
+    let mut c = b.cmd(&["pull", &name]);
+    c.env("BERTH_CONFIG", b.g.path("berth.toml"));
+    let (code, _, err) = Berth::output(c);
+    assert!(code != 0 && err.contains(&format!("layer {}", l.layer)) && err.contains("more than 10 entries"), "{err}");
+    b.assert_nothing_left("a tar bomb");
+    // A full disk during the unpack: the store on a 1 MiB tmpfs.
+    let small = b.g.path("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&small).status().unwrap();
+    assert!(mounted.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let out = Command::new(BERTH)
+        .arg("--root")
+        .arg(small.join("root"))
+        .arg("--runroot")
+        .arg(b.g.path("run-small"))
+        .args(["pull", &name])
+        .env("BERTH_REGISTRIES_CONF", b.g.path("registries.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("No space left on device"), "{err}");
+    let images = Command::new(BERTH)
+        .arg("--root")
+        .arg(small.join("root"))
+        .arg("--runroot")
+        .arg(b.g.path("run-small"))
+        .args(["images", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&images.stdout), "", "an image is visible after a full disk");
+    let check = Command::new(BERTH)
+        .arg("--root")
+        .arg(small.join("root"))
+        .arg("--runroot")
+        .arg(b.g.path("run-small"))
+        .args(["system", "check"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "system check after a full disk: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // And the store of the other cases checks out.
+    b.ok(&["system", "check"]);
+}
+
+#[test]
+fn bad_stored_credentials_get_the_registrys_refusal() {
+    let r = Registry::start(Variant::BasicAuth).expect("starting docker-registry with basic auth");
+    let b = Berth::new("reg-badcreds");
+    b.skopeo_push(&r, "berth/busybox:latest");
+    // An auth file with the wrong password (as a login that has since changed would leave).
+    let wrong =
+        Command::new("sh").args(["-c", &format!("printf %s '{USER}:not-{PASSWORD}' | base64 -w0")]).output().unwrap();
+    let wrong = String::from_utf8_lossy(&wrong.stdout).into_owned();
+    std::fs::write(b.auth_file(), json!({"auths": {r.host(): {"auth": wrong}}}).to_string()).unwrap();
+    let name = format!("{}/berth/busybox:latest", r.host());
+    b.fails(&["pull", &name], &[&format!("pulling {name}"), "unauthorized", "auth.json"]);
+    b.assert_nothing_left("bad credentials");
 }

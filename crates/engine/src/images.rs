@@ -312,6 +312,15 @@ impl Engine {
         self.collect_garbage_locked()
     }
 
+    /// After a failed pull: what it stored (its manifest and config, layers that checked out)
+    /// goes unless another command holds the store (then the next collection takes it), so
+    /// that the store checks out. A killed pull's blobs stay for the next pull to finish with.
+    pub fn collect_garbage_if_idle(&self) {
+        if let Ok(Some(_l)) = crate::FileLock::try_take(&self.root.join("store.lock")) {
+            let _ = self.collect_garbage_locked();
+        }
+    }
+
     /// [`Engine::collect_garbage`] for a caller that holds the store lock exclusively.
     fn collect_garbage_locked(&self) -> Result<()> {
         let mut keep_blobs: HashSet<Digest> = HashSet::new();

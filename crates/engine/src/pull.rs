@@ -112,10 +112,14 @@ impl Engine {
         for r in &refs {
             match self.pull_reference(&client, r, opts, progress, on_bytes.clone()) {
                 Ok(p) => return Ok(p),
-                Err(e) if refs.len() == 1 => return Err(e),
+                Err(e) if refs.len() == 1 => {
+                    self.collect_garbage_if_idle();
+                    return Err(e);
+                }
                 Err(e) => errors.push(format!("{e:#}")),
             }
         }
+        self.collect_garbage_if_idle();
         bail!("{}", errors.join("; "))
     }
 

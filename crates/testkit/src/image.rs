@@ -140,11 +140,16 @@ fn put_blob(dir: &Path, data: &[u8]) -> String {
 
 /// An OCI image layout of busybox in `dir`, tagged `ref_name` (e.g. "latest").
 pub fn write_oci_layout(dir: &Path, ref_name: &str) -> Layout {
+    write_oci_layout_of(dir, ref_name, &layer_tar())
+}
+
+/// An OCI image layout in `dir` whose one layer is `tar` (gzipped here): for images built to
+/// test what a puller does with them.
+pub fn write_oci_layout_of(dir: &Path, ref_name: &str, tar: &[u8]) -> Layout {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let tar = layer_tar();
-    let diff_id = sha256(&tar);
-    let gz = gzip(&tar);
+    let diff_id = sha256(tar);
+    let gz = gzip(tar);
     let layer = put_blob(dir, &gz);
     let config = serde_json::json!({
         "architecture": arch(),
