@@ -151,8 +151,11 @@ impl Berth {
     }
 }
 
+/// One tar entry: path, type, link target, content.
+type Entry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
 /// A tar written header by header, past the tar crate's own checks on names and links.
-fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+fn raw_tar(entries: &[Entry]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (path, kind, link, data) in entries {
         let mut h = tar::Header::new_gnu();
@@ -803,7 +806,7 @@ fn hostile_layers_full_disks_and_bad_credentials_fail_clearly_and_leave_nothing(
         let found = String::from_utf8_lossy(&found.stdout).into_owned();
         assert!(found.trim().is_empty(), "{what}: written outside the layer: {found}");
     };
-    let cases: &[(&str, Vec<(&str, tar::EntryType, &str, &[u8])>, &str)] = &[
+    let cases: &[(&str, Vec<Entry>, &str)] = &[
         (
             "traversal",
             vec![("../../../escaped-traversal", Regular, "", b"x")],
@@ -819,7 +822,7 @@ fn hostile_layers_full_disks_and_bad_credentials_fail_clearly_and_leave_nothing(
         escaped(tag);
     }
     // Through a symlink to "/": contained, the file lands inside the layer.
-    let entries: &[(&str, tar::EntryType, &str, &[u8])] = &[
+    let entries: &[Entry] = &[
         ("s", Symlink, "/", b""),
         ("tmp/", tar::EntryType::Directory, "", b""),
         ("s/tmp/escaped-symlink", Regular, "", b"in"),
