@@ -126,3 +126,51 @@ fn cp_copies_both_ways_without_leaving_the_container() {
     assert_ne!(code, 0);
     assert!(err.contains("Could not find"), "{err}");
 }
+
+#[test]
+fn cp_streams_tar_on_stdout_and_from_stdin() {
+    use std::io::{Read, Write};
+    let b = Berth::new("cp-stream");
+    b.ok(&["run", "-d", "--name", "box", "--network", "none", "busybox", "sleep", "60"]);
+    // Out: a tar of the path under its own name.
+    let o = b.out(&["cp", "box:/etc", "-"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut ar = tar::Archive::new(&o.stdout[..]);
+    let mut passwd = String::new();
+    let mut names = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().display().to_string();
+        if p == "etc/passwd" {
+            e.read_to_string(&mut passwd).unwrap();
+        }
+        names.push(p);
+    }
+    assert!(passwd.starts_with("root:"), "{names:?}");
+    // In: a tar unpacked into a directory of the container.
+    let mut t = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(9);
+    h.set_mode(0o640);
+    h.set_uid(1000);
+    h.set_gid(1000);
+    h.set_cksum();
+    t.append_data(&mut h, "new/f.txt", &b"streamed\n"[..]).unwrap();
+    let data = t.into_inner().unwrap();
+    let mut c = b.cmd(&["cp", "-", "box:/tmp"]);
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(&data).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(b.ok(&["exec", "box", "cat", "/tmp/new/f.txt"]), "streamed\n");
+    assert_eq!(b.ok(&["exec", "box", "stat", "-c", "%u:%g %a", "/tmp/new/f.txt"]).trim(), "1000:1000 640");
+    // Into something that is not a directory: Docker's words.
+    let mut c = b.cmd(&["cp", "-", "box:/etc/passwd"]);
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(&data).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("must be a directory"));
+    b.ok(&["rm", "-f", "box"]);
+}

@@ -275,6 +275,42 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// `berth cp CONTAINER:PATH -`: the path (a file or a tree, by its own name) as a tar
+    /// stream on `w`, owners kept.
+    pub fn copy_to_stream(&self, container: &str, path: &str, follow: bool, w: impl std::io::Write) -> Result<()> {
+        let tmp = tempfile::Builder::new().prefix("cp-").tempdir_in(self.layers.root().join("tmp"))?;
+        self.copy_following(
+            &Location::Container(container.into(), path.into()),
+            &Location::Host(tmp.path().to_path_buf()),
+            true,
+            follow,
+        )?;
+        berth_storage::tarball::write_tree(tmp.path(), w)?;
+        Ok(())
+    }
+
+    /// `berth cp - CONTAINER:DIR`: a tar stream from `r` unpacked into the directory DIR
+    /// (safely, as a layer is), then copied in with its owners.
+    pub fn copy_from_stream(&self, r: impl std::io::Read, container: &str, dir: &str) -> Result<()> {
+        let tmp = tempfile::Builder::new().prefix("cp-").tempdir_in(self.layers.root().join("tmp"))?;
+        let limits = berth_storage::Limits { allow_devices: false, ..crate::settings::Settings::layer_limits()? };
+        berth_storage::unpack::unpack(r, tmp.path(), &limits).context("reading the tar stream from stdin")?;
+        // The destination must be a directory (Docker's rule for a stream).
+        let root = self.copy_root(container)?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        safepath::openat_in_root(root.fd.as_raw_fd(), &inside(Path::new(dir)), flags, 0)
+            .map_err(|_| anyhow::anyhow!("destination \"{container}:{dir}\" must be a directory"))?;
+        drop(root);
+        let mut names: Vec<_> = fs::read_dir(tmp.path())?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+        names.sort();
+        for n in names {
+            self.copy(&Location::Host(n), &Location::Container(container.into(), dir.into()), true)?;
+        }
+        Ok(())
+    }
+}
+
 /// A container path relative to its root (`.` for the root itself).
 /// `p` with its last component's symbolic links followed (up to 40), read inside `root`:
 /// absolute targets start at the container's root, `..` stops there. The directories on the
