@@ -836,6 +836,26 @@ fn attach_follows_a_running_container() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot attach to a stopped container"), "{err}");
     b.ok(&["rm", id.trim()]);
+    // attach passes the signals it gets on to the container (--sig-proxy, on by default).
+    let trap = "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done";
+    for proxy in ["true", "false"] {
+        let id = b.ok(&["run", "-d", "--network", "none", "busybox", "sh", "-c", trap]);
+        let id = id.trim();
+        let mut c = b.cmd(&["attach", &format!("--sig-proxy={proxy}"), id]);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let child = c.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let o = child.wait_with_output().unwrap();
+        if proxy == "true" {
+            assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+            assert!(String::from_utf8_lossy(&o.stdout).contains("got-term"));
+        } else {
+            assert_eq!(b.inspect(id, "{{.State.Status}}"), "running", "the container got the signal");
+        }
+        b.ok(&["rm", "-f", id]);
+    }
     // start -i attaches (Docker's start -i is -ai): input in, output out, its exit code.
     b.ok(&[
         "create",

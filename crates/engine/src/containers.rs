@@ -880,7 +880,7 @@ impl Engine {
 
     /// `berth attach`: the running container's output (and, with a pty, our input) through its
     /// monitor, until it exits (its exit code) or ctrl-p ctrl-q detaches us (0).
-    pub fn attach(&self, key: &str, stdin: bool, detach_keys: Option<&str>) -> Result<i32> {
+    pub fn attach(&self, key: &str, stdin: bool, detach_keys: Option<&str>, sig_proxy: bool) -> Result<i32> {
         let c = self.container(key)?;
         if !c.is_running() {
             return Err(
@@ -899,7 +899,16 @@ impl Engine {
         } else {
             None
         };
-        let winch = pty.as_ref().and_then(|_| SignalPipe::install(&[libc::SIGWINCH]).ok());
+        // Without a terminal, the signals we get go to the container's process (--sig-proxy,
+        // Docker's default; with -t, ctrl-c is a byte on the pty).
+        let mut sigs = Vec::new();
+        if pty.is_some() {
+            sigs.push(libc::SIGWINCH);
+        }
+        if sig_proxy && !c.config.tty {
+            sigs.extend([libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2]);
+        }
+        let winch = if sigs.is_empty() { None } else { SignalPipe::install(&sigs).ok() };
         if let Some(p) = &pty {
             berth_runtime::tty::copy_winsize(1, p.as_raw_fd());
         }
@@ -923,10 +932,17 @@ impl Engine {
                 continue;
             }
             if fds[2].revents != 0
-                && let (Some(w), Some(p)) = (&winch, &pty)
+                && let Some(w) = &winch
             {
-                w.drain();
-                berth_runtime::tty::copy_winsize(1, p.as_raw_fd());
+                for sig in w.drain() {
+                    match &pty {
+                        Some(p) if sig == libc::SIGWINCH => berth_runtime::tty::copy_winsize(1, p.as_raw_fd()),
+                        // SAFETY: kill(2) of the container's process.
+                        _ => unsafe {
+                            libc::kill(c.pid, sig);
+                        },
+                    }
+                }
             }
             if fds[1].revents != 0 {
                 // SAFETY: read into our buffer.

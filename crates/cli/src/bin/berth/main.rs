@@ -745,8 +745,8 @@ fn run(cli: Cli) -> Result<i32> {
             let until = until.as_deref().map(|s| parse_time(s, "--until")).transpose()?;
             cmd_logs(&e, &container, follow, timestamps, tail.as_deref(), (since, until))
         }
-        Cmd::Attach { no_stdin, detach_keys, sig_proxy: _, container } => {
-            e.attach(&container, !no_stdin, detach_keys.as_deref())
+        Cmd::Attach { no_stdin, detach_keys, sig_proxy, container } => {
+            e.attach(&container, !no_stdin, detach_keys.as_deref(), sig_proxy)
         }
         Cmd::Wait { containers } => {
             for c in &containers {
@@ -1067,8 +1067,16 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Cp { archive, follow_link, src, dst } => {
-            use berth_engine::copy::parse_location;
-            e.copy_following(&parse_location(&src), &parse_location(&dst), archive, follow_link)?;
+            use berth_engine::copy::{Location, parse_location};
+            // `-` is a tar stream: stdout as the destination, stdin as the source.
+            match (src.as_str(), dst.as_str(), parse_location(&src), parse_location(&dst)) {
+                (_, "-", Location::Container(c, p), _) => {
+                    let out = std::io::stdout().lock();
+                    e.copy_to_stream(&c, &p, follow_link, std::io::BufWriter::new(out))?
+                }
+                ("-", _, _, Location::Container(c, p)) => e.copy_from_stream(std::io::stdin().lock(), &c, &p)?,
+                (_, _, s, d) => e.copy_following(&s, &d, archive, follow_link)?,
+            }
             Ok(0)
         }
         Cmd::Events { since, until, filter, format } => cmd_events(&e, since, until, &filter, format),
