@@ -1707,3 +1707,100 @@ fn container_processes_start_with_default_signals() {
     let out = b.ok(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", "yes | head -n 2; echo done"]);
     assert_eq!(out, "y\ny\ndone\n");
 }
+
+/// Flags a read-only audit found without a test: exec -u/-w/--privileged, --cap-add,
+/// no-new-privileges, --cpuset-cpus, ps filters by exit code, ancestor and id, unless-stopped.
+#[test]
+fn exec_users_capabilities_cpusets_and_ps_filters() {
+    let b = Berth::new("eng-flags");
+    let cap_eff = |out: &str| -> u64 {
+        let hex = out.split_whitespace().nth(1).unwrap_or("0");
+        u64::from_str_radix(hex, 16).unwrap()
+    };
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flags",
+        "--network",
+        "none",
+        "--cap-add",
+        "NET_ADMIN",
+        "--security-opt",
+        "no-new-privileges",
+        "--cpuset-cpus",
+        "0",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(
+        b.ok(&["exec", "-u", "1000:1001", "-w", "/tmp", "flags", "sh", "-c", "id -u; id -g; pwd"]),
+        "1000\n1001\n/tmp\n"
+    );
+    let caps = cap_eff(&b.ok(&["exec", "flags", "grep", "CapEff", "/proc/self/status"]));
+    assert!(caps & CAP_NET_ADMIN != 0 && caps & CAP_SYS_ADMIN == 0, "{caps:#x}");
+    let caps = cap_eff(&b.ok(&["exec", "--privileged", "flags", "grep", "CapEff", "/proc/self/status"]));
+    assert!(caps & CAP_SYS_ADMIN != 0, "exec --privileged: {caps:#x}");
+    assert_eq!(b.ok(&["exec", "flags", "grep", "NoNewPrivs", "/proc/1/status"]).split_whitespace().nth(1), Some("1"));
+    assert_eq!(b.ok(&["exec", "flags", "cat", "/sys/fs/cgroup/cpuset/cpuset.cpus"]).trim(), "0");
+    // ps filters.
+    assert_eq!(b.run(&["run", "--name", "three", "--network", "none", "busybox", "sh", "-c", "exit 3"]).0, 3);
+    assert_eq!(b.ok(&["ps", "-a", "--filter", "exited=3", "--format", "{{.Names}}"]), "three\n");
+    let id = b.ok(&["inspect", "-f", "{{.Id}}", "flags"]);
+    assert_eq!(b.ok(&["ps", "-a", "--filter", &format!("id={}", &id[..6]), "--format", "{{.Names}}"]), "flags\n");
+    let mut by_image: Vec<String> = b
+        .ok(&["ps", "-a", "--filter", "ancestor=busybox", "--format", "{{.Names}}"])
+        .lines()
+        .map(String::from)
+        .collect();
+    by_image.sort();
+    assert_eq!(by_image, ["flags", "three"]);
+    // unless-stopped restarts after an exit, and stays stopped after a stop.
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "unless",
+        "--restart",
+        "unless-stopped",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.2; exit 1",
+    ]);
+    for _ in 0..200 {
+        if b.inspect("unless", "{{.RestartCount}}") != "0" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_ne!(b.inspect("unless", "{{.RestartCount}}"), "0");
+    b.ok(&["stop", "-t", "1", "unless"]);
+    let n = b.inspect("unless", "{{.RestartCount}}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.inspect("unless", "{{.RestartCount}} {{.State.Status}}"), format!("{n} exited"));
+    // The OOM killer: exit 137 and OOMKilled in inspect.
+    let (code, _, _) = b.run(&[
+        "run",
+        "--name",
+        "hungry",
+        "--network",
+        "none",
+        "--memory",
+        "16m",
+        "--memory-swap",
+        "16m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert_eq!(code, 137);
+    assert_eq!(b.inspect("hungry", "{{.State.OOMKilled}} {{.State.ExitCode}}"), "true 137");
+    b.ok(&["rm", "-f", "flags", "three", "unless", "hungry"]);
+}
