@@ -1033,6 +1033,34 @@ fn another_oci_runtime_runs_the_container() {
     b.ok(&["stop", "-t", "1", id]);
     assert_eq!(b.inspect(id, "{{.State.ExitCode}}"), "137");
     b.ok(&["rm", id]);
+    // Healthchecks go through that runtime's exec too.
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        "runc",
+        "--network",
+        "none",
+        "--health-cmd",
+        "echo via-runc",
+        "--health-interval",
+        "200ms",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let id = id.trim();
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = b.inspect(id, "{{.State.Health.Status}}");
+        if status != "starting" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status, "healthy", "{}", b.inspect(id, "{{json .State.Health}}"));
+    assert!(b.inspect(id, "{{json .State.Health.Log}}").contains("via-runc"));
+    b.ok(&["rm", "-f", id]);
     // The runtime's state is gone with the container.
     let state = b.g.path("run").join("runtimes/runc");
     let left: Vec<_> =

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use berth_runtime::container::Container;
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +77,9 @@ struct Probe {
 pub struct Checker {
     cfg: Healthcheck,
     runtime_root: PathBuf,
+    /// Another OCI runtime's binary and state root (`--runtime`): checks go through its exec.
+    external: Option<(PathBuf, PathBuf)>,
+    bundle: PathBuf,
     id: String,
     file: PathBuf,
     started: Instant,
@@ -88,7 +91,13 @@ pub struct Checker {
 const OUTPUT_MAX: usize = 4096;
 
 impl Checker {
-    pub fn new(cfg: &Healthcheck, runtime_root: &Path, id: &str, dir: &Path) -> Option<Checker> {
+    pub fn new(
+        cfg: &Healthcheck,
+        runtime_root: &Path,
+        id: &str,
+        dir: &Path,
+        external: Option<(PathBuf, PathBuf)>,
+    ) -> Option<Checker> {
         if !cfg.enabled() {
             return None;
         }
@@ -96,6 +105,8 @@ impl Checker {
         let mut c = Checker {
             cfg: cfg.clone(),
             runtime_root: runtime_root.to_path_buf(),
+            external,
+            bundle: dir.to_path_buf(),
             id: id.to_string(),
             file: dir.join("health.json"),
             started: now,
@@ -244,12 +255,15 @@ impl Checker {
 
     /// Execs the test in the container with its output in a pipe to us.
     fn start(&self) -> Result<Probe> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        if let Some((bin, root)) = &self.external {
+            return self.start_external(bin, root, r, w);
+        }
         let rc = Container::load(&self.runtime_root, &self.id)?;
         let spec = rc.spec()?;
         let mut p = spec.process().clone().context("the container has no process")?;
         p.set_args(Some(self.cfg.command()));
         p.set_terminal(Some(false));
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         // The runtime gives the process our stdout and stderr: make them the pipe meanwhile.
         // SAFETY: dup/dup2 of fds we hold; restored right after.
         let saved = unsafe { (libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 10), libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 10)) };
@@ -271,7 +285,10 @@ impl Checker {
             libc::close(saved.1);
         }
         drop(w);
-        let pid = pid?;
+        Self::probe(pid?, r, began, began_wall)
+    }
+
+    fn probe(pid: i32, out: OwnedFd, began: Instant, began_wall: String) -> Result<Probe> {
         // SAFETY: pidfd_open of our child.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
         if fd < 0 {
@@ -279,6 +296,40 @@ impl Checker {
         }
         // SAFETY: a fresh fd.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Probe { pid, pidfd, out: r, buf: Vec::new(), began, began_wall })
+        Ok(Probe { pid, pidfd, out, buf: Vec::new(), began, began_wall })
+    }
+
+    /// The test through another runtime's `exec --detach`: its process, output in our pipe,
+    /// is orphaned to the monitor (a child subreaper), which then waits for it as for its own.
+    fn start_external(&self, bin: &Path, root: &Path, r: OwnedFd, w: OwnedFd) -> Result<Probe> {
+        let spec: serde_json::Value = serde_json::from_slice(&fs::read(self.bundle.join("config.json"))?)?;
+        let mut p = spec["process"].clone();
+        p["args"] = serde_json::json!(self.cfg.command());
+        p["terminal"] = serde_json::json!(false);
+        let proc_file = self.bundle.join("health-process.json");
+        let pid_file = self.bundle.join("health.pid");
+        fs::write(&proc_file, serde_json::to_vec(&p)?)?;
+        let _ = fs::remove_file(&pid_file);
+        nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))?;
+        let began_wall = berth_runtime::state::now_rfc3339();
+        let began = Instant::now();
+        let st = std::process::Command::new(bin)
+            .arg("--root")
+            .arg(root)
+            .args(["exec", "--detach", "--pid-file"])
+            .arg(&pid_file)
+            .arg("--process")
+            .arg(&proc_file)
+            .arg(&self.id)
+            .stdin(std::process::Stdio::null())
+            .stdout(w.try_clone()?)
+            .stderr(w)
+            .status()
+            .with_context(|| format!("running {}", bin.display()))?;
+        if !st.success() {
+            bail!("{} exec of the health check failed ({st})", bin.display());
+        }
+        let pid: i32 = fs::read_to_string(&pid_file)?.trim().parse().context("reading the health check's pid file")?;
+        Self::probe(pid, r, began, began_wall)
     }
 }

@@ -63,11 +63,16 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         unsafe { libc::malloc_trim(0) };
         release_unused_stack();
         let began = std::time::Instant::now();
+        let external = (!crate::runtimes::is_builtin(&c.config.runtime))
+            .then(|| crate::runtimes::resolve(&c.config.runtime).ok())
+            .flatten()
+            .map(|bin| (bin, crate::runtimes::external_root_in(runroot, &c.config.runtime)));
         let mut health = crate::health::Checker::new(
             c.config.healthcheck.as_ref().unwrap_or(&Default::default()),
             &runroot.join("runtime"),
             &c.id,
             &c.dir,
+            external,
         );
         let code = pump(&c, &started, attach, stdin, &mut status, &mut health, attach_sock.as_ref());
         // The published ports go with the run: a restart binds them again.

@@ -35,6 +35,12 @@ pub fn resolve(name: &str) -> Result<PathBuf> {
 }
 
 /// A container's runtime, built-in or external.
+/// Where another runtime `name` keeps its state for berth's containers (`--root`).
+pub(crate) fn external_root_in(runroot: &Path, name: &str) -> PathBuf {
+    let base = Path::new(name).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    runroot.join("runtimes").join(base)
+}
+
 pub(crate) enum Runtime {
     Builtin(Container),
     External { bin: PathBuf, root: PathBuf, id: String },
@@ -43,8 +49,7 @@ pub(crate) enum Runtime {
 impl Engine {
     /// Where an external runtime keeps its state for berth's containers.
     pub(crate) fn external_root(&self, name: &str) -> PathBuf {
-        let base = Path::new(name).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        self.runroot.join("runtimes").join(base)
+        external_root_in(&self.runroot, name)
     }
 
     /// The runtime that has container `c` (an error for the built-in one when it has no state).
