@@ -174,3 +174,42 @@ fn cp_streams_tar_on_stdout_and_from_stdin() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("must be a directory"));
     b.ok(&["rm", "-f", "box"]);
 }
+
+#[test]
+fn cp_of_a_stopped_container_sees_its_volumes_and_binds() {
+    let b = Berth::new("cp-vols");
+    let host = b.g.path("bound");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("from-bind"), "b\n").unwrap();
+    let bind = format!("{}:/bound", host.display());
+    b.ok(&[
+        "run",
+        "--name",
+        "stopped",
+        "--network",
+        "none",
+        "-v",
+        "data:/data",
+        "-v",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        "echo v > /data/from-volume",
+    ]);
+    let out = b.g.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    b.ok(&["cp", "stopped:/data/from-volume", out.to_str().unwrap()]);
+    b.ok(&["cp", "stopped:/bound/from-bind", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(out.join("from-volume")).unwrap(), "v\n");
+    assert_eq!(std::fs::read_to_string(out.join("from-bind")).unwrap(), "b\n");
+    // Into the volume, as a running container would see it.
+    std::fs::write(out.join("new"), "n\n").unwrap();
+    b.ok(&["cp", out.join("new").to_str().unwrap(), "stopped:/data/"]);
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "-v", "data:/d", "busybox", "cat", "/d/new"]), "n\n");
+    // Nothing stays mounted after the copies.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(b.g.path("root").to_str().unwrap()), "{mounts}");
+    b.ok(&["rm", "-v", "stopped"]);
+    b.ok(&["volume", "rm", "data"]);
+}

@@ -151,12 +151,17 @@ fn copy_entry(
 struct Root {
     fd: OwnedFd,
     unmount: Option<RootFs>,
+    /// A stopped container's volumes and binds, mounted into its root for the copy.
+    binds: Vec<PathBuf>,
     /// A running `--userns` container: through its root the host sees ids shifted by this.
     shift: Option<Shift>,
 }
 
 impl Drop for Root {
     fn drop(&mut self) {
+        for b in self.binds.iter().rev() {
+            let _ = nix::mount::umount2(b, nix::mount::MntFlags::MNT_DETACH);
+        }
         if let Some(r) = &self.unmount {
             let _ = r.unmount();
         }
@@ -168,7 +173,7 @@ impl Engine {
         let c = self.container(key)?;
         if c.is_running() && c.pid > 0 {
             let fd = safepath::open_root(Path::new(&format!("/proc/{}/root", c.pid)))?;
-            return Ok(Root { fd, unmount: None, shift: c.config.userns });
+            return Ok(Root { fd, unmount: None, binds: Vec::new(), shift: c.config.userns });
         }
         let rootfs = RootFs::path(&self.layers, &c.id);
         let mounted_here = if rootfs.is_mounted() {
@@ -180,7 +185,41 @@ impl Engine {
         };
         let fd = safepath::open_root(&rootfs.merged());
         // Stopped, the root is mounted without idmapped layers: the ids on disk, unshifted.
-        let root = Root { fd: fd?, unmount: mounted_here.then_some(rootfs), shift: None };
+        let mut root = Root { fd: fd?, unmount: mounted_here.then_some(rootfs), binds: Vec::new(), shift: None };
+        if mounted_here {
+            // Its volumes and binds too, where they are when it runs (Docker's cp sees them).
+            let mut binds = c.config.binds.clone();
+            binds.sort_by_key(|b| b.destination.len());
+            for b in binds {
+                let source = match &b.volume {
+                    Some(v) => self.volume_data(v),
+                    None => b.source.clone(),
+                };
+                if !source.exists() {
+                    continue;
+                }
+                // The mount point as the container's root resolves it (no symlink out); one
+                // the image lacks is left alone.
+                let Ok(at) = safepath::openat_in_root(
+                    root.fd.as_raw_fd(),
+                    &inside(Path::new(&b.destination)),
+                    libc::O_PATH | libc::O_CLOEXEC,
+                    0,
+                ) else {
+                    continue;
+                };
+                let target = fs::read_link(format!("/proc/self/fd/{}", at.as_raw_fd()))?;
+                nix::mount::mount(
+                    Some(&source),
+                    &format!("/proc/self/fd/{}", at.as_raw_fd())[..],
+                    None::<&str>,
+                    nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .with_context(|| format!("mounting {} at {} for the copy", source.display(), b.destination))?;
+                root.binds.push(target);
+            }
+        }
         Ok(root)
     }
 
