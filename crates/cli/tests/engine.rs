@@ -1832,3 +1832,74 @@ fn exec_users_capabilities_cpusets_and_ps_filters() {
     assert_eq!(b.inspect("hungry", "{{.State.OOMKilled}} {{.State.ExitCode}}"), "true 137");
     b.ok(&["rm", "-f", "flags", "three", "unless", "hungry"]);
 }
+
+/// The copy driver (berth.toml `storage-driver = "copy"`, for hosts without overlayfs): roots
+/// are copies of the layers, and diff, commit, cp, export, restart and rm work as with overlay.
+#[test]
+fn the_copy_storage_driver() {
+    let b = Berth::new("eng-copy");
+    let conf = b.g.path("berth.toml");
+    std::fs::write(&conf, "storage-driver = \"copy\"\n").unwrap();
+    let run = |args: &[&str]| -> (i32, String, String) {
+        let o = b.cmd(args).env("BERTH_CONFIG", &conf).output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into(),
+            String::from_utf8_lossy(&o.stderr).into(),
+        )
+    };
+    let ok = |args: &[&str]| -> String {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 0, "berth {args:?}: {err}");
+        out
+    };
+    ok(&[
+        "run",
+        "--name",
+        "cc",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo new > /new; rm /etc/group; mkdir /d; echo x > /d/f; chmod 600 /etc/passwd; rm -rf /root; mkdir /root",
+    ]);
+    let id = ok(&["inspect", "-f", "{{.Id}}", "cc"]).trim().to_string();
+    let dir = b.g.path("root/storage/containers").join(&id);
+    assert_eq!(std::fs::read_to_string(dir.join("driver")).unwrap(), "copy");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(dir.to_str().unwrap()), "a copy root is no mount");
+    let diff = ok(&["diff", "cc"]);
+    for want in ["A /new", "D /etc/group", "A /d", "A /d/f", "C /etc/passwd"] {
+        assert!(diff.lines().any(|l| l == want), "{want:?} in {diff}");
+    }
+    // commit: the changes as a layer (a whiteout for what went, /root made anew is opaque).
+    ok(&["commit", "cc", "copied:1"]);
+    let out = ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "copied:1",
+        "sh",
+        "-c",
+        "cat /new /d/f; test -e /etc/group || echo gone; stat -c %a /etc/passwd; ls -A /root | wc -l",
+    ]);
+    assert_eq!(out, "new\nx\ngone\n600\n0\n");
+    // cp and export read the copy.
+    let host = b.g.path("out");
+    std::fs::create_dir_all(&host).unwrap();
+    ok(&["cp", "cc:/new", host.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(host.join("new")).unwrap(), "new\n");
+    let tar = b.g.path("cc.tar");
+    ok(&["export", "-o", tar.to_str().unwrap(), "cc"]);
+    assert!(std::fs::metadata(&tar).unwrap().len() > 100_000);
+    // A restart keeps the root as it was; a running one takes exec.
+    ok(&["run", "-d", "--name", "live", "--network", "none", "busybox", "sleep", "60"]);
+    assert_eq!(ok(&["exec", "live", "sh", "-c", "echo hi > /hi; cat /hi"]), "hi\n");
+    ok(&["restart", "-t", "0", "live"]);
+    assert_eq!(ok(&["exec", "live", "cat", "/hi"]), "hi\n");
+    let live = ok(&["inspect", "-f", "{{.Id}}", "live"]).trim().to_string();
+    ok(&["rm", "-f", "cc", "live"]);
+    assert!(!dir.exists() && !b.g.path("root/storage/containers").join(live).exists(), "a copy root is left");
+}

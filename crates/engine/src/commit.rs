@@ -33,7 +33,7 @@ impl Engine {
         let image = self.resolve_image(&c.image)?;
         let paused = o.pause && c.state == "running" && self.pause_container(&c.id, true).is_ok();
         let made = (|| -> Result<Digest> {
-            let upper = RootFs::path(&self.layers, &c.id).upper();
+            let upper = RootFs::path(&self.layers, &c.id).changes()?;
             let l = layer::store_layer(&self.store, &upper, &self.root.join("images").join("tmp"), None)?;
             let mut cfg: Value = serde_json::from_slice(&self.store.read(&image.id)?)?;
             let now = berth_runtime::state::now_rfc3339();

@@ -439,7 +439,7 @@ impl Engine {
             let (shift, _userns_lock) = self.allocate_userns(userns)?;
             c.userns = shift;
             std::fs::create_dir_all(&dir)?;
-            rootfs.create()?;
+            rootfs.create_with(crate::settings::Settings::copy_driver()?)?;
             let insert = |name: &str| -> Result<usize, rusqlite::Error> {
                 self.db.execute(
                     &format!(
@@ -510,7 +510,7 @@ impl Engine {
         for c in self.containers(true)? {
             if !c.is_running() && !c.monitor_alive() {
                 if measure {
-                    let upper = RootFs::path(&self.layers, &c.id).upper();
+                    let upper = RootFs::path(&self.layers, &c.id).changes()?;
                     bytes += berth_storage::tarball::tree_size(&upper).unwrap_or(0);
                 }
                 self.remove_container(&c.id, false)?;

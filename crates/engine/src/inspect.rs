@@ -157,7 +157,7 @@ impl Engine {
         let image = self.resolve_image(&c.image)?;
         let lowers: Vec<PathBuf> =
             chain_ids(&self.config_of(&image)?.rootfs.diff_ids).iter().map(|ch| self.layers.diff_path(ch)).collect();
-        let upper = RootFs::path(&self.layers, &c.id).upper();
+        let upper = RootFs::path(&self.layers, &c.id).changes()?;
         let lower_fds: Vec<std::fs::File> = lowers.iter().filter_map(|l| std::fs::File::open(l).ok()).collect();
         let mut out = Vec::new();
         walk(&upper, Path::new(""), &lower_fds, &mut out)?;

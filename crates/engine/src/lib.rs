@@ -165,6 +165,15 @@ impl std::fmt::Display for ExitError {
 impl std::error::Error for ExitError {}
 
 /// Docker's exit code for a failure to start a container's process.
+impl Engine {
+    /// Where a container's changes are laid out as an overlay upper dir (for the copy driver,
+    /// laid out now).
+    pub fn container_changes(&self, id: &str) -> PathBuf {
+        let r = berth_storage::RootFs::path(&self.layers, id);
+        r.changes().unwrap_or_else(|_| r.upper())
+    }
+}
+
 /// The bytes of the tree under `p` (each inode once, not crossing into other file systems);
 /// 0 when it cannot be read.
 pub fn tree_size(p: &Path) -> u64 {

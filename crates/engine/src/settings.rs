@@ -8,6 +8,9 @@
 //! # Limits on one unpacked layer, against decompression bombs (pull, load, build's ADD).
 //! max-layer-bytes = 68719476736   # 64 GiB of file content
 //! max-layer-entries = 4000000     # tar entries
+//! # How containers' roots are made: "overlay" (default), or "copy" on hosts where overlayfs
+//! # cannot be used (each root a full copy of its image's layers; slower, bigger).
+//! storage-driver = "overlay"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -26,6 +29,8 @@ pub struct Settings {
     pub max_layer_bytes: Option<u64>,
     #[serde(rename = "max-layer-entries")]
     pub max_layer_entries: Option<u64>,
+    #[serde(rename = "storage-driver")]
+    pub storage_driver: Option<String>,
 }
 
 impl Settings {
@@ -44,6 +49,15 @@ impl Settings {
             max_entries: s.max_layer_entries.unwrap_or(d.max_entries),
             ..d
         })
+    }
+
+    /// Whether new containers get the copy driver's roots (`storage-driver = "copy"`).
+    pub fn copy_driver() -> Result<bool> {
+        match Settings::load()?.storage_driver.as_deref() {
+            None | Some("overlay") => Ok(false),
+            Some("copy") => Ok(true),
+            Some(other) => anyhow::bail!("storage-driver {other:?} in the settings file: overlay or copy"),
+        }
     }
 
     pub fn load_from(path: &Path) -> Result<Settings> {

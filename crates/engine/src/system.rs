@@ -8,7 +8,6 @@ use anyhow::Result;
 use berth_image::Digest;
 use berth_image::digest::HashReader;
 use berth_image::manifest::chain_ids;
-use berth_storage::RootFs;
 
 use crate::images::{ImageRow, display_name};
 use crate::volumes::Volume;
@@ -136,7 +135,7 @@ impl Engine {
         }
         u.images_reclaimable = u.images_size - active.iter().map(|p| sizes.get(p).copied().unwrap_or(0)).sum::<u64>();
         for c in containers {
-            let upper = RootFs::path(&self.layers, &c.id).upper();
+            let upper = self.container_changes(&c.id);
             let size = berth_storage::tarball::tree_size(&upper).unwrap_or(0);
             u.containers.push(ContainerUsage { container: c, size });
         }

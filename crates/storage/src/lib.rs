@@ -1,6 +1,7 @@
 //! Layer storage: untrusted layer tars unpacked safely, layers shared by chain id, and overlay
 //! roots for containers.
 
+pub mod copydriver;
 pub mod layers;
 pub mod rootfs;
 pub mod tarball;

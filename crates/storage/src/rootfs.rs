@@ -34,10 +34,45 @@ impl RootFs {
 
     /// Creates the directories (not mounted yet).
     pub fn create(&self) -> Result<()> {
+        self.create_with(false)
+    }
+
+    /// Creates the directories; with `copy`, for the copy driver (see the copydriver module):
+    /// the root will be a copy of the layers, not an overlay.
+    pub fn create_with(&self, copy: bool) -> Result<()> {
         for d in ["upper", "work", "merged"] {
             fs::create_dir_all(self.dir.join(d)).with_context(|| format!("creating {}", self.dir.join(d).display()))?;
         }
+        if copy {
+            fs::write(self.dir.join("driver"), "copy")?;
+        }
         Ok(())
+    }
+
+    /// Whether this root is the copy driver's.
+    pub fn is_copy(&self) -> bool {
+        fs::read(self.dir.join("driver")).is_ok_and(|d| d == b"copy")
+    }
+
+    fn snapshot(&self) -> PathBuf {
+        self.dir.join("snapshot")
+    }
+
+    /// The container's changes as an overlay upper dir holds them: the upper dir itself, or
+    /// for the copy driver a fresh layout of what changed since the copy was made.
+    pub fn changes(&self) -> Result<PathBuf> {
+        if !self.is_copy() || !self.snapshot().exists() {
+            return Ok(self.upper());
+        }
+        let fresh = self.dir.join(format!("changes-{}", std::process::id()));
+        let _ = remove_tree(&fresh);
+        fs::create_dir(&fresh)?;
+        crate::copydriver::changes(&self.merged(), &self.snapshot(), &fresh)?;
+        let old = self.dir.join(format!("upper-old-{}", std::process::id()));
+        let _ = fs::rename(self.upper(), &old);
+        fs::rename(&fresh, self.upper())?;
+        let _ = remove_tree(&old);
+        Ok(self.upper())
     }
 
     /// The overlay's lower dirs for `chains` (bottom layer first), top first.
@@ -58,6 +93,14 @@ impl RootFs {
             return Ok(());
         }
         let lowers = self.lower_dirs(layers, chains)?;
+        if self.is_copy() {
+            // Made once (a restart keeps the root as it was); the snapshot says it is whole.
+            let merged = self.merged();
+            let _ = remove_tree(&merged);
+            fs::create_dir_all(&merged)?;
+            crate::copydriver::populate(&merged, &lowers)?;
+            return crate::copydriver::snapshot(&merged, &self.snapshot());
+        }
         self.mount_overlay(&lowers, &self.dir)
     }
 
@@ -75,6 +118,9 @@ impl RootFs {
     /// read the upper dir as for any other container. overlayfs itself cannot be idmapped, its
     /// layers can (Linux 5.19+).
     pub fn mount_shifted(&self, layers: &Layers, chains: &[Digest], shift: &Shift) -> Result<()> {
+        if self.is_copy() {
+            bail!("--userns needs the overlay storage driver (this container's root is a copy)");
+        }
         if self.is_mounted() {
             return Ok(());
         }
@@ -129,10 +175,16 @@ impl RootFs {
     }
 
     pub fn is_mounted(&self) -> bool {
+        if self.is_copy() {
+            return self.snapshot().exists();
+        }
         is_mountpoint(&self.merged())
     }
 
     pub fn unmount(&self) -> Result<()> {
+        if self.is_copy() {
+            return Ok(()); // the copy is the container's root, kept until it is removed
+        }
         self.drop_views();
         if self.is_mounted() {
             nix::mount::umount2(&self.merged(), nix::mount::MntFlags::MNT_DETACH)
@@ -151,6 +203,10 @@ impl RootFs {
         chains: &[Digest],
         f: impl FnOnce(&Path) -> Result<T> + Send,
     ) -> Result<T> {
+        if self.is_copy() {
+            self.mount(layers, chains)?;
+            return f(&self.merged());
+        }
         let mut lowers: Vec<String> = vec![self.upper().display().to_string()];
         lowers.extend(chains.iter().rev().map(|c| layers.lower_path(c).display().to_string()));
         if lowers.len() < 2 {

@@ -291,11 +291,11 @@ fn clean(p: &Path) -> Result<Option<PathBuf>> {
     Ok(if out.as_os_str().is_empty() { None } else { Some(out) })
 }
 
-fn cstr(b: &[u8]) -> Result<CString> {
+pub(crate) fn cstr(b: &[u8]) -> Result<CString> {
     CString::new(b).context("a path with a NUL byte")
 }
 
-fn check(rc: libc::c_int) -> std::io::Result<()> {
+pub(crate) fn check(rc: libc::c_int) -> std::io::Result<()> {
     if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }
 
@@ -313,7 +313,7 @@ fn open_dir_in(root: RawFd, rel: &Path) -> Result<OwnedFd> {
     openat_in_root(root, p, libc::O_DIRECTORY | libc::O_RDONLY, 0).with_context(|| format!("opening {}", rel.display()))
 }
 
-fn open_at(dir: RawFd, name: &CString, flags: libc::c_int) -> Result<OwnedFd> {
+pub(crate) fn open_at(dir: RawFd, name: &CString, flags: libc::c_int) -> Result<OwnedFd> {
     // SAFETY: openat with a valid dir fd and a single-component name.
     let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, 0o600) };
     check(fd).with_context(|| format!("opening {}", name.to_string_lossy()))?;
@@ -365,7 +365,7 @@ fn make_fresh(dir: RawFd, name: &CString, mut make: impl FnMut() -> libc::c_int)
 
 /// Removes whatever is at `name` (a file, a link, or a whole directory tree).
 /// Returns whether a directory was removed.
-fn remove_any(dir: RawFd, name: &CString) -> Result<bool> {
+pub(crate) fn remove_any(dir: RawFd, name: &CString) -> Result<bool> {
     // SAFETY: unlinkat on a valid dir fd.
     if unsafe { libc::unlinkat(dir, name.as_ptr(), 0) } == 0 {
         return Ok(false);
