@@ -156,6 +156,13 @@ fn cp_streams_tar_on_stdout_and_from_stdin() {
     h.set_gid(1000);
     h.set_cksum();
     t.append_data(&mut h, "new/f.txt", &b"streamed\n"[..]).unwrap();
+    // A symlink in the stream is copied as one, never followed on the host.
+    let mut l = tar::Header::new_gnu();
+    l.set_entry_type(tar::EntryType::Symlink);
+    l.set_size(0);
+    l.set_mode(0o777);
+    l.set_cksum();
+    t.append_link(&mut l, "hostetc", "/etc").unwrap();
     let data = t.into_inner().unwrap();
     let mut c = b.cmd(&["cp", "-", "box:/tmp"]);
     c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
@@ -165,6 +172,7 @@ fn cp_streams_tar_on_stdout_and_from_stdin() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(b.ok(&["exec", "box", "cat", "/tmp/new/f.txt"]), "streamed\n");
     assert_eq!(b.ok(&["exec", "box", "stat", "-c", "%u:%g %a", "/tmp/new/f.txt"]).trim(), "1000:1000 640");
+    assert_eq!(b.ok(&["exec", "box", "readlink", "/tmp/hostetc"]).trim(), "/etc");
     // Into something that is not a directory: Docker's words.
     let mut c = b.cmd(&["cp", "-", "box:/etc/passwd"]);
     c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
@@ -182,6 +190,9 @@ fn cp_of_a_stopped_container_sees_its_volumes_and_binds() {
     std::fs::create_dir_all(&host).unwrap();
     std::fs::write(host.join("from-bind"), "b\n").unwrap();
     let bind = format!("{}:/bound", host.display());
+    let ro_host = b.g.path("ro");
+    std::fs::create_dir_all(&ro_host).unwrap();
+    let ro = format!("{}:/ro:ro", ro_host.display());
     b.ok(&[
         "run",
         "--name",
@@ -192,6 +203,8 @@ fn cp_of_a_stopped_container_sees_its_volumes_and_binds() {
         "data:/data",
         "-v",
         &bind,
+        "-v",
+        &ro,
         "busybox",
         "sh",
         "-c",
@@ -207,6 +220,10 @@ fn cp_of_a_stopped_container_sees_its_volumes_and_binds() {
     std::fs::write(out.join("new"), "n\n").unwrap();
     b.ok(&["cp", out.join("new").to_str().unwrap(), "stopped:/data/"]);
     assert_eq!(b.ok(&["run", "--rm", "--network", "none", "-v", "data:/d", "busybox", "cat", "/d/new"]), "n\n");
+    // A read-only bind stays read-only for cp too.
+    let (code, _, err) = b.run(&["cp", out.join("new").to_str().unwrap(), "stopped:/ro/"]);
+    assert!(code != 0 && err.contains("Read-only file system"), "{err}");
+    assert!(!ro_host.join("new").exists());
     // Nothing stays mounted after the copies.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(b.g.path("root").to_str().unwrap()), "{mounts}");

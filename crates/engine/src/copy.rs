@@ -77,6 +77,22 @@ fn lstat_at(dir: RawFd, name: &CStr) -> std::io::Result<libc::stat> {
     }
 }
 
+/// Whether `fd` is the regular file `st` describes (same device and inode).
+pub(crate) fn same_regular_file(fd: RawFd, st: &libc::stat) -> Result<()> {
+    // SAFETY: fstat into a zeroed stat.
+    let now = unsafe {
+        let mut now: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut now) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        now
+    };
+    if now.st_mode & libc::S_IFMT != libc::S_IFREG || now.st_dev != st.st_dev || now.st_ino != st.st_ino {
+        bail!("a file changed while it was being copied");
+    }
+    Ok(())
+}
+
 /// Copies the entry `name` of directory `from` into directory `to` as `as_name`; `owner`
 /// gives each copy's owner from its source's.
 fn copy_entry(
@@ -117,7 +133,10 @@ fn copy_entry(
             }
         }
         libc::S_IFREG => {
-            let src = openat(from, name, libc::O_RDONLY, 0)?;
+            // Opened without blocking and checked to be the file just looked at: a running
+            // container may have swapped in a FIFO or a device node meanwhile.
+            let src = openat(from, name, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY, 0)?;
+            same_regular_file(src.as_raw_fd(), &st)?;
             // SAFETY: unlinkat of whatever was there (a file or a symlink: never followed).
             unsafe { libc::unlinkat(to, as_name.as_ptr(), 0) };
             let dst = openat(to, as_name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
@@ -146,81 +165,119 @@ fn copy_entry(
     Ok(())
 }
 
-/// A container's root for copying: its mount namespace's root while it runs, else its
-/// overlay root, mounted for the copy (and unmounted after by the guard).
+/// A container's root for copying: its mount namespace's root while it runs, else its root
+/// (and volumes and binds) mounted in a private mount namespace of the copying thread.
 struct Root {
     fd: OwnedFd,
-    unmount: Option<RootFs>,
-    /// A stopped container's volumes and binds, mounted into its root for the copy.
-    binds: Vec<PathBuf>,
     /// A running `--userns` container: through its root the host sees ids shifted by this.
     shift: Option<Shift>,
 }
 
-impl Drop for Root {
-    fn drop(&mut self) {
-        for b in self.binds.iter().rev() {
-            let _ = nix::mount::umount2(b, nix::mount::MntFlags::MNT_DETACH);
-        }
-        if let Some(r) = &self.unmount {
-            let _ = r.unmount();
-        }
-    }
+/// What reaching a container's root takes, read from the database before the copy (the copy
+/// of a stopped container runs on a thread of its own, without the engine).
+struct RootPlan {
+    running: Option<i32>,
+    shift: Option<Shift>,
+    rootfs: RootFs,
+    chains: Vec<berth_image::Digest>,
+    /// (source, destination, read-only), shortest destination first.
+    binds: Vec<(PathBuf, String, bool)>,
 }
 
 impl Engine {
-    fn copy_root(&self, key: &str) -> Result<Root> {
+    fn root_plan(&self, key: &str) -> Result<RootPlan> {
         let c = self.container(key)?;
-        if c.is_running() && c.pid > 0 {
-            let fd = safepath::open_root(Path::new(&format!("/proc/{}/root", c.pid)))?;
-            return Ok(Root { fd, unmount: None, binds: Vec::new(), shift: c.config.userns });
-        }
         let rootfs = RootFs::path(&self.layers, &c.id);
-        let mounted_here = if rootfs.is_mounted() {
-            false
-        } else {
-            let image = self.resolve_image(&c.image)?;
-            rootfs.mount(&self.layers, &chain_ids(&self.config_of(&image)?.rootfs.diff_ids))?;
-            true
-        };
-        let fd = safepath::open_root(&rootfs.merged());
-        // Stopped, the root is mounted without idmapped layers: the ids on disk, unshifted.
-        let mut root = Root { fd: fd?, unmount: mounted_here.then_some(rootfs), binds: Vec::new(), shift: None };
-        if mounted_here {
-            // Its volumes and binds too, where they are when it runs (Docker's cp sees them).
-            let mut binds = c.config.binds.clone();
-            binds.sort_by_key(|b| b.destination.len());
-            for b in binds {
+        if c.is_running() && c.pid > 0 {
+            return Ok(RootPlan {
+                running: Some(c.pid),
+                shift: c.config.userns,
+                rootfs,
+                chains: Vec::new(),
+                binds: Vec::new(),
+            });
+        }
+        let image = self.resolve_image(&c.image)?;
+        let chains = chain_ids(&self.config_of(&image)?.rootfs.diff_ids);
+        let mut binds: Vec<(PathBuf, String, bool)> = c
+            .config
+            .binds
+            .iter()
+            .map(|b| {
                 let source = match &b.volume {
                     Some(v) => self.volume_data(v),
                     None => b.source.clone(),
                 };
-                if !source.exists() {
-                    continue;
-                }
-                // The mount point as the container's root resolves it (no symlink out); one
-                // the image lacks is left alone.
-                let Ok(at) = safepath::openat_in_root(
-                    root.fd.as_raw_fd(),
-                    &inside(Path::new(&b.destination)),
-                    libc::O_PATH | libc::O_CLOEXEC,
-                    0,
-                ) else {
-                    continue;
-                };
-                let target = fs::read_link(format!("/proc/self/fd/{}", at.as_raw_fd()))?;
-                nix::mount::mount(
-                    Some(&source),
-                    &format!("/proc/self/fd/{}", at.as_raw_fd())[..],
-                    None::<&str>,
-                    nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
-                    None::<&str>,
-                )
-                .with_context(|| format!("mounting {} at {} for the copy", source.display(), b.destination))?;
-                root.binds.push(target);
-            }
+                (source, b.destination.clone(), b.readonly)
+            })
+            .collect();
+        binds.sort_by_key(|b| b.1.len());
+        Ok(RootPlan { running: None, shift: None, rootfs, chains, binds })
+    }
+
+    /// Runs `f` with the container's root. A stopped container's root, volumes and binds are
+    /// mounted (as it sees them when it runs: Docker's cp sees them too) in a private mount
+    /// namespace of a thread of its own: nothing of it shows outside, and it all goes with the
+    /// thread, also when the copy fails or berth is interrupted.
+    fn with_root<T: Send>(&self, key: &str, f: impl FnOnce(&Root) -> Result<T> + Send) -> Result<T> {
+        let plan = self.root_plan(key)?;
+        if let Some(pid) = plan.running {
+            let fd = safepath::open_root(Path::new(&format!("/proc/{pid}/root")))?;
+            return f(&Root { fd, shift: plan.shift });
         }
-        Ok(root)
+        let layers = &self.layers;
+        std::thread::scope(|s| {
+            s.spawn(move || -> Result<T> {
+                use nix::mount::{MsFlags, mount};
+                // CLONE_NEWNS implies CLONE_FS, which one thread of a process may unshare.
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("a private mount namespace")?;
+                mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+                    .context("making the private mount namespace private")?;
+                if !plan.rootfs.is_mounted() {
+                    plan.rootfs.mount(layers, &plan.chains)?;
+                }
+                // Stopped, the root is mounted without idmapped layers: the ids on disk.
+                let root = Root { fd: safepath::open_root(&plan.rootfs.merged())?, shift: None };
+                for (source, dest, ro) in &plan.binds {
+                    if !source.exists() {
+                        continue;
+                    }
+                    // The mount point as the container's root resolves it (no symlink out); one
+                    // the image lacks is left alone.
+                    let Ok(at) = safepath::openat_in_root(
+                        root.fd.as_raw_fd(),
+                        &inside(Path::new(dest)),
+                        libc::O_PATH | libc::O_CLOEXEC,
+                        0,
+                    ) else {
+                        continue;
+                    };
+                    let target = format!("/proc/self/fd/{}", at.as_raw_fd());
+                    mount(Some(source), &target[..], None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                        .with_context(|| format!("mounting {} at {dest} for the copy", source.display()))?;
+                    if *ro {
+                        // Opened again, the place is now the new mount: make that read-only.
+                        let on = safepath::openat_in_root(
+                            root.fd.as_raw_fd(),
+                            &inside(Path::new(dest)),
+                            libc::O_PATH | libc::O_CLOEXEC,
+                            0,
+                        )?;
+                        mount(
+                            None::<&str>,
+                            &format!("/proc/self/fd/{}", on.as_raw_fd())[..],
+                            None::<&str>,
+                            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                            None::<&str>,
+                        )
+                        .with_context(|| format!("making {dest} read-only for the copy"))?;
+                    }
+                }
+                f(&root)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the copying thread panicked")))
+        })
     }
 
     /// `berth cp SRC DST`; one side must be in a container.
@@ -234,119 +291,122 @@ impl Engine {
     pub fn copy_following(&self, src: &Location, dst: &Location, archive: bool, follow: bool) -> Result<()> {
         match (src, dst) {
             (Location::Container(c, p), Location::Host(h)) => {
-                let root = self.copy_root(c)?;
-                let (_, own_name) = split(p)?;
-                let resolved;
-                let p: &str = if follow {
-                    resolved = resolve_links(root.fd.as_raw_fd(), p)
-                        .map_err(|e| e.context(format!("Could not find the file {p} in container {c}")))?;
-                    &resolved
-                } else {
-                    p
-                };
-                if p == "/" {
-                    bail!("{}: a link to the container's root cannot be copied with -L", own_name.to_string_lossy());
-                }
-                let (parent, name) = split(p)?;
-                let dir = safepath::openat_in_root(
-                    root.fd.as_raw_fd(),
-                    &inside(parent),
-                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                    0,
-                )
-                .map_err(|e| anyhow::Error::from(e).context(format!("Could not find the file {p} in container {c}")))?;
-                lstat_at(dir.as_raw_fd(), &name).map_err(|e| {
-                    anyhow::Error::from(e).context(format!("Could not find the file {p} in container {c}"))
-                })?;
-                // SAFETY: getuid/getgid.
-                let me = unsafe { (libc::getuid(), libc::getgid()) };
-                let (hdir, hname) = host_target(h, &own_name)?;
-                let hfd = fs::File::open(&hdir).map_err(err("opening", &hdir))?;
-                let shift = root.shift;
-                let owner = move |u: u32, g: u32| match (archive, shift) {
-                    (false, _) => me,
-                    (true, None) => (u, g),
-                    (true, Some(s)) => s.unshift(u, g),
-                };
-                copy_entry(dir.as_raw_fd(), &name, hfd.as_raw_fd(), &hname, &owner)
+                self.with_root(c, |root| copy_out(root, c, p, h, archive, follow))
             }
             (Location::Host(h), Location::Container(c, p)) => {
-                let root = self.copy_root(c)?;
                 let hp = fs::canonicalize(h).map_err(err("no such file or directory:", h))?;
                 let (hparent, hname) = split_host(&hp)?;
                 let hdir = fs::File::open(&hparent).map_err(err("opening", &hparent))?;
-                // The destination: an existing directory receives the source by its name; else
-                // the last component is the new name inside an existing parent.
-                let rel = inside(Path::new(p));
-                let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
-                let (dir, name) = match safepath::openat_in_root(root.fd.as_raw_fd(), &rel, flags, 0) {
-                    Ok(d) => (d, hname.clone()),
-                    Err(_) => {
-                        let (parent, name) = split(p)?;
-                        let d =
-                            safepath::openat_in_root(root.fd.as_raw_fd(), &inside(parent), flags, 0).map_err(|e| {
-                                anyhow::Error::from(e).context(format!(
-                                    "Could not find the directory {} in container {c}",
-                                    parent.display()
-                                ))
-                            })?;
-                        (d, name)
-                    }
-                };
-                let owner = |u: u32, g: u32| if archive { (u, g) } else { (0, 0) };
-                match root.shift {
-                    None => copy_entry(hdir.as_raw_fd(), &hname, dir.as_raw_fd(), &name, &owner),
-                    // Writes through the container's overlay must come from ids its idmapped
-                    // layers can map: the container's root, owners shifted alike.
-                    Some(s) => berth_storage::rootfs::as_fs_ids(s.uid, s.gid, || {
-                        let shifted = |u: u32, g: u32| {
-                            let (u, g) = owner(u, g);
-                            s.shift(u, g)
-                        };
-                        copy_entry(hdir.as_raw_fd(), &hname, dir.as_raw_fd(), &name, &shifted)
-                    }),
-                }
+                self.with_root(c, |root| copy_in(root, c, p, hdir.as_raw_fd(), &hname, archive))
             }
             _ => bail!(
                 "copying between two containers or two host paths is not supported: one side must be CONTAINER:PATH"
             ),
         }
     }
-}
 
-impl Engine {
     /// `berth cp CONTAINER:PATH -`: the path (a file or a tree, by its own name) as a tar
     /// stream on `w`, owners kept.
     pub fn copy_to_stream(&self, container: &str, path: &str, follow: bool, w: impl std::io::Write) -> Result<()> {
         let tmp = tempfile::Builder::new().prefix("cp-").tempdir_in(self.layers.root().join("tmp"))?;
-        self.copy_following(
-            &Location::Container(container.into(), path.into()),
-            &Location::Host(tmp.path().to_path_buf()),
-            true,
-            follow,
-        )?;
+        let into = tmp.path().to_path_buf();
+        self.with_root(container, |root| copy_out(root, container, path, &into, true, follow))?;
         berth_storage::tarball::write_tree(tmp.path(), w)?;
         Ok(())
     }
 
     /// `berth cp - CONTAINER:DIR`: a tar stream from `r` unpacked into the directory DIR
-    /// (safely, as a layer is), then copied in with its owners.
+    /// (safely, as a layer is), then copied in with its owners, entry by entry from the
+    /// unpacked directory (a symlink in the stream is copied as a symlink, never followed).
     pub fn copy_from_stream(&self, r: impl std::io::Read, container: &str, dir: &str) -> Result<()> {
         let tmp = tempfile::Builder::new().prefix("cp-").tempdir_in(self.layers.root().join("tmp"))?;
         let limits = berth_storage::Limits { allow_devices: false, ..crate::settings::Settings::layer_limits()? };
         berth_storage::unpack::unpack(r, tmp.path(), &limits).context("reading the tar stream from stdin")?;
-        // The destination must be a directory (Docker's rule for a stream).
-        let root = self.copy_root(container)?;
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
-        safepath::openat_in_root(root.fd.as_raw_fd(), &inside(Path::new(dir)), flags, 0)
-            .map_err(|_| anyhow::anyhow!("destination \"{container}:{dir}\" must be a directory"))?;
-        drop(root);
-        let mut names: Vec<_> = fs::read_dir(tmp.path())?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-        names.sort();
-        for n in names {
-            self.copy(&Location::Host(n), &Location::Container(container.into(), dir.into()), true)?;
+        let from = fs::File::open(tmp.path())?;
+        let mut names: Vec<CString> = Vec::new();
+        for e in fs::read_dir(tmp.path())? {
+            names.push(cstr(&e?.file_name())?);
         }
-        Ok(())
+        names.sort();
+        self.with_root(container, |root| {
+            // The destination must be a directory (Docker's rule for a stream).
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+            safepath::openat_in_root(root.fd.as_raw_fd(), &inside(Path::new(dir)), flags, 0)
+                .map_err(|_| anyhow::anyhow!("destination \"{container}:{dir}\" must be a directory"))?;
+            for n in &names {
+                copy_in(root, container, dir, from.as_raw_fd(), n, true)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// From the container: `p` in `root` to the host path `h` (an existing directory receives it
+/// by its name).
+fn copy_out(root: &Root, c: &str, p: &str, h: &Path, archive: bool, follow: bool) -> Result<()> {
+    let (_, own_name) = split(p)?;
+    let resolved;
+    let p: &str = if follow {
+        resolved = resolve_links(root.fd.as_raw_fd(), p)
+            .map_err(|e| e.context(format!("Could not find the file {p} in container {c}")))?;
+        &resolved
+    } else {
+        p
+    };
+    if p == "/" {
+        bail!("{}: a link to the container's root cannot be copied with -L", own_name.to_string_lossy());
+    }
+    let (parent, name) = split(p)?;
+    let dir = safepath::openat_in_root(
+        root.fd.as_raw_fd(),
+        &inside(parent),
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        0,
+    )
+    .map_err(|e| anyhow::Error::from(e).context(format!("Could not find the file {p} in container {c}")))?;
+    lstat_at(dir.as_raw_fd(), &name)
+        .map_err(|e| anyhow::Error::from(e).context(format!("Could not find the file {p} in container {c}")))?;
+    // SAFETY: getuid/getgid.
+    let me = unsafe { (libc::getuid(), libc::getgid()) };
+    let (hdir, hname) = host_target(h, &own_name)?;
+    let hfd = fs::File::open(&hdir).map_err(err("opening", &hdir))?;
+    let shift = root.shift;
+    let owner = move |u: u32, g: u32| match (archive, shift) {
+        (false, _) => me,
+        (true, None) => (u, g),
+        (true, Some(s)) => s.unshift(u, g),
+    };
+    copy_entry(dir.as_raw_fd(), &name, hfd.as_raw_fd(), &hname, &owner)
+}
+
+/// Into the container: the entry `hname` of the host directory `hdir` to `p` in `root` (an
+/// existing directory receives it by its name; else the last component is its new name).
+fn copy_in(root: &Root, c: &str, p: &str, hdir: RawFd, hname: &CStr, archive: bool) -> Result<()> {
+    let rel = inside(Path::new(p));
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let (dir, name) = match safepath::openat_in_root(root.fd.as_raw_fd(), &rel, flags, 0) {
+        Ok(d) => (d, hname.to_owned()),
+        Err(_) => {
+            let (parent, name) = split(p)?;
+            let d = safepath::openat_in_root(root.fd.as_raw_fd(), &inside(parent), flags, 0).map_err(|e| {
+                anyhow::Error::from(e)
+                    .context(format!("Could not find the directory {} in container {c}", parent.display()))
+            })?;
+            (d, name)
+        }
+    };
+    let owner = |u: u32, g: u32| if archive { (u, g) } else { (0, 0) };
+    match root.shift {
+        None => copy_entry(hdir, hname, dir.as_raw_fd(), &name, &owner),
+        // Writes through the container's overlay must come from ids its idmapped layers can
+        // map: the container's root, owners shifted alike.
+        Some(s) => berth_storage::rootfs::as_fs_ids(s.uid, s.gid, || {
+            let shifted = |u: u32, g: u32| {
+                let (u, g) = owner(u, g);
+                s.shift(u, g)
+            };
+            copy_entry(hdir, hname, dir.as_raw_fd(), &name, &shifted)
+        }),
     }
 }
 
