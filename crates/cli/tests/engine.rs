@@ -1862,7 +1862,8 @@ fn the_copy_storage_driver() {
         "busybox",
         "sh",
         "-c",
-        "echo new > /new; rm /etc/group; mkdir /d; echo x > /d/f; chmod 600 /etc/passwd; rm -rf /root; mkdir /root",
+        "echo new > /new; rm /etc/group; mkdir /d; echo x > /d/f; chmod 600 /etc/passwd; rm -rf /root; mkdir /root; \
+         rm -rf /home; ln -s /tmp /home",
     ]);
     let id = ok(&["inspect", "-f", "{{.Id}}", "cc"]).trim().to_string();
     let dir = b.g.path("root/storage/containers").join(&id);
@@ -1870,7 +1871,7 @@ fn the_copy_storage_driver() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(dir.to_str().unwrap()), "a copy root is no mount");
     let diff = ok(&["diff", "cc"]);
-    for want in ["A /new", "D /etc/group", "A /d", "A /d/f", "C /etc/passwd"] {
+    for want in ["A /new", "D /etc/group", "A /d", "A /d/f", "C /etc/passwd", "C /home"] {
         assert!(diff.lines().any(|l| l == want), "{want:?} in {diff}");
     }
     // commit: the changes as a layer (a whiteout for what went, /root made anew is opaque).
@@ -1883,9 +1884,9 @@ fn the_copy_storage_driver() {
         "copied:1",
         "sh",
         "-c",
-        "cat /new /d/f; test -e /etc/group || echo gone; stat -c %a /etc/passwd; ls -A /root | wc -l",
+        "cat /new /d/f; test -e /etc/group || echo gone; stat -c %a /etc/passwd; ls -A /root | wc -l; readlink /home",
     ]);
-    assert_eq!(out, "new\nx\ngone\n600\n0\n");
+    assert_eq!(out, "new\nx\ngone\n600\n0\n/tmp\n");
     // cp and export read the copy.
     let host = b.g.path("out");
     std::fs::create_dir_all(&host).unwrap();

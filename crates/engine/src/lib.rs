@@ -166,11 +166,14 @@ impl std::error::Error for ExitError {}
 
 /// Docker's exit code for a failure to start a container's process.
 impl Engine {
-    /// Where a container's changes are laid out as an overlay upper dir (for the copy driver,
-    /// laid out now).
-    pub fn container_changes(&self, id: &str) -> PathBuf {
+    /// The bytes of a container's own changes (its overlay upper dir, or what the copy
+    /// driver finds changed).
+    pub fn container_changes_size(&self, id: &str) -> u64 {
         let r = berth_storage::RootFs::path(&self.layers, id);
-        r.changes().unwrap_or_else(|_| r.upper())
+        match r.changes() {
+            Ok(c) => tree_size(&c),
+            Err(_) => tree_size(&r.upper()),
+        }
     }
 }
 

@@ -135,8 +135,7 @@ impl Engine {
         }
         u.images_reclaimable = u.images_size - active.iter().map(|p| sizes.get(p).copied().unwrap_or(0)).sum::<u64>();
         for c in containers {
-            let upper = self.container_changes(&c.id);
-            let size = berth_storage::tarball::tree_size(&upper).unwrap_or(0);
+            let size = self.container_changes_size(&c.id);
             u.containers.push(ContainerUsage { container: c, size });
         }
         for v in self.volumes()? {

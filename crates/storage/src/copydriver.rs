@@ -74,25 +74,43 @@ fn set_meta(dir: RawFd, name: &CString, st: &libc::stat) -> Result<()> {
 
 /// Copies the non-directory `name` of `from` to `to` (file data, symlink, node), with its
 /// metadata; hard links within one copy stay links (`links`: source inode -> first copy).
+/// Hard links within one layer: source inode -> the first copy's path, relative to the root
+/// being filled (`root`; nothing runs in it yet).
+struct Links {
+    root: RawFd,
+    first: HashMap<(u64, u64), CString>,
+}
+
 fn copy_leaf(
     from: RawFd,
     to: RawFd,
     name: &CString,
     st: &libc::stat,
-    links: &mut HashMap<(u64, u64), (OwnedFd, CString)>,
+    rel: &Path,
+    links: &mut Option<Links>,
 ) -> Result<()> {
     let key = (st.st_dev, st.st_ino);
     if st.st_nlink > 1
-        && let Some((dir, first)) = links.get(&key)
+        && let Some(l) = links.as_ref()
+        && let Some(first) = l.first.get(&key)
     {
-        // SAFETY: linkat between two valid dir fds.
-        if unsafe { libc::linkat(dir.as_raw_fd(), first.as_ptr(), to, name.as_ptr(), 0) } == 0 {
+        // SAFETY: linkat from a path relative to the root being filled to a valid dir fd.
+        if unsafe { libc::linkat(l.root, first.as_ptr(), to, name.as_ptr(), 0) } == 0 {
             return Ok(());
         }
     }
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => {
-            let src = open_at(from, name, libc::O_RDONLY | libc::O_NOFOLLOW)?;
+            // Without blocking, and checked to be the file looked at: a running container may
+            // have put a FIFO or a device node there meanwhile.
+            let src = open_at(from, name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)?;
+            let now = fs::File::from(src.try_clone()?).metadata()?;
+            {
+                use std::os::unix::fs::MetadataExt;
+                if !now.file_type().is_file() || now.dev() != st.st_dev || now.ino() != st.st_ino {
+                    anyhow::bail!("{} changed while it was being copied", name.to_string_lossy());
+                }
+            }
             let dst = open_at(to, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)?;
             let (mut s, mut d) = (fs::File::from(src), fs::File::from(dst));
             std::io::copy(&mut s, &mut d)?;
@@ -113,14 +131,16 @@ fn copy_leaf(
         }
     }
     set_meta(to, name, st)?;
-    if st.st_nlink > 1 {
-        links.insert(key, (open_dir(Path::new(&format!("/proc/self/fd/{to}")))?, name.clone()));
+    if st.st_nlink > 1
+        && let Some(l) = links.as_mut()
+    {
+        l.first.insert(key, cstr(rel.join(OsStr::from_bytes(name.as_bytes())).as_os_str().as_bytes())?);
     }
     Ok(())
 }
 
-/// Applies the layer directory `from` onto `to` as overlay would stack it.
-fn apply(from: RawFd, to: RawFd, links: &mut HashMap<(u64, u64), (OwnedFd, CString)>) -> Result<()> {
+/// Applies the layer directory `from` onto `to` (`rel` in the root) as overlay would stack it.
+fn apply(from: RawFd, to: RawFd, rel: &Path, links: &mut Option<Links>) -> Result<()> {
     for name in names(from)? {
         let st = lstat_at(from, &name)?;
         let kind = st.st_mode & libc::S_IFMT;
@@ -139,12 +159,12 @@ fn apply(from: RawFd, to: RawFd, links: &mut HashMap<(u64, u64), (OwnedFd, CStri
                 check(unsafe { libc::mkdirat(to, name.as_ptr(), 0o700) })?;
             }
             let dst = sub_dir(to, &name)?;
-            apply(src.as_raw_fd(), dst.as_raw_fd(), links)?;
+            apply(src.as_raw_fd(), dst.as_raw_fd(), &rel.join(OsStr::from_bytes(name.as_bytes())), links)?;
             set_meta(to, &name, &st)?;
             continue;
         }
         remove_any(to, &name)?;
-        copy_leaf(from, to, &name, &st, links)?;
+        copy_leaf(from, to, &name, &st, rel, links)?;
     }
     Ok(())
 }
@@ -153,9 +173,9 @@ fn apply(from: RawFd, to: RawFd, links: &mut HashMap<(u64, u64), (OwnedFd, CStri
 pub fn populate(merged: &Path, lowers: &[PathBuf]) -> Result<()> {
     let to = open_dir(merged)?;
     for l in lowers.iter().rev() {
-        let mut links = HashMap::new();
+        let mut links = Some(Links { root: to.as_raw_fd(), first: HashMap::new() });
         let from = open_dir(l)?;
-        apply(from.as_raw_fd(), to.as_raw_fd(), &mut links)
+        apply(from.as_raw_fd(), to.as_raw_fd(), Path::new(""), &mut links)
             .with_context(|| format!("copying layer {}", l.display()))?;
     }
     Ok(())
@@ -163,18 +183,34 @@ pub fn populate(merged: &Path, lowers: &[PathBuf]) -> Result<()> {
 
 /// Calls `f(relative path, stat)` for every entry under `dir` (depth first, never through a
 /// symlink).
-fn walk(dir: RawFd, rel: &Path, f: &mut dyn FnMut(&Path, &libc::stat, RawFd, &CString) -> Result<()>) -> Result<()> {
+fn walk(
+    dir: RawFd,
+    dev: u64,
+    rel: &Path,
+    f: &mut dyn FnMut(&Path, &libc::stat, RawFd, &CString) -> Result<()>,
+) -> Result<()> {
     for name in names(dir)? {
-        let Ok(st) = lstat_at(dir, &name) else { continue };
+        let st = match lstat_at(dir, &name) {
+            Ok(st) => st,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue, // gone meanwhile
+            Err(e) => return Err(e.into()),
+        };
+        if st.st_dev != dev {
+            continue; // another file system mounted inside
+        }
         let r = rel.join(OsStr::from_bytes(name.as_bytes()));
         f(&r, &st, dir, &name)?;
-        if st.st_mode & libc::S_IFMT == libc::S_IFDIR
-            && let Ok(sub) = sub_dir(dir, &name)
-        {
-            walk(sub.as_raw_fd(), &r, f)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            let sub = sub_dir(dir, &name).with_context(|| format!("reading {}", r.display()))?;
+            walk(sub.as_raw_fd(), dev, &r, f)?;
         }
     }
     Ok(())
+}
+
+fn dev_of(fd: &OwnedFd) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(fs::File::from(fd.try_clone()?).metadata()?.dev())
 }
 
 fn ctime(st: &libc::stat) -> i128 {
@@ -184,8 +220,9 @@ fn ctime(st: &libc::stat) -> i128 {
 /// Records every entry of `merged` (path, inode, ctime) in `file`.
 pub fn snapshot(merged: &Path, file: &Path) -> Result<()> {
     let root = open_dir(merged)?;
+    let dev = dev_of(&root)?;
     let mut w = BufWriter::new(fs::File::create(file)?);
-    walk(root.as_raw_fd(), Path::new(""), &mut |rel, st, _, _| {
+    walk(root.as_raw_fd(), dev, Path::new(""), &mut |rel, st, _, _| {
         w.write_all(rel.as_os_str().as_bytes())?;
         w.write_all(format!("\0{} {}\0", st.st_ino, ctime(st)).as_bytes())?;
         Ok(())
@@ -237,10 +274,15 @@ fn upper_parent(upper: RawFd, root: RawFd, rel: &Path) -> Result<OwnedFd> {
 pub fn changes(merged: &Path, snapshot_file: &Path, upper: &Path) -> Result<()> {
     let before = read_snapshot(snapshot_file)?;
     let root = open_dir(merged)?;
+    let dev = dev_of(&root)?;
     let up = open_dir(upper)?;
     let mut seen: HashSet<PathBuf> = HashSet::new();
-    walk(root.as_raw_fd(), Path::new(""), &mut |rel, st, dir, name| {
+    let mut dirs: HashSet<PathBuf> = HashSet::new();
+    walk(root.as_raw_fd(), dev, Path::new(""), &mut |rel, st, dir, name| {
         seen.insert(rel.to_path_buf());
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            dirs.insert(rel.to_path_buf());
+        }
         let was = before.get(rel);
         if was.is_some_and(|&(ino, ct)| ino == st.st_ino && ct == ctime(st)) {
             return Ok(());
@@ -261,7 +303,7 @@ pub fn changes(merged: &Path, snapshot_file: &Path, upper: &Path) -> Result<()> 
         }
         // SAFETY: linkat from the root's directory to ours, same file system.
         if unsafe { libc::linkat(dir, name.as_ptr(), parent.as_raw_fd(), name.as_ptr(), 0) } != 0 {
-            copy_leaf(dir, parent.as_raw_fd(), name, st, &mut HashMap::new())?;
+            copy_leaf(dir, parent.as_raw_fd(), name, st, rel, &mut None)?;
         }
         Ok(())
     })?;
@@ -270,8 +312,8 @@ pub fn changes(merged: &Path, snapshot_file: &Path, upper: &Path) -> Result<()> 
     gone.sort();
     for p in gone {
         let parent_rel = p.parent().unwrap_or(Path::new(""));
-        if !parent_rel.as_os_str().is_empty() && !seen.contains(parent_rel) {
-            continue; // inside something that went (or became a file) as a whole
+        if !parent_rel.as_os_str().is_empty() && !dirs.contains(parent_rel) {
+            continue; // inside something that went, or that is no directory any more, as a whole
         }
         let name = cstr(p.file_name().map(|n| n.as_bytes()).unwrap_or_default())?;
         let parent = upper_parent(up.as_raw_fd(), root.as_raw_fd(), p)?;

@@ -59,20 +59,19 @@ impl RootFs {
     }
 
     /// The container's changes as an overlay upper dir holds them: the upper dir itself, or
-    /// for the copy driver a fresh layout of what changed since the copy was made.
-    pub fn changes(&self) -> Result<PathBuf> {
+    /// for the copy driver a layout, made now, of what changed since the copy was made (a
+    /// directory of the caller's own, removed when the result is dropped).
+    pub fn changes(&self) -> Result<Changes> {
         if !self.is_copy() || !self.snapshot().exists() {
-            return Ok(self.upper());
+            return Ok(Changes { path: self.upper(), owned: false });
         }
-        let fresh = self.dir.join(format!("changes-{}", std::process::id()));
-        let _ = remove_tree(&fresh);
-        fs::create_dir(&fresh)?;
-        crate::copydriver::changes(&self.merged(), &self.snapshot(), &fresh)?;
-        let old = self.dir.join(format!("upper-old-{}", std::process::id()));
-        let _ = fs::rename(self.upper(), &old);
-        fs::rename(&fresh, self.upper())?;
-        let _ = remove_tree(&old);
-        Ok(self.upper())
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fresh = Changes { path: self.dir.join(format!("changes-{}-{n}", std::process::id())), owned: true };
+        let _ = remove_tree(&fresh.path);
+        fs::create_dir(&fresh.path)?;
+        crate::copydriver::changes(&self.merged(), &self.snapshot(), &fresh.path)?;
+        Ok(fresh)
     }
 
     /// The overlay's lower dirs for `chains` (bottom layer first), top first.
@@ -95,11 +94,20 @@ impl RootFs {
         let lowers = self.lower_dirs(layers, chains)?;
         if self.is_copy() {
             // Made once (a restart keeps the root as it was); the snapshot says it is whole.
+            // Two commands (a cp and a start) may get here at once: one makes it.
+            let lock = fs::File::create(self.dir.join("copy.lock"))?;
+            // SAFETY: flock on a file we hold; released when it is closed.
+            crate::unpack::check(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) })?;
+            if self.snapshot().exists() {
+                return Ok(());
+            }
             let merged = self.merged();
             let _ = remove_tree(&merged);
             fs::create_dir_all(&merged)?;
             crate::copydriver::populate(&merged, &lowers)?;
-            return crate::copydriver::snapshot(&merged, &self.snapshot());
+            let tmp = self.dir.join("snapshot.tmp");
+            crate::copydriver::snapshot(&merged, &tmp)?;
+            return Ok(fs::rename(tmp, self.snapshot())?);
         }
         self.mount_overlay(&lowers, &self.dir)
     }
@@ -312,6 +320,27 @@ pub fn is_mountpoint(p: &Path) -> bool {
     let Ok(s) = fs::read_to_string("/proc/self/mountinfo") else { return false };
     let want = p.display().to_string();
     s.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// A container's changes laid out as an overlay upper dir (see [`RootFs::changes`]).
+pub struct Changes {
+    path: PathBuf,
+    owned: bool,
+}
+
+impl std::ops::Deref for Changes {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Changes {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = remove_tree(&self.path);
+        }
+    }
 }
 
 /// Mount options larger than this do not fit in the page mount(2) copies them into.

@@ -367,7 +367,7 @@ impl Builder<'_> {
                 ExitError { code, msg: format!("The command '{shown}' returned a non-zero code: {code}") }.into()
             );
         }
-        let upper = berth_storage::RootFs::path(&self.e.layers, &id).upper();
+        let upper = berth_storage::RootFs::path(&self.e.layers, &id).changes()?;
         let layer_dirs: Vec<PathBuf> = st.img.chains().iter().rev().map(|c| self.e.layers.diff_path(c)).collect();
         let mut targets: Vec<String> = RUNTIME_MOUNTS.iter().map(|s| s.to_string()).collect();
         targets.extend(p.targets.iter().cloned());

@@ -1724,7 +1724,7 @@ fn cmd_ps(e: &Engine, a: &PsArgs) -> Result<i32> {
     let value = |c: &ContainerRow| {
         let mut v = ps_value(e, c, a.no_trunc);
         if sized {
-            let own = berth_engine::tree_size(&e.container_changes(&c.id));
+            let own = e.container_changes_size(&c.id);
             let image = e.resolve_image(&c.image).map(|i| i.size).unwrap_or(0).max(0) as u64;
             v["Size"] = json!(format!("{} (virtual {})", human_size(own as i64), human_size((own + image) as i64)));
         }
