@@ -301,6 +301,30 @@ impl SignalPipe {
     }
 }
 
+/// The container's end of its pty, found as its init's stdin, for setting the window size:
+/// opened only once it is known to be a pty's slave (the container decides what its fd 0 is,
+/// and host root must not open, say, a device node it made there).
+fn container_pty(pid: i32) -> Option<std::fs::File> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    let path = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(format!("/proc/{pid}/fd/0"))
+        .ok()?;
+    let m = path.metadata().ok()?;
+    // UNIX98 pty slaves: majors 136-143.
+    let major = ((m.rdev() >> 8) & 0xfff) as u32;
+    if !m.file_type().is_char_device() || !(136..=143).contains(&major) {
+        return None;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", path.as_raw_fd()))
+        .ok()
+}
+
 impl Engine {
     /// Creates a container (state "created"): image layers unpacked, row written, dirs made.
     pub fn create_container(&self, req: CreateRequest) -> Result<String> {
@@ -744,12 +768,17 @@ impl Engine {
         let stop_sig = berth_runtime::units::parse_signal(&c.config.stop_signal).unwrap_or(libc::SIGTERM);
         let stopping = sig == libc::SIGKILL || sig == stop_sig;
         if stopping {
+            // Before the signal: an exit it causes must find the mark.
             self.db.execute("UPDATE containers SET error = 'stopped' WHERE id = ?1", [&c.id])?;
         }
-        rt.kill(sig)?;
-        if c.state == "paused" && stopping {
-            // A frozen process cannot act on the signal: thaw it (Docker's stop and kill do).
-            let _ = rt.pause(false);
+        if let Err(e) = rt.kill(sig) {
+            if stopping && c.error != "stopped" {
+                let _ = self.db.execute("UPDATE containers SET error = ?2 WHERE id = ?1", params![c.id, c.error]);
+            }
+            return Err(e);
+        }
+        if c.state == "paused" && stopping && rt.pause(false).is_ok() {
+            // A frozen process cannot act on the signal: thawed (Docker's stop and kill do).
             self.db.execute("UPDATE containers SET state = 'running' WHERE id = ?1 AND state = 'paused'", [&c.id])?;
         }
         self.container_event(&c, "kill", &[("signal", &sig.to_string())]);
@@ -894,11 +923,13 @@ impl Engine {
         // Our terminal's size goes to the container's (now and on each SIGWINCH): through its
         // init's end of the pty, where setting the size also signals its foreground job.
         // SAFETY: isatty(3) of our stdout.
-        let pty = if c.config.tty && unsafe { libc::isatty(1) } == 1 {
-            std::fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{}/fd/0", c.pid)).ok()
-        } else {
-            None
-        };
+        let pty = if c.config.tty && unsafe { libc::isatty(1) } == 1 { container_pty(c.pid) } else { None };
+        // The container's process by a pidfd: a signal never reaches another process that got
+        // its pid after it ended.
+        // SAFETY: pidfd_open(2); the fd is ours.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, c.pid, 0) } as std::os::fd::RawFd;
+        // SAFETY: a fresh fd (or -1, then none).
+        let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
         // Without a terminal, the signals we get go to the container's process (--sig-proxy,
         // Docker's default; with -t, ctrl-c is a byte on the pty).
         let mut sigs = Vec::new();
@@ -937,9 +968,11 @@ impl Engine {
                 for sig in w.drain() {
                     match &pty {
                         Some(p) if sig == libc::SIGWINCH => berth_runtime::tty::copy_winsize(1, p.as_raw_fd()),
-                        // SAFETY: kill(2) of the container's process.
+                        // SAFETY: pidfd_send_signal(2) through our pidfd.
                         _ => unsafe {
-                            libc::kill(c.pid, sig);
+                            if let Some(fd) = &pidfd {
+                                libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, 0, 0);
+                            }
                         },
                     }
                 }

@@ -313,7 +313,7 @@ impl Checker {
         nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))?;
         let began_wall = berth_runtime::state::now_rfc3339();
         let began = Instant::now();
-        let st = std::process::Command::new(bin)
+        let mut child = std::process::Command::new(bin)
             .arg("--root")
             .arg(root)
             .args(["exec", "--detach", "--pid-file"])
@@ -324,8 +324,20 @@ impl Checker {
             .stdin(std::process::Stdio::null())
             .stdout(w.try_clone()?)
             .stderr(w)
-            .status()
+            .spawn()
             .with_context(|| format!("running {}", bin.display()))?;
+        // The monitor has a container to look after: the runtime gets the check's timeout.
+        let st = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            if began.elapsed() > Healthcheck::dur(self.cfg.timeout, Duration::from_secs(30)) {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{} exec of the health check did not return within the timeout", bin.display());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
         if !st.success() {
             bail!("{} exec of the health check failed ({st})", bin.display());
         }

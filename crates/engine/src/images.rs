@@ -199,6 +199,21 @@ impl Engine {
         Err(crate::ExitError { code: 125, msg: format!("Unable to find image '{shown}' locally") }.into())
     }
 
+    /// The tag of `img` that `name` names, also through the search registries (None: `name`
+    /// is an id or a digest).
+    fn tag_named(&self, name: &str, img: &ImageRow) -> Option<String> {
+        let direct = Reference::parse(name).ok().map(|r| r.full()).filter(|f| img.tags.contains(f));
+        if direct.is_some() || !crate::pull::unqualified(name) {
+            return direct;
+        }
+        let search = berth_registry::config::Config::load().map(|c| c.search_registries()).unwrap_or_default();
+        search
+            .iter()
+            .filter_map(|reg| Reference::parse(&format!("{reg}/{name}")).ok())
+            .map(|r| r.full())
+            .find(|f| img.tags.contains(f))
+    }
+
     /// An image a command acts on and does not pull (rmi, tag, save, history, inspect): a
     /// missing one is Docker's "No such image: NAME:TAG", exit 1.
     pub fn existing_image(&self, name: &str) -> Result<ImageRow> {
@@ -246,7 +261,7 @@ impl Engine {
         // comes first and is seen, or finds the image gone.
         let _l = self.store_lock(true)?;
         let img = self.existing_image(name)?;
-        let by_tag = Reference::parse(name).ok().map(|r| r.full()).filter(|f| img.tags.contains(f));
+        let by_tag = self.tag_named(name, &img);
         let users: Vec<String> = {
             let mut st = self.db.prepare("SELECT id FROM containers WHERE image = ?1")?;
             st.query_map([img.id.to_string()], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?

@@ -134,6 +134,17 @@ pub(crate) fn external_create(bin: &Path, root: &Path, bundle: &Path, id: &str, 
         cmd.arg("--console-socket").arg(c);
     }
     cmd.arg(id).stdin(Stdio::null());
+    // The container starts with the signals the monitor ignores back at their defaults (the
+    // built-in runtime resets them itself; runc and crun pass on what they got).
+    // SAFETY: signal(2) between fork and exec is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
     let st = cmd.status().with_context(|| format!("running {}", bin.display()))?;
     if !st.success() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
