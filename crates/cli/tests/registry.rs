@@ -298,6 +298,10 @@ fn pull_from_plain_registry_then_run_and_pull_policies() {
         b.run(&["run", "--rm", "--network", "none", "--pull", "never", "berth/busybox:v2", "echo", "short"]);
     assert_eq!((code, out.as_str()), (0, "short\n"), "{err}");
     assert_eq!(b.ok(&["inspect", "-f", "{{.Id}}", "berth/busybox:v2"]).trim(), l.config);
+    // rmi by that short name takes that tag only.
+    let out = b.ok(&["rmi", "berth/busybox:v2"]);
+    assert!(out.starts_with("Untagged: ") && !out.contains("Deleted"), "{out}");
+    assert!(b.images().contains(&format!("{name}:latest")), "{:?}", b.images());
 }
 
 #[test]
