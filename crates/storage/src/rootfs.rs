@@ -215,20 +215,13 @@ impl RootFs {
             self.mount(layers, chains)?;
             return f(&self.merged());
         }
-        let mut lowers: Vec<String> = vec![self.upper().display().to_string()];
-        lowers.extend(chains.iter().rev().map(|c| layers.lower_path(c).display().to_string()));
+        let mut lowers: Vec<PathBuf> = vec![self.upper()];
+        lowers.extend(chains.iter().rev().map(|c| layers.lower_path(c)));
         if lowers.len() < 2 {
             // Overlay without an upper dir wants two lower dirs.
             let empty = self.dir.join("empty");
             fs::create_dir_all(&empty)?;
-            lowers.push(empty.display().to_string());
-        }
-        if let Some(l) = lowers.iter().find(|l| l.contains([',', ':'])) {
-            bail!("layer path {l} contains a character overlay cannot take");
-        }
-        let opts = format!("lowerdir={}", lowers.join(":"));
-        if opts.len() >= 4000 {
-            bail!("the image has too many layers ({}) for one overlay mount", chains.len());
+            lowers.push(empty);
         }
         let target = self.merged();
         fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
@@ -245,14 +238,8 @@ impl RootFs {
                     None::<&str>,
                 )
                 .context("making the private mount namespace private")?;
-                nix::mount::mount(
-                    Some("overlay"),
-                    &target,
-                    Some("overlay"),
-                    nix::mount::MsFlags::MS_RDONLY,
-                    Some(opts.as_str()),
-                )
-                .with_context(|| format!("mounting a read-only view of {}", self.dir.display()))?;
+                mount_overlay(&target, &lowers, None, nix::mount::MsFlags::MS_RDONLY)
+                    .with_context(|| format!("mounting a read-only view of {}", self.dir.display()))?;
                 f(&target)
             })
             .join()
@@ -375,19 +362,24 @@ pub fn mount_overlay(
         return Ok(mount(&o)?);
     }
     let too_many = || anyhow::anyhow!("the image has too many layers ({}) for one overlay mount", lowers.len());
-    let parent = lowers.first().and_then(|l| l.parent()).ok_or_else(too_many)?;
-    if !lowers.iter().all(|l| l.parent() == Some(parent)) {
+    // Their deepest common ancestor (the layers' links dir; or the storage root when a
+    // container's upper dir is among them, as in a read-only view).
+    let mut parent = lowers.first().and_then(|l| l.parent()).ok_or_else(too_many)?.to_path_buf();
+    while !lowers.iter().all(|l| l.starts_with(&parent)) {
+        parent = parent.parent().ok_or_else(too_many)?.to_path_buf();
+    }
+    if parent == Path::new("/") {
         return Err(too_many());
     }
     let rel: Vec<String> =
-        lowers.iter().map(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect();
+        lowers.iter().map(|l| l.strip_prefix(&parent).map(|r| r.display().to_string()).unwrap_or_default()).collect();
     let o = opts(&rel);
     if o.len() >= OPTIONS_MAX {
         return Err(too_many());
     }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).context("a file-system context of this thread's own")?;
-    std::env::set_current_dir(parent).with_context(|| format!("entering {}", parent.display()))?;
+    std::env::set_current_dir(&parent).with_context(|| format!("entering {}", parent.display()))?;
     let r = mount(&o);
     if std::env::set_current_dir(&cwd).is_err() {
         let _ = std::env::set_current_dir("/");

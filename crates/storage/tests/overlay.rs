@@ -34,9 +34,19 @@ fn a_hundred_and_twenty_eight_layers_mount() {
     let seen = (std::fs::read_to_string(merged.join("f0")), std::fs::read_to_string(merged.join("f127")));
     nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).unwrap();
     assert_eq!((seen.0.unwrap(), seen.1.unwrap()), ("0".to_string(), "127".to_string()));
-    // Lower dirs without a common parent cannot be shortened: a clear error.
+    // With a directory elsewhere among them (a container's upper dir, as a read-only view
+    // has), they are named from their common ancestor.
+    let mut view = vec![base.join("containers/c1/upper")];
+    std::fs::create_dir_all(&view[0]).unwrap();
+    std::fs::write(view[0].join("top"), "t").unwrap();
+    view.extend(lowers.iter().take(120).cloned());
+    mount_overlay(&merged, &view, None, nix::mount::MsFlags::MS_RDONLY).unwrap();
+    let top = std::fs::read_to_string(merged.join("top"));
+    nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    assert_eq!(top.unwrap(), "t");
+    // Lower dirs with no common ancestor below / cannot be shortened: a clear error.
     let mut scattered = lowers.clone();
-    scattered.push(t.path().join("upper"));
+    scattered.push(PathBuf::from("/proc"));
     let e = mount_overlay(&merged, &scattered, Some((&upper, &work)), nix::mount::MsFlags::empty()).unwrap_err();
     assert!(e.to_string().contains("too many layers (129)"), "{e}");
 }
