@@ -340,7 +340,11 @@ fn pseudo_terminals() {
     assert_eq!(b.ok(&["logs", id.trim()]), "on-a-pty\r\n");
     b.ok(&["rm", id.trim()]);
     // attach gives a -t container the attaching terminal's size.
-    let id = b.ok(&["run", "-dt", "--name", "sized", "busybox", "sh", "-c", "sleep 1; stty size"]);
+    // (The container waits for a size, however late the attach comes.)
+    // (busybox's stty size prints nothing on stdout for a 0x0 terminal.)
+    let wait =
+        "i=0; until [ -n \"$(stty size 2>/dev/null)\" ] || [ $i -ge 200 ]; do sleep 0.05; i=$((i+1)); done; stty size";
+    let id = b.ok(&["run", "-dt", "--name", "sized", "busybox", "sh", "-c", wait]);
     let attach = format!(
         "stty rows 33 cols 77; {} --root {} --runroot {} attach sized",
         common::BERTH,
@@ -497,8 +501,23 @@ fn restart_policies() {
     }
     assert_eq!(b.inspect("upd", "{{.RestartCount}} {{.State.Status}}"), "1 exited");
     // stop of a paused container: the stop signal reaches it (thawed), not only the SIGKILL.
-    b.ok(&["run", "-d", "--name", "frozen", "busybox", "sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.1; done"]);
-    std::thread::sleep(Duration::from_millis(200));
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "frozen",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; echo ready; while :; do sleep 0.1; done",
+    ]);
+    // Paused only once the trap is set (a slow start would leave TERM to PID 1's default).
+    for _ in 0..200 {
+        if b.ok(&["logs", "frozen"]).contains("ready") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     b.ok(&["pause", "frozen"]);
     b.ok(&["stop", "-t", "5", "frozen"]);
     assert_eq!(b.inspect("frozen", "{{.State.Status}} {{.State.ExitCode}}"), "exited 7");
@@ -837,20 +856,26 @@ fn attach_follows_a_running_container() {
     assert!(err.contains("cannot attach to a stopped container"), "{err}");
     b.ok(&["rm", id.trim()]);
     // attach passes the signals it gets on to the container (--sig-proxy, on by default).
-    let trap = "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done";
+    let trap = "trap 'echo got-term; exit 3' TERM; while :; do echo tick; sleep 0.1; done";
     for proxy in ["true", "false"] {
         let id = b.ok(&["run", "-d", "--network", "none", "busybox", "sh", "-c", trap]);
         let id = id.trim();
         let mut c = b.cmd(&["attach", &format!("--sig-proxy={proxy}"), id]);
         c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        let child = c.spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        let mut child = c.spawn().unwrap();
+        // The first line through attach: it is connected, its handlers are in place.
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line, "tick\n");
         // SAFETY: kill(2) of our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut rest);
         let o = child.wait_with_output().unwrap();
         if proxy == "true" {
             assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
-            assert!(String::from_utf8_lossy(&o.stdout).contains("got-term"));
+            assert!(rest.contains("got-term"), "{rest}");
         } else {
             assert_eq!(b.inspect(id, "{{.State.Status}}"), "running", "the container got the signal");
         }
