@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use berth_image::manifest::chain_ids;
 use berth_runtime::safepath;
+use berth_storage::copydriver::lstat_at;
 use berth_storage::{RootFs, Shift};
 
 use crate::Engine;
@@ -64,17 +65,6 @@ fn readlink_at(dir: RawFd, name: &CStr) -> std::io::Result<Vec<u8>> {
     }
     buf.truncate(n as usize);
     Ok(buf)
-}
-
-fn lstat_at(dir: RawFd, name: &CStr) -> std::io::Result<libc::stat> {
-    // SAFETY: fstatat into a zeroed stat.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(st)
-    }
 }
 
 /// Whether `fd` is the regular file `st` describes (same device and inode).

@@ -24,7 +24,8 @@ use crate::unpack::{check, cstr, open_at, open_dir, remove_any};
 
 const OPAQUE: &CStr = c"trusted.overlay.opaque";
 
-fn lstat_at(dir: RawFd, name: &CStr) -> std::io::Result<libc::stat> {
+/// What `name` in `dir` is, not following a symlink.
+pub fn lstat_at(dir: RawFd, name: &CStr) -> std::io::Result<libc::stat> {
     // SAFETY: fstatat into a zeroed stat, not following symlinks.
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();
