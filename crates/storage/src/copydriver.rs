@@ -100,6 +100,7 @@ fn copy_leaf(
             return Ok(());
         }
     }
+    let mut file_pair = None;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => {
             // Without blocking, and checked to be the file looked at: a running container may
@@ -115,6 +116,7 @@ fn copy_leaf(
             let dst = open_at(to, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)?;
             let (mut s, mut d) = (fs::File::from(src), fs::File::from(dst));
             std::io::copy(&mut s, &mut d)?;
+            file_pair = Some((s, d));
         }
         libc::S_IFLNK => {
             let mut buf = vec![0u8; libc::PATH_MAX as usize];
@@ -132,10 +134,39 @@ fn copy_leaf(
         }
     }
     set_meta(to, name, st)?;
+    if let Some((s, d)) = file_pair {
+        // After the owner is set: a chown drops file capabilities.
+        copy_xattrs(s.as_raw_fd(), d.as_raw_fd())?;
+    }
     if st.st_nlink > 1
         && let Some(l) = links.as_mut()
     {
         l.first.insert(key, cstr(rel.join(OsStr::from_bytes(name.as_bytes())).as_os_str().as_bytes())?);
+    }
+    Ok(())
+}
+
+/// The extended attributes of file `from` (security.capability and the like) onto `to`; not
+/// overlay's own (trusted.overlay.*).
+fn copy_xattrs(from: RawFd, to: RawFd) -> Result<()> {
+    let mut list = vec![0u8; 64 << 10];
+    // SAFETY: flistxattr into our buffer.
+    let n = unsafe { libc::flistxattr(from, list.as_mut_ptr().cast(), list.len()) };
+    if n <= 0 {
+        return Ok(()); // none, or a file system without them
+    }
+    list.truncate(n as usize);
+    for key in list.split(|b| *b == 0).filter(|k| !k.is_empty() && !k.starts_with(b"trusted.overlay.")) {
+        let key = CString::new(key)?;
+        let mut v = vec![0u8; 64 << 10];
+        // SAFETY: fgetxattr into our buffer.
+        let m = unsafe { libc::fgetxattr(from, key.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        if m < 0 {
+            continue;
+        }
+        // SAFETY: fsetxattr from our buffer.
+        check(unsafe { libc::fsetxattr(to, key.as_ptr(), v.as_ptr().cast(), m as usize, 0) })
+            .with_context(|| format!("copying xattr {}", key.to_string_lossy()))?;
     }
     Ok(())
 }
@@ -322,4 +353,55 @@ pub fn changes(merged: &Path, snapshot_file: &Path, upper: &Path) -> Result<()> 
         check(unsafe { libc::mknodat(parent.as_raw_fd(), name.as_ptr(), libc::S_IFCHR | 0o600, 0) })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setxattr(p: &Path, k: &CStr, v: &[u8]) {
+        let c = cstr(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: setxattr with valid strings and buffer.
+        assert_eq!(unsafe { libc::setxattr(c.as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0) }, 0);
+    }
+
+    fn getxattr(p: &Path, k: &CStr) -> Vec<u8> {
+        let c = cstr(p.as_os_str().as_bytes()).unwrap();
+        let mut v = [0u8; 64];
+        // SAFETY: getxattr into a local buffer.
+        let n = unsafe { libc::getxattr(c.as_ptr(), k.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        v[..n.max(0) as usize].to_vec()
+    }
+
+    #[test]
+    fn layers_stack_as_overlay_would_and_files_keep_their_xattrs() {
+        // SAFETY: geteuid.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root (whiteouts are device nodes)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (bottom, top, merged) = (t.path().join("bottom"), t.path().join("top"), t.path().join("merged"));
+        for d in [bottom.join("a"), bottom.join("b"), top.join("b"), merged.clone()] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(bottom.join("a/x"), "x").unwrap();
+        fs::write(bottom.join("b/y"), "y").unwrap();
+        fs::write(bottom.join("f"), "old").unwrap();
+        setxattr(&bottom.join("f"), c"user.berth", b"kept");
+        // The top layer: a's whiteout, b opaque with its own z, f unchanged below.
+        let a = cstr(top.join("a").as_os_str().as_bytes()).unwrap();
+        // SAFETY: mknod of a 0/0 character device (a whiteout).
+        assert_eq!(unsafe { libc::mknod(a.as_ptr(), libc::S_IFCHR | 0o600, 0) }, 0);
+        setxattr(&top.join("b"), OPAQUE, b"y");
+        fs::write(top.join("b/z"), "z").unwrap();
+        populate(&merged, &[top, bottom]).unwrap();
+        assert!(!merged.join("a").exists(), "the whiteout removes a");
+        let mut b: Vec<String> =
+            fs::read_dir(merged.join("b")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        b.sort();
+        assert_eq!(b, ["z"], "the opaque b hides what was below");
+        assert_eq!(fs::read_to_string(merged.join("f")).unwrap(), "old");
+        assert_eq!(getxattr(&merged.join("f"), c"user.berth"), b"kept");
+    }
 }
