@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use berth_image::manifest::chain_ids;
 use berth_runtime::safepath;
-use berth_storage::copydriver::lstat_at;
+use berth_storage::copydriver::{lstat_at, same_regular_file};
 use berth_storage::{RootFs, Shift};
 
 use crate::Engine;
@@ -65,22 +65,6 @@ fn readlink_at(dir: RawFd, name: &CStr) -> std::io::Result<Vec<u8>> {
     }
     buf.truncate(n as usize);
     Ok(buf)
-}
-
-/// Whether `fd` is the regular file `st` describes (same device and inode).
-pub(crate) fn same_regular_file(fd: RawFd, st: &libc::stat) -> Result<()> {
-    // SAFETY: fstat into a zeroed stat.
-    let now = unsafe {
-        let mut now: libc::stat = std::mem::zeroed();
-        if libc::fstat(fd, &mut now) != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        now
-    };
-    if now.st_mode & libc::S_IFMT != libc::S_IFREG || now.st_dev != st.st_dev || now.st_ino != st.st_ino {
-        bail!("a file changed while it was being copied");
-    }
-    Ok(())
 }
 
 /// Copies the entry `name` of directory `from` into directory `to` as `as_name`; `owner`

@@ -176,14 +176,9 @@ impl Engine {
         }
         // A short name pulled from another registry of the search list (registries.toml) is
         // stored under that registry's name: look there too, in the list's order.
-        if crate::pull::unqualified(name) && !name.contains('@') {
-            let search = berth_registry::config::Config::load().map(|c| c.search_registries()).unwrap_or_default();
-            for reg in search.iter().filter(|r| *r != berth_image::reference::DEFAULT_REGISTRY) {
-                if let Ok(r) = Reference::parse(&format!("{reg}/{name}"))
-                    && let Some(i) = images.iter().find(|i| i.tags.contains(&r.full()))
-                {
-                    return Ok(i.clone());
-                }
+        for r in searched_references(name) {
+            if let Some(i) = images.iter().find(|i| i.tags.contains(&r.full())) {
+                return Ok(i.clone());
             }
         }
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
@@ -203,15 +198,7 @@ impl Engine {
     /// is an id or a digest).
     fn tag_named(&self, name: &str, img: &ImageRow) -> Option<String> {
         let direct = Reference::parse(name).ok().map(|r| r.full()).filter(|f| img.tags.contains(f));
-        if direct.is_some() || !crate::pull::unqualified(name) {
-            return direct;
-        }
-        let search = berth_registry::config::Config::load().map(|c| c.search_registries()).unwrap_or_default();
-        search
-            .iter()
-            .filter_map(|reg| Reference::parse(&format!("{reg}/{name}")).ok())
-            .map(|r| r.full())
-            .find(|f| img.tags.contains(f))
+        direct.or_else(|| searched_references(name).iter().map(Reference::full).find(|f| img.tags.contains(f)))
     }
 
     /// An image a command acts on and does not pull (rmi, tag, save, history, inspect): a
@@ -243,12 +230,18 @@ impl Engine {
         let m = self.manifest_of(image)?;
         let cfg = self.config_of(image)?;
         let chains = chain_ids(&cfg.rootfs.diff_ids);
+        // Read from the settings only when some layer is missing (not on a start's way).
+        let mut limits = None;
         for (i, (layer, chain)) in m.layers.iter().zip(&chains).enumerate() {
             if self.layers.has(chain) {
                 continue;
             }
+            let limits = match limits {
+                Some(l) => l,
+                None => *limits.insert(crate::settings::Settings::layer_limits()?),
+            };
             let parent = if i > 0 { Some(&chains[i - 1]) } else { None };
-            unpack_layer(&self.store, &self.layers, layer, chain, parent, &cfg.rootfs.diff_ids[i])
+            unpack_layer(&self.store, &self.layers, layer, chain, parent, &cfg.rootfs.diff_ids[i], &limits)
                 .with_context(|| format!("unpacking layer {} of image {}", layer.digest, image.id.short()))?;
         }
         Ok(chains)
@@ -331,7 +324,7 @@ impl Engine {
     /// goes unless another command holds the store (then the next collection takes it), so
     /// that the store checks out. A killed pull's blobs stay for the next pull to finish with.
     pub fn collect_garbage_if_idle(&self) {
-        if let Ok(Some(_l)) = crate::FileLock::try_take(&self.root.join("store.lock")) {
+        if let Ok(Some(_l)) = self.try_store_lock() {
             let _ = self.collect_garbage_locked();
         }
     }
@@ -554,6 +547,21 @@ impl Engine {
     }
 }
 
+/// What a short name also stands for through the search list of registries.toml (the
+/// registries other than docker.io's, in order); nothing for an id or a qualified name, so
+/// that the file is read only for a short name not found as docker.io's.
+fn searched_references(name: &str) -> Vec<Reference> {
+    if name.starts_with("sha256:") || name.contains('@') || !crate::pull::unqualified(name) {
+        return Vec::new();
+    }
+    let Ok(config) = berth_registry::config::Config::load() else { return Vec::new() };
+    crate::pull::search_references(name, &config)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.registry != berth_image::reference::DEFAULT_REGISTRY)
+        .collect()
+}
+
 /// Unpacks the layer blob `layer` (in the store) as `chain` unless storage has it already.
 pub(crate) fn unpack_layer(
     store: &Store,
@@ -562,6 +570,7 @@ pub(crate) fn unpack_layer(
     chain: &Digest,
     parent: Option<&Digest>,
     diff_id: &Digest,
+    limits: &berth_storage::Limits,
 ) -> Result<()> {
     if layers.has(chain) {
         return Ok(());
@@ -569,7 +578,7 @@ pub(crate) fn unpack_layer(
     let c = manifest::layer_compression(&layer.media_type)?;
     let f = BufReader::with_capacity(256 << 10, store.open_blob(&layer.digest)?);
     let r = archive::decompress(f, c)?;
-    layers.add(chain, parent, diff_id, r, &crate::settings::Settings::layer_limits()?)?;
+    layers.add(chain, parent, diff_id, r, limits)?;
     Ok(())
 }
 

@@ -100,7 +100,16 @@ impl Engine {
     /// A lock over the image and layer stores: shared while something adds or uses images,
     /// exclusive while garbage is collected.
     pub fn store_lock(&self, exclusive: bool) -> Result<FileLock> {
-        FileLock::take(&self.root.join("store.lock"), exclusive)
+        FileLock::take(&self.store_lock_path(), exclusive)
+    }
+
+    fn store_lock_path(&self) -> PathBuf {
+        self.root.join("store.lock")
+    }
+
+    /// The store lock, exclusively, if nobody holds it now.
+    pub fn try_store_lock(&self) -> Result<Option<FileLock>> {
+        FileLock::try_take(&self.store_lock_path())
     }
 }
 

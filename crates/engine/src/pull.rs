@@ -80,8 +80,14 @@ fn candidates(name: &str, client: &Client) -> Result<Vec<Reference>> {
     if !unqualified(name) {
         return Ok(vec![Reference::parse(name)?]);
     }
+    search_references(name, &client.config)
+}
+
+/// The short name `name` in each registry of the search list, in order (docker.io's as Docker
+/// reads a short name).
+pub(crate) fn search_references(name: &str, config: &berth_registry::config::Config) -> Result<Vec<Reference>> {
     let mut out = Vec::new();
-    for reg in client.config.search_registries() {
+    for reg in config.search_registries() {
         let r = if reg == berth_image::reference::DEFAULT_REGISTRY {
             Reference::parse(name)?
         } else {
@@ -300,6 +306,7 @@ impl Engine {
             chains: &chains,
             diff_ids: &cfg.rootfs.diff_ids,
             unpack: opts.unpack,
+            limits: crate::settings::Settings::layer_limits()?,
             progress,
         };
         let store = &self.store;
@@ -429,6 +436,8 @@ struct LayerWork<'a> {
     chains: &'a [Digest],
     diff_ids: &'a [Digest],
     unpack: bool,
+    /// berth.toml's unpack limits, read once per pull.
+    limits: berth_storage::Limits,
     progress: Progress<'a>,
 }
 
@@ -454,7 +463,7 @@ impl LayerWork<'_> {
             (self.progress)(&format!("{}: Download complete", d.digest.short()));
         }
         if self.unpack {
-            unpack_layer(self.store, self.layers, d, &self.chains[i], parent, &self.diff_ids[i])
+            unpack_layer(self.store, self.layers, d, &self.chains[i], parent, &self.diff_ids[i], &self.limits)
                 .context("unpacking it")?;
         }
         (self.progress)(&format!("{}: Pull complete", d.digest.short()));
@@ -472,7 +481,7 @@ impl LayerWork<'_> {
     fn fetch_and_unpack(&self, i: usize, parent: Option<&Digest>, cancel: &AtomicBool) -> Result<()> {
         let d = &self.descs[i];
         let compression = manifest::layer_compression(&d.media_type)?;
-        let limits = crate::settings::Settings::layer_limits()?;
+        let limits = self.limits;
         let mut w = self.store.writer(d.digest.algo)?;
         let inner = self.counted(d, self.repo.blob(&d.digest, Some(d.size as u64), Some(cancel)));
         let mut tee = Tee { inner, out: &mut w, err: None };

@@ -36,6 +36,21 @@ pub fn lstat_at(dir: RawFd, name: &CStr) -> std::io::Result<libc::stat> {
     }
 }
 
+/// Whether `fd` is the regular file `st` describes (same device and inode): what was looked at
+/// is what got opened, not a FIFO or device node a running container swapped in meanwhile.
+pub fn same_regular_file(fd: RawFd, st: &libc::stat) -> Result<()> {
+    // SAFETY: fstat into a zeroed stat.
+    let now = unsafe {
+        let mut now: libc::stat = std::mem::zeroed();
+        check(libc::fstat(fd, &mut now))?;
+        now
+    };
+    if now.st_mode & libc::S_IFMT != libc::S_IFREG || now.st_dev != st.st_dev || now.st_ino != st.st_ino {
+        anyhow::bail!("a file changed while it was being copied");
+    }
+    Ok(())
+}
+
 fn names(dir: RawFd) -> Result<Vec<CString>> {
     let mut out = Vec::new();
     for e in fs::read_dir(format!("/proc/self/fd/{dir}"))? {
@@ -106,13 +121,7 @@ fn copy_leaf(
             // Without blocking, and checked to be the file looked at: a running container may
             // have put a FIFO or a device node there meanwhile.
             let src = open_at(from, name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)?;
-            let now = fs::File::from(src.try_clone()?).metadata()?;
-            {
-                use std::os::unix::fs::MetadataExt;
-                if !now.file_type().is_file() || now.dev() != st.st_dev || now.ino() != st.st_ino {
-                    anyhow::bail!("{} changed while it was being copied", name.to_string_lossy());
-                }
-            }
+            same_regular_file(src.as_raw_fd(), st)?;
             let dst = open_at(to, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)?;
             let (mut s, mut d) = (fs::File::from(src), fs::File::from(dst));
             std::io::copy(&mut s, &mut d)?;
