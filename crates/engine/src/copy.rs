@@ -200,57 +200,47 @@ impl Engine {
             return f(&Root { fd, shift: plan.shift });
         }
         let layers = &self.layers;
-        std::thread::scope(|s| {
-            s.spawn(move || -> Result<T> {
-                use nix::mount::{MsFlags, mount};
-                // CLONE_NEWNS implies CLONE_FS, which one thread of a process may unshare.
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("a private mount namespace")?;
-                mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-                    .context("making the private mount namespace private")?;
-                if !plan.rootfs.is_mounted() {
-                    plan.rootfs.mount(layers, &plan.chains)?;
+        berth_storage::rootfs::in_private_mount_ns(move || {
+            use nix::mount::{MsFlags, mount};
+            plan.rootfs.mount(layers, &plan.chains)?; // nothing when it is mounted already
+            // Stopped, the root is mounted without idmapped layers: the ids on disk.
+            let root = Root { fd: safepath::open_root(&plan.rootfs.merged())?, shift: None };
+            for (source, dest, ro) in &plan.binds {
+                if !source.exists() {
+                    continue;
                 }
-                // Stopped, the root is mounted without idmapped layers: the ids on disk.
-                let root = Root { fd: safepath::open_root(&plan.rootfs.merged())?, shift: None };
-                for (source, dest, ro) in &plan.binds {
-                    if !source.exists() {
-                        continue;
-                    }
-                    // The mount point as the container's root resolves it (no symlink out); one
-                    // the image lacks is left alone.
-                    let Ok(at) = safepath::openat_in_root(
+                // The mount point as the container's root resolves it (no symlink out); one
+                // the image lacks is left alone.
+                let Ok(at) = safepath::openat_in_root(
+                    root.fd.as_raw_fd(),
+                    &inside(Path::new(dest)),
+                    libc::O_PATH | libc::O_CLOEXEC,
+                    0,
+                ) else {
+                    continue;
+                };
+                let target = format!("/proc/self/fd/{}", at.as_raw_fd());
+                mount(Some(source), &target[..], None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                    .with_context(|| format!("mounting {} at {dest} for the copy", source.display()))?;
+                if *ro {
+                    // Opened again, the place is now the new mount: make that read-only.
+                    let on = safepath::openat_in_root(
                         root.fd.as_raw_fd(),
                         &inside(Path::new(dest)),
                         libc::O_PATH | libc::O_CLOEXEC,
                         0,
-                    ) else {
-                        continue;
-                    };
-                    let target = format!("/proc/self/fd/{}", at.as_raw_fd());
-                    mount(Some(source), &target[..], None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                        .with_context(|| format!("mounting {} at {dest} for the copy", source.display()))?;
-                    if *ro {
-                        // Opened again, the place is now the new mount: make that read-only.
-                        let on = safepath::openat_in_root(
-                            root.fd.as_raw_fd(),
-                            &inside(Path::new(dest)),
-                            libc::O_PATH | libc::O_CLOEXEC,
-                            0,
-                        )?;
-                        mount(
-                            None::<&str>,
-                            &format!("/proc/self/fd/{}", on.as_raw_fd())[..],
-                            None::<&str>,
-                            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                            None::<&str>,
-                        )
-                        .with_context(|| format!("making {dest} read-only for the copy"))?;
-                    }
+                    )?;
+                    mount(
+                        None::<&str>,
+                        &format!("/proc/self/fd/{}", on.as_raw_fd())[..],
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        None::<&str>,
+                    )
+                    .with_context(|| format!("making {dest} read-only for the copy"))?;
                 }
-                f(&root)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the copying thread panicked")))
+            }
+            f(&root)
         })
     }
 

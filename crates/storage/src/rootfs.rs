@@ -88,11 +88,12 @@ impl RootFs {
 
     /// Mounts overlay with `chains` (bottom layer first) below the upper dir.
     pub fn mount(&self, layers: &Layers, chains: &[Digest]) -> Result<()> {
-        if self.is_mounted() {
+        let copy = self.is_copy();
+        if self.mounted_as(copy) {
             return Ok(());
         }
         let lowers = self.lower_dirs(layers, chains)?;
-        if self.is_copy() {
+        if copy {
             // Made once (a restart keeps the root as it was); the snapshot says it is whole.
             // Two commands (a cp and a start) may get here at once: one makes it.
             let lock = fs::File::create(self.dir.join("copy.lock"))?;
@@ -183,10 +184,12 @@ impl RootFs {
     }
 
     pub fn is_mounted(&self) -> bool {
-        if self.is_copy() {
-            return self.snapshot().exists();
-        }
-        is_mountpoint(&self.merged())
+        self.mounted_as(self.is_copy())
+    }
+
+    /// [`RootFs::is_mounted`] for a root known to be the copy driver's (`copy`) or not.
+    fn mounted_as(&self, copy: bool) -> bool {
+        if copy { self.snapshot().exists() } else { is_mountpoint(&self.merged()) }
     }
 
     pub fn unmount(&self) -> Result<()> {
@@ -194,7 +197,7 @@ impl RootFs {
             return Ok(()); // the copy is the container's root, kept until it is removed
         }
         self.drop_views();
-        if self.is_mounted() {
+        if self.mounted_as(false) {
             nix::mount::umount2(&self.merged(), nix::mount::MntFlags::MNT_DETACH)
                 .with_context(|| format!("unmounting {}", self.merged().display()))?;
         }
@@ -225,25 +228,10 @@ impl RootFs {
         }
         let target = self.merged();
         fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
-        std::thread::scope(|s| {
-            s.spawn(move || -> Result<T> {
-                // A new mount namespace for this thread only (CLONE_NEWNS implies CLONE_FS,
-                // which a thread may unshare), private so that nothing propagates out.
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("a private mount namespace")?;
-                nix::mount::mount(
-                    None::<&str>,
-                    "/",
-                    None::<&str>,
-                    nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                    None::<&str>,
-                )
-                .context("making the private mount namespace private")?;
-                mount_overlay(&target, &lowers, None, nix::mount::MsFlags::MS_RDONLY)
-                    .with_context(|| format!("mounting a read-only view of {}", self.dir.display()))?;
-                f(&target)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the thread reading the container's root panicked")))
+        in_private_mount_ns(move || {
+            mount_overlay(&target, &lowers, None, nix::mount::MsFlags::MS_RDONLY)
+                .with_context(|| format!("mounting a read-only view of {}", self.dir.display()))?;
+            f(&target)
         })
     }
 
@@ -307,6 +295,28 @@ pub fn is_mountpoint(p: &Path) -> bool {
     let Ok(s) = fs::read_to_string("/proc/self/mountinfo") else { return false };
     let want = p.display().to_string();
     s.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// Runs `f` on a thread of its own in a new, private mount namespace: nothing it mounts is seen
+/// outside, and all of it goes with the thread, whatever `f` does (CLONE_NEWNS implies
+/// CLONE_FS, which one thread of a process may unshare).
+pub fn in_private_mount_ns<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(move || -> Result<T> {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("a private mount namespace")?;
+            nix::mount::mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .context("making the private mount namespace private")?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("a thread with a mount namespace of its own panicked")))
+    })
 }
 
 /// A container's changes laid out as an overlay upper dir (see [`RootFs::changes`]).

@@ -38,31 +38,23 @@ pub(crate) fn with_overlays<T: Send>(
     empty: &Path,
     f: impl FnOnce() -> Result<T> + Send,
 ) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(move || -> Result<T> {
-            // CLONE_NEWNS implies CLONE_FS, which one thread of a process may unshare.
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("a private mount namespace")?;
-            nix::mount::mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-                .context("making the private mount namespace private")?;
-            let mut mounted = Vec::new();
-            let mut result = Ok(());
-            // An image without layers is an empty directory: the target as it is.
-            for o in overlays.iter().filter(|o| !o.lowers.is_empty() || o.upper.is_some()) {
-                if let Err(e) = o.mount(empty) {
-                    result = Err(e);
-                    break;
-                }
-                mounted.push(&o.target);
+    berth_storage::rootfs::in_private_mount_ns(move || {
+        let mut mounted = Vec::new();
+        let mut result = Ok(());
+        // An image without layers is an empty directory: the target as it is.
+        for o in overlays.iter().filter(|o| !o.lowers.is_empty() || o.upper.is_some()) {
+            if let Err(e) = o.mount(empty) {
+                result = Err(e);
+                break;
             }
-            let out = result.and_then(|()| f());
-            // Unmount now rather than when the namespace goes: the caller reads the upper dir next.
-            for t in mounted.into_iter().rev() {
-                let _ = nix::mount::umount2(t, MntFlags::MNT_DETACH);
-            }
-            out
-        })
-        .join()
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("a build thread panicked")))
+            mounted.push(&o.target);
+        }
+        let out = result.and_then(|()| f());
+        // Unmount now rather than when the namespace goes: the caller reads the upper dir next.
+        for t in mounted.into_iter().rev() {
+            let _ = nix::mount::umount2(t, MntFlags::MNT_DETACH);
+        }
+        out
     })
 }
 
