@@ -52,6 +52,12 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
     // `berth attach` connects here while the container runs: bound before the command that
     // started us returns, so that an attach right after `run -d` finds it.
     let attach_sock = AttachSocket::bind(&attach_path(runroot, &c.id));
+    // The runtime health checks exec through, looked up once (not at each restart) and only
+    // for a container that has checks.
+    let health_runtime = match &c.config.healthcheck {
+        Some(h) if h.enabled() => crate::runtimes::external_of(runroot, &c.config.runtime).ok().flatten(),
+        _ => None,
+    };
     let _ = writeln!(status, "started {}", started.pid);
     let mut status = Some(status);
     let mut started = started;
@@ -63,16 +69,12 @@ pub fn run(root: &Path, runroot: &Path, id: &str, attach: bool, stdin: bool) -> 
         unsafe { libc::malloc_trim(0) };
         release_unused_stack();
         let began = std::time::Instant::now();
-        let external = (!crate::runtimes::is_builtin(&c.config.runtime))
-            .then(|| crate::runtimes::resolve(&c.config.runtime).ok())
-            .flatten()
-            .map(|bin| (bin, crate::runtimes::external_root_in(runroot, &c.config.runtime)));
         let mut health = crate::health::Checker::new(
             c.config.healthcheck.as_ref().unwrap_or(&Default::default()),
             &runroot.join("runtime"),
             &c.id,
             &c.dir,
-            external,
+            health_runtime.clone(),
         );
         let code = pump(&c, &started, attach, stdin, &mut status, &mut health, attach_sock.as_ref());
         // The published ports go with the run: a restart binds them again.
@@ -346,11 +348,7 @@ fn setup_and_start(engine: &Engine, c: &ContainerRow, rootfs: &RootFs) -> Result
     let etc = EtcFiles { hosts: &hosts, hostname: &hostname, resolv: &resolv, init: init.as_deref() };
     let v2 = matches!(berth_cgroups::Layout::detect(), berth_cgroups::Layout::V2 { .. });
     // The built-in runtime, or another binary with runc's command line (--runtime).
-    let external = if crate::runtimes::is_builtin(&c.config.runtime) {
-        None
-    } else {
-        Some((crate::runtimes::resolve(&c.config.runtime)?, engine.external_root(&c.config.runtime)))
-    };
+    let external = crate::runtimes::external_of(&engine.runroot, &c.config.runtime)?;
     let mut spec = spec::build(&config, &rootfs.merged(), &etc, v2)?;
     if external.is_none() {
         // Ours under one parent (the built-in runtime removes it once empty); another runtime
@@ -752,12 +750,9 @@ fn loopback_nameserver(l: &str) -> bool {
 /// What a container on a bridge network takes its resolvers from: the host's resolv.conf, or
 /// systemd-resolved's file when every nameserver of the host's is on loopback (the stub).
 fn container_resolv_source<'a>(host: &'a str, resolved: Option<&'a str>) -> &'a str {
-    let servers = |t: &str| t.lines().filter(|l| l.trim_start().starts_with("nameserver")).count();
-    let only_loopback =
-        servers(host) > 0 && host.lines().filter(|l| loopback_nameserver(l.trim_start())).count() == servers(host);
     match resolved {
         Some(r)
-            if only_loopback
+            if only_loopback_servers(host)
                 && r.lines()
                     .any(|l| l.trim_start().starts_with("nameserver") && !loopback_nameserver(l.trim_start())) =>
         {
@@ -765,6 +760,12 @@ fn container_resolv_source<'a>(host: &'a str, resolved: Option<&'a str>) -> &'a 
         }
         _ => host,
     }
+}
+
+/// Whether every nameserver of `conf` (at least one) is on loopback.
+fn only_loopback_servers(conf: &str) -> bool {
+    let mut servers = conf.lines().map(str::trim_start).filter(|l| l.starts_with("nameserver")).peekable();
+    servers.peek().is_some() && servers.all(loopback_nameserver)
 }
 
 fn write_etc(
@@ -830,7 +831,8 @@ fn write_etc(
         // The host's resolvers, but not loopback ones, which mean nothing in the container's
         // namespace (Docker's rule, with its fallback). A host whose only resolver is
         // systemd-resolved's stub (127.0.0.53) has the real ones in resolved's own file.
-        let resolved = fs::read_to_string(RESOLVED_CONF).ok();
+        // Read only when it could be used: a start should not pay for a file it ignores.
+        let resolved = if only_loopback_servers(&host_conf) { fs::read_to_string(RESOLVED_CONF).ok() } else { None };
         let host_conf = container_resolv_source(&host_conf, resolved.as_deref());
         let mut r = String::new();
         for l in host_conf.lines() {

@@ -34,13 +34,22 @@ pub fn resolve(name: &str) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// A container's runtime, built-in or external.
+/// For a container of another runtime (`--runtime NAME`): its binary and the state root it is
+/// given; None for the built-in runtime.
+pub(crate) fn external_of(runroot: &Path, name: &str) -> Result<Option<(PathBuf, PathBuf)>> {
+    if is_builtin(name) {
+        return Ok(None);
+    }
+    Ok(Some((resolve(name)?, external_root_in(runroot, name))))
+}
+
 /// Where another runtime `name` keeps its state for berth's containers (`--root`).
 pub(crate) fn external_root_in(runroot: &Path, name: &str) -> PathBuf {
     let base = Path::new(name).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     runroot.join("runtimes").join(base)
 }
 
+/// A container's runtime, built-in or external.
 pub(crate) enum Runtime {
     Builtin(Container),
     External { bin: PathBuf, root: PathBuf, id: String },
@@ -134,14 +143,13 @@ pub(crate) fn external_create(bin: &Path, root: &Path, bundle: &Path, id: &str, 
         cmd.arg("--console-socket").arg(c);
     }
     cmd.arg(id).stdin(Stdio::null());
-    // The container starts with the signals the monitor ignores back at their defaults (the
-    // built-in runtime resets them itself; runc and crun pass on what they got).
-    // SAFETY: signal(2) between fork and exec is async-signal-safe.
+    // The container starts with no signal ignored, as with the built-in runtime (runc and crun
+    // pass on what they got: the monitor ignores SIGHUP, SIGINT and SIGPIPE).
+    // SAFETY: default_signals makes raw rt_sigaction/rt_sigprocmask calls only, which are
+    // async-signal-safe between fork and exec.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
+            berth_runtime::process::default_signals();
             Ok(())
         });
     }
