@@ -140,9 +140,14 @@ fn bridge_map(nl: &mut Netlink, bridge: u32) -> io::Result<OwnedFd> {
 /// the bridge no longer sees the container's traffic to its neighbours to learn from, and no
 /// other port can claim the MAC). A MAC that is the bridge's own, or that a live port of this
 /// bridge already has in the map, stays off the map.
-pub(crate) fn join(nl: &mut Netlink, bridge: u32, port: u32, mac: [u8; 6]) -> io::Result<()> {
+pub(crate) fn join(
+    nl: &mut Netlink,
+    bridge: u32,
+    bridge_mac: Option<[u8; 6]>,
+    port: u32,
+    mac: [u8; 6],
+) -> io::Result<()> {
     let map = bridge_map(nl, bridge)?;
-    let bridge_mac = nl.link_by_index(bridge)?.and_then(|l| l.address);
     let mut v = [0u8; 4];
     let taken = berth_ebpf::map_lookup(map.as_fd(), &mac, &mut v)? && {
         let other = u32::from_ne_bytes(v);

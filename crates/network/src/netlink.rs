@@ -840,14 +840,15 @@ pub fn attach(netns: BorrowedFd, a: &Attachment) -> io::Result<()> {
     let mut nl = Netlink::open()?;
     let what = format!("connect {} ({} in the container) to bridge {}", a.host_veth, a.ifname, a.bridge);
     let missing = |name: &str| io::Error::new(io::ErrorKind::NotFound, format!("{what}: no link {name}"));
-    let bridge = nl.link_index(a.bridge)?.ok_or_else(|| missing(a.bridge))?;
+    let bridge_link = nl.get_link(a.bridge)?.ok_or_else(|| missing(a.bridge))?;
+    let bridge = bridge_link.index;
     nl.create_veth(a.host_veth, a.ifname, netns, a.mtu, Some(a.mac))?;
     let done = (|| {
         let host = nl.link_index(a.host_veth)?.ok_or_else(|| missing(a.host_veth))?;
         nl.set_master(host, bridge)?;
         nl.set_up(host)?;
         // Best effort: without it, frames take the bridge (see the bypass module).
-        let _ = crate::bypass::join(&mut nl, bridge, host, a.mac);
+        let _ = crate::bypass::join(&mut nl, bridge, bridge_link.address, host, a.mac);
         in_netns(netns, || {
             let mut nl = Netlink::open()?;
             let lo = nl.link_index("lo")?.ok_or_else(|| missing("lo"))?;
