@@ -534,8 +534,7 @@ impl Engine {
         for c in self.containers(true)? {
             if !c.is_running() && !c.monitor_alive() {
                 if measure {
-                    let upper = RootFs::path(&self.layers, &c.id).changes()?;
-                    bytes += berth_storage::tarball::tree_size(&upper).unwrap_or(0);
+                    bytes += self.container_changes_size(&c.id);
                 }
                 self.remove_container(&c.id, false)?;
                 gone.push(c.id);

@@ -173,7 +173,6 @@ impl std::fmt::Display for ExitError {
 
 impl std::error::Error for ExitError {}
 
-/// Docker's exit code for a failure to start a container's process.
 impl Engine {
     /// The bytes of a container's own changes (its overlay upper dir, or what the copy
     /// driver finds changed).
@@ -192,6 +191,7 @@ pub fn tree_size(p: &Path) -> u64 {
     berth_storage::tarball::tree_size(p).unwrap_or(0)
 }
 
+/// Docker's exit code for a failure to start a container's process.
 pub fn start_failure_code(msg: &str) -> i32 {
     if msg.contains("executable file not found") || msg.contains("no such file or directory") {
         127

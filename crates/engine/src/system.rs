@@ -140,7 +140,7 @@ impl Engine {
         }
         for v in self.volumes()? {
             let links = self.volume_users(&v.name)?.len();
-            let size = berth_storage::tarball::tree_size(&self.volume_data(&v.name)).unwrap_or(0);
+            let size = crate::tree_size(&self.volume_data(&v.name));
             u.volumes.push(VolumeUsage { volume: v, links, size });
         }
         Ok(u)

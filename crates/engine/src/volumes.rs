@@ -165,7 +165,6 @@ impl Engine {
         Ok(())
     }
 
-    /// `volume prune`: the unused anonymous volumes, or every unused volume with `all`.
     /// `volume prune`: the unused anonymous volumes (every unused one with `all`); their
     /// names and the bytes they held.
     pub fn prune_volumes(&self, all: bool) -> Result<(Vec<String>, u64)> {
@@ -173,7 +172,7 @@ impl Engine {
         let mut bytes = 0;
         for v in self.volumes()? {
             if (all || v.anonymous) && self.volume_users(&v.name)?.is_empty() {
-                let size = berth_storage::tarball::tree_size(&self.volume_data(&v.name)).unwrap_or(0);
+                let size = crate::tree_size(&self.volume_data(&v.name));
                 if self.remove_volume(&v.name).is_ok() {
                     bytes += size;
                     gone.push(v.name);

@@ -88,8 +88,6 @@ fn set_meta(dir: RawFd, name: &CString, st: &libc::stat) -> Result<()> {
     Ok(())
 }
 
-/// Copies the non-directory `name` of `from` to `to` (file data, symlink, node), with its
-/// metadata; hard links within one copy stay links (`links`: source inode -> first copy).
 /// Hard links within one layer: source inode -> the first copy's path, relative to the root
 /// being filled (`root`; nothing runs in it yet).
 struct Links {
@@ -97,6 +95,8 @@ struct Links {
     first: HashMap<(u64, u64), CString>,
 }
 
+/// Copies the non-directory `name` of `from` to `to` (file data, symlink, node), with its
+/// metadata; hard links within one copy stay links (`links`).
 fn copy_leaf(
     from: RawFd,
     to: RawFd,

@@ -99,7 +99,7 @@ impl Engine {
         }
         let mounts = self.root.join("build").join("cache-mounts");
         if mounts.exists() {
-            bytes += berth_storage::tarball::tree_size(&mounts).unwrap_or(0);
+            bytes += crate::tree_size(&mounts);
         }
         Ok((entries, bytes))
     }
@@ -131,7 +131,7 @@ impl Engine {
         }
         let mounts = self.root.join("build").join("cache-mounts");
         if mounts.exists() {
-            report.bytes += berth_storage::tarball::tree_size(&mounts).unwrap_or(0);
+            report.bytes += crate::tree_size(&mounts);
             berth_storage::remove_tree(&mounts)?;
         }
         if !report.images.is_empty() {
