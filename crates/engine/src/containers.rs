@@ -143,7 +143,7 @@ pub struct CreateRequest {
     pub config: ContainerConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ContainerRow {
     pub id: String,
     pub name: String,

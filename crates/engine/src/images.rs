@@ -48,6 +48,31 @@ pub enum SaveFormat {
 }
 
 impl Engine {
+    /// `image prune`: dangling images (every unused one with `all`); Docker's lines and the
+    /// bytes the removed images held.
+    pub fn prune_images(&self, all: bool) -> Result<(Vec<String>, u64)> {
+        let used: Vec<String> = self.containers(true)?.into_iter().map(|c| c.image).collect();
+        let mut lines = Vec::new();
+        let mut reclaimed = 0u64;
+        // A build's intermediate images stay while an image is built on them; once that one goes,
+        // the next round takes its parent (so a whole unused chain goes).
+        loop {
+            let keep = if all { Default::default() } else { self.intermediate_images()? };
+            let mut removed = false;
+            for img in self.images()? {
+                let id = img.id.to_string();
+                if (all || img.tags.is_empty()) && !used.contains(&id) && !keep.contains(&id) {
+                    lines.extend(self.remove_image(&id, true)?);
+                    reclaimed += img.size.max(0) as u64;
+                    removed = true;
+                }
+            }
+            if !removed || all {
+                return Ok((lines, reclaimed));
+            }
+        }
+    }
+
     /// Records the image of `manifest` (already complete in the store), tagged `name`.
     pub fn register(&self, manifest: &Digest, name: Option<&Reference>) -> Result<Digest> {
         let m = archive::check_complete(&self.store, manifest)?;

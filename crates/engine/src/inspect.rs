@@ -20,6 +20,23 @@ pub struct Proc {
     pub cmd: String,
 }
 
+/// A sample of a container's resource use (`stats`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// CPU time used since the start, nanoseconds (a rate needs two samples).
+    pub cpu_usage_ns: u64,
+    /// Memory in use, without the inactive page cache (as Docker counts it).
+    pub memory_used: u64,
+    /// The container's memory limit, or the host's memory when it has none.
+    pub memory_limit: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+    pub pids: u64,
+    /// Bytes received and sent on the container's interfaces but lo.
+    pub net_rx: u64,
+    pub net_tx: u64,
+}
+
 /// A change in a container's writable layer: `A` added, `C` changed, `D` deleted.
 pub struct Change {
     pub kind: char,
@@ -65,9 +82,24 @@ impl Engine {
         Ok(out)
     }
 
-    pub fn stats(&self, key: &str) -> Result<(crate::ContainerRow, berth_cgroups::Stats)> {
+    /// One sample of a running container's resource use, in Docker's terms.
+    pub fn stats(&self, key: &str) -> Result<(crate::ContainerRow, Usage)> {
         let (c, cg) = self.running(key)?;
-        Ok((c, cg.stats()?))
+        let s = cg.stats()?;
+        let host = host_memory();
+        let (net_rx, net_tx) = if c.config.network == "host" { (0, 0) } else { net_io(c.pid) };
+        let u = Usage {
+            cpu_usage_ns: s.cpu_usage_ns,
+            // Docker's figure: the usage without the inactive page cache.
+            memory_used: s.memory_usage.saturating_sub(s.memory_inactive_file),
+            memory_limit: s.memory_limit.filter(|&l| l < host).unwrap_or(host),
+            io_read_bytes: s.io_read_bytes,
+            io_write_bytes: s.io_write_bytes,
+            pids: s.pids_current,
+            net_rx,
+            net_tx,
+        };
+        Ok((c, u))
     }
 
     pub fn rename(&self, key: &str, new: &str) -> Result<()> {
@@ -192,6 +224,30 @@ fn walk(upper: &Path, rel: &Path, lowers: &[std::fs::File], out: &mut Vec<Change
 
 /// The cgroup a process is in, as /proc/PID/cgroup names it (the pids controller's path on
 /// v1, the unified one on v2; runtimes give a container the same path in every hierarchy).
+/// The host's memory in bytes (MemTotal in /proc/meminfo; 0 when unreadable).
+pub fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok()))
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Bytes received and sent on a process's network interfaces but lo (its namespace's, as
+/// /proc/PID/net/dev shows them).
+fn net_io(pid: i32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+    text.lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| name.trim() != "lo")
+        .map(|(_, v)| {
+            let f: Vec<u64> = v.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            (f.first().copied().unwrap_or(0), f.get(8).copied().unwrap_or(0))
+        })
+        .fold((0, 0), |(r, t), (a, b)| (r + a, t + b))
+}
+
 fn cgroup_of(pid: i32) -> Result<berth_cgroups::Cgroup> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .with_context(|| format!("reading /proc/{pid}/cgroup"))?;

@@ -134,24 +134,102 @@ pub fn parse_line(line: &str) -> Option<Entry> {
 
 /// Every entry of a container's log, oldest first (rotated files included).
 pub fn read_all(path: &Path) -> Result<Vec<Entry>> {
-    let mut files = vec![];
-    for i in (1..100).rev() {
-        let p = PathBuf::from(format!("{}.{i}", path.display()));
-        if p.exists() {
-            files.push(p);
-        }
-    }
-    files.push(path.to_path_buf());
+    Ok(read_through(path)?.0)
+}
+
+/// [`read_all`], and how far into the current file its complete lines went: where a follower
+/// goes on reading.
+fn read_through(path: &Path) -> Result<(Vec<Entry>, u64)> {
     let mut out = Vec::new();
-    for f in files {
-        let Ok(file) = File::open(&f) else { continue };
+    for i in (1..100).rev() {
+        let Ok(file) = File::open(format!("{}.{i}", path.display())) else { continue };
         for line in BufReader::new(file).lines() {
             if let Some(e) = parse_line(&line?) {
                 out.push(e);
             }
         }
     }
-    Ok(out)
+    let text = match fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    out.extend(String::from_utf8_lossy(&text[..complete]).lines().filter_map(parse_line));
+    Ok((out, complete as u64))
+}
+
+/// Which entries `logs` shows: those written from `since` and before `until` (unix
+/// nanoseconds), and of those the last `tail`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub tail: Option<usize>,
+}
+
+impl Window {
+    fn contains(&self, en: &Entry) -> bool {
+        let t = crate::describe::parse_rfc3339(&en.time).unwrap_or(0);
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u)
+    }
+}
+
+impl crate::Engine {
+    /// A container's log through `window`, oldest first, each entry handed to `out` (which
+    /// returns false to stop early). With `follow` (and no `until`), then each entry as it is
+    /// written, until the container has stopped and its monitor is gone.
+    pub fn container_logs(
+        &self,
+        key: &str,
+        window: Window,
+        follow: bool,
+        out: &mut dyn FnMut(&Entry) -> bool,
+    ) -> Result<()> {
+        let c = self.container(key)?;
+        if c.config.log_driver == "none" {
+            anyhow::bail!("configured logging driver does not support reading");
+        }
+        let path = c.log_path();
+        let (mut all, mut off) = read_through(&path)?;
+        all.retain(|e| window.contains(e));
+        let skip = window.tail.map_or(0, |n| all.len().saturating_sub(n));
+        for en in &all[skip..] {
+            if !out(en) {
+                return Ok(());
+            }
+        }
+        if !follow || window.until.is_some() {
+            return Ok(());
+        }
+        loop {
+            let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if len < off {
+                // Rotated: the current file is a new one.
+                off = 0;
+            }
+            if len > off {
+                use std::io::{Read, Seek};
+                let mut f = File::open(&path)?;
+                f.seek(std::io::SeekFrom::Start(off))?;
+                let mut s = Vec::new();
+                f.read_to_end(&mut s)?;
+                let complete = s.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                for en in String::from_utf8_lossy(&s[..complete]).lines().filter_map(parse_line) {
+                    if window.contains(&en) && !out(&en) {
+                        return Ok(());
+                    }
+                }
+                off += complete as u64;
+                continue;
+            }
+            let now = self.container(&c.id)?;
+            if !now.is_running() && !now.monitor_alive() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 #[cfg(test)]

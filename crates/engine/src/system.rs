@@ -77,6 +77,45 @@ pub struct CheckReport {
 }
 
 impl Engine {
+    /// `info`: what this engine and host are, in the shape of Docker's `/info` (the fields
+    /// berth has).
+    pub fn info(&self) -> Result<serde_json::Value> {
+        let cs = self.containers(true)?;
+        let running = cs.iter().filter(|c| c.state == "running").count();
+        let paused = cs.iter().filter(|c| c.state == "paused").count();
+        let layout = match berth_cgroups::Layout::detect() {
+            berth_cgroups::Layout::V2 { .. } => "2",
+            _ => "1",
+        };
+        let uname = nix::sys::utsname::uname()?;
+        let os = std::fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+            })
+            .unwrap_or_else(|| "Linux".into());
+        Ok(serde_json::json!({
+            "Containers": cs.len(),
+            "ContainersRunning": running,
+            "ContainersPaused": paused,
+            "ContainersStopped": cs.len() - running - paused,
+            "Images": self.images()?.len(),
+            "Driver": "overlay",
+            "CgroupVersion": layout,
+            "DefaultRuntime": "berth-runtime",
+            "DockerRootDir": self.root,
+            "RunRoot": self.runroot,
+            "KernelVersion": uname.release().to_string_lossy(),
+            "OperatingSystem": os,
+            "OSType": "linux",
+            "Architecture": uname.machine().to_string_lossy(),
+            "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "MemTotal": crate::inspect::host_memory(),
+            "Name": uname.nodename().to_string_lossy(),
+            "ServerVersion": env!("CARGO_PKG_VERSION"),
+        }))
+    }
+
     fn pieces(&self, img: &ImageRow) -> Vec<Piece> {
         let mut v = vec![Piece::Blob(img.manifest.clone()), Piece::Blob(img.id.clone())];
         if let Ok(m) = self.manifest_of(img) {

@@ -135,56 +135,11 @@ fn g4(v: f64) -> String {
     if s.len() > 4 && !s.contains('.') { format!("{v:.0}") } else { s }
 }
 
-/// Docker's `units.HumanDuration`.
-pub fn human_duration(secs: i64) -> String {
-    let (m, h) = (secs / 60, secs / 3600);
-    match secs {
-        s if s < 1 => "Less than a second".into(),
-        1 => "1 second".into(),
-        s if s < 60 => format!("{s} seconds"),
-        _ if m == 1 => "About a minute".into(),
-        _ if m < 60 => format!("{m} minutes"),
-        _ if h == 1 => "About an hour".into(),
-        _ if h < 48 => format!("{h} hours"),
-        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
-        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
-        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
-        _ => format!("{} years", h / 24 / 365),
-    }
-}
+use berth_engine::describe::human_duration;
 
 /// Unix seconds of an RFC 3339 time (`2024-01-02T03:04:05.678Z`, `...+02:00`).
 pub fn parse_time(s: &str) -> Option<i64> {
-    let n = |a: usize, b: usize| -> Option<i64> {
-        let t = s.get(a..b)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().ok() } else { None }
-    };
-    let (y, mo, d, h, mi, se) = (n(0, 4)?, n(5, 7)?, n(8, 10)?, n(11, 13)?, n(14, 16)?, n(17, 19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let mut rest = s.get(19..)?;
-    if let Some(r) = rest.strip_prefix('.') {
-        rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    let offset = match rest {
-        "Z" | "z" | "" => 0,
-        r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) => {
-            let oh: i64 = r.get(1..3)?.parse().ok()?;
-            let om: i64 = r.get(4..6)?.parse().ok()?;
-            let o = oh * 3600 + om * 60;
-            if r.starts_with('+') { o } else { -o }
-        }
-        _ => return None,
-    };
-    // Days from the civil date (the proleptic Gregorian calendar).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + h * 3600 + mi * 60 + se - offset)
+    berth_engine::describe::parse_rfc3339(s).map(|n| n.div_euclid(1_000_000_000))
 }
 
 fn now_secs() -> i64 {
@@ -526,17 +481,6 @@ fn reclaimable(r: u64, total: u64) -> String {
     }
 }
 
-fn container_status(c: &ContainerRow) -> String {
-    let now = now_secs();
-    match c.state.as_str() {
-        "running" => format!("Up {}", human_duration(now - c.started / 1_000_000_000)),
-        "paused" => format!("Up {} (Paused)", human_duration(now - c.started / 1_000_000_000)),
-        "exited" => format!("Exited ({}) {} ago", c.exit_code, human_duration(now - c.finished / 1_000_000_000)),
-        "created" => "Created".into(),
-        other => other.into(),
-    }
-}
-
 fn df(e: &Engine, verbose: bool, format: Option<&str>) -> Result<i32> {
     let u = e.disk_usage()?;
     let active_images = u.images.iter().filter(|i| i.containers > 0).count();
@@ -615,7 +559,7 @@ fn df(e: &Engine, verbose: bool, format: Option<&str>) -> Result<i32> {
                 "ID": &k.id[..12.min(k.id.len())], "Image": k.config.image_ref, "Command": format!("\"{cmd}\""),
                 "LocalVolumes": vols.to_string(), "Size": human_size(c.size),
                 "RunningFor": format!("{} ago", human_duration(now_secs() - k.created / 1_000_000_000)),
-                "Status": container_status(k), "Names": k.name,
+                "Status": berth_engine::describe::status_text(k), "Names": k.name,
             })
         })
         .collect();
@@ -689,16 +633,6 @@ mod tests {
         assert_eq!(human_size(224_123_456), "224.1MB");
         assert_eq!(human_size(12_500), "12.5kB");
         assert_eq!(human_size(1_000_000), "1MB");
-        assert_eq!(human_duration(0), "Less than a second");
-        assert_eq!(human_duration(90), "About a minute");
-        assert_eq!(human_duration(3 * 86400), "3 days");
-        assert_eq!(human_duration(20 * 86400), "2 weeks");
-        assert_eq!(human_duration(100 * 86400), "3 months");
-        assert_eq!(human_duration(800 * 86400), "2 years");
-        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_time("2024-02-29T12:00:00.123456789Z"), Some(1_709_208_000));
-        assert_eq!(parse_time("2024-02-29T14:00:00+02:00"), Some(1_709_208_000));
-        assert_eq!(parse_time("yesterday"), None);
         assert_eq!(created_at(Some("2024-02-29T12:00:00Z")), "2024-02-29 12:00:00 +0000 UTC");
         assert!(glob("busy*", "busybox"));
         assert!(glob("busybox:1.*", "busybox:1.36"));

@@ -817,7 +817,7 @@ fn run(cli: Cli) -> Result<i32> {
                 sections.push(("Deleted Volumes:", e.prune_volumes(false)?.0));
             }
             sections.push(("Deleted build cache objects:", e.prune_build_cache()?.images));
-            sections.push(("Deleted Images:", prune_images(&e, all)?.0));
+            sections.push(("Deleted Images:", e.prune_images(all)?.0));
             for (title, items) in sections.into_iter().filter(|(_, v)| !v.is_empty()) {
                 println!("{title}");
                 items.iter().for_each(|i| println!("{i}"));
@@ -836,7 +836,7 @@ fn run(cli: Cli) -> Result<i32> {
                 return Ok(0);
             }
             // Docker's report: the removed references and ids, then the space given back.
-            let (lines, reclaimed) = prune_images(&e, all)?;
+            let (lines, reclaimed) = e.prune_images(all)?;
             if !lines.is_empty() {
                 println!("Deleted Images:");
                 for l in &lines {
@@ -984,55 +984,24 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Info { format } => {
-            let cs = e.containers(true)?;
-            let running = cs.iter().filter(|c| c.state == "running").count();
-            let paused = cs.iter().filter(|c| c.state == "paused").count();
-            let layout = match berth_cgroups::Layout::detect() {
-                berth_cgroups::Layout::V2 { .. } => "2",
-                _ => "1",
-            };
-            let uname = nix::sys::utsname::uname()?;
-            let mem_total = mem_total();
-            let os = std::fs::read_to_string("/etc/os-release")
-                .ok()
-                .and_then(|t| {
-                    t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
-                })
-                .unwrap_or_else(|| "Linux".into());
-            let info = json!({
-                "Containers": cs.len(),
-                "ContainersRunning": running,
-                "ContainersPaused": paused,
-                "ContainersStopped": cs.len() - running - paused,
-                "Images": e.images()?.len(),
-                "Driver": "overlay",
-                "CgroupVersion": layout,
-                "DefaultRuntime": "berth-runtime",
-                "DockerRootDir": e.root,
-                "RunRoot": e.runroot,
-                "KernelVersion": uname.release().to_string_lossy(),
-                "OperatingSystem": os,
-                "OSType": "linux",
-                "Architecture": uname.machine().to_string_lossy(),
-                "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-                "MemTotal": mem_total,
-                "Name": uname.nodename().to_string_lossy(),
-                "ServerVersion": env!("CARGO_PKG_VERSION"),
-            });
+            let info = e.info()?;
             if let Some(f) = format {
                 return print_one(&info, &f);
             }
             println!(
-                "Containers: {}\n Running: {running}\n Paused: {paused}\n Stopped: {}\nImages: {}\nServer Version: {}\nStorage Driver: overlay\nCgroup Version: {layout}\nDefault Runtime: berth-runtime\nKernel Version: {}\nOperating System: {}\nOSType: linux\nArchitecture: {}\nCPUs: {}\nTotal Memory: {}\nName: {}\nBerth Root Dir: {}\nBerth Run Dir: {}",
-                cs.len(),
-                cs.len() - running - paused,
+                "Containers: {}\n Running: {}\n Paused: {}\n Stopped: {}\nImages: {}\nServer Version: {}\nStorage Driver: overlay\nCgroup Version: {}\nDefault Runtime: berth-runtime\nKernel Version: {}\nOperating System: {}\nOSType: linux\nArchitecture: {}\nCPUs: {}\nTotal Memory: {}\nName: {}\nBerth Root Dir: {}\nBerth Run Dir: {}",
+                info["Containers"],
+                info["ContainersRunning"],
+                info["ContainersPaused"],
+                info["ContainersStopped"],
                 info["Images"],
                 env!("CARGO_PKG_VERSION"),
+                info["CgroupVersion"].as_str().unwrap_or(""),
                 info["KernelVersion"].as_str().unwrap_or(""),
                 info["OperatingSystem"].as_str().unwrap_or(""),
                 info["Architecture"].as_str().unwrap_or(""),
                 info["NCPU"],
-                bytes_binary(mem_total),
+                bytes_binary(info["MemTotal"].as_u64().unwrap_or(0)),
                 info["Name"].as_str().unwrap_or(""),
                 e.root.display(),
                 e.runroot.display()
@@ -1132,64 +1101,8 @@ fn parse_time(s: &str, flag: &str) -> Result<i64> {
     if let Ok(d) = parse_duration(s) {
         return Ok(berth_engine::db::now_nanos() - d);
     }
-    parse_rfc3339(s)
+    berth_engine::describe::parse_rfc3339(s)
         .with_context(|| format!("invalid value {s:?} for {flag}: use RFC 3339, a unix time or a duration such as 10m"))
-}
-
-/// `2006-01-02T15:04:05[.999999999](Z|+07:00)` (or a date alone) -> unix nanoseconds.
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let (date, rest) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
-    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (time, offset) = match rest.find(['Z', '+', '-']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "Z"),
-    };
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next().unwrap_or(Some(0))?);
-    let nanos: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}")[..9].parse().ok()? };
-    let off = match offset {
-        "Z" | "" => 0,
-        o => {
-            let sign = if o.starts_with('-') { -1 } else { 1 };
-            let (oh, om) = o[1..].split_once(':').unwrap_or((&o[1..], "0"));
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
-        }
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(((days * 86400 + hh * 3600 + mm * 60 + ss - off) * 1_000_000_000) + nanos)
-}
-
-/// `image prune`: dangling images (every unused one with `all`); Docker's lines and the
-/// bytes the removed images held.
-fn prune_images(e: &Engine, all: bool) -> Result<(Vec<String>, u64)> {
-    let used: Vec<String> = e.containers(true)?.into_iter().map(|c| c.image).collect();
-    let mut lines = Vec::new();
-    let mut reclaimed = 0u64;
-    // A build's intermediate images stay while an image is built on them; once that one goes,
-    // the next round takes its parent (so a whole unused chain goes).
-    loop {
-        let keep = if all { Default::default() } else { e.intermediate_images()? };
-        let mut removed = false;
-        for img in e.images()? {
-            let id = img.id.to_string();
-            if (all || img.tags.is_empty()) && !used.contains(&id) && !keep.contains(&id) {
-                lines.extend(e.remove_image(&id, true)?);
-                reclaimed += img.size.max(0) as u64;
-                removed = true;
-            }
-        }
-        if !removed || all {
-            return Ok((lines, reclaimed));
-        }
-    }
 }
 
 /// Runs `f` for each name, printing the name on success as Docker does; the exit code is 1 if
@@ -1239,11 +1152,6 @@ fn null_stdio(fds: &[i32]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A list as Docker's JSON has it: null when empty.
-fn nullable(v: &[String]) -> Value {
-    if v.is_empty() { Value::Null } else { json!(v) }
 }
 
 fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
@@ -1356,107 +1264,39 @@ fn cmd_run(e: &Engine, a: RunArgs, start: bool) -> Result<i32> {
     c.memory_swap = size("--memory-swap", &a.memory_swap)?;
     c.memory_reservation = size("--memory-reservation", &a.memory_reservation)?;
     c.shm_size = size("--shm-size", &a.shm_size)?;
+    use berth_engine::options;
     for f in &a.env_file {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("open {}: no such file or directory", f.display()))?;
-        for l in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            c.env.push(expand_env(l));
-        }
+        c.env.extend(options::file_lines(&text).map(expand_env));
     }
     c.env.extend(a.env.iter().map(|v| expand_env(v)));
     // --label-file: one label per line (comments and blank lines skipped); -l wins.
     for f in &a.label_file {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("open {}: no such file or directory", f.display()))?;
-        for l in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let (k, v) = l.split_once('=').unwrap_or((l, ""));
-            c.labels.insert(k.into(), v.into());
-        }
+        c.labels.extend(options::file_lines(&text).map(options::parse_label));
     }
-    for l in &a.label {
-        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-        c.labels.insert(k.into(), v.into());
-    }
-    for s in &a.sysctl {
-        let (k, v) = s.split_once('=').with_context(|| format!("invalid --sysctl {s:?}: expected key=value"))?;
-        c.sysctls.insert(k.into(), v.into());
-    }
-    for u in &a.ulimit {
-        let (name, vals) =
-            u.split_once('=').with_context(|| format!("invalid --ulimit {u:?}: expected name=soft[:hard]"))?;
-        let (s, h) = vals.split_once(':').unwrap_or((vals, vals));
-        let n = |x: &str| -> Result<u64> {
-            if x == "-1" { Ok(u64::MAX) } else { x.parse().with_context(|| format!("invalid --ulimit {u:?}")) }
-        };
-        c.ulimits.push((name.into(), n(s)?, n(h)?));
-    }
-    for o in &a.log_opt {
-        match o.split_once('=') {
-            Some(("max-size", v)) => c.log_max_size = Some(parse_size(v)? as u64),
-            Some(("max-file", v)) => c.log_max_file = v.parse().with_context(|| format!("invalid --log-opt {o:?}"))?,
-            _ => bail!("unknown log opt {o:?}: berth's json-file driver takes max-size and max-file"),
-        }
-    }
+    c.labels.extend(a.label.iter().map(|l| options::parse_label(l)));
+    c.sysctls = a.sysctl.iter().map(|s| options::parse_sysctl(s)).collect::<Result<_>>()?;
+    c.ulimits = a.ulimit.iter().map(|u| options::parse_ulimit(u)).collect::<Result<_>>()?;
+    options::apply_log_opts(&mut c, &a.log_opt)?;
     c.userns_mode = a.userns.clone();
-    let mut label: BTreeMap<&str, String> = BTreeMap::new();
-    for so in &a.security_opt {
-        match so.split_once(['=', ':']) {
-            Some(("no-new-privileges", v)) => c.no_new_privileges = v != "false",
-            None if so == "no-new-privileges" => c.no_new_privileges = true,
-            Some(("seccomp", "unconfined")) => c.seccomp = "unconfined".into(),
-            Some(("seccomp", file)) => {
-                let bytes = std::fs::read(file).with_context(|| format!("opening seccomp profile ({file})"))?;
-                let caps = berth_engine::spec::capabilities(&c.cap_add, &c.cap_drop, c.privileged)?;
-                c.seccomp_profile = Some(
-                    berth_engine::seccomp::from_file(&bytes, &caps)
-                        .with_context(|| format!("loading seccomp profile ({file})"))?,
-                );
-                c.seccomp = file.into();
-            }
-            Some(("apparmor", "unconfined")) | Some(("label", "disable")) => {}
-            Some(("apparmor", profile)) => c.apparmor_profile = Some(profile.into()),
-            Some(("label", part)) => {
-                let (key, value) = part.split_once(':').with_context(|| format!("invalid --security-opt {so:?}"))?;
-                if !matches!(key, "user" | "role" | "type" | "level") {
-                    bail!("invalid --security-opt {so:?}: label takes user:, role:, type:, level: or disable");
-                }
-                label.insert(key, value.to_string());
-            }
-            _ => bail!(
-                "--security-opt {so:?} is not supported (berth takes no-new-privileges, seccomp=, apparmor=, label=)"
-            ),
-        }
-    }
-    if !label.is_empty() {
-        // Docker's container process label, with the parts given replaced.
-        let part = |k: &str, d: &str| label.get(k).cloned().unwrap_or_else(|| d.to_string());
-        c.selinux_label = Some(format!(
-            "{}:{}:{}:{}",
-            part("user", "system_u"),
-            part("role", "system_r"),
-            part("type", "container_t"),
-            part("level", "s0")
-        ));
-    }
+    options::apply_security_opts(&mut c, &a.security_opt)?;
     for t in &a.tmpfs {
         let (p, o) = t.split_once(':').unwrap_or((t, ""));
         c.tmpfs.push((p.into(), o.into()));
     }
     for v in &a.volume {
-        c.binds.push(volume_cmds::parse_volume(v)?);
+        c.binds.push(options::parse_volume(v)?);
     }
     for m in &a.mount {
-        match volume_cmds::parse_mount(m)? {
-            volume_cmds::Mount::Bind(b) => c.binds.push(b),
-            volume_cmds::Mount::Tmpfs(d, o) => c.tmpfs.push((d, o)),
+        match options::parse_mount(m)? {
+            options::Mount::Bind(b) => c.binds.push(b),
+            options::Mount::Tmpfs(d, o) => c.tmpfs.push((d, o)),
         }
     }
-    let mut seen = std::collections::BTreeSet::new();
-    for d in c.binds.iter().map(|b| b.destination.as_str()).chain(c.tmpfs.iter().map(|(d, _)| d.as_str())) {
-        if !seen.insert(d.trim_end_matches('/')) {
-            bail!("Duplicate mount point: {d}");
-        }
-    }
+    options::check_mount_points(&c)?;
     c.volumes_from = a.volumes_from.clone();
     c.init = a.init;
     c.runtime = a.runtime.clone().unwrap_or_default();
@@ -1569,45 +1409,6 @@ fn expand_env(v: &str) -> String {
     if v.contains('=') { v.to_string() } else { format!("{v}={}", std::env::var(v).unwrap_or_default()) }
 }
 
-fn ago(nanos: i64) -> String {
-    let secs = (berth_engine::db::now_nanos() - nanos).max(0) / 1_000_000_000;
-    format!("{} ago", human(secs))
-}
-
-fn human(secs: i64) -> String {
-    match secs {
-        s if s < 1 => "Less than a second".into(),
-        1 => "1 second".into(),
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 120 => "About a minute".into(),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 7200 => "About an hour".into(),
-        s if s < 86400 * 2 => format!("{} hours", s / 3600),
-        s => format!("{} days", s / 86400),
-    }
-}
-
-fn status_text(c: &ContainerRow) -> String {
-    let now = berth_engine::db::now_nanos();
-    match c.state.as_str() {
-        "running" => {
-            let up = format!("Up {}", human((now - c.started) / 1_000_000_000));
-            match berth_engine::health::read(&c.dir) {
-                Some(h) if c.config.healthcheck.as_ref().is_some_and(|x| x.enabled()) => {
-                    let h = if h.status == "starting" { "health: starting".into() } else { h.status };
-                    format!("{up} ({h})")
-                }
-                _ => up,
-            }
-        }
-        "paused" => format!("Up {} (Paused)", human((now - c.started) / 1_000_000_000)),
-        "exited" => format!("Exited ({}) {}", c.exit_code, ago(c.finished)),
-        "restarting" => format!("Restarting ({}) {}", c.exit_code, ago(c.finished)),
-        "created" => "Created".into(),
-        other => other.into(),
-    }
-}
-
 fn ps_value(e: &Engine, c: &ContainerRow, no_trunc: bool) -> Value {
     let mut cmd = c.config.args.join(" ");
     if !no_trunc && cmd.chars().count() > 20 {
@@ -1618,8 +1419,8 @@ fn ps_value(e: &Engine, c: &ContainerRow, no_trunc: bool) -> Value {
         "Image": c.config.image_ref,
         "Command": format!("\"{cmd}\""),
         "CreatedAt": berth_runtime::state::rfc3339(c.created / 1_000_000_000, (c.created % 1_000_000_000) as u32),
-        "RunningFor": ago(c.created),
-        "Status": status_text(c),
+        "RunningFor": berth_engine::describe::ago(c.created),
+        "Status": berth_engine::describe::status_text(c),
         "State": c.state,
         "Ports": network_cmds::ports_text(e, c),
         "Names": c.name,
@@ -1629,62 +1430,9 @@ fn ps_value(e: &Engine, c: &ContainerRow, no_trunc: bool) -> Value {
     })
 }
 
-fn matches_filter(c: &ContainerRow, f: &str) -> Result<bool> {
-    let (k, v) = f.split_once('=').with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
-    Ok(match k {
-        "status" => c.state == v,
-        "name" => c.name.contains(v),
-        "id" => c.id.starts_with(v),
-        "label" => match v.split_once('=') {
-            Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
-            None => c.config.labels.contains_key(v),
-        },
-        "ancestor" => c.config.image_ref == v || c.image.contains(v),
-        "exited" => c.state == "exited" && c.exit_code.to_string() == v,
-        "health" => {
-            let enabled = c.config.healthcheck.as_ref().is_some_and(|h| h.enabled());
-            let now = berth_engine::health::read(&c.dir).map(|h| h.status);
-            match v {
-                "none" => !enabled,
-                other => enabled && c.is_running() && now.as_deref() == Some(other),
-            }
-        }
-        other => bail!("invalid filter '{other}'"),
-    })
-}
-
 fn cmd_ps(e: &Engine, a: &PsArgs) -> Result<i32> {
-    let mut list = e.containers(a.all || a.last.is_some() || a.latest || !a.filter.is_empty())?;
-    // As Docker: filters with the same key are alternatives (label ones all have to hold),
-    // different keys all have to hold.
-    let mut groups: Vec<(&str, Vec<&String>)> = Vec::new();
-    for f in &a.filter {
-        let (key, v) = f.split_once('=').with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
-        match key {
-            "status" if !["created", "restarting", "running", "removing", "paused", "exited", "dead"].contains(&v) => {
-                bail!("Invalid filter 'status={v}'")
-            }
-            "status" | "name" | "id" | "label" | "ancestor" | "exited" | "health" => {}
-            other => bail!("invalid filter '{other}'"),
-        }
-        match groups.iter_mut().find(|(k, _)| *k == key && key != "label") {
-            Some((_, g)) => g.push(f),
-            None => groups.push((key, vec![f])),
-        }
-    }
-    for (_, group) in &groups {
-        let mut keep = Vec::new();
-        for c in list {
-            let mut any = false;
-            for f in group {
-                any |= matches_filter(&c, f)?;
-            }
-            if any {
-                keep.push(c);
-            }
-        }
-        list = keep;
-    }
+    let filter = berth_engine::describe::ContainerFilter::parse(&a.filter)?;
+    let mut list = e.list_containers(a.all || a.last.is_some() || a.latest || !filter.is_empty(), &filter)?;
     if a.latest {
         list.truncate(1);
     }
@@ -1771,7 +1519,6 @@ fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>
     ]
     .into_iter()
     .collect();
-    let total_mem = mem_total();
     let list = |e: &Engine| -> Result<Vec<String>> {
         Ok(if all { e.containers(false)?.into_iter().map(|c| c.id).collect() } else { names.to_vec() })
     };
@@ -1803,10 +1550,8 @@ fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>
                 None => 0.0,
             };
             now.insert(c.id.clone(), s.cpu_usage_ns);
-            let limit = s.memory_limit.filter(|&l| l < total_mem).unwrap_or(total_mem);
-            // Docker's figure: the usage without the inactive page cache.
-            let used = s.memory_usage.saturating_sub(s.memory_inactive_file);
-            let (rx, tx) = if c.config.network == "host" { (0, 0) } else { net_io(c.pid) };
+            let (used, limit) = (s.memory_used, s.memory_limit);
+            let (rx, tx) = (s.net_rx, s.net_tx);
             let v = json!({
                 "ID": &c.id[..12],
                 "Container": &c.id[..12],
@@ -1816,7 +1561,7 @@ fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>
                 "MemPerc": format!("{:.2}%", used as f64 / limit.max(1) as f64 * 100.0),
                 "NetIO": format!("{} / {}", human_size(rx as i64), human_size(tx as i64)),
                 "BlockIO": format!("{} / {}", human_size(s.io_read_bytes as i64), human_size(s.io_write_bytes as i64)),
-                "PIDs": s.pids_current.to_string(),
+                "PIDs": s.pids.to_string(),
             });
             lines.push(t.render(&v));
         }
@@ -1837,34 +1582,10 @@ fn cmd_stats(e: &Engine, names: &[String], no_stream: bool, format: Option<&str>
     }
 }
 
-/// The host's memory in bytes (MemTotal in /proc/meminfo; 0 when unreadable).
-fn mem_total() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok()))
-        .unwrap_or(0)
-        * 1024
-}
-
 /// `info -f`/`version -f`: `json`, or a Go template over one value.
 fn print_one(v: &Value, format: &str) -> Result<i32> {
     template::print_inspected(std::slice::from_ref(v), Some(if format == "json" { "{{json .}}" } else { format }))
         .map(|_| 0)
-}
-
-/// Bytes received and sent on a process's network interfaces but lo (its namespace's, as
-/// /proc/PID/net/dev shows them).
-fn net_io(pid: i32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
-    text.lines()
-        .skip(2)
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(name, _)| name.trim() != "lo")
-        .map(|(_, v)| {
-            let f: Vec<u64> = v.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-            (f.first().copied().unwrap_or(0), f.get(8).copied().unwrap_or(0))
-        })
-        .fold((0, 0), |(r, t), (a, b)| (r + a, t + b))
 }
 
 /// Docker's binary sizes with four significant digits: `344KiB`, `1.512MiB`, `32MiB`.
@@ -1912,223 +1633,23 @@ fn cmd_logs(
     tail: Option<&str>,
     (since, until): (Option<i64>, Option<i64>),
 ) -> Result<i32> {
-    let c = e.container(key)?;
-    if c.config.log_driver == "none" {
-        bail!("configured logging driver does not support reading");
-    }
-    let path = c.log_path();
-    let in_window = |en: &berth_engine::logs::Entry| {
-        let t = parse_rfc3339(&en.time).unwrap_or(0);
-        since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u)
+    let tail = match tail {
+        None | Some("all") => None,
+        Some(n) => Some(n.parse::<usize>().with_context(|| format!("invalid --tail {n:?}"))?),
     };
-    let print = |en: &berth_engine::logs::Entry| {
-        if !in_window(en) {
-            return;
-        }
+    let window = berth_engine::logs::Window { since, until, tail };
+    e.container_logs(key, window, follow, &mut |en| {
         let line = if timestamps { format!("{} {}", en.time, en.log) } else { en.log.clone() };
         if en.stream == "stderr" {
             eprint!("{line}");
+            true
         } else {
-            print!("{line}");
+            let mut out = std::io::stdout().lock();
+            // A reader that went away (`logs -f | head`) ends the follow.
+            out.write_all(line.as_bytes()).and_then(|_| out.flush()).is_ok()
         }
-    };
-    let mut all = berth_engine::logs::read_all(&path)?;
-    all.retain(in_window);
-    let skip = match tail {
-        None | Some("all") => 0,
-        Some(n) => all.len().saturating_sub(n.parse::<usize>().with_context(|| format!("invalid --tail {n:?}"))?),
-    };
-    for en in &all[skip..] {
-        print(en);
-    }
-    if !follow || until.is_some() {
-        return Ok(0);
-    }
-    let mut off = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    loop {
-        let _ = std::io::stdout().flush();
-        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if len < off {
-            off = 0;
-        }
-        if len > off {
-            use std::io::{Read, Seek};
-            let mut f = std::fs::File::open(&path)?;
-            f.seek(std::io::SeekFrom::Start(off))?;
-            let mut s = String::new();
-            f.read_to_string(&mut s)?;
-            let complete = s.rfind('\n').map(|i| i + 1).unwrap_or(0);
-            for l in s[..complete].lines() {
-                if let Some(en) = berth_engine::logs::parse_line(l) {
-                    print(&en);
-                }
-            }
-            off += complete as u64;
-            continue;
-        }
-        let now = e.container(&c.id)?;
-        if !now.is_running() && !now.monitor_alive() {
-            return Ok(0);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-fn inspect_container(e: &Engine, c: &ContainerRow) -> Value {
-    let t = |n: i64| {
-        if n == 0 {
-            "0001-01-01T00:00:00Z".to_string()
-        } else {
-            berth_runtime::state::rfc3339(n / 1_000_000_000, (n % 1_000_000_000) as u32)
-        }
-    };
-    let mut v = json!({
-        "Id": c.id,
-        "Created": t(c.created),
-        "Path": c.config.args.first(),
-        "Args": c.config.args.get(1..).unwrap_or_default(),
-        "State": {
-            "Status": c.state,
-            "Running": c.state == "running" || c.state == "paused",
-            "Paused": c.state == "paused",
-            "Restarting": c.state == "restarting",
-            "OOMKilled": c.oom_killed,
-            "Dead": false,
-            "Pid": c.pid,
-            "ExitCode": c.exit_code,
-            "Error": if c.error == "stopped" { "" } else { c.error.as_str() },
-            "RestartCount": c.restart_count,
-            "Health": berth_engine::health::read(&c.dir).filter(|_| c.config.healthcheck.as_ref().is_some_and(|h| h.enabled())),
-            "StartedAt": t(c.started),
-            "FinishedAt": t(c.finished),
-        },
-        "Image": c.image,
-        "RestartCount": c.restart_count,
-        "Name": format!("/{}", c.name),
-        "LogPath": c.log_path(),
-        "Driver": "overlay",
-        "Config": {
-            "Hostname": c.config.hostname,
-            "User": c.config.user,
-            "Tty": c.config.tty,
-            "OpenStdin": c.config.interactive,
-            "Env": c.config.env,
-            "Cmd": nullable(c.config.entrypoint_and_cmd().1),
-            "Entrypoint": nullable(c.config.entrypoint_and_cmd().0),
-            "Image": c.config.image_ref,
-            "WorkingDir": c.config.workdir,
-            "Labels": c.config.labels,
-            "StopSignal": c.config.stop_signal,
-            "Healthcheck": c.config.healthcheck,
-        },
-        "HostConfig": {
-            "NetworkMode": c.config.network,
-            "Privileged": c.config.privileged,
-            "ReadonlyRootfs": c.config.read_only,
-            "AutoRemove": c.config.auto_remove,
-            "UsernsMode": if c.config.userns.is_some() { "auto" } else { "" },
-            "CapAdd": c.config.cap_add,
-            "CapDrop": c.config.cap_drop,
-            "Memory": c.config.memory.unwrap_or(0),
-            "MemorySwap": c.config.memory_swap.unwrap_or(0),
-            "NanoCpus": c.config.cpus.map(|x| (x * 1e9) as i64).unwrap_or(0),
-            "CpuShares": c.config.cpu_shares.unwrap_or(0),
-            "PidsLimit": c.config.pids_limit,
-            "CpuPeriod": c.config.cpu_period.unwrap_or(0),
-            "CpuQuota": c.config.cpu_quota.unwrap_or(0),
-            "CpusetCpus": c.config.cpuset_cpus.clone().unwrap_or_default(),
-            "CpusetMems": c.config.cpuset_mems.clone().unwrap_or_default(),
-            "OomKillDisable": c.config.oom_kill_disable,
-            "BlkioWeight": c.config.blkio_weight.unwrap_or(0),
-            "Devices": c.config.devices.iter().map(|d| json!({"PathOnHost": d.host, "PathInContainer": d.path, "CgroupPermissions": d.perms})).collect::<Vec<_>>(),
-            "BlkioDeviceReadBps": rates(&c.config.device_read_bps),
-            "BlkioDeviceWriteBps": rates(&c.config.device_write_bps),
-            "BlkioDeviceReadIOps": rates(&c.config.device_read_iops),
-            "BlkioDeviceWriteIOps": rates(&c.config.device_write_iops),
-            "Binds": c.config.binds.iter().map(|b| format!("{}:{}{}", b.source.display(), b.destination, if b.readonly { ":ro" } else { "" })).collect::<Vec<_>>(),
-            "LogConfig": {"Type": c.config.log_driver},
-            "PublishAllPorts": c.config.publish_all,
-        },
-        "NetworkSettings": network_cmds::network_settings(e, c),
-        "Mounts": volume_cmds::mounts_json(c),
-    });
-    more_inspect_fields(c, &mut v);
-    v
-}
-
-/// The rest of Docker's container fields that scripts read (`{{.HostConfig.RestartPolicy.Name}}`,
-/// `{{.HostsPath}}`...), set apart from the big literal above.
-fn more_inspect_fields(c: &ContainerRow, v: &mut Value) {
-    let cfg = &c.config;
-    let (policy, retries) = match cfg.restart.split_once(':') {
-        Some((p, n)) => (p.to_string(), n.parse::<u32>().unwrap_or(0)),
-        None if cfg.restart.is_empty() => ("no".to_string(), 0),
-        None => (cfg.restart.clone(), 0),
-    };
-    let mut bindings = serde_json::Map::new();
-    for p in &cfg.ports {
-        let key = format!("{}/{}", p.container_port, p.proto);
-        let host_port = match (p.host_lo, p.host_hi) {
-            (0, _) => String::new(),
-            (lo, hi) if hi > lo => format!("{lo}-{hi}"),
-            (lo, _) => lo.to_string(),
-        };
-        let ip = p.host_ip.map(|i| i.to_string()).unwrap_or_default();
-        let list = bindings.entry(key).or_insert_with(|| json!([]));
-        if let Some(a) = list.as_array_mut() {
-            a.push(json!({"HostIp": ip, "HostPort": host_port}));
-        }
-    }
-    let mut security = Vec::new();
-    if cfg.no_new_privileges {
-        security.push("no-new-privileges".to_string());
-    }
-    if !cfg.seccomp.is_empty() {
-        security.push(format!("seccomp={}", cfg.seccomp));
-    }
-    if let Some(p) = &cfg.apparmor_profile {
-        security.push(format!("apparmor={p}"));
-    }
-    let hc = &mut v["HostConfig"];
-    hc["RestartPolicy"] = json!({"Name": policy, "MaximumRetryCount": retries});
-    hc["PortBindings"] = Value::Object(bindings);
-    hc["Dns"] = json!(cfg.dns);
-    hc["DnsSearch"] = json!(cfg.dns_search);
-    hc["DnsOptions"] = json!(cfg.dns_options);
-    hc["ExtraHosts"] = json!(cfg.add_hosts);
-    hc["ShmSize"] = json!(cfg.shm_size.unwrap_or(64 << 20));
-    hc["Tmpfs"] = json!(cfg.tmpfs.iter().cloned().collect::<BTreeMap<_, _>>());
-    hc["Ulimits"] =
-        json!(cfg.ulimits.iter().map(|(n, s, h)| json!({"Name": n, "Soft": s, "Hard": h})).collect::<Vec<_>>());
-    hc["Sysctls"] = json!(cfg.sysctls);
-    hc["MemoryReservation"] = json!(cfg.memory_reservation.unwrap_or(0));
-    hc["OomScoreAdj"] = json!(cfg.oom_score_adj.unwrap_or(0));
-    hc["Init"] = json!(cfg.init);
-    hc["Runtime"] = json!(if cfg.runtime.is_empty() { "berth-runtime" } else { cfg.runtime.as_str() });
-    hc["VolumesFrom"] = json!(cfg.volumes_from);
-    hc["SecurityOpt"] = json!(security);
-    // Published ports are exposed too, as Docker shows them.
-    let exposed: serde_json::Map<String, Value> = cfg
-        .exposed
-        .iter()
-        .cloned()
-        .chain(cfg.ports.iter().map(|p| format!("{}/{}", p.container_port, p.proto)))
-        .map(|p| (p, json!({})))
-        .collect();
-    v["Config"]["ExposedPorts"] = Value::Object(exposed);
-    if let Some(t) = cfg.stop_timeout {
-        v["Config"]["StopTimeout"] = json!(t);
-    }
-    v["Platform"] = json!("linux");
-    v["HostsPath"] = json!(c.dir.join("hosts"));
-    v["HostnamePath"] = json!(c.dir.join("hostname"));
-    v["ResolvConfPath"] = json!(c.dir.join("resolv.conf"));
-    v["AppArmorProfile"] = json!(cfg.apparmor_profile.clone().unwrap_or_default());
-    v["ProcessLabel"] = json!(cfg.selinux_label.clone().unwrap_or_default());
-}
-
-fn rates(list: &[berth_engine::resources::Throttle]) -> Vec<serde_json::Value> {
-    list.iter().map(|t| json!({"Path": t.path, "Rate": t.rate})).collect()
+    })?;
+    Ok(0)
 }
 
 fn cmd_inspect(e: &Engine, names: &[String], format: Option<&str>, kind: Option<&str>) -> Result<i32> {
@@ -2137,7 +1658,7 @@ fn cmd_inspect(e: &Engine, names: &[String], format: Option<&str>, kind: Option<
         let v = if kind != Some("image")
             && let Ok(c) = e.container(n)
         {
-            inspect_container(e, &c)
+            e.inspect_container(&c)
         } else if kind != Some("container")
             && let Ok(img) = e.resolve_image(n)
         {

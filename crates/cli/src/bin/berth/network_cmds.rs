@@ -196,16 +196,7 @@ pub fn network(e: &Engine, cmd: NetworkCmd) -> Result<i32> {
             Ok(0)
         }
         NetworkCmd::Ls { quiet, filter, format, no_trunc } => {
-            let mut rows = Vec::new();
-            for n in e.networks()? {
-                let mut keep = true;
-                for f in &filter {
-                    keep &= net_matches(&n, f)?;
-                }
-                if keep {
-                    rows.push(n);
-                }
-            }
+            let rows = e.list_networks(&filter)?;
             if quiet {
                 for n in &rows {
                     println!("{}", if no_trunc { &n.id[..] } else { &n.id[..12] });
@@ -222,7 +213,7 @@ pub fn network(e: &Engine, cmd: NetworkCmd) -> Result<i32> {
                     "Internal": n.internal,
                     "IPv6": false,
                     "Labels": n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
-                    "CreatedAt": rfc3339(n.created),
+                    "CreatedAt": berth_engine::describe::rfc3339(n.created),
                 })
             };
             let values: Vec<Value> = rows.iter().map(value).collect();
@@ -235,7 +226,7 @@ pub fn network(e: &Engine, cmd: NetworkCmd) -> Result<i32> {
         NetworkCmd::Inspect { format, networks } => {
             let mut out = Vec::new();
             for n in &networks {
-                out.push(inspect_network(e, &e.network(n)?)?);
+                out.push(e.inspect_network(&e.network(n)?)?);
             }
             print_inspected(&out, format.as_deref())?;
             Ok(0)
@@ -281,70 +272,6 @@ pub fn network(e: &Engine, cmd: NetworkCmd) -> Result<i32> {
             Ok(0)
         }
     }
-}
-
-fn net_matches(n: &Network, f: &str) -> Result<bool> {
-    let (k, v) = f.split_once('=').with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
-    Ok(match k {
-        "name" => n.name.contains(v),
-        "id" => n.id.starts_with(v),
-        "driver" => n.driver == v,
-        "label" => match v.split_once('=') {
-            Some((lk, lv)) => n.labels.get(lk).is_some_and(|x| x == lv),
-            None => n.labels.contains_key(v),
-        },
-        "type" => match v {
-            "builtin" => n.is_default(),
-            "custom" => !n.is_default(),
-            _ => bail!("invalid filter: 'type'='{v}': use builtin or custom"),
-        },
-        other => bail!("invalid filter '{other}'"),
-    })
-}
-
-fn rfc3339(nanos: i64) -> String {
-    berth_runtime::state::rfc3339(nanos / 1_000_000_000, (nanos % 1_000_000_000) as u32)
-}
-
-fn inspect_network(e: &Engine, n: &Network) -> Result<Value> {
-    let mut containers = serde_json::Map::new();
-    for ep in e.endpoints_of_network(&n.id)? {
-        let name = e.container(&ep.container).map(|c| c.name).unwrap_or_default();
-        containers.insert(
-            ep.container.clone(),
-            json!({
-                "Name": name,
-                "MacAddress": ipam::format_mac(&ep.mac),
-                "IPv4Address": format!("{}/{}", ep.ip, n.subnet.prefix),
-                "IPv6Address": "",
-                "Aliases": ep.aliases,
-                "Active": ep.active,
-            }),
-        );
-    }
-    let mut options: BTreeMap<String, String> = n.options.clone();
-    options.insert("com.docker.network.bridge.name".into(), n.bridge.clone());
-    Ok(json!({
-        "Name": n.name,
-        "Id": n.id,
-        "Created": rfc3339(n.created),
-        "Scope": "local",
-        "Driver": n.driver,
-        "EnableIPv6": false,
-        "IPAM": {
-            "Driver": "default",
-            "Config": [{
-                "Subnet": n.subnet.to_string(),
-                "Gateway": n.gateway.to_string(),
-                "IPRange": n.ip_range.map(|r| r.to_string()).unwrap_or_default(),
-            }],
-        },
-        "Internal": n.internal,
-        "DNSEnabled": n.dns,
-        "Containers": containers,
-        "Options": options,
-        "Labels": n.labels,
-    }))
 }
 
 /// The PORTS column of `ps`: `0.0.0.0:8080->80/tcp, 443/tcp`; consecutive ports as Docker
@@ -404,49 +331,6 @@ pub fn networks_text(e: &Engine, c: &ContainerRow) -> String {
         Ok(eps) if !eps.is_empty() => eps.iter().map(|(_, n)| n.name.clone()).collect::<Vec<_>>().join(","),
         _ => c.config.network.clone(),
     }
-}
-
-/// `NetworkSettings` of `inspect`, in Docker's shape.
-pub fn network_settings(e: &Engine, c: &ContainerRow) -> Value {
-    let eps = e.endpoints_of_container(&c.id).unwrap_or_default();
-    let mut networks = serde_json::Map::new();
-    for (ep, n) in &eps {
-        networks.insert(
-            n.name.clone(),
-            json!({
-                "NetworkID": n.id,
-                "EndpointID": if ep.active { format!("{}{}", &c.id[..32], &n.id[..32]) } else { String::new() },
-                "Gateway": n.gateway.to_string(),
-                "IPAddress": ep.ip.to_string(),
-                "IPPrefixLen": n.subnet.prefix,
-                "MacAddress": ipam::format_mac(&ep.mac),
-                "Aliases": ep.aliases,
-            }),
-        );
-    }
-    let mut ports = serde_json::Map::new();
-    for x in &c.config.exposed {
-        ports.insert(x.clone(), Value::Null);
-    }
-    for p in e.published_ports(&c.id).unwrap_or_default() {
-        let key = format!("{}/{}", p.container_port, p.proto);
-        let entry = json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()});
-        match ports.get_mut(&key) {
-            Some(Value::Array(a)) => a.push(entry),
-            _ => {
-                ports.insert(key, json!([entry]));
-            }
-        }
-    }
-    let primary = berth_engine::Engine::primary(&eps);
-    json!({
-        "IPAddress": primary.map(|(ep, _)| ep.ip.to_string()).unwrap_or_default(),
-        "IPPrefixLen": primary.map(|(_, n)| n.subnet.prefix).unwrap_or(0),
-        "Gateway": primary.map(|(_, n)| n.gateway.to_string()).unwrap_or_default(),
-        "MacAddress": primary.map(|(ep, _)| ipam::format_mac(&ep.mac)).unwrap_or_default(),
-        "Ports": ports,
-        "Networks": networks,
-    })
 }
 
 /// `berth port CONTAINER [PRIVATE_PORT[/PROTO]]`.
