@@ -1,7 +1,7 @@
 //! Images in the engine: registering what the store holds under names, resolving names and
 //! ids, unpacking layers for containers, removing images and collecting what nothing uses.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufReader, Read};
 
 use anyhow::{Context, Result, bail};
@@ -619,4 +619,164 @@ pub fn display_name(r: &Reference) -> String {
         s.push_str(&d.to_string());
     }
     s
+}
+/// Docker's reference filter patterns: `*` and `?` within one path component.
+fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len()).take_while(|&i| i == 0 || n[i - 1] != '/').any(|i| go(rest, &n[i..])),
+            Some(('?', rest)) => n.first().is_some_and(|c| *c != '/') && go(rest, &n[1..]),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    go(&p, &n)
+}
+
+/// One `images` line: an image under one of its names.
+pub struct ImageLine {
+    pub repo: String,
+    pub tag: String,
+    pub digest: String,
+}
+
+/// The lines `images` shows for an image: one per tag, else one per repository it was pulled
+/// from, else `<none>`.
+pub fn image_lines(img: &ImageRow) -> Vec<ImageLine> {
+    let digest_of = |repo_full: &str| {
+        img.repo_digests
+            .iter()
+            .find(|d| d.rsplit_once('@').is_some_and(|(r, _)| r == repo_full))
+            .and_then(|d| d.rsplit_once('@').map(|(_, d)| d.to_string()))
+            .unwrap_or_else(|| "<none>".into())
+    };
+    let mut out = Vec::new();
+    for t in &img.tags {
+        if let Ok(r) = Reference::parse(t) {
+            out.push(ImageLine {
+                repo: r.familiar_name(),
+                tag: r.tag.clone().unwrap_or_else(|| "<none>".into()),
+                digest: digest_of(&format!("{}/{}", r.registry, r.repository)),
+            });
+        }
+    }
+    if out.is_empty() {
+        // No tag: its repositories (from its digests), or <none>.
+        for d in &img.repo_digests {
+            if let Some((repo, digest)) = d.rsplit_once('@')
+                && let Ok(r) = Reference::parse(repo)
+                && !out.iter().any(|l| l.repo == r.familiar_name())
+            {
+                out.push(ImageLine { repo: r.familiar_name(), tag: "<none>".into(), digest: digest.into() });
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(ImageLine { repo: "<none>".into(), tag: "<none>".into(), digest: "<none>".into() });
+    }
+    out
+}
+
+/// The image's creation time (its config's), else when it entered the store.
+fn image_time(e: &Engine, img: &ImageRow) -> (Option<String>, i64) {
+    let created = e.config_of(img).ok().and_then(|c| c.created);
+    let t = created
+        .as_deref()
+        .and_then(|t| crate::describe::parse_rfc3339(t).map(|n| n.div_euclid(1_000_000_000)))
+        .unwrap_or(img.added / 1_000_000_000);
+    (created, t)
+}
+
+/// An image as `images` lists it: its names that passed the filters, its config's creation
+/// time, and its unpacked size (Docker's SIZE; the blobs as pulled are compressed).
+pub struct ListedImage {
+    pub image: ImageRow,
+    pub created: Option<String>,
+    pub lines: Vec<ImageLine>,
+    pub size: u64,
+}
+
+impl Engine {
+    /// The images `images` lists through its `--filter`s (`dangling`, `reference`, `label`,
+    /// `before`, `since`): values of one key are alternatives, different keys must all hold.
+    /// Without `all`, the untagged images a build made its steps on are left out, as Docker's.
+    pub fn list_images(&self, all: bool, filters: &[String]) -> Result<Vec<ListedImage>> {
+        let hidden = if all { Default::default() } else { self.intermediate_images()? };
+        let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in filters {
+            let (k, v) =
+                f.split_once('=').with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
+            if !matches!(k, "dangling" | "reference" | "label" | "before" | "since") {
+                bail!("invalid filter '{k}'");
+            }
+            by_key.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        let time_of = |name: &str| -> Result<i64> { Ok(image_time(self, &self.resolve_image(name)?).1) };
+        let mut bounds = Vec::new();
+        for (k, vs) in &by_key {
+            for v in vs {
+                match k.as_str() {
+                    "before" => bounds.push((true, time_of(v)?)),
+                    "since" => bounds.push((false, time_of(v)?)),
+                    "dangling" if !matches!(v.as_str(), "true" | "false" | "1" | "0") => {
+                        bail!("invalid filter 'dangling={v}': use true or false")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for img in self.images()?.into_iter().filter(|i| !hidden.contains(&i.id.to_string())) {
+            if let Some(d) = by_key.get("dangling")
+                && !d.iter().any(|v| matches!(v.as_str(), "true" | "1") == img.tags.is_empty())
+            {
+                continue;
+            }
+            if let Some(ls) = by_key.get("label") {
+                let labels = self.config_of(&img).ok().and_then(|c| c.config.labels).unwrap_or_default();
+                if !ls.iter().all(|l| match l.split_once('=') {
+                    Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+                    None => labels.contains_key(l),
+                }) {
+                    continue;
+                }
+            }
+            let (created, t) = image_time(self, &img);
+            if bounds.iter().any(|&(before, b)| if before { t >= b } else { t <= b }) {
+                continue;
+            }
+            let mut lines = image_lines(&img);
+            if let Some(pats) = by_key.get("reference") {
+                // A tag is after the last ':' that follows the last '/' (before it: a port).
+                let has_tag = |p: &str| p.rfind(':').is_some_and(|i| !p[i..].contains('/'));
+                lines.retain(|l| {
+                    let full = format!("{}:{}", l.repo, l.tag);
+                    l.repo != "<none>"
+                        && pats.iter().any(|p| if has_tag(p) { glob(p, &full) } else { glob(p, &l.repo) })
+                });
+                if lines.is_empty() {
+                    continue;
+                }
+            }
+            let size = self.layer_sizes(&img).map(|v| v.iter().sum()).unwrap_or(img.size.max(0) as u64);
+            out.push(ListedImage { image: img, created, lines, size });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_patterns() {
+        assert!(glob("busy*", "busybox"));
+        assert!(glob("busybox:1.*", "busybox:1.36"));
+        assert!(!glob("*", "library/busybox"));
+        assert!(glob("*/*", "127.0.0.1:5000/app"));
+        assert!(!glob("busybox", "busybox2"));
+        assert!(glob("b?sybox", "busybox"));
+    }
 }

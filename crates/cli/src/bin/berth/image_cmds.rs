@@ -6,9 +6,8 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use berth_engine::images::{ImageRow, SaveFormat};
+use berth_engine::images::SaveFormat;
 use berth_engine::{ContainerRow, Engine};
-use berth_image::Reference;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -198,131 +197,17 @@ fn print_rows(rows: &[Value], format: Option<&str>, default: &str, header: &[(&s
 }
 
 /// Matches `name` against a glob with `*` (not across `/`), `?` and literal characters.
-fn glob(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some(('*', rest)) => (0..=n.len()).take_while(|&i| i == 0 || n[i - 1] != '/').any(|i| go(rest, &n[i..])),
-            Some(('?', rest)) => n.first().is_some_and(|c| *c != '/') && go(rest, &n[1..]),
-            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
-        }
-    }
-    go(&p, &n)
-}
-
-/// One `images` line: an image under one of its names.
-struct ImageLine {
-    repo: String,
-    tag: String,
-    digest: String,
-}
-
-fn image_lines(img: &ImageRow) -> Vec<ImageLine> {
-    let digest_of = |repo_full: &str| {
-        img.repo_digests
-            .iter()
-            .find(|d| d.rsplit_once('@').is_some_and(|(r, _)| r == repo_full))
-            .and_then(|d| d.rsplit_once('@').map(|(_, d)| d.to_string()))
-            .unwrap_or_else(|| "<none>".into())
-    };
-    let mut out = Vec::new();
-    for t in &img.tags {
-        if let Ok(r) = Reference::parse(t) {
-            out.push(ImageLine {
-                repo: r.familiar_name(),
-                tag: r.tag.clone().unwrap_or_else(|| "<none>".into()),
-                digest: digest_of(&format!("{}/{}", r.registry, r.repository)),
-            });
-        }
-    }
-    if out.is_empty() {
-        // No tag: its repositories (from its digests), or <none>.
-        for d in &img.repo_digests {
-            if let Some((repo, digest)) = d.rsplit_once('@')
-                && let Ok(r) = Reference::parse(repo)
-                && !out.iter().any(|l| l.repo == r.familiar_name())
-            {
-                out.push(ImageLine { repo: r.familiar_name(), tag: "<none>".into(), digest: digest.into() });
-            }
-        }
-    }
-    if out.is_empty() {
-        out.push(ImageLine { repo: "<none>".into(), tag: "<none>".into(), digest: "<none>".into() });
-    }
-    out
-}
-
-/// The image's creation time (its config's), else when it entered the store.
-fn image_time(e: &Engine, img: &ImageRow) -> (Option<String>, i64) {
-    let created = e.config_of(img).ok().and_then(|c| c.created);
-    let t = created.as_deref().and_then(parse_time).unwrap_or(img.added / 1_000_000_000);
-    (created, t)
-}
-
 pub fn images(e: &Engine, a: &ImagesArgs) -> Result<i32> {
-    // Docker hides the untagged images a build made steps on (`-a` shows them).
-    let hidden = if a.all { Default::default() } else { e.intermediate_images()? };
-    let all: Vec<ImageRow> = e.images()?.into_iter().filter(|i| !hidden.contains(&i.id.to_string())).collect();
-    // Filters: values of one key are alternatives, different keys must all hold.
-    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for f in &a.filter {
-        let (k, v) = f.split_once('=').with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
-        if !matches!(k, "dangling" | "reference" | "label" | "before" | "since") {
-            bail!("invalid filter '{k}'");
-        }
-        by_key.entry(k.to_string()).or_default().push(v.to_string());
-    }
+    let mut filters = a.filter.clone();
     if let Some(r) = &a.reference {
-        by_key.entry("reference".into()).or_default().push(r.clone());
-    }
-    let time_of = |name: &str| -> Result<i64> { Ok(image_time(e, &e.resolve_image(name)?).1) };
-    let mut bounds = Vec::new();
-    for (k, vs) in &by_key {
-        for v in vs {
-            match k.as_str() {
-                "before" => bounds.push((true, time_of(v)?)),
-                "since" => bounds.push((false, time_of(v)?)),
-                "dangling" if !matches!(v.as_str(), "true" | "false" | "1" | "0") => {
-                    bail!("invalid filter 'dangling={v}': use true or false")
-                }
-                _ => {}
-            }
-        }
+        filters.push(format!("reference={r}"));
     }
     let mut rows = Vec::new();
     let mut ids = Vec::new();
-    for img in &all {
-        let (created, t) = image_time(e, img);
-        let labels = e.config_of(img).ok().and_then(|c| c.config.labels).unwrap_or_default();
-        if let Some(d) = by_key.get("dangling")
-            && !d.iter().any(|v| matches!(v.as_str(), "true" | "1") == img.tags.is_empty())
-        {
-            continue;
-        }
-        if let Some(ls) = by_key.get("label")
-            && !ls.iter().all(|l| match l.split_once('=') {
-                Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-                None => labels.contains_key(l),
-            })
-        {
-            continue;
-        }
-        if bounds.iter().any(|&(before, b)| if before { t >= b } else { t <= b }) {
-            continue;
-        }
-        // Docker's SIZE: the image's unpacked layers (the blobs as pulled are compressed).
-        let size = e.layer_sizes(img).map(|v| v.iter().sum()).unwrap_or(img.size.max(0) as u64);
-        for l in image_lines(img) {
-            if let Some(pats) = by_key.get("reference") {
-                let full = format!("{}:{}", l.repo, l.tag);
-                // A tag is after the last ':' that follows the last '/' (before it: a port).
-                let has_tag = |p: &str| p.rfind(':').is_some_and(|i| !p[i..].contains('/'));
-                let ok = pats.iter().any(|p| if has_tag(p) { glob(p, &full) } else { glob(p, &l.repo) });
-                if !ok || l.repo == "<none>" {
-                    continue;
-                }
-            }
+    for listed in e.list_images(a.all, &filters)? {
+        let img = &listed.image;
+        let created = listed.created.as_deref();
+        for l in &listed.lines {
             let id = if a.no_trunc { img.id.to_string() } else { img.id.short().to_string() };
             if !ids.contains(&id) {
                 ids.push(id.clone());
@@ -332,10 +217,10 @@ pub fn images(e: &Engine, a: &ImagesArgs) -> Result<i32> {
                 "Tag": l.tag,
                 "Digest": l.digest,
                 "ID": id,
-                "CreatedSince": since(created.as_deref()),
-                "CreatedAt": created_at(created.as_deref()),
-                "Size": human_size(size),
-                "VirtualSize": human_size(size),
+                "CreatedSince": since(created),
+                "CreatedAt": created_at(created),
+                "Size": human_size(listed.size),
+                "VirtualSize": human_size(listed.size),
                 "SharedSize": "N/A",
                 "UniqueSize": "N/A",
                 "Containers": "N/A",
@@ -520,7 +405,7 @@ fn df(e: &Engine, verbose: bool, format: Option<&str>) -> Result<i32> {
     println!("Images space usage:\n");
     let mut rows = Vec::new();
     for i in &u.images {
-        for l in image_lines(&i.image) {
+        for l in berth_engine::images::image_lines(&i.image) {
             rows.push(json!({
                 "Repository": l.repo, "Tag": l.tag, "ID": i.image.id.short(),
                 "CreatedSince": since(i.created.as_deref()), "Size": human_size(i.size),
@@ -634,11 +519,6 @@ mod tests {
         assert_eq!(human_size(12_500), "12.5kB");
         assert_eq!(human_size(1_000_000), "1MB");
         assert_eq!(created_at(Some("2024-02-29T12:00:00Z")), "2024-02-29 12:00:00 +0000 UTC");
-        assert!(glob("busy*", "busybox"));
-        assert!(glob("busybox:1.*", "busybox:1.36"));
-        assert!(!glob("*", "library/busybox"));
-        assert!(glob("*/*", "127.0.0.1:5000/app"));
-        assert!(!glob("busybox", "busybox2"));
         assert_eq!(ellipsis("abcdef", 4), "abc…");
     }
 }
