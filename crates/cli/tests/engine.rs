@@ -362,6 +362,41 @@ fn pseudo_terminals() {
 }
 
 #[test]
+fn detach_keys_leave_the_container_running() {
+    let b = Berth::new("eng-detach");
+    let running = |name: &str| b.inspect(name, "{{.State.Status}}");
+    // Whether the shell saw the line sent before the detach keys (it may read it a little later).
+    let saw = |name: &str, file: &str| {
+        (0..100).any(|_| {
+            let ok = b.run(&["exec", name, "test", "-f", file]).0 == 0;
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            ok
+        })
+    };
+    // Keys of our own on run: the command returns 0 and the container keeps running.
+    let o = b.on_raw_terminal("run -it --name dk --detach-keys ctrl-x,x busybox sh", b"touch /one\n\x18x");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(running("dk"), "running");
+    assert!(saw("dk", "/one"), "the input before the keys did not reach the shell");
+    // Docker's default keys, ctrl-p ctrl-q, on a re-attach.
+    let o = b.on_raw_terminal("attach dk", b"touch /two\n\x10\x11");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(running("dk"), "running");
+    assert!(saw("dk", "/two"));
+    // ctrl-p alone is passed on: the shell gets it and the session goes on to its exit.
+    let o = b.on_raw_terminal("attach dk", b"\x10\nexit 3\n");
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(running("dk"), "exited");
+    // Keys that are not keys: Docker's words, nothing created.
+    let (code, _, err) = b.run(&["run", "-it", "--name", "bad", "--detach-keys", "ctrl-", "busybox", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(b.run(&["inspect", "bad"]).0 != 0, "a container was created");
+    b.ok(&["rm", "-f", "dk"]);
+}
+
+#[test]
 fn top_stats_diff_rename_update() {
     let b = Berth::new("eng-look");
     b.ok(&[
@@ -1328,6 +1363,7 @@ fn cpu_block_io_oom_and_device_flags() {
     assert_ne!(std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap().trim(), "1234", "the host's changed");
     let disk = whole_disk();
     let (bps, iops) = disk.as_ref().map(|d| (format!("{d}:1mb"), format!("{d}:100"))).unwrap_or_default();
+    let (wbps, riops) = disk.as_ref().map(|d| (format!("{d}:2mb"), format!("{d}:50"))).unwrap_or_default();
     let mut args = vec![
         "run",
         "-d",
@@ -1347,6 +1383,7 @@ fn cpu_block_io_oom_and_device_flags() {
     ];
     if disk.is_some() {
         args.extend(["--device-read-bps", &bps, "--device-write-iops", &iops]);
+        args.extend(["--device-write-bps", &wbps, "--device-read-iops", &riops]);
     } else {
         eprintln!("no whole disk on this machine: the throttle flags go untested");
     }
@@ -1380,6 +1417,8 @@ fn cpu_block_io_oom_and_device_flags() {
         if let Some(dev) = &dev {
             assert_eq!(cgroup_file(&pid, "blkio", "blkio.throttle.read_bps_device"), format!("{dev} 1048576"));
             assert_eq!(cgroup_file(&pid, "blkio", "blkio.throttle.write_iops_device"), format!("{dev} 100"));
+            assert_eq!(cgroup_file(&pid, "blkio", "blkio.throttle.write_bps_device"), format!("{dev} 2097152"));
+            assert_eq!(cgroup_file(&pid, "blkio", "blkio.throttle.read_iops_device"), format!("{dev} 50"));
         }
     } else {
         assert_eq!(cgroup_file(&pid, "", "cpu.max"), "25000 50000");
@@ -1387,6 +1426,7 @@ fn cpu_block_io_oom_and_device_flags() {
         if let Some(dev) = &dev {
             let io = cgroup_file(&pid, "", "io.max");
             assert!(io.contains(&format!("{dev} rbps=1048576")) && io.contains("wiops=100"), "{io}");
+            assert!(io.contains("wbps=2097152") && io.contains("riops=50"), "{io}");
         }
     }
     // The device is there, with its numbers, usable as asked.

@@ -946,7 +946,9 @@ impl Engine {
         let mut input = stdin && (c.config.tty || c.config.interactive);
         let mut buf = vec![0u8; 64 << 10];
         let mut pending: Vec<u8> = Vec::new();
-        let mut keys = DetachKeys::new(detach_keys.unwrap_or(&c.config.detach_keys))?;
+        // As Docker: run's --detach-keys were for that session; an attach has its own or the
+        // default ones.
+        let mut keys = DetachKeys::new(detach_keys.unwrap_or(""))?;
         loop {
             let mut fds = [
                 libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -984,16 +986,11 @@ impl Engine {
                 } else {
                     let data = &buf[..n as usize];
                     // The detach keys are a terminal's (Docker: only with -t).
-                    let mut detach = false;
-                    if c.config.tty {
-                        for &b in data {
-                            detach |= keys.feed(b);
-                        }
-                    }
+                    let (data, detach) = if c.config.tty { keys.filter(data) } else { (data.to_vec(), false) };
+                    write_all(sock.as_raw_fd(), &data);
                     if detach {
                         return Ok(0);
                     }
-                    write_all(sock.as_raw_fd(), data);
                 }
             }
             if fds[0].revents != 0 {
@@ -1229,18 +1226,30 @@ impl DetachKeys {
         Ok(DetachKeys { keys, at: 0 })
     }
 
-    /// True when `b` completes the sequence.
-    pub fn feed(&mut self, b: u8) -> bool {
-        if self.keys.get(self.at) == Some(&b) {
-            self.at += 1;
-        } else {
-            self.at = usize::from(self.keys.first() == Some(&b));
+    /// What of `data` goes on to the container, and whether it ended with the sequence. Keys
+    /// that may begin the sequence are held back until it completes (they are dropped, with
+    /// what follows in `data`) or breaks (they go on after all), as Docker's.
+    pub fn filter(&mut self, data: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(data.len());
+        for &b in data {
+            if self.keys.get(self.at) == Some(&b) {
+                self.at += 1;
+                if self.at == self.keys.len() {
+                    self.at = 0;
+                    return (out, true);
+                }
+            } else {
+                // The keys held were typed text after all; a first key starts the sequence anew.
+                out.extend_from_slice(&self.keys[..self.at]);
+                if self.keys.first() == Some(&b) {
+                    self.at = 1;
+                } else {
+                    self.at = 0;
+                    out.push(b);
+                }
+            }
         }
-        if self.at == self.keys.len() {
-            self.at = 0;
-            return true;
-        }
-        false
+        (out, false)
     }
 }
 
@@ -1251,12 +1260,17 @@ mod tests {
     #[test]
     fn detach_keys_match_sequences() {
         let mut d = DetachKeys::new("").unwrap();
-        assert!(!d.feed(0x10) && d.feed(0x11));
-        assert!(!d.feed(b'x') && !d.feed(0x11));
+        assert_eq!(d.filter(b"ls\n\x10\x11more"), (b"ls\n".to_vec(), true), "text before the keys goes on");
+        // Held across reads, then given back when the sequence breaks.
+        assert_eq!(d.filter(b"a\x10"), (b"a".to_vec(), false));
+        assert_eq!(d.filter(b"x"), (b"\x10x".to_vec(), false));
+        assert_eq!(d.filter(b"\x10"), (vec![], false));
+        assert_eq!(d.filter(b"\x11"), (vec![], true));
         // A repeated first key restarts the sequence instead of breaking it.
-        assert!(!d.feed(0x10) && !d.feed(0x10) && d.feed(0x11));
+        assert_eq!(d.filter(b"\x10\x10\x11"), (b"\x10".to_vec(), true));
         let mut d = DetachKeys::new("ctrl-a,x,ctrl-\\").unwrap();
-        assert!(!d.feed(1) && !d.feed(b'x') && d.feed(0x1c));
+        assert_eq!(d.filter(b"\x01x\x1c"), (vec![], true));
+        assert_eq!(d.filter(b"\x01xy"), (b"\x01xy".to_vec(), false));
         for bad in ["ctrl-1", "ctrl-pp", "abc"] {
             assert!(DetachKeys::new(bad).is_err(), "{bad}");
         }

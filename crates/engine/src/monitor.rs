@@ -548,11 +548,8 @@ fn pump(
             if k <= 0 {
                 input = false;
             } else {
-                let data = &buf[..k as usize];
-                let mut detach = false;
-                for &b in data {
-                    detach |= keys.feed(b);
-                }
+                let (data, detach) = keys.filter(&buf[..k as usize]);
+                write_all(r.out.as_raw_fd(), &data);
                 if detach {
                     // The container goes on; the caller leaves.
                     input = false;
@@ -560,8 +557,6 @@ fn pump(
                     if let Some(mut s) = status.take() {
                         let _ = writeln!(s, "detached");
                     }
-                } else {
-                    write_all(r.out.as_raw_fd(), data);
                 }
             }
         }

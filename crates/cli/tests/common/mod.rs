@@ -128,6 +128,17 @@ impl Berth {
 impl Berth {
     /// Runs `berth ARGS` on a real terminal (script(1)), typing `input`; returns the output.
     pub fn on_terminal(&self, args: &str, input: &[u8]) -> Output {
+        self.typed_on_terminal(args, input, false)
+    }
+
+    /// As [`Berth::on_terminal`], typing only once berth has put the terminal in raw mode, as
+    /// a person does: before that the terminal's own line discipline takes some keys (ctrl-q
+    /// is its flow control) and holds the rest until a newline.
+    pub fn on_raw_terminal(&self, args: &str, input: &[u8]) -> Output {
+        self.typed_on_terminal(args, input, true)
+    }
+
+    fn typed_on_terminal(&self, args: &str, input: &[u8], wait_raw: bool) -> Output {
         let cmd = format!(
             "{BERTH} --root {} --runroot {} {args}",
             self.g.path("root").display(),
@@ -142,6 +153,22 @@ impl Berth {
             .stderr(Stdio::piped())
             .spawn()
             .expect("script(1) from bsdutils");
+        if wait_raw {
+            // berth is script's child; its stdin is the terminal.
+            let raw = (0..400).any(|_| {
+                let kids = std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()));
+                let is_raw = kids.unwrap_or_default().split_whitespace().any(|pid| {
+                    let Ok(tty) = std::fs::File::open(format!("/proc/{pid}/fd/0")) else { return false };
+                    nix::sys::termios::tcgetattr(&tty)
+                        .is_ok_and(|t| !t.local_flags.contains(nix::sys::termios::LocalFlags::ICANON))
+                });
+                if !is_raw {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                is_raw
+            });
+            assert!(raw, "berth {args} did not put its terminal in raw mode");
+        }
         use std::io::Write;
         child.stdin.as_mut().unwrap().write_all(input).unwrap();
         child.wait_with_output().unwrap()
