@@ -578,6 +578,32 @@ fn killed_monitor_is_repaired_by_the_next_command() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(b.g.path("root").to_str().unwrap()), "the root is still mounted");
     b.ok(&["rm", &id]);
+    // As Docker's daemon does for what it finds dead when it starts again (after a reboot or
+    // a crash): a container whose policy says so starts again, now that a command noticed.
+    let always = b.ok(&["run", "-d", "--network", "none", "--restart", "always", "busybox", "sleep", "60"]);
+    let always = always.trim();
+    let kill_monitor = |id: &str| {
+        let pid = b.inspect(id, "{{.State.Pid}}");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let ppid: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        // SAFETY: kill(2) of the container's monitor and init.
+        unsafe {
+            libc::kill(ppid, libc::SIGKILL);
+            libc::kill(pid.parse().unwrap(), libc::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        pid
+    };
+    let old = kill_monitor(always);
+    assert_eq!(b.inspect(always, "{{.State.Status}}"), "running");
+    let new = b.inspect(always, "{{.State.Pid}}");
+    assert_ne!(new, old);
+    assert!(std::path::Path::new(&format!("/proc/{new}")).exists());
+    // The default policy (no) stays exited.
+    let plain = b.ok(&["run", "-d", "--network", "none", "busybox", "sleep", "60"]);
+    kill_monitor(plain.trim());
+    assert_eq!(b.inspect(plain.trim(), "{{.State.Status}}"), "exited");
+    b.ok(&["rm", "-f", always, plain.trim()]);
 }
 
 #[test]

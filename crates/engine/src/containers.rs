@@ -1157,6 +1157,7 @@ impl Engine {
             rows.into_iter().zip(alive).filter(|(_, alive)| !alive).map(|((id, ..), _)| id).collect()
         };
         let mut stale = Vec::new();
+        let mut restart = Vec::new();
         for id in dead {
             let q = format!("SELECT {COLUMNS} FROM containers WHERE id = ?1");
             if let Some(c) = self.db.query_row(&q, [&id], row).optional()? {
@@ -1177,11 +1178,26 @@ impl Engine {
                 continue;
             }
             let was_running = c.is_running() || c.state == "restarting";
-            self.db.execute(
+            let ours = self.db.execute(
                 "UPDATE containers SET state = CASE WHEN ?2 THEN 'exited' ELSE state END, exit_code = CASE WHEN ?2 THEN 255 ELSE exit_code END,
                  finished = CASE WHEN ?2 THEN ?3 ELSE finished END, monitor_pid = 0, pid = 0 WHERE id = ?1 AND monitor_pid = ?4",
                 params![c.id, was_running, db::now_nanos(), c.monitor_pid],
-            )?;
+            )? == 1;
+            // What Docker's daemon does for the containers it finds dead when it starts again
+            // (after a reboot, or its own crash): those whose policy says so start again, now
+            // that a command has noticed. A stop by the user (recorded as "stopped") stays.
+            if ours
+                && was_running
+                && c.error != "stopped"
+                && crate::monitor::should_restart(&c.config.restart, 255, c.restart_count)
+            {
+                restart.push(c.id.clone());
+            }
+        }
+        for id in restart {
+            if let Err(e) = self.start_container(&id, Attach::default()) {
+                eprintln!("berth: restarting container {} after its monitor died: {e:#}", &id[..12]);
+            }
         }
         Ok(())
     }
