@@ -330,6 +330,39 @@ fn system_df_counts_images_containers_and_volumes() {
 }
 
 #[test]
+fn system_check_compares_unpacked_layers_with_their_blobs() {
+    let b = Berth::new("img-layercheck");
+    b.ok(&["create", "--name", "keep", "--network", "none", "busybox", "true"]);
+    let layers: Vec<std::path::PathBuf> =
+        std::fs::read_dir(b.g.path("root/storage/layers")).unwrap().flatten().map(|e| e.path().join("diff")).collect();
+    assert_eq!(layers.len(), 1);
+    assert!(b.ok(&["system", "check"]).ends_with("No problems found.\n"));
+    // A file planted in the layer (what a host intruder or a bad disk leaves).
+    std::fs::write(layers[0].join("planted"), b"x").unwrap();
+    let (code, out, err) = b.run(&["system", "check"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("differs from its blob") && out.contains("/planted is not in the layer's tar"), "{out}");
+    // A container's root is made of it: reported, not removed.
+    let (code, out, _) = b.run(&["system", "check", "--repair"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("none while container keep uses it"), "{out}");
+    assert!(layers[0].join("planted").exists());
+    // Without the container, the repair removes it and the next run unpacks it again.
+    b.ok(&["rm", "keep"]);
+    let (code, out, err) = b.run(&["system", "check", "--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("repaired (remove the layer"), "{out}");
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "busybox", "ls", "/"]).contains("planted"), false);
+    assert!(b.ok(&["system", "check"]).ends_with("No problems found.\n"));
+    // A changed file is found too.
+    let busybox = layers[0].join("bin/busybox");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&busybox).unwrap();
+    std::io::Write::write_all(&mut f, b"\0").unwrap();
+    let out = b.run(&["system", "check"]).1;
+    assert!(out.contains("/bin/busybox: "), "{out}");
+}
+
+#[test]
 fn system_check_finds_and_repairs_a_damaged_store() {
     let b = Berth::new("img-check");
     let out = b.ok(&["system", "check"]);

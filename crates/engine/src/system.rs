@@ -189,6 +189,29 @@ impl Engine {
     /// every unpacked layer and every image's blobs, and finds what nothing refers to. With
     /// `repair`, broken blobs and layers go, images that lost a blob go (unless a container
     /// uses them) and so do the DB rows that point at what is gone.
+    /// The blob each unpacked layer (by chain id) was unpacked from, through the images'
+    /// manifests and configs.
+    fn layer_sources(&self) -> HashMap<Digest, berth_image::manifest::Descriptor> {
+        let mut out = HashMap::new();
+        for img in self.images().unwrap_or_default() {
+            let (Ok(m), Ok(cfg)) = (self.manifest_of(&img), self.config_of(&img)) else { continue };
+            out.extend(chain_ids(&cfg.rootfs.diff_ids).into_iter().zip(m.layers));
+        }
+        out
+    }
+
+    /// The layers some container's root is made of, with one such container's name.
+    fn layers_in_use(&self) -> Result<HashMap<Digest, String>> {
+        let mut out = HashMap::new();
+        for c in self.containers(true)? {
+            let Ok(cfg) = self.resolve_image(&c.image).and_then(|i| self.config_of(&i)) else { continue };
+            for chain in chain_ids(&cfg.rootfs.diff_ids) {
+                out.entry(chain).or_insert_with(|| c.name.clone());
+            }
+        }
+        Ok(out)
+    }
+
     pub fn check(&self, repair: bool) -> Result<CheckReport> {
         // Exclusive for a repair: no pull, load or commit is half-way while things are removed.
         let _l = self.store_lock(repair)?;
@@ -237,6 +260,39 @@ impl Engine {
                 let done = repair && self.layers.relink(c).is_ok();
                 problem(format!("layer {c} has no short link"), "make the link again", done);
             }
+        }
+        // Their files: each layer's tar unpacked again from its blob and compared. A layer
+        // that changed under a container stays (the container runs from it); others go and
+        // are unpacked again from the blob when next needed.
+        let sources = self.layer_sources();
+        let in_use = self.layers_in_use()?;
+        let mut limits = None;
+        for c in &layers {
+            if bad_layers.contains(c) {
+                continue;
+            }
+            let Some(blob) = sources.get(c).filter(|b| !broken.contains(&b.digest) && self.store.has(&b.digest)) else {
+                continue;
+            };
+            let limits = match limits {
+                Some(l) => l,
+                None => *limits.insert(crate::settings::Settings::layer_limits()?),
+            };
+            let differs = berth_image::manifest::layer_compression(&blob.media_type)
+                .and_then(|comp| {
+                    let f = std::io::BufReader::with_capacity(256 << 10, self.store.open_blob(&blob.digest)?);
+                    self.layers.verify_content(c, berth_image::archive::decompress(f, comp)?, &limits)
+                })
+                .unwrap_or_else(|e| Some(format!("it could not be compared with its blob ({e:#})")));
+            let Some(why) = differs else { continue };
+            let what = format!("layer {c} differs from its blob {}: {why}", blob.digest);
+            if let Some(user) = in_use.get(c) {
+                problem(what, &format!("none while container {user} uses it (remove the container)"), false);
+                continue;
+            }
+            let done = repair && self.layers.remove(c).is_ok();
+            problem(what, "remove the layer (it is unpacked again from its blob when needed)", done);
+            bad_layers.insert(c.clone());
         }
         for l in self.layers.dangling_links()? {
             let done = repair && std::fs::remove_file(&l).is_ok();

@@ -226,6 +226,15 @@ impl Layers {
         }
     }
 
+    /// Whether layer `chain`'s files are still what its tar `r` (uncompressed) unpacks to:
+    /// None, or the first difference. The tar is unpacked again in the temp dir, compared, and
+    /// removed.
+    pub fn verify_content(&self, chain: &Digest, r: impl Read, limits: &Limits) -> Result<Option<String>> {
+        let tmp = tempdir_in(&self.root.join("tmp"), "verify")?;
+        unpack::unpack(r, &tmp.0, limits).context("unpacking the layer's tar again")?;
+        crate::verify::compare_trees(&self.diff_path(chain), &tmp.0)
+    }
+
     /// Whether the short link of `chain` points at its diff.
     pub fn link_ok(&self, chain: &Digest) -> bool {
         let name = self.dir(chain).file_name().map(|n| n.to_os_string()).unwrap_or_default();

@@ -6,6 +6,7 @@ pub mod layers;
 pub mod rootfs;
 pub mod tarball;
 pub mod unpack;
+pub mod verify;
 
 pub use layers::{Layers, remove_tree};
 pub use rootfs::{RootFs, Shift};
