@@ -352,7 +352,7 @@ fn system_check_compares_unpacked_layers_with_their_blobs() {
     let (code, out, err) = b.run(&["system", "check", "--repair"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("repaired (remove the layer"), "{out}");
-    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "busybox", "ls", "/"]).contains("planted"), false);
+    assert!(!b.ok(&["run", "--rm", "--network", "none", "busybox", "ls", "/"]).contains("planted"));
     assert!(b.ok(&["system", "check"]).ends_with("No problems found.\n"));
     // A changed file is found too.
     let busybox = layers[0].join("bin/busybox");
