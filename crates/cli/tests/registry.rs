@@ -467,6 +467,51 @@ fn token_auth_anonymous_pull_login_push_mount_and_skopeo_agrees() {
 }
 
 #[test]
+fn layers_stored_uncompressed_are_pushed_gzipped() {
+    let r = Registry::start(Variant::Plain).expect("starting docker-registry");
+    let host = r.host();
+    let b = Berth::new("reg-push-gz");
+    // A docker-archive (`save`) holds its layers as plain tars, and `load` keeps them so.
+    let oci = b.g.path("oci.tar");
+    image::write_oci_archive(&oci, "busybox:latest");
+    b.ok(&["load", "-i", oci.to_str().unwrap()]);
+    let archive = b.g.path("busybox.tar");
+    b.ok(&["save", "-o", archive.to_str().unwrap(), "busybox"]);
+    b.ok(&["rmi", "busybox"]);
+    b.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let name = format!("{host}/gz/busybox:v1");
+    b.ok(&["tag", "busybox", &name]);
+    let out = b.ok(&["push", &name]);
+    assert!(out.contains(": Pushed"), "{out}");
+    let raw = b.skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{name}")]);
+    let m: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let layer = &m["layers"][0];
+    assert!(layer["mediaType"].as_str().unwrap().ends_with("gzip"), "{m}");
+    // The blob is the gzip of the layer whose diff id the config names, and smaller.
+    let cfg = b.ok(&["image", "inspect", "-f", "{{json .RootFS.Layers}}", &name]);
+    let back = b.g.path("back");
+    let o = b.skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{name}"),
+        &format!("oci:{}:v1", back.display()),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let digest = layer["digest"].as_str().unwrap();
+    let gz = std::fs::read(back.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap();
+    assert_eq!(image::sha256(&gz), digest);
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar).unwrap();
+    assert!(cfg.contains(&image::sha256(&tar)), "{cfg}");
+    assert!(gz.len() < tar.len());
+    // The local image keeps its manifest; the pushed copies are gone from the store's temp dir.
+    assert!(b.ok(&["system", "check"]).ends_with("No problems found.\n"));
+    // Another engine pulls and runs it.
+    let b2 = Berth::new("reg-push-gz-2");
+    assert_eq!(b2.ok(&["run", "--rm", "--network", "none", &name, "echo", "gz"]), "gz\n");
+}
+
+#[test]
 fn push_monolithic_and_chunked_then_skopeo_pulls_it_back() {
     let r = Registry::start(Variant::Plain).expect("starting docker-registry");
     let host = r.host();

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use berth_image::digest::HashReader;
-use berth_image::manifest::{self, Descriptor, Document, ImageConfig, chain_ids, media};
+use berth_image::manifest::{self, Compression, Descriptor, Document, ImageConfig, Manifest, chain_ids, media};
 use berth_image::store::BlobWriter;
 use berth_image::{Digest, Platform, Reference, Store, archive};
 use berth_registry::client::manifest_media_type;
@@ -359,6 +359,12 @@ impl Engine {
         let bytes = self.store.read(&img.manifest)?;
         let m = self.manifest_of(&img)?;
         progress(&format!("The push refers to repository [{}/{}]", r.registry, r.repository));
+        let gzipped = self.gzip_for_push(&bytes, &m)?;
+        let (bytes, m) = match &gzipped {
+            Some(g) => (g.manifest.clone(), g.parsed.clone()),
+            None => (bytes, m),
+        };
+        let temp_blob = |d: &Digest| gzipped.as_ref().and_then(|g| g.blobs.get(d)).map(|f| f.path().to_path_buf());
         let client = Client::from_env()?;
         let repo = client.repo(&r.registry, &r.repository, true).with_context(|| format!("pushing {}", r.full()))?;
         // Blobs this registry already has in another repository can be mounted from there.
@@ -386,14 +392,15 @@ impl Engine {
                     progress(&format!("{}: {what}", d.digest.short()));
                 }
             };
-            if !store.has(&d.digest) {
+            let temp = temp_blob(&d.digest);
+            if temp.is_none() && !store.has(&d.digest) {
                 bail!("blob {} is missing from the store (run `berth pull` again)", d.digest);
             }
             if repo.blob_size(&d.digest)?.is_some() {
                 say("Layer already exists");
                 return Ok(());
             }
-            let path = store.path(&d.digest);
+            let path = temp.unwrap_or_else(|| store.path(&d.digest));
             let session = match from.get(&d.digest) {
                 Some(src) => match repo.mount(&d.digest, src)? {
                     Mount::Mounted => {
@@ -414,7 +421,8 @@ impl Engine {
         let digest = repo
             .put_manifest(&tag, &bytes, &manifest_media_type(&bytes))
             .with_context(|| format!("pushing {}", display_name(&r)))?;
-        for d in &blobs {
+        // (The gzipped copies are not kept: nothing to mount them from later.)
+        for d in blobs.iter().filter(|d| temp_blob(&d.digest).is_none()) {
             self.db.execute(
                 "INSERT OR IGNORE INTO blob_sources (digest, registry, repository) VALUES (?1, ?2, ?3)",
                 params![d.digest.to_string(), r.registry, r.repository],
@@ -423,6 +431,57 @@ impl Engine {
         self.add_repo_digest(&format!("{}/{}", r.registry, r.repository), &digest, &img.id)?;
         progress(&format!("{tag}: digest: {digest} size: {}", bytes.len()));
         Ok(Pushed { reference: r, digest, size: bytes.len() })
+    }
+}
+
+/// What a push sends instead of an image's own manifest when some of its layers are stored
+/// uncompressed: the manifest naming gzipped copies, and those copies (temp files).
+struct Gzipped {
+    manifest: Vec<u8>,
+    parsed: Manifest,
+    blobs: HashMap<Digest, tempfile::NamedTempFile>,
+}
+
+impl Engine {
+    /// Layers stored uncompressed (a `load` of a docker-archive, an `import`) go up gzipped,
+    /// as Docker pushes them: each is compressed into a temp file and the pushed manifest
+    /// names those; the local image keeps its own manifest. None when every layer is
+    /// compressed already.
+    fn gzip_for_push(&self, bytes: &[u8], m: &Manifest) -> Result<Option<Gzipped>> {
+        let plain: Vec<usize> = (0..m.layers.len())
+            .filter(|&i| matches!(manifest::layer_compression(&m.layers[i].media_type), Ok(Compression::None)))
+            .collect();
+        if plain.is_empty() {
+            return Ok(None);
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(bytes).context("reading the image's manifest")?;
+        let docker = v["mediaType"] == media::DOCKER_MANIFEST || m.config.media_type == media::DOCKER_CONFIG;
+        let gz_type = if docker { media::DOCKER_LAYER_GZIP } else { media::OCI_LAYER_GZIP };
+        let tmp = self.root.join("images").join("tmp");
+        let mut blobs = HashMap::new();
+        let mut parsed = m.clone();
+        for i in plain {
+            let src = &m.layers[i];
+            let file = tempfile::NamedTempFile::new_in(&tmp).context("creating a temp file for a gzipped layer")?;
+            let hw = crate::layer::HashWriter {
+                inner: std::io::BufWriter::new(file.reopen()?),
+                hasher: berth_image::digest::Hasher::new(src.digest.algo),
+            };
+            let mut gz = flate2::write::GzEncoder::new(hw, flate2::Compression::new(6));
+            let mut blob = self.store.open_blob(&src.digest)?;
+            std::io::copy(&mut blob, &mut gz).with_context(|| format!("compressing layer {}", src.digest))?;
+            let mut hw = gz.finish()?;
+            std::io::Write::flush(&mut hw.inner)?;
+            let digest = hw.hasher.finish();
+            let size = file.as_file().metadata()?.len() as i64;
+            let layer = &mut v["layers"][i];
+            layer["mediaType"] = serde_json::json!(gz_type);
+            layer["digest"] = serde_json::json!(digest.to_string());
+            layer["size"] = serde_json::json!(size);
+            parsed.layers[i] = Descriptor { media_type: gz_type.into(), digest: digest.clone(), size, ..src.clone() };
+            blobs.insert(digest, file);
+        }
+        Ok(Some(Gzipped { manifest: serde_json::to_vec_pretty(&v)?, parsed, blobs }))
     }
 }
 
