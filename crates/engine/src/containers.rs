@@ -1164,7 +1164,32 @@ impl Engine {
                 stale.push(c);
             }
         }
+        // A sealed copy of berth (exec runs from one) cannot start monitors: containers due a
+        // restart are left for the next command.
+        let can_start = !berth_runtime::sealed::running_sealed();
         for c in stale {
+            let was_running = c.is_running() || c.state == "restarting";
+            // What Docker's daemon does for the containers it finds dead when it starts again
+            // (after a reboot, or its own crash): those whose policy says so start again, now
+            // that a command has noticed. A stop by the user (recorded as "stopped") stays.
+            let again = was_running
+                && !c.config.auto_remove
+                && c.error != "stopped"
+                && crate::monitor::should_restart(&c.config.restart, 255, c.restart_count);
+            if again && !can_start {
+                continue;
+            }
+            // Claimed first: of two commands repairing at once, one cleans up (and restarts);
+            // the other must not tear down what the first has started meanwhile.
+            let ours = self.db.execute(
+                "UPDATE containers SET state = CASE WHEN ?2 THEN 'exited' ELSE state END, exit_code = CASE WHEN ?2 THEN 255 ELSE exit_code END,
+                 finished = CASE WHEN ?2 THEN ?3 ELSE finished END, monitor_pid = 0, pid = 0,
+                 restart_count = restart_count + ?5 WHERE id = ?1 AND monitor_pid = ?4",
+                params![c.id, was_running, db::now_nanos(), c.monitor_pid, again as i64],
+            )? == 1;
+            if !ours {
+                continue;
+            }
             if let Ok(rt) = self.runtime_of(&c) {
                 rt.delete();
             }
@@ -1177,20 +1202,7 @@ impl Engine {
                 self.remove_anonymous_volumes(&c);
                 continue;
             }
-            let was_running = c.is_running() || c.state == "restarting";
-            let ours = self.db.execute(
-                "UPDATE containers SET state = CASE WHEN ?2 THEN 'exited' ELSE state END, exit_code = CASE WHEN ?2 THEN 255 ELSE exit_code END,
-                 finished = CASE WHEN ?2 THEN ?3 ELSE finished END, monitor_pid = 0, pid = 0 WHERE id = ?1 AND monitor_pid = ?4",
-                params![c.id, was_running, db::now_nanos(), c.monitor_pid],
-            )? == 1;
-            // What Docker's daemon does for the containers it finds dead when it starts again
-            // (after a reboot, or its own crash): those whose policy says so start again, now
-            // that a command has noticed. A stop by the user (recorded as "stopped") stays.
-            if ours
-                && was_running
-                && c.error != "stopped"
-                && crate::monitor::should_restart(&c.config.restart, 255, c.restart_count)
-            {
+            if again {
                 restart.push(c.id.clone());
             }
         }

@@ -47,8 +47,12 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         "Z" | "z" => 0,
         o => {
             let sign = if o.starts_with('-') { -1 } else { 1 };
-            let (oh, om) = o[1..].split_once(':').unwrap_or((&o[1..], "0"));
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+            let digits = o[1..].replace(':', "");
+            if !matches!(digits.len(), 2 | 4) || !digits.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            let (oh, om) = digits.split_at(2);
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().unwrap_or(0) * 60)
         }
     };
     // Days from the civil date in the proleptic Gregorian calendar (Howard Hinnant's algorithm).
@@ -58,7 +62,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let doy = (153 * m2 + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146097 + doe - 719468;
-    Some(((days * 86400 + hh * 3600 + mm * 60 + ss - off) * 1_000_000_000) + nanos)
+    // Outside 1678-2262 (Go's zero time in an image's config, say) nanoseconds overflow: None.
+    (days * 86400 + hh * 3600 + mm * 60 + ss - off).checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 /// Docker's `units.HumanDuration`: "Less than a second", "About a minute", "3 weeks".
@@ -545,6 +550,9 @@ mod tests {
         assert_eq!(secs("2024-02-29"), Some(1_709_164_800));
         assert_eq!(secs("yesterday"), None);
         assert_eq!(secs("2024-13-01T00:00:00Z"), None);
+        assert_eq!(secs("2024-02-29T17:30:00+0530"), Some(1_709_208_000));
+        assert_eq!(secs("2024-02-29T12:00:00+530"), None);
+        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), None, "out of nanoseconds' range");
     }
 
     #[test]

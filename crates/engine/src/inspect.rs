@@ -222,8 +222,6 @@ fn walk(upper: &Path, rel: &Path, lowers: &[std::fs::File], out: &mut Vec<Change
     Ok(())
 }
 
-/// The cgroup a process is in, as /proc/PID/cgroup names it (the pids controller's path on
-/// v1, the unified one on v2; runtimes give a container the same path in every hierarchy).
 /// The host's memory in bytes (MemTotal in /proc/meminfo; 0 when unreadable).
 pub fn host_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -248,6 +246,8 @@ fn net_io(pid: i32) -> (u64, u64) {
         .fold((0, 0), |(r, t), (a, b)| (r + a, t + b))
 }
 
+/// The cgroup a process is in, as /proc/PID/cgroup names it (the pids controller's path on
+/// v1, the unified one on v2; runtimes give a container the same path in every hierarchy).
 fn cgroup_of(pid: i32) -> Result<berth_cgroups::Cgroup> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .with_context(|| format!("reading /proc/{pid}/cgroup"))?;

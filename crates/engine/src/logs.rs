@@ -221,7 +221,10 @@ impl crate::Engine {
                     }
                 }
                 off += complete as u64;
-                continue;
+                if complete > 0 {
+                    continue;
+                }
+                // Only a torn line (a writer killed mid-line): wait like for no news.
             }
             let now = self.container(&c.id)?;
             if !now.is_running() && !now.monitor_alive() {

@@ -185,10 +185,6 @@ impl Engine {
         Ok(u)
     }
 
-    /// `berth system check [--repair]`: reads every blob back through its digest, looks at
-    /// every unpacked layer and every image's blobs, and finds what nothing refers to. With
-    /// `repair`, broken blobs and layers go, images that lost a blob go (unless a container
-    /// uses them) and so do the DB rows that point at what is gone.
     /// The blob each unpacked layer (by chain id) was unpacked from, through the images'
     /// manifests and configs.
     fn layer_sources(&self) -> HashMap<Digest, berth_image::manifest::Descriptor> {
@@ -200,18 +196,23 @@ impl Engine {
         out
     }
 
-    /// The layers some container's root is made of, with one such container's name.
-    fn layers_in_use(&self) -> Result<HashMap<Digest, String>> {
+    /// The layers some container's root is made of, with one such container's name; None
+    /// when the image of some container cannot be read (its layers are unknown).
+    fn layers_in_use(&self) -> Result<Option<HashMap<Digest, String>>> {
         let mut out = HashMap::new();
         for c in self.containers(true)? {
-            let Ok(cfg) = self.resolve_image(&c.image).and_then(|i| self.config_of(&i)) else { continue };
+            let Ok(cfg) = self.resolve_image(&c.image).and_then(|i| self.config_of(&i)) else { return Ok(None) };
             for chain in chain_ids(&cfg.rootfs.diff_ids) {
                 out.entry(chain).or_insert_with(|| c.name.clone());
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
+    /// `berth system check [--repair]`: reads every blob back through its digest, looks at
+    /// every unpacked layer and every image's blobs, and finds what nothing refers to. With
+    /// `repair`, broken blobs and layers go, images that lost a blob go (unless a container
+    /// uses them) and so do the DB rows that point at what is gone.
     pub fn check(&self, repair: bool) -> Result<CheckReport> {
         // Exclusive for a repair: no pull, load or commit is half-way while things are removed.
         let _l = self.store_lock(repair)?;
@@ -278,17 +279,32 @@ impl Engine {
                 Some(l) => l,
                 None => *limits.insert(crate::settings::Settings::layer_limits()?),
             };
-            let differs = berth_image::manifest::layer_compression(&blob.media_type)
-                .and_then(|comp| {
-                    let f = std::io::BufReader::with_capacity(256 << 10, self.store.open_blob(&blob.digest)?);
-                    self.layers.verify_content(c, berth_image::archive::decompress(f, comp)?, &limits)
-                })
-                .unwrap_or_else(|e| Some(format!("it could not be compared with its blob ({e:#})")));
-            let Some(why) = differs else { continue };
+            let compared = berth_image::manifest::layer_compression(&blob.media_type).and_then(|comp| {
+                let f = std::io::BufReader::with_capacity(256 << 10, self.store.open_blob(&blob.digest)?);
+                self.layers.verify_content(c, berth_image::archive::decompress(f, comp)?, &limits)
+            });
+            let why = match compared {
+                Ok(None) => continue,
+                Ok(Some(why)) => why,
+                // Not a verdict on the layer (a full disk, lower limits than at the pull): the
+                // layer stays, whatever the repair.
+                Err(e) => {
+                    problem(format!("layer {c} could not be compared with its blob: {e:#}"), "none", false);
+                    continue;
+                }
+            };
             let what = format!("layer {c} differs from its blob {}: {why}", blob.digest);
-            if let Some(user) = in_use.get(c) {
-                problem(what, &format!("none while container {user} uses it (remove the container)"), false);
-                continue;
+            match &in_use {
+                None => {
+                    problem(what, "none while a container's image cannot be read (see above)", false);
+                    continue;
+                }
+                Some(users) if users.contains_key(c) => {
+                    let user = &users[c];
+                    problem(what, &format!("none while container {user} uses it (remove the container)"), false);
+                    continue;
+                }
+                Some(_) => {}
             }
             let done = repair && self.layers.remove(c).is_ok();
             problem(what, "remove the layer (it is unpacked again from its blob when needed)", done);

@@ -41,6 +41,12 @@ use anyhow::{Context, Result, bail};
 
 const MARK: &str = "_BERTH_SEALED";
 
+/// Whether this process runs from a sealed copy or read-only view of its binary (so that
+/// /proc/self/exe is no path another process could run).
+pub fn running_sealed() -> bool {
+    std::fs::File::open("/proc/self/exe").is_ok_and(|f| is_sealed(f.as_raw_fd()))
+}
+
 /// Re-execs the current process from a sealed view of its binary unless it already runs from
 /// one. Returns only when nothing had to be done.
 ///
