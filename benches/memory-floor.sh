@@ -52,7 +52,11 @@ measure() {
 
 procs() { for _ in $(seq "$N"); do "$SLEEP" sleep 3600 & pids+=($!); done; }
 netns() { for _ in $(seq "$N"); do unshare -n "$SLEEP" sleep 3600 & pids+=($!); done; }
-pidipcuts() { for _ in $(seq "$N"); do unshare -p -i -u --fork --kill-child "$SLEEP" sleep 3600 & pids+=($!); done; }
+# A pid namespace needs a fork: unshare stays as the parent, so it is set against the same pair
+# of processes without the namespace.
+pair() { for _ in $(seq "$N"); do unshare --fork --kill-child "$SLEEP" sleep 3600 & pids+=($!); done; }
+pidns() { for _ in $(seq "$N"); do unshare -p --fork --kill-child "$SLEEP" sleep 3600 & pids+=($!); done; }
+ipcuts() { for _ in $(seq "$N"); do unshare -i -u "$SLEEP" sleep 3600 & pids+=($!); done; }
 mntns() { for _ in $(seq "$N"); do unshare -m "$SLEEP" sleep 3600 & pids+=($!); done; }
 # $1: tmpfs or bind. One process holds a private mount namespace with N mounts in it.
 mounts() {
@@ -72,7 +76,9 @@ bind_mounts() { mounts bind; }
 results=()
 results+=("$(measure process procs)")
 results+=("$(measure netns netns)")
-results+=("$(measure pid+ipc+uts pidipcuts)")
+results+=("$(measure unshare+process pair)")
+results+=("$(measure pidns pidns)")
+results+=("$(measure ipc+uts ipcuts)")
 results+=("$(measure mntns mntns)")
 results+=("$(measure tmpfs tmpfs_mounts)")
 results+=("$(measure bind bind_mounts)")
@@ -96,13 +102,16 @@ for h in $hierarchies; do
 done
 
 proc=$(echo "${results[0]}" | cut -d' ' -f2)
+pair_b=$(echo "${results[2]}" | cut -d' ' -f2)
 printf '%-22s %12s\n' "part" "KiB each"
 for r in "${results[@]}"; do
   name=${r% *}; kib=$(python3 -c "print('%.1f' % (${r#* }/1024))")
   case $name in
-    netns|pid+ipc+uts|mntns)
+    netns|ipc+uts|mntns)
       # Each of these holds a process too: the namespace alone is the rest.
       printf '%-22s %12s  (with its process; alone %s)\n' "$name" "$kib" "$(python3 -c "print('%.1f' % ((${r#* }-$proc)/1024))")" ;;
+    pidns)
+      printf '%-22s %12s  (with unshare and its child; alone %s)\n' "$name" "$kib" "$(python3 -c "print('%.1f' % ((${r#* }-$pair_b)/1024))")" ;;
     *) printf '%-22s %12s\n' "$name" "$kib" ;;
   esac
 done
