@@ -563,25 +563,7 @@ fn restart_policies() {
 #[test]
 fn killed_monitor_is_repaired_by_the_next_command() {
     let b = Berth::new("eng-crash");
-    let id = b.ok(&["run", "-d", "busybox", "sleep", "60"]).trim().to_string();
-    // The monitor is the parent of the container's init.
-    let pid = b.inspect(&id, "{{.State.Pid}}");
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let ppid: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    // SAFETY: kill(2) of the monitor and the container.
-    unsafe {
-        libc::kill(ppid, libc::SIGKILL);
-        libc::kill(pid.parse().unwrap(), libc::SIGKILL);
-    }
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(b.inspect(&id, "{{.State.Status}} {{.State.ExitCode}}"), "exited 255");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(b.g.path("root").to_str().unwrap()), "the root is still mounted");
-    b.ok(&["rm", &id]);
-    // As Docker's daemon does for what it finds dead when it starts again (after a reboot or
-    // a crash): a container whose policy says so starts again, now that a command noticed.
-    let always = b.ok(&["run", "-d", "--network", "none", "--restart", "always", "busybox", "sleep", "60"]);
-    let always = always.trim();
+    // Kills a container's monitor (the parent of its init) and the init; returns the init's pid.
     let kill_monitor = |id: &str| {
         let pid = b.inspect(id, "{{.State.Pid}}");
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -594,6 +576,16 @@ fn killed_monitor_is_repaired_by_the_next_command() {
         std::thread::sleep(Duration::from_millis(100));
         pid
     };
+    let id = b.ok(&["run", "-d", "busybox", "sleep", "60"]).trim().to_string();
+    kill_monitor(&id);
+    assert_eq!(b.inspect(&id, "{{.State.Status}} {{.State.ExitCode}}"), "exited 255");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(b.g.path("root").to_str().unwrap()), "the root is still mounted");
+    b.ok(&["rm", &id]);
+    // As Docker's daemon does for what it finds dead when it starts again (after a reboot or
+    // a crash): a container whose policy says so starts again, now that a command noticed.
+    let always = b.ok(&["run", "-d", "--network", "none", "--restart", "always", "busybox", "sleep", "60"]);
+    let always = always.trim();
     let old = kill_monitor(always);
     assert_eq!(b.inspect(always, "{{.State.Status}}"), "running");
     let new = b.inspect(always, "{{.State.Pid}}");

@@ -181,6 +181,21 @@ fn container_matches(c: &ContainerRow, key: &str, v: &str) -> bool {
     }
 }
 
+/// The items for which every filter holds.
+fn all_hold<T>(items: Vec<T>, filters: &[String], holds: impl Fn(&T, &str) -> Result<bool>) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for it in items {
+        let mut keep = true;
+        for f in filters {
+            keep &= holds(&it, f)?;
+        }
+        if keep {
+            out.push(it);
+        }
+    }
+    Ok(out)
+}
+
 /// A list as Docker's JSON has it: null when empty.
 fn nullable(v: &[String]) -> Value {
     if v.is_empty() { Value::Null } else { json!(v) }
@@ -201,32 +216,12 @@ impl Engine {
 
     /// The networks `network ls` lists through its `--filter`s (all have to hold).
     pub fn list_networks(&self, filters: &[String]) -> Result<Vec<Network>> {
-        let mut rows = Vec::new();
-        for n in self.networks()? {
-            let mut keep = true;
-            for f in filters {
-                keep &= network_matches(&n, f)?;
-            }
-            if keep {
-                rows.push(n);
-            }
-        }
-        Ok(rows)
+        all_hold(self.networks()?, filters, |n, f| network_matches(n, f))
     }
 
     /// The volumes `volume ls` lists through its `--filter`s (all have to hold).
     pub fn list_volumes(&self, filters: &[String]) -> Result<Vec<Volume>> {
-        let mut rows = Vec::new();
-        for v in self.volumes()? {
-            let mut keep = true;
-            for f in filters {
-                keep &= self.volume_matches(&v, f)?;
-            }
-            if keep {
-                rows.push(v);
-            }
-        }
-        Ok(rows)
+        all_hold(self.volumes()?, filters, |v, f| self.volume_matches(v, f))
     }
 
     fn volume_matches(&self, v: &Volume, f: &str) -> Result<bool> {
