@@ -216,7 +216,7 @@ impl Engine {
 
     /// The networks `network ls` lists through its `--filter`s (all have to hold).
     pub fn list_networks(&self, filters: &[String]) -> Result<Vec<Network>> {
-        all_hold(self.networks()?, filters, |n, f| network_matches(n, f))
+        all_hold(self.networks()?, filters, network_matches)
     }
 
     /// The volumes `volume ls` lists through its `--filter`s (all have to hold).
