@@ -504,7 +504,16 @@ fn layers_stored_uncompressed_are_pushed_gzipped() {
     std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar).unwrap();
     assert!(cfg.contains(&image::sha256(&tar)), "{cfg}");
     assert!(gz.len() < tar.len());
-    // The local image keeps its manifest; the pushed copies are gone from the store's temp dir.
+    // The image now has the pushed manifest and layers: a pull of the tag finds them all, a
+    // second push sends nothing; no temp file is left and the store is whole.
+    b.ok(&["run", "--rm", "--network", "none", &name, "true"]);
+    let out = b.ok(&["pull", &name]);
+    assert!(out.contains("Already exists") && out.contains("Image is up to date"), "{out}");
+    let out = b.ok(&["push", &name]);
+    assert!(out.contains("Layer already exists") && !out.contains("Pushed"), "{out}");
+    let tmp: Vec<_> =
+        std::fs::read_dir(b.g.path("root/images/tmp")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
     assert!(b.ok(&["system", "check"]).ends_with("No problems found.\n"));
     // Another engine pulls and runs it.
     let b2 = Berth::new("reg-push-gz-2");

@@ -1172,10 +1172,13 @@ impl Engine {
             // What Docker's daemon does for the containers it finds dead when it starts again
             // (after a reboot, or its own crash): those whose policy says so start again, now
             // that a command has noticed. A stop by the user (recorded as "stopped") stays.
+            // A monitor that died while "restarting" has counted that restart already.
+            let counted = c.state == "restarting";
+            let count = c.restart_count - counted as i64;
             let again = was_running
                 && !c.config.auto_remove
                 && c.error != "stopped"
-                && crate::monitor::should_restart(&c.config.restart, 255, c.restart_count);
+                && crate::monitor::should_restart(&c.config.restart, 255, count);
             if again && !can_start {
                 continue;
             }
@@ -1185,7 +1188,7 @@ impl Engine {
                 "UPDATE containers SET state = CASE WHEN ?2 THEN 'exited' ELSE state END, exit_code = CASE WHEN ?2 THEN 255 ELSE exit_code END,
                  finished = CASE WHEN ?2 THEN ?3 ELSE finished END, monitor_pid = 0, pid = 0,
                  restart_count = restart_count + ?5 WHERE id = ?1 AND monitor_pid = ?4",
-                params![c.id, was_running, db::now_nanos(), c.monitor_pid, again as i64],
+                params![c.id, was_running, db::now_nanos(), c.monitor_pid, (again && !counted) as i64],
             )? == 1;
             if !ours {
                 continue;

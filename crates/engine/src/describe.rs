@@ -28,6 +28,9 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let (date, rest) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
     let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    if !(0..=9999).contains(&y) {
+        return None;
+    }
     let (time, offset) = match rest.find(['Z', 'z', '+', '-']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "Z"),
@@ -45,7 +48,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     };
     let off = match offset {
         "Z" | "z" => 0,
-        o => {
+        o if o.starts_with(['+', '-']) => {
             let sign = if o.starts_with('-') { -1 } else { 1 };
             let digits = o[1..].replace(':', "");
             if !matches!(digits.len(), 2 | 4) || !digits.bytes().all(|c| c.is_ascii_digit()) {
@@ -54,6 +57,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
             let (oh, om) = digits.split_at(2);
             sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().unwrap_or(0) * 60)
         }
+        _ => return None,
     };
     // Days from the civil date in the proleptic Gregorian calendar (Howard Hinnant's algorithm).
     let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
@@ -547,6 +551,8 @@ mod tests {
         assert_eq!(secs("2024-13-01T00:00:00Z"), None);
         assert_eq!(secs("2024-02-29T17:30:00+0530"), Some(1_709_208_000));
         assert_eq!(secs("2024-02-29T12:00:00+530"), None);
+        assert_eq!(secs("2024-02-29T12:00:00Z12"), None);
+        assert_eq!(secs("99999-01-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), None, "out of nanoseconds' range");
     }
 

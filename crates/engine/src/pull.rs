@@ -197,7 +197,7 @@ impl Engine {
         };
         progress(&format!("{wanted}: Pulling from {}", r.repository));
         let _lock = self.store_lock(false)?;
-        clean_stale_tmp(&self.store.root().join("tmp"), &["blob-", "import-"]);
+        clean_stale_tmp(&self.store.root().join("tmp"), &["blob-", "import-", "push-"]);
         clean_stale_tmp(&self.layers.root().join("tmp"), &["layer-", "rm-"]);
 
         // The manifest: from a mirror when one has it, else from the registry.
@@ -428,8 +428,16 @@ impl Engine {
                 params![d.digest.to_string(), r.registry, r.repository],
             )?;
         }
+        if let Some(g) = &gzipped {
+            self.adopt_gzipped(&img, g, &bytes)?;
+        }
         self.add_repo_digest(&format!("{}/{}", r.registry, r.repository), &digest, &img.id)?;
         progress(&format!("{tag}: digest: {digest} size: {}", bytes.len()));
+        drop(_lock);
+        if gzipped.is_some() {
+            // The plain blobs and manifest the image had, unless another image uses them.
+            self.collect_garbage_if_idle();
+        }
         Ok(Pushed { reference: r, digest, size: bytes.len() })
     }
 }
@@ -462,7 +470,11 @@ impl Engine {
         let mut parsed = m.clone();
         for i in plain {
             let src = &m.layers[i];
-            let file = tempfile::NamedTempFile::new_in(&tmp).context("creating a temp file for a gzipped layer")?;
+            // Named with our pid: one a killed push leaves is found and removed as stale.
+            let file = tempfile::Builder::new()
+                .prefix(&format!("push-{}-", std::process::id()))
+                .tempfile_in(&tmp)
+                .context("creating a temp file for a gzipped layer")?;
             let hw = crate::layer::HashWriter {
                 inner: std::io::BufWriter::new(file.reopen()?),
                 hasher: berth_image::digest::Hasher::new(src.digest.algo),
@@ -478,10 +490,38 @@ impl Engine {
             layer["mediaType"] = serde_json::json!(gz_type);
             layer["digest"] = serde_json::json!(digest.to_string());
             layer["size"] = serde_json::json!(size);
-            parsed.layers[i] = Descriptor { media_type: gz_type.into(), digest: digest.clone(), size, ..src.clone() };
+            // A foreign layer's URLs name its plain blob, not this one.
+            if let Some(o) = layer.as_object_mut() {
+                o.remove("urls");
+            }
+            parsed.layers[i] = Descriptor {
+                media_type: gz_type.into(),
+                digest: digest.clone(),
+                size,
+                urls: Vec::new(),
+                ..src.clone()
+            };
             blobs.insert(digest, file);
         }
         Ok(Some(Gzipped { manifest: serde_json::to_vec_pretty(&v)?, parsed, blobs }))
+    }
+}
+
+impl Engine {
+    /// After a push that gzipped layers: the image takes the manifest it was pushed with and
+    /// the gzipped blobs, as Docker then knows its layers by their pushed digests. A pull of
+    /// the tag back finds everything there, and the next push compresses nothing.
+    fn adopt_gzipped(&self, img: &crate::images::ImageRow, g: &Gzipped, manifest: &[u8]) -> Result<()> {
+        for (digest, file) in &g.blobs {
+            self.store.put(std::fs::File::open(file.path())?, Some(digest))?;
+        }
+        let (md, _) = self.store.put(manifest, None)?;
+        let size: i64 = g.parsed.layers.iter().map(|l| l.size.max(0)).sum::<i64>() + g.parsed.config.size;
+        self.db.execute(
+            "UPDATE images SET manifest = ?2, size = ?3 WHERE id = ?1",
+            params![img.id.to_string(), md.to_string(), size],
+        )?;
+        Ok(())
     }
 }
 
