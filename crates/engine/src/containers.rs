@@ -1167,6 +1167,8 @@ impl Engine {
         // A sealed copy of berth (exec runs from one) cannot start monitors: containers due a
         // restart are left for the next command.
         let can_start = !berth_runtime::sealed::running_sealed();
+        let me = std::process::id() as i32;
+        let my_start = berth_runtime::state::proc_start(me).map(|s| s.0).unwrap_or(0);
         for c in stale {
             let was_running = c.is_running() || c.state == "restarting";
             // What Docker's daemon does for the containers it finds dead when it starts again
@@ -1182,15 +1184,15 @@ impl Engine {
             if again && !can_start {
                 continue;
             }
-            // Claimed first: of two commands repairing at once, one cleans up (and restarts);
-            // the other must not tear down what the first has started meanwhile.
-            let ours = self.db.execute(
-                "UPDATE containers SET state = CASE WHEN ?2 THEN 'exited' ELSE state END, exit_code = CASE WHEN ?2 THEN 255 ELSE exit_code END,
-                 finished = CASE WHEN ?2 THEN ?3 ELSE finished END, monitor_pid = 0, pid = 0,
-                 restart_count = restart_count + ?5 WHERE id = ?1 AND monitor_pid = ?4",
-                params![c.id, was_running, db::now_nanos(), c.monitor_pid, (again && !counted) as i64],
+            // Claimed first, as its monitor for the time of the clean-up: of two commands
+            // repairing at once one cleans up (and restarts), and a `start` meanwhile finds the
+            // container taken rather than have its new root torn down. Should we die here, our
+            // pid is as dead as the monitor's was and the next command repairs again.
+            let claimed = self.db.execute(
+                "UPDATE containers SET monitor_pid = ?2, monitor_start = ?3 WHERE id = ?1 AND monitor_pid = ?4",
+                params![c.id, me, my_start as i64, c.monitor_pid],
             )? == 1;
-            if !ours {
+            if !claimed {
                 continue;
             }
             if let Ok(rt) = self.runtime_of(&c) {
@@ -1205,6 +1207,12 @@ impl Engine {
                 self.remove_anonymous_volumes(&c);
                 continue;
             }
+            self.db.execute(
+                "UPDATE containers SET state = CASE WHEN ?2 THEN 'exited' ELSE state END, exit_code = CASE WHEN ?2 THEN 255 ELSE exit_code END,
+                 finished = CASE WHEN ?2 THEN ?3 ELSE finished END, monitor_pid = 0, pid = 0,
+                 restart_count = restart_count + ?5 WHERE id = ?1 AND monitor_pid = ?4",
+                params![c.id, was_running, db::now_nanos(), me, (again && !counted) as i64],
+            )?;
             if again {
                 restart.push(c.id.clone());
             }
