@@ -43,7 +43,11 @@ impl<W: Write> Write for HashWriter<W> {
 /// every timestamp is clamped to it (SOURCE_DATE_EPOCH).
 pub fn store_layer(store: &Store, dir: &Path, tmp: &Path, epoch: Option<i64>) -> Result<NewLayer> {
     fs::create_dir_all(tmp)?;
-    let file = tempfile::NamedTempFile::new_in(tmp).context("creating a temp file for the layer")?;
+    // Named with our pid, as the store's own temp files: one a killed commit leaves is stale.
+    let file = tempfile::Builder::new()
+        .prefix(&format!("blob-{}-", std::process::id()))
+        .tempfile_in(tmp)
+        .context("creating a temp file for the layer")?;
     let gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(file.reopen()?), flate2::Compression::new(6));
     let mut hw = HashWriter { inner: gz, hasher: Hasher::new(Algo::Sha256) };
     {
