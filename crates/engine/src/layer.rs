@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -101,7 +100,8 @@ fn write_tree<W: Write>(
         if ft.is_dir() {
             h.set_entry_type(tar::EntryType::Directory);
             b.append_data(&mut h, &path, std::io::empty())?;
-            if xattr(&full, "trusted.overlay.opaque").is_some_and(|v| v == b"y") {
+            let opaque = berth_storage::xattrs::read(&full, |k| k == b"trusted.overlay.opaque").unwrap_or_default();
+            if opaque.first().is_some_and(|(_, v)| v == b"y") {
                 let mut o = tar::Header::new_gnu();
                 o.set_entry_type(tar::EntryType::Regular);
                 o.set_mode(0o644);
@@ -146,48 +146,13 @@ fn write_tree<W: Write>(
 
 /// The xattrs a layer keeps (file capabilities and user attributes), as PAX records.
 fn write_xattrs<W: Write>(b: &mut tar::Builder<W>, p: &Path) -> Result<()> {
-    let mut records = Vec::new();
-    for name in xattr_names(p) {
-        if (name.starts_with("security.capability") || name.starts_with("user."))
-            && let Some(v) = xattr(p, &name)
-        {
-            records.push((format!("SCHILY.xattr.{name}"), v));
-        }
-    }
+    let records: Vec<(String, Vec<u8>)> = berth_storage::xattrs::read(p, berth_storage::xattrs::kept_in_layers)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (format!("SCHILY.xattr.{}", String::from_utf8_lossy(&k)), v))
+        .collect();
     if !records.is_empty() {
         b.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
     }
     Ok(())
-}
-
-fn cpath(p: &Path) -> Option<std::ffi::CString> {
-    std::ffi::CString::new(p.as_os_str().as_bytes()).ok()
-}
-
-fn xattr_names(p: &Path) -> Vec<String> {
-    let Some(c) = cpath(p) else { return vec![] };
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: llistxattr into our buffer.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n <= 0 {
-        return vec![];
-    }
-    buf[..n as usize]
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
-}
-
-fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let c = cpath(p)?;
-    let n = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0u8; 65536];
-    // SAFETY: lgetxattr into our buffer.
-    let len = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if len < 0 {
-        return None;
-    }
-    buf.truncate(len as usize);
-    Some(buf)
 }

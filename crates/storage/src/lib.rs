@@ -7,6 +7,7 @@ pub mod rootfs;
 pub mod tarball;
 pub mod unpack;
 pub mod verify;
+pub mod xattrs;
 
 pub use layers::{Layers, remove_tree};
 pub use rootfs::{RootFs, Shift};

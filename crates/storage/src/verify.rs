@@ -5,16 +5,12 @@
 //! clamps times when asked to (SOURCE_DATE_EPOCH). A file
 //! changed, added or lost since the pull shows up, and a pull stores nothing extra for it.
 
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-
-use crate::unpack::cstr;
 
 /// The first difference between the trees at `have` (the stored layer) and `want` (its tar
 /// unpacked anew), with the path inside the layer; None when they are the same.
@@ -131,44 +127,18 @@ fn xattrs_differ(a: &Path, b: &Path) -> Result<bool> {
 }
 
 fn xattrs(p: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let path = cstr(p.as_os_str().as_bytes())?;
-    // SAFETY: llistxattr with no buffer asks for the size; not following a symlink.
-    let size = unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
-    let mut names = vec![0u8; size.max(0) as usize + 1];
-    // SAFETY: llistxattr into our buffer; not following a symlink.
-    let n = unsafe { libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOTSUP) {
-            return Ok(Vec::new());
-        }
-        return Err(e).with_context(|| format!("listing the xattrs of {}", p.display()));
-    }
-    let mut out = Vec::new();
-    // Only what every layer's tar carries: file capabilities, user attributes and the opaque
-    // mark. A build keeps the files of its RUN steps as they were made, with whatever else
-    // the host adds (SELinux labels, ACLs, overlayfs's bookkeeping), which its tar leaves out.
-    let kept =
-        |k: &[u8]| k.starts_with(b"security.capability") || k.starts_with(b"user.") || k == b"trusted.overlay.opaque";
-    for name in names[..n as usize].split(|&c| c == 0).filter(|s| kept(s)) {
-        let k = CString::new(name)?;
-        let mut v = vec![0u8; 64 << 10];
-        // SAFETY: lgetxattr into our buffer.
-        let m = unsafe { libc::lgetxattr(path.as_ptr(), k.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-        if m < 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("reading an xattr of {}", p.display()));
-        }
-        v.truncate(m as usize);
-        out.push((name.to_vec(), v));
-    }
-    out.sort();
-    Ok(out)
+    // Only what every layer's tar carries, and the opaque mark. A build keeps the files of its
+    // RUN steps as they were made, with whatever else the host adds (SELinux labels, ACLs,
+    // overlayfs's bookkeeping), which its tar leaves out.
+    crate::xattrs::read(p, |k| crate::xattrs::kept_in_layers(k) || k == b"trusted.overlay.opaque")
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::ffi::OsStrExt;
+
     use super::*;
+    use crate::unpack::cstr;
 
     #[test]
     fn trees_compare_by_every_attribute() {
