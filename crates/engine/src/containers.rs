@@ -1166,6 +1166,10 @@ impl Engine {
         }
         // A sealed copy of berth (exec runs from one) cannot start monitors: containers due a
         // restart are left for the next command.
+        if stale.is_empty() {
+            // The usual case, on every command: nothing more to read.
+            return Ok(());
+        }
         let can_start = !berth_runtime::sealed::running_sealed();
         let me = std::process::id() as i32;
         let my_start = berth_runtime::state::proc_start(me).map(|s| s.0).unwrap_or(0);
